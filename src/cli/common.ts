@@ -1,0 +1,52 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { RuawatchError, errorMessage } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+export interface Io {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  env: NodeJS.ProcessEnv;
+}
+
+export const processIo: Io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
+
+/** Parses a command's flags; unknown flags and missing values are usage errors (exit 2). */
+export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, allowPositionals: boolean) {
+  try {
+    return parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (err) {
+    throw new RuawatchError('E_USAGE', errorMessage(err));
+  }
+}
+
+export function openConfig(file: string | undefined, io: Io): LoadedConfig {
+  return loadConfig(file, io.env);
+}
+
+export function loggerFor(loaded: LoadedConfig, fallbackLevel: string): Logger {
+  return createLogger(loaded.config.log.level ?? fallbackLevel);
+}
+
+/** YYYY-MM-DD as UTC midnight, epoch seconds. */
+export function parseDay(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+  const ms = m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : NaN;
+  if (!m || Number.isNaN(ms) || new Date(ms).getUTCDate() !== Number(m[3])) {
+    throw new RuawatchError('E_USAGE', `${flag} wants a date as YYYY-MM-DD, not "${value}"`);
+  }
+  return ms / 1000;
+}
+
+export function formatInt(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+export function formatRate(r: number | null): string {
+  return r === null ? '-' : `${(r * 100).toFixed(1)}%`;
+}

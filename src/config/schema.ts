@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { defaultLimits } from '../unpack/limits.js';
+
+/**
+ * The one place a setting exists. Every section is strict: a misspelt key is an error naming its
+ * full path, not a silently ignored setting. Secrets (`password`, `access_token`, ...) may instead
+ * be given as `<key>_file`, read at load time (see load.ts).
+ */
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. "127.0.0.1:8080"');
+const security = z.enum(['tls', 'starttls', 'none']);
+
+const mailbox = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, ".", "_" and "-" only'),
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).optional(),
+  security: security.default('tls'),
+  user: z.string().min(1),
+  password: z.string().min(1),
+  folder: z.string().min(1).default('INBOX'),
+  processed_folder: z.string().min(1).default('Processed'),
+  invalid_folder: z.string().min(1).default('Invalid'),
+  ca_file: z.string().min(1).optional(),
+  mark_seen_only: z.boolean().default(false),
+});
+
+const email = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(587),
+  security: security.default('starttls'),
+  user: z.string().min(1).optional(),
+  password: z.string().min(1).optional(),
+  from: z.string().min(3),
+  to: z.array(z.string().min(3)).min(1),
+});
+
+const matrix = z.strictObject({
+  homeserver: z.url(),
+  access_token: z.string().min(1),
+  room_id: z.string().regex(/^!.+:.+$/, 'a room id like "!abc:example.com"'),
+});
+
+const discord = z
+  .strictObject({
+    webhook_url: z.url().optional(),
+    bot_token: z.string().min(1).optional(),
+    channel_id: z.string().regex(/^\d+$/).optional(),
+  })
+  .refine((d) => d.webhook_url !== undefined || (d.bot_token !== undefined && d.channel_id !== undefined), {
+    message: 'set webhook_url, or bot_token together with channel_id',
+  });
+
+const positive = z.number().int().positive();
+/** [limits] keys are the Limits fields in snake_case: maxDecompressedBytes -> max_decompressed_bytes. */
+export const limitKey = (camel: string): string => camel.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+const limits = z.strictObject(
+  Object.fromEntries(Object.entries(defaultLimits).map(([k, v]) => [limitKey(k), positive.default(v)])) as Record<
+    string,
+    z.ZodDefault<z.ZodNumber>
+  >,
+);
+
+export const configSchema = z.strictObject({
+  database: z.strictObject({ path: z.string().min(1).default('./data/ruawatch.sqlite') }).prefault({}),
+  mailbox: z.array(mailbox).default([]),
+  alerts: z
+    .strictObject({
+      email: email.optional(),
+      matrix: matrix.optional(),
+      discord: discord.optional(),
+    })
+    .prefault({}),
+  schedule: z.strictObject({ poll: z.string().min(1).default('*/15 * * * *') }).prefault({}),
+  web: z.strictObject({ listen: hostPort.default('127.0.0.1:8080') }).prefault({}),
+  limits: limits.prefault({}),
+  // Unset: one-shot commands log warnings and errors only, `ruawatch run` logs info.
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional() }).prefault({}),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Keys whose values are never printed or logged. */
+export const SECRET_KEYS = new Set(['password', 'access_token', 'webhook_url', 'bot_token']);

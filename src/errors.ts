@@ -1,0 +1,39 @@
+/**
+ * Every error ruawatch raises on purpose carries a stable `code`, so scripts, logs and the
+ * ingest_failures table can tell a zip bomb from a typo without parsing English.
+ */
+export type ErrorCode =
+  | 'E_EMPTY' // zero bytes
+  | 'E_LIMIT' // a cap from unpack/limits.ts was exceeded
+  | 'E_GZIP' // corrupt gzip or zlib stream
+  | 'E_ZIP' // corrupt or unreadable zip archive
+  | 'E_MAIL' // a mail that could not be parsed
+  | 'E_ENCODING' // bytes that do not decode in the declared character set
+  | 'E_XML' // not well-formed XML
+  | 'E_XML_DOCTYPE' // a DOCTYPE (entities, XXE) was present; refused
+  | 'E_JSON' // not valid JSON
+  | 'E_NOT_REPORT' // well-formed, but not an aggregate or TLS report
+  | 'E_REPORT' // a report missing a field it cannot be stored without
+  | 'E_IO' // the input could not be read
+  | 'E_CONFIG' // configuration problem
+  | 'E_USAGE' // command-line usage
+  | 'E_DB'; // database problem (infrastructure, retry later)
+
+export class RuawatchError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RuawatchError';
+    this.code = code;
+  }
+}
+
+export function errorCode(err: unknown): string {
+  if (err instanceof RuawatchError) return err.code;
+  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
+  return 'E_INTERNAL';
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,403 @@
+import { SaxesParser, type SaxesTagPlain } from 'saxes';
+import { RuawatchError, errorMessage } from '../errors.js';
+import type { ByteStream } from '../unpack/bytes.js';
+import type { Limits } from '../unpack/limits.js';
+import {
+  canonicalIp,
+  clean,
+  emailDomain,
+  normaliseDomain,
+  normaliseReportId,
+  normaliseResult,
+  normaliseWord,
+  parseCount,
+} from './normalise.js';
+import type { DmarcHeader, DmarcRecord } from './types.js';
+import { XmlTextDecoder } from './xml-text.js';
+
+/**
+ * Receives a report as it is parsed. `header` comes once, before any record; returning 'stop'
+ * (the report is already stored) ends parsing early.
+ */
+export interface DmarcSink {
+  header(h: DmarcHeader): 'continue' | 'stop';
+  record(r: DmarcRecord): void;
+}
+
+export interface DmarcParseOptions {
+  limits: Limits;
+  /** The reporter's address from the mail, used when org_name and email are both empty. */
+  fallbackReporterEmail?: string | null;
+}
+
+export interface DmarcParseResult {
+  header: DmarcHeader;
+  records: number;
+  stopped: boolean;
+}
+
+const NS_DMARC_2 = 'urn:ietf:params:xml:ns:dmarc-2.0';
+/** Records held back while a (non-conforming) report puts records before its metadata. */
+const MAX_PENDING_RECORDS = 10_000;
+
+/**
+ * Streams a DMARC aggregate report (RFC 7489 appendix C, RFC 9990, the pre-RFC draft) through a
+ * strict SAX tokenizer, handing each <record> to the sink as soon as it closes, so memory stays
+ * flat whatever the report's size. DOCTYPE declarations are refused outright: no entity is ever
+ * defined, expanded or fetched (XXE, billion laughs).
+ */
+export async function parseDmarcXml(
+  src: ByteStream,
+  head: Uint8Array,
+  opts: DmarcParseOptions,
+  sink: DmarcSink,
+): Promise<DmarcParseResult> {
+  const state = new DmarcState(opts, sink);
+  const decoder = new XmlTextDecoder(head);
+  const parser = new SaxesParser({ xmlns: false });
+  parser.on('error', (err) => {
+    throw new RuawatchError('E_XML', `not well-formed XML: ${err.message}`);
+  });
+  parser.on('doctype', () => {
+    throw new RuawatchError(
+      'E_XML_DOCTYPE',
+      'the XML has a DOCTYPE declaration; refused, since aggregate reports have none and DTDs enable entity expansion and external entity (XXE) attacks',
+    );
+  });
+  parser.on('opentag', (tag) => state.open(tag as SaxesTagPlain));
+  parser.on('text', (t) => state.text(t));
+  parser.on('cdata', (t) => state.text(t));
+  parser.on('closetag', (tag) => state.close(tag.name));
+
+  try {
+    for await (const chunk of src) {
+      parser.write(decoder.decode(chunk));
+      if (state.stopped || state.feedbackClosed) break;
+    }
+    if (!state.stopped && !state.feedbackClosed) {
+      parser.write(decoder.decode(new Uint8Array(0), true));
+      parser.close();
+    }
+  } catch (err) {
+    if (err instanceof RuawatchError) throw err;
+    throw new RuawatchError('E_XML', `not well-formed XML: ${errorMessage(err)}`, { cause: err });
+  }
+  if (!state.sawRoot) throw new RuawatchError('E_XML', 'the XML document has no root element');
+  return { header: state.finish(), records: state.recordCount, stopped: state.stopped };
+}
+
+interface PartialRecord {
+  sourceIp: string | null;
+  count: string | null;
+  disposition: string | null;
+  dkim: string | null;
+  spf: string | null;
+  reasons: { type: string | null; comment: string | null }[];
+  headerFrom: string | null;
+  envelopeFrom: string | null;
+  envelopeTo: string | null;
+  dkimResults: { domain: string | null; selector: string | null; result: string | null; humanResult: string | null }[];
+  spfResults: { domain: string | null; scope: string | null; result: string | null; humanResult: string | null }[];
+}
+
+class DmarcState {
+  private readonly stack: string[] = [];
+  private buf = '';
+  private readonly meta: Record<string, string | null> = {};
+  private readonly policy: Record<string, string | null> = {};
+  private readonly errors: string[] = [];
+  private version: string | null = null;
+  private namespace2 = false;
+  private rec: PartialRecord | null = null;
+  private pending: DmarcRecord[] = [];
+  private metaDone = false;
+  private policyDone = false;
+  private header: DmarcHeader | null = null;
+  /** Depth of the <extension> element we are inside, 0 when outside (RFC 9990 section 4.2). */
+  private extensionDepth = 0;
+  sawRoot = false;
+  stopped = false;
+  /**
+   * Set when </feedback> closes inside a wrapper element. One real reporter (ikea.com) wraps the
+   * report in an <xs:schema> start tag that is never closed; the report itself is complete, so it
+   * is taken and whatever follows </feedback> is ignored.
+   */
+  feedbackClosed = false;
+  private wrapped = false;
+  recordCount = 0;
+
+  constructor(
+    private readonly opts: DmarcParseOptions,
+    private readonly sink: DmarcSink,
+  ) {}
+
+  open(tag: SaxesTagPlain): void {
+    const name = localName(tag.name);
+    const parent = this.stack[this.stack.length - 1];
+    this.stack.push(name);
+    this.buf = '';
+    if (this.stack.length > this.opts.limits.maxXmlDepth) {
+      throw new RuawatchError('E_LIMIT', `XML nesting deeper than ${this.opts.limits.maxXmlDepth} elements (limit maxXmlDepth)`);
+    }
+    if (this.stack.length === 1 && name === 'schema' && parent === undefined) {
+      this.sawRoot = true;
+      this.wrapped = true;
+      return;
+    }
+    if (this.stack.length === (this.wrapped ? 2 : 1)) {
+      this.sawRoot = true;
+      if (name !== 'feedback') {
+        throw new RuawatchError('E_NOT_REPORT', `the XML root element is <${tag.name}>, not <feedback>: not a DMARC aggregate report`);
+      }
+      for (const [k, v] of Object.entries(tag.attributes)) {
+        if ((k === 'xmlns' || k.startsWith('xmlns:')) && String(v).trim() === NS_DMARC_2) this.namespace2 = true;
+      }
+      return;
+    }
+    if (this.extensionDepth || name === 'extension') {
+      this.extensionDepth++;
+      return;
+    }
+    switch (name) {
+      case 'record':
+        if (parent === 'feedback') {
+          this.rec = emptyRecord();
+          if (++this.recordCount > this.opts.limits.maxRecordsPerReport) {
+            throw new RuawatchError(
+              'E_LIMIT',
+              `the report has more than ${this.opts.limits.maxRecordsPerReport} records (limit maxRecordsPerReport)`,
+            );
+          }
+        }
+        break;
+      case 'reason':
+        if (parent === 'policy_evaluated' && this.rec) this.rec.reasons.push({ type: null, comment: null });
+        break;
+      case 'dkim':
+        if (parent === 'auth_results' && this.rec) this.rec.dkimResults.push({ domain: null, selector: null, result: null, humanResult: null });
+        break;
+      case 'spf':
+        if (parent === 'auth_results' && this.rec) this.rec.spfResults.push({ domain: null, scope: null, result: null, humanResult: null });
+        break;
+    }
+  }
+
+  text(t: string): void {
+    this.buf += t;
+    if (this.buf.length > this.opts.limits.maxXmlTextChars) {
+      throw new RuawatchError('E_LIMIT', `an XML element holds more than ${this.opts.limits.maxXmlTextChars} characters of text (limit maxXmlTextChars)`);
+    }
+  }
+
+  close(rawName: string): void {
+    const name = localName(rawName);
+    this.stack.pop();
+    const parent = this.stack[this.stack.length - 1];
+    const value = this.buf;
+    this.buf = '';
+    if (this.extensionDepth) {
+      this.extensionDepth--;
+      return;
+    }
+    const rec = this.rec;
+    if (name === 'feedback' && this.wrapped && this.stack.length === 1) {
+      this.feedbackClosed = true;
+      return;
+    }
+    switch (parent) {
+      case 'feedback':
+        if (name === 'version') this.version = clean(value);
+        else if (name === 'report_metadata') this.metaDone = true;
+        else if (name === 'policy_published') this.policyDone = true;
+        else if (name === 'record' && rec) {
+          this.rec = null;
+          this.emit(finishRecord(rec));
+        }
+        if (this.metaDone && this.policyDone && !this.header) this.flushPending();
+        return;
+      case 'report_metadata':
+        if (name === 'error') {
+          const e = clean(value);
+          if (e) this.errors.push(e);
+        } else if (name === 'version') this.version = clean(value);
+        else this.meta[name] = value;
+        return;
+      case 'date_range':
+        this.meta[name] = value;
+        return;
+      case 'policy_published':
+        this.policy[name] = value;
+        return;
+    }
+    if (!rec) return;
+    switch (parent) {
+      case 'row':
+        if (name === 'source_ip') rec.sourceIp = value;
+        else if (name === 'count') rec.count = value;
+        return;
+      case 'policy_evaluated':
+        if (name === 'disposition') rec.disposition = value;
+        else if (name === 'dkim') rec.dkim = value;
+        else if (name === 'spf') rec.spf = value;
+        return;
+      case 'reason': {
+        const r = rec.reasons[rec.reasons.length - 1];
+        if (r && (name === 'type' || name === 'comment')) r[name] = value;
+        return;
+      }
+      case 'identifiers':
+        if (name === 'header_from') rec.headerFrom = value;
+        else if (name === 'envelope_from') rec.envelopeFrom = value;
+        else if (name === 'envelope_to') rec.envelopeTo = value;
+        return;
+      case 'dkim': {
+        const d = rec.dkimResults[rec.dkimResults.length - 1];
+        if (!d) return;
+        if (name === 'domain') d.domain = value;
+        else if (name === 'selector') d.selector = value;
+        else if (name === 'result') d.result = value;
+        else if (name === 'human_result') d.humanResult = value;
+        return;
+      }
+      case 'spf': {
+        const s = rec.spfResults[rec.spfResults.length - 1];
+        if (!s) return;
+        if (name === 'domain') s.domain = value;
+        else if (name === 'scope') s.scope = value;
+        else if (name === 'result') s.result = value;
+        else if (name === 'human_result') s.humanResult = value;
+        return;
+      }
+    }
+  }
+
+  private emit(r: DmarcRecord): void {
+    if (this.stopped) return;
+    if (this.header) {
+      this.sink.record(r);
+      return;
+    }
+    this.pending.push(r);
+    if (this.pending.length > MAX_PENDING_RECORDS) {
+      throw new RuawatchError('E_REPORT', `more than ${MAX_PENDING_RECORDS} records before <report_metadata> and <policy_published>`);
+    }
+  }
+
+  private flushPending(): void {
+    this.header = this.buildHeader();
+    if (this.sink.header(this.header) === 'stop') {
+      this.stopped = true;
+      this.pending = [];
+      return;
+    }
+    for (const r of this.pending) this.sink.record(r);
+    this.pending = [];
+  }
+
+  finish(): DmarcHeader {
+    if (!this.header && !this.stopped) this.flushPending();
+    return this.header!;
+  }
+
+  private buildHeader(): DmarcHeader {
+    const m = this.meta;
+    const reporterEmail = clean(m.email);
+    const reporter =
+      clean(m.org_name) ?? emailDomain(reporterEmail) ?? emailDomain(this.opts.fallbackReporterEmail ?? null);
+    if (!reporter) throw new RuawatchError('E_REPORT', 'the report names no reporter: <org_name> and <email> are both empty');
+    const reportId = normaliseReportId(m.report_id);
+    if (!reportId) throw new RuawatchError('E_REPORT', 'the report has no <report_id>');
+    const begin = parseCount(m.begin);
+    const end = parseCount(m.end);
+    if (begin === null || end === null) {
+      throw new RuawatchError('E_REPORT', `the report has no valid <date_range> (begin "${clean(m.begin) ?? ''}", end "${clean(m.end) ?? ''}")`);
+    }
+    const p = this.policy;
+    const domain = normaliseDomain(p.domain);
+    if (!domain) throw new RuawatchError('E_REPORT', 'the report has no <policy_published><domain>');
+    const generator = clean(m.generator);
+    const is2 =
+      this.namespace2 ||
+      this.version === '2.0' ||
+      generator !== null ||
+      p.np !== undefined ||
+      p.testing !== undefined ||
+      p.discovery_method !== undefined;
+    return {
+      kind: 'dmarc',
+      reporter,
+      reportId,
+      policyDomain: domain,
+      begin,
+      end,
+      schema: is2 ? '2.0' : '1.0',
+      version: this.version,
+      reporterEmail,
+      extraContactInfo: clean(m.extra_contact_info),
+      generator,
+      errors: this.errors,
+      policy: {
+        domain,
+        adkim: normaliseWord(p.adkim),
+        aspf: normaliseWord(p.aspf),
+        p: normaliseWord(p.p),
+        sp: normaliseWord(p.sp),
+        np: normaliseWord(p.np),
+        pct: parseCount(p.pct),
+        fo: clean(p.fo),
+        testing: normaliseWord(p.testing),
+        discoveryMethod: normaliseWord(p.discovery_method),
+      },
+    };
+  }
+}
+
+function localName(name: string): string {
+  const i = name.indexOf(':');
+  return i < 0 ? name : name.slice(i + 1);
+}
+
+function emptyRecord(): PartialRecord {
+  return {
+    sourceIp: null,
+    count: null,
+    disposition: null,
+    dkim: null,
+    spf: null,
+    reasons: [],
+    headerFrom: null,
+    envelopeFrom: null,
+    envelopeTo: null,
+    dkimResults: [],
+    spfResults: [],
+  };
+}
+
+function finishRecord(r: PartialRecord): DmarcRecord {
+  const ipText = clean(r.sourceIp);
+  return {
+    sourceIp: canonicalIp(ipText) ?? (ipText ?? '').toLowerCase(),
+    count: parseCount(r.count) ?? 0,
+    disposition: normaliseWord(r.disposition),
+    dkim: normaliseResult(r.dkim),
+    spf: normaliseResult(r.spf),
+    reasons: r.reasons
+      .map((x) => ({ type: normaliseWord(x.type), comment: clean(x.comment) }))
+      .filter((x) => x.type !== null || x.comment !== null),
+    headerFrom: normaliseDomain(r.headerFrom),
+    envelopeFrom: normaliseDomain(r.envelopeFrom),
+    envelopeTo: normaliseDomain(r.envelopeTo),
+    dkimResults: r.dkimResults.map((d) => ({
+      domain: normaliseDomain(d.domain),
+      selector: clean(d.selector),
+      result: normaliseResult(d.result),
+      humanResult: clean(d.humanResult),
+    })),
+    spfResults: r.spfResults.map((s) => ({
+      domain: normaliseDomain(s.domain),
+      scope: normaliseWord(s.scope),
+      result: normaliseResult(s.result),
+      humanResult: clean(s.humanResult),
+    })),
+  };
+}

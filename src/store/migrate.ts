@@ -1,0 +1,52 @@
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type Database from 'better-sqlite3';
+import { RuawatchError } from '../errors.js';
+
+const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/', import.meta.url));
+const NAME = /^(\d{4})_[a-z0-9_]+\.sql$/;
+
+export interface Migration {
+  id: number;
+  name: string;
+  sql: string;
+}
+
+export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => NAME.test(f))
+    .sort()
+    .map((f) => ({ id: Number(NAME.exec(f)![1]), name: f, sql: fs.readFileSync(`${dir}/${f}`, 'utf8') }));
+}
+
+/**
+ * Applies pending migrations in order, each in its own transaction, recording what was applied.
+ * Forward only; a database that knows a migration this code does not is refused, since an older
+ * ruawatch writing to a newer schema could corrupt it.
+ */
+export function migrate(db: Database.Database, migrations = loadMigrations()): number[] {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+  const applied = new Set(
+    (db.prepare('SELECT id FROM schema_migrations').all() as { id: number }[]).map((r) => r.id),
+  );
+  const known = new Set(migrations.map((m) => m.id));
+  const unknown = [...applied].filter((id) => !known.has(id));
+  if (unknown.length) {
+    throw new RuawatchError(
+      'E_DB',
+      `the database has migration(s) ${unknown.join(', ')} that this version of ruawatch does not know; upgrade ruawatch`,
+    );
+  }
+  const done: number[] = [];
+  for (const m of migrations) {
+    if (applied.has(m.id)) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(m.id, m.name, Math.floor(Date.now() / 1000));
+    })();
+    done.push(m.id);
+  }
+  return done;
+}

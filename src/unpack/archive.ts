@@ -1,0 +1,136 @@
+import { Gunzip, Unzlib } from 'fflate';
+import unzipper from 'unzipper';
+import { RuawatchError, errorMessage } from '../errors.js';
+import type { ByteStream } from './bytes.js';
+import { formatBytes, type Limits } from './limits.js';
+
+/**
+ * Compressed input is fed to the inflater in small slices: deflate expands at most ~1032:1, so a
+ * 8 KiB slice yields at most ~8.3 MiB, and the size cap is checked after every slice. A bomb is
+ * therefore refused after holding at most one slice's output, never followed to its end.
+ */
+const INFLATE_SLICE = 8 * 1024;
+
+/** Streams the decompressed bytes of a gzip (RFC 1952, several members allowed) or zlib (RFC 1950) stream. */
+export async function* inflate(src: ByteStream, format: 'gzip' | 'zlib', limits: Limits, what: string): ByteStream {
+  let out: Uint8Array[] = [];
+  const inflater = format === 'gzip' ? new Gunzip() : new Unzlib();
+  inflater.ondata = (chunk) => {
+    if (chunk.length) out.push(chunk);
+  };
+  const guard = new SizeGuard(limits, what);
+  let fed = 0;
+  const drain = function* (): Generator<Uint8Array> {
+    const ready = out;
+    out = [];
+    for (const c of ready) {
+      guard.add(c.length, fed);
+      yield c;
+    }
+  };
+  try {
+    for await (const chunk of src) {
+      for (let i = 0; i < chunk.length; i += INFLATE_SLICE) {
+        const slice = chunk.subarray(i, Math.min(i + INFLATE_SLICE, chunk.length));
+        fed += slice.length;
+        pushChecked(inflater, slice, false, format);
+        yield* drain();
+      }
+    }
+    pushChecked(inflater, new Uint8Array(0), true, format);
+    yield* drain();
+  } finally {
+    out = [];
+  }
+  if (guard.total === 0) throw new RuawatchError(format === 'gzip' ? 'E_GZIP' : 'E_GZIP', `${what}: ${format} stream holds no data`);
+}
+
+function pushChecked(inflater: Gunzip | Unzlib, data: Uint8Array, final: boolean, format: string): void {
+  try {
+    inflater.push(data, final);
+  } catch (err) {
+    // fflate reports "unexpected EOF" for a truncated stream and "invalid ..." for corrupt data.
+    throw new RuawatchError('E_GZIP', `corrupt ${format} data: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+/** Counts decompressed bytes and refuses past the size cap or an implausible ratio. */
+export class SizeGuard {
+  total = 0;
+  constructor(
+    private readonly limits: Limits,
+    private readonly what: string,
+  ) {}
+  add(n: number, compressedSoFar: number): void {
+    this.total += n;
+    const { maxDecompressedBytes, maxCompressionRatio, ratioCheckAfterBytes } = this.limits;
+    if (this.total > maxDecompressedBytes) {
+      throw new RuawatchError(
+        'E_LIMIT',
+        `${this.what} decompresses to more than ${formatBytes(maxDecompressedBytes)} (limit maxDecompressedBytes); refused as a possible decompression bomb`,
+      );
+    }
+    if (this.total >= ratioCheckAfterBytes && compressedSoFar > 0 && this.total / compressedSoFar > maxCompressionRatio) {
+      throw new RuawatchError(
+        'E_LIMIT',
+        `${this.what} expands more than ${maxCompressionRatio}:1 (limit maxCompressionRatio); refused as a possible decompression bomb`,
+      );
+    }
+  }
+}
+
+export interface ZipEntry {
+  /** Path inside the archive, as stored. */
+  path: string;
+  /** Decompressed bytes, streamed and counted against the caps. */
+  open(): ByteStream;
+}
+
+/**
+ * Lists a zip archive's file entries from its central directory (directories skipped), refusing
+ * archives with more entries than allowed before anything is decompressed.
+ */
+export async function listZip(buf: Buffer, limits: Limits, what: string): Promise<ZipEntry[]> {
+  let dir: unzipper.CentralDirectory;
+  try {
+    dir = await unzipper.Open.buffer(buf);
+  } catch (err) {
+    throw new RuawatchError('E_ZIP', `${what}: not a readable zip archive: ${errorMessage(err)}`, { cause: err });
+  }
+  if (dir.files.length > limits.maxZipEntries) {
+    throw new RuawatchError(
+      'E_LIMIT',
+      `${what}: zip archive has ${dir.files.length} entries, more than the limit of ${limits.maxZipEntries} (maxZipEntries)`,
+    );
+  }
+  const files = dir.files.filter((f) => f.type === 'File' && !f.path.endsWith('/'));
+  return files.map((f) => ({
+    path: f.path,
+    open: () => zipEntryStream(f, limits, `${what}#${f.path}`),
+  }));
+}
+
+async function* zipEntryStream(file: unzipper.File, limits: Limits, what: string): ByteStream {
+  // The declared size can lie, so it only refuses early; the stream below counts real bytes.
+  if (file.uncompressedSize > limits.maxDecompressedBytes) {
+    throw new RuawatchError(
+      'E_LIMIT',
+      `${what} declares ${formatBytes(file.uncompressedSize)} uncompressed, more than ${formatBytes(limits.maxDecompressedBytes)} (limit maxDecompressedBytes); refused as a possible decompression bomb`,
+    );
+  }
+  const guard = new SizeGuard(limits, what);
+  const stream = file.stream();
+  const compressed = Math.max(1, file.compressedSize);
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      // Zip entries stream through node's zlib, whose chunks are at most 16 KiB.
+      guard.add(chunk.length, compressed);
+      yield chunk;
+    }
+  } catch (err) {
+    if (err instanceof RuawatchError) throw err;
+    throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry: ${errorMessage(err)}`, { cause: err });
+  } finally {
+    stream.destroy();
+  }
+}
