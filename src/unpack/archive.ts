@@ -104,9 +104,10 @@ export async function listZip(buf: Buffer, limits: Limits, what: string): Promis
     );
   }
   const files = dir.files.filter((f) => f.type === 'File' && !f.path.endsWith('/'));
-  return files.map((f) => ({
-    path: f.path,
-    open: () => zipEntryStream(f, limits, `${what}#${f.path}`),
+  // Some writers store an entry without a name; such an entry is named by its position.
+  return files.map((f, i) => ({
+    path: f.path || String(i + 1),
+    open: () => zipEntryStream(f, limits, `${what}#${f.path || i + 1}`),
   }));
 }
 

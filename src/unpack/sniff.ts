@@ -15,9 +15,9 @@ export function sniff(head: Uint8Array): ContentKind {
   if (b0 === 0x50 && b1 === 0x4b && (head[2] === 0x03 || head[2] === 0x05) && (head[3] === 0x04 || head[3] === 0x06)) {
     return 'zip';
   }
-  // RFC 1950 with a 32K window, as every zlib writer emits it; the four FLEVEL values. Looser
-  // checks would take text starting with "x^" or "H" for compressed data.
-  if (b0 === 0x78 && (b1 === 0x01 || b1 === 0x5e || b1 === 0x9c || b1 === 0xda)) return 'zlib';
+  // RFC 1950 with a 32K window and the levels writers use (fastest, default, best). The header
+  // for levels 2-5 is "x^", too likely as the start of a text file to be taken for zlib.
+  if (b0 === 0x78 && (b1 === 0x01 || b1 === 0x9c || b1 === 0xda)) return 'zlib';
 
   const text = leadingText(head);
   if (text === null) return 'other';
@@ -34,6 +34,7 @@ export function sniff(head: Uint8Array): ContentKind {
 function leadingText(head: Uint8Array): string | null {
   if (head[0] === 0xff && head[1] === 0xfe) return new TextDecoder('utf-16le').decode(head);
   if (head[0] === 0xfe && head[1] === 0xff) return new TextDecoder('utf-16be').decode(head);
+  if (head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf) head = head.subarray(3);
   let controls = 0;
   const n = Math.min(head.length, 512);
   for (let i = 0; i < n; i++) {

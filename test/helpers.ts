@@ -1,0 +1,45 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createLogger } from '../src/log.js';
+import { Ingestor, type IngestInput, type InputResult } from '../src/pipeline/ingest.js';
+import { fileInput } from '../src/sources/files.js';
+import { openDb, type Db } from '../src/store/db.js';
+import { ReportStore } from '../src/store/reports.js';
+import { fromBuffer } from '../src/unpack/bytes.js';
+import { defaultLimits, type Limits } from '../src/unpack/limits.js';
+
+/** The repository root (tests run from dist/test/). */
+export const ROOT = path.resolve(fileURLToPath(new URL('../../', import.meta.url)));
+export const FIXTURES = path.join(ROOT, 'fixtures');
+export const CLI = path.join(ROOT, 'dist/src/cli/main.js');
+
+export function fixture(rel: string): string {
+  return path.join(FIXTURES, rel);
+}
+
+export function tempDir(prefix = 'ruawatch-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A fresh SQLite database file on disk, and an ingestor writing to it. */
+export function freshStore(limits: Limits = defaultLimits): { db: Db; ingestor: Ingestor; file: string } {
+  const file = path.join(tempDir(), 'ruawatch.sqlite');
+  const db = openDb(file);
+  return { db, file, ingestor: new Ingestor(new ReportStore(db), limits, createLogger('silent')) };
+}
+
+export function bufferInput(name: string, bytes: Uint8Array | string): IngestInput {
+  const buf = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
+  return { name, open: () => fromBuffer(buf) };
+}
+
+export async function ingestFile(ingestor: Ingestor, file: string): Promise<InputResult> {
+  return ingestor.ingest(fileInput(file, defaultLimits.maxReportBytes));
+}
+
+export function count(db: Db, sql: string, ...params: unknown[]): number {
+  const row = db.prepare(sql).get(...params) as Record<string, number>;
+  return Object.values(row)[0]!;
+}

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { canonicalIp, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, parseCount } from '../src/parse/normalise.js';
+import { sniff } from '../src/unpack/sniff.js';
+
+describe('canonicalIp', () => {
+  const cases: [string, string | null][] = [
+    ['192.0.2.1', '192.0.2.1'],
+    [' 192.0.2.1\t', '192.0.2.1'],
+    ['010.001.002.003', '10.1.2.3'],
+    ['256.1.1.1', null],
+    ['2001:DB8:0:0:0:0:0:1', '2001:db8::1'],
+    ['2001:0db8:0000:0000:0001:0000:0000:0001', '2001:db8::1:0:0:1'],
+    ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
+    ['2001:db8::0:1', '2001:db8::1'],
+    ['2001:db8:0:1:1:1:1:1', '2001:db8:0:1:1:1:1:1'],
+    ['::1', '::1'],
+    ['::', '::'],
+    ['fe80::1%eth0', 'fe80::1'],
+    ['[2001:db8::5]', '2001:db8::5'],
+    ['::ffff:192.0.2.1', '192.0.2.1'],
+    ['::FFFF:c000:0201', '192.0.2.1'],
+    ['64:ff9b::192.0.2.33', '64:ff9b::c000:221'],
+    ['2a02:2770:3:0:21a:4aff:fea1:8a7b', '2a02:2770:3:0:21a:4aff:fea1:8a7b'],
+    ['1:2:3:4:5:6:7:8:9', null],
+    ['2001:db8:::1', null],
+    ['not-an-ip', null],
+    ['', null],
+  ];
+  for (const [input, want] of cases) it(`${JSON.stringify(input)} -> ${want}`, () => assert.equal(canonicalIp(input), want));
+});
+
+describe('normalisers', () => {
+  it('results in RFC spelling', () => {
+    assert.equal(normaliseResult(' Pass '), 'pass');
+    assert.equal(normaliseResult('hardfail'), 'fail');
+    assert.equal(normaliseResult('SoftFail'), 'softfail');
+    assert.equal(normaliseResult('temp_error'), 'temperror');
+    assert.equal(normaliseResult('PermError'), 'permerror');
+    assert.equal(normaliseResult('weird'), 'weird');
+    assert.equal(normaliseResult('  '), null);
+  });
+  it('domains, report ids, counts, e-mail domains', () => {
+    assert.equal(normaliseDomain(' Example.COM. '), 'example.com');
+    assert.equal(normaliseReportId(' <abc@host.example> '), 'abc@host.example');
+    assert.equal(normaliseReportId('a<b>'), 'a<b>');
+    assert.equal(parseCount(' 12 '), 12);
+    assert.equal(parseCount('12.0'), 12);
+    assert.equal(parseCount('-1'), null);
+    assert.equal(parseCount('1e3'), null);
+    assert.equal(emailDomain('DMARC Reports <noreply@Reports.Example.org>'), 'reports.example.org');
+    assert.equal(emailDomain('mailto:tlsrpt@example.net'), 'example.net');
+    assert.equal(emailDomain('nobody'), null);
+  });
+});
+
+describe('sniff decides by bytes', () => {
+  const b = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s) : Buffer.from(s));
+  const cases: [string, Buffer, string][] = [
+    ['gzip', b([0x1f, 0x8b, 8, 0]), 'gzip'],
+    ['zip', b('PK\x03\x04rest'), 'zip'],
+    ['empty zip', b('PK\x05\x06'), 'zip'],
+    ['zlib', b([0x78, 0x9c, 1, 2]), 'zlib'],
+    ['xml with BOM', b('\uFEFF<?xml version="1.0"?><feedback/>'), 'xml'],
+    ['xml after spaces', b('  \r\n<feedback>'), 'xml'],
+    ['json', b('\n {"policies": []}'), 'json'],
+    ['mbox', b('From MAILER-DAEMON Thu Jan  1 00:00:00 2024\nReturn-Path: <x@y>\n'), 'mbox'],
+    ['mail', b('Received: from a by b\r\nFrom: x@y\r\n\r\nbody'), 'mail'],
+    ['mail with unusual first header', b('X-Custom: 1\nSubject: hi\n\nbody'), 'mail'],
+    ['prose is not mail', b('Note: this is a sentence.\nAnd another line.'), 'other'],
+    ['text starting with x^', b('x^2 + y^2'), 'other'],
+    ['binary', b([0x89, 0x50, 0x4e, 0x47, 0, 1]), 'other'],
+    ['utf-16 xml', Buffer.from('\uFEFF<feedback/>', 'utf16le'), 'xml'],
+    ['empty', b(''), 'empty'],
+    ['whitespace only', b('  \n'), 'empty'],
+  ];
+  for (const [name, bytes, want] of cases) it(name, () => assert.equal(sniff(bytes), want));
+});
