@@ -57,8 +57,8 @@ export function zip(entries: Record<string, string | Uint8Array>): Buffer {
 }
 
 /** A mail with the given MIME parts (already encoded bodies). */
-export function mail(parts: { headers: string; body: string }[], top: { subject?: string; from?: string } = {}): string {
-  const b = 'b0undary-ruawatch';
+export function mail(parts: { headers: string; body: string }[], top: { subject?: string; from?: string; boundary?: string } = {}): string {
+  const b = top.boundary ?? 'b0undary-ruawatch';
   return [
     `From: ${top.from ?? 'noreply-dmarc@receiver.example'}`,
     'To: dmarc@example.com',

@@ -37,7 +37,7 @@ export function parseDay(flag: string, value: string | undefined): number | unde
   if (value === undefined) return undefined;
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
   const ms = m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : NaN;
-  if (!m || Number.isNaN(ms) || new Date(ms).getUTCDate() !== Number(m[3])) {
+  if (!m || Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 10) !== value) {
     throw new RuawatchError('E_USAGE', `${flag} wants a date as YYYY-MM-DD, not "${value}"`);
   }
   return ms / 1000;

@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { openDb } from '../src/store/db.js';
+import { loadMigrations, migrate } from '../src/store/migrate.js';
+import { count, fixture, freshStore, ingestFile, tempDir } from './helpers.js';
+
+describe('database', () => {
+  it('applies the migrations once, records them, and uses WAL', () => {
+    const file = path.join(tempDir(), 'm.sqlite');
+    const db = openDb(file);
+    const ids = loadMigrations().map((m) => m.id);
+    assert.deepEqual((db.prepare('SELECT id FROM schema_migrations ORDER BY id').all() as { id: number }[]).map((r) => r.id), ids);
+    assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    assert.deepEqual(migrate(db), []);
+    db.close();
+  });
+
+  it('refuses a database that knows a migration this code does not', () => {
+    const file = path.join(tempDir(), 'future.sqlite');
+    openDb(file).close();
+    const raw = new Database(file);
+    raw.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (9999, ?, 0)').run('9999_future.sql');
+    raw.close();
+    assert.throws(() => openDb(file), /migration\(s\) 9999 that this version of ruawatch does not know/);
+  });
+
+  it('stores a report once whatever form it arrives in: xml, gzip, zip, double gzip', async () => {
+    const { db, ingestor } = freshStore();
+    const forms = ['tierpod_test.xml', 'tierpod_test.xml.gz', 'tierpod_test.xml.zip', 'tierpod_test.xml.gz.gz'];
+    const statuses: string[] = [];
+    for (const f of forms) statuses.push(...(await ingestFile(ingestor, fixture(`dmarc-aggregate/${f}`))).leaves.map((l) => l.status));
+    assert.deepEqual(statuses, ['stored', 'duplicate', 'duplicate', 'duplicate']);
+    assert.equal(count(db, 'SELECT COUNT(*) FROM reports'), 1);
+    assert.equal(count(db, 'SELECT COUNT(*) FROM dmarc_records'), 2);
+    const sha = db.prepare('SELECT raw_sha256, raw_size FROM reports').get() as { raw_sha256: string; raw_size: number };
+    const { createHash } = await import('node:crypto');
+    const { readFileSync } = await import('node:fs');
+    const bytes = readFileSync(fixture('dmarc-aggregate/tierpod_test.xml'));
+    assert.deepEqual([sha.raw_sha256, sha.raw_size], [createHash('sha256').update(bytes).digest('hex'), bytes.length]);
+  });
+
+  it('keeps DKIM and SPF results and reasons per record', async () => {
+    const { db, ingestor } = freshStore();
+    await ingestFile(ingestor, fixture('dmarc-aggregate/mailauth_feedback_003.xml'));
+    assert.ok(count(db, 'SELECT COUNT(*) FROM dmarc_dkim_results') > count(db, 'SELECT COUNT(*) FROM dmarc_records'));
+    assert.equal(count(db, "SELECT COUNT(*) FROM dmarc_reasons WHERE type = 'trusted_forwarder'"), 3);
+  });
+});
