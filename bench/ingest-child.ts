@@ -14,12 +14,15 @@ const db = openDb(dbFile!);
 const ingestor = new Ingestor(new ReportStore(db), defaultLimits, createLogger('silent'));
 const summary = emptySummary();
 const start = process.hrtime.bigint();
+const cpu0 = process.cpuUsage();
 for await (const input of expandPaths(paths, defaultLimits.maxReportBytes)) addToSummary(summary, await ingestor.ingest(input));
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+const cpu = process.cpuUsage(cpu0);
 db.close();
 process.stdout.write(
   JSON.stringify({
     seconds,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
     reports: summary.reports.dmarc + summary.reports.tlsrpt + summary.reports.failure,
     records: summary.records,
     failed: summary.failed.length,

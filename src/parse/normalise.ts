@@ -48,6 +48,8 @@ export function normaliseResult(s: string | null | undefined): string | null {
  * sender is one source. Returns null when the text is not an IP address.
  */
 export function canonicalIp(s: string | null | undefined): string | null {
+  // Fast path for the common case, already canonical IPv4 ("192.0.2.1"): one regex, no rebuild.
+  if (s && CANONICAL_V4.test(s)) return s;
   let t = clean(s);
   if (t === null) return null;
   if (t.startsWith('[') && t.endsWith(']')) t = t.slice(1, -1);
@@ -63,6 +65,8 @@ export function canonicalIp(s: string | null | undefined): string | null {
   }
   return compressIpv6(groups);
 }
+
+const CANONICAL_V4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 function canonicalIpv4(t: string): string | null {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(t);

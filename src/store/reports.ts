@@ -18,9 +18,6 @@ export class ReportStore {
   private readonly finishReport: Statement;
   private readonly insertPolicy: Statement;
   private readonly insertRecord: Statement;
-  private readonly insertReason: Statement;
-  private readonly insertDkim: Statement;
-  private readonly insertSpf: Statement;
   private readonly insertTlsPolicy: Statement;
   private readonly insertTlsFailure: Statement;
   private readonly insertFailureReport: Statement;
@@ -43,15 +40,9 @@ export class ReportStore {
       (report_id, domain, adkim, aspf, p, sp, np, pct, fo, testing, discovery_method)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.insertRecord = db.prepare(`INSERT INTO dmarc_records
-      (report_id, source_ip, count, disposition, dkim_aligned, spf_aligned, header_from, envelope_from, envelope_to)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
-    this.insertReason = db.prepare(`INSERT INTO dmarc_reasons (record_id, type, comment) VALUES (?, ?, ?)`);
-    this.insertDkim = db.prepare(
-      `INSERT INTO dmarc_dkim_results (record_id, domain, selector, result, human_result) VALUES (?, ?, ?, ?, ?)`,
-    );
-    this.insertSpf = db.prepare(
-      `INSERT INTO dmarc_spf_results (record_id, domain, scope, result, human_result) VALUES (?, ?, ?, ?, ?)`,
-    );
+      (report_id, source_ip, count, disposition, dkim_aligned, spf_aligned, header_from, envelope_from, envelope_to,
+       reasons, dkim_results, spf_results)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.insertTlsPolicy = db.prepare(`INSERT INTO tls_policies
       (report_id, policy_type, policy_domain, policy_strings, mx_hosts, successful, failed) VALUES (?, ?, ?, ?, ?, ?, ?)`);
     this.insertTlsFailure = db.prepare(`INSERT INTO tls_failures
@@ -102,12 +93,16 @@ export class ReportStore {
 
   /** @internal used by DmarcWriter */
   writeRecord(reportId: number, r: DmarcRecord): void {
-    const recordId = this.insertRecord.run(
+    this.insertRecord.run(
       reportId, r.sourceIp, r.count, r.disposition, r.dkim, r.spf, r.headerFrom, r.envelopeFrom, r.envelopeTo,
-    ).lastInsertRowid;
-    for (const x of r.reasons) this.insertReason.run(recordId, x.type, x.comment);
-    for (const d of r.dkimResults) this.insertDkim.run(recordId, d.domain, d.selector, d.result, d.humanResult);
-    for (const s of r.spfResults) this.insertSpf.run(recordId, s.domain, s.scope, s.result, s.humanResult);
+      r.reasons.length ? JSON.stringify(r.reasons) : '[]',
+      r.dkimResults.length
+        ? JSON.stringify(r.dkimResults.map((d) => ({ domain: d.domain, selector: d.selector, result: d.result, human_result: d.humanResult })))
+        : '[]',
+      r.spfResults.length
+        ? JSON.stringify(r.spfResults.map((x) => ({ domain: x.domain, scope: x.scope, result: x.result, human_result: x.humanResult })))
+        : '[]',
+    );
   }
 
   /** @internal used by DmarcWriter */

@@ -1,5 +1,5 @@
 import { Gunzip, Unzlib } from 'fflate';
-import unzipper from 'unzipper';
+import type unzipper from 'unzipper';
 import { RuawatchError, errorMessage } from '../errors.js';
 import type { ByteStream } from './bytes.js';
 import { formatBytes, type Limits } from './limits.js';
@@ -93,7 +93,9 @@ export interface ZipEntry {
 export async function listZip(buf: Buffer, limits: Limits, what: string): Promise<ZipEntry[]> {
   let dir: unzipper.CentralDirectory;
   try {
-    dir = await unzipper.Open.buffer(buf);
+    // Loaded on first use, like mailparser: most reports are gzip.
+    const { Open } = (await import('unzipper')).default;
+    dir = await Open.buffer(buf);
   } catch (err) {
     throw new RuawatchError('E_ZIP', `${what}: not a readable zip archive: ${errorMessage(err)}`, { cause: err });
   }

@@ -1,4 +1,4 @@
-import { simpleParser, type AddressObject } from 'mailparser';
+import type { AddressObject } from 'mailparser';
 import { RuawatchError, errorMessage } from '../errors.js';
 
 export interface MailPart {
@@ -24,6 +24,9 @@ export interface Mail {
  * (Google sends application/zip as the only part) comes back as an attachment too.
  */
 export async function parseMail(raw: Buffer): Promise<Mail> {
+  // Loaded on first use: mailparser and its dependencies take ~100 ms to load, and a run over
+  // plain report files never needs them.
+  const { simpleParser } = await import('mailparser');
   let m;
   try {
     m = await simpleParser(raw, { skipHtmlToText: true, skipTextToHtml: true, skipImageLinks: true, maxHtmlLengthToParse: 1 });
