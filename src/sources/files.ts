@@ -67,43 +67,43 @@ export function fileInput(file: string, maxBytes: number): IngestInput {
  * synchronous call: three thread-pool round trips per file cost more than the read itself.
  */
 async function* readFile(file: string, maxBytes: number): ByteStream {
-  let fd: number;
+  const tooBig = () => new RuawatchError('E_LIMIT', `${file} is larger than ${formatBytes(maxBytes)} (limit maxReportBytes)`);
+  const ioError = (err: unknown) => new RuawatchError('E_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  let small: Buffer | null = null;
   try {
-    fd = fs.openSync(file, 'r');
-  } catch (err) {
-    throw new RuawatchError('E_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    if (size > maxBytes) throw new RuawatchError('E_LIMIT', `${file} is larger than ${formatBytes(maxBytes)} (limit maxReportBytes)`);
-    if (size <= SMALL_FILE) {
-      const buf = Buffer.allocUnsafe(size);
-      let got = 0;
-      while (got < size) {
-        const n = fs.readSync(fd, buf, got, size - got, got);
-        if (n === 0) break;
-        got += n;
-      }
-      yield buf.subarray(0, got);
-      return;
-    }
-    let total = 0;
-    const stream = fs.createReadStream(file, { fd, autoClose: false, start: 0, highWaterMark: READ_CHUNK });
+    const fd = fs.openSync(file, 'r');
     try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        total += chunk.length;
-        // The file may grow while it is read.
-        if (total > maxBytes) throw new RuawatchError('E_LIMIT', `${file} is larger than ${formatBytes(maxBytes)} (limit maxReportBytes)`);
-        yield chunk;
+      const size = fs.fstatSync(fd).size;
+      if (size > maxBytes) throw tooBig();
+      if (size <= SMALL_FILE) {
+        small = Buffer.allocUnsafe(size);
+        let got = 0;
+        for (let n = 1; got < size && n > 0; got += n) n = fs.readSync(fd, small, got, size - got, got);
+        small = small.subarray(0, got);
       }
     } finally {
-      stream.destroy();
+      fs.closeSync(fd);
     }
   } catch (err) {
-    if (err instanceof RuawatchError) throw err;
-    throw new RuawatchError('E_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    throw err instanceof RuawatchError ? err : ioError(err);
+  }
+  if (small) {
+    yield small;
+    return;
+  }
+  let total = 0;
+  const stream = fs.createReadStream(file, { highWaterMark: READ_CHUNK });
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      // The file may grow while it is read.
+      if (total > maxBytes) throw tooBig();
+      yield chunk;
+    }
+  } catch (err) {
+    throw err instanceof RuawatchError ? err : ioError(err);
   } finally {
-    fs.closeSync(fd);
+    stream.destroy();
   }
 }
 
