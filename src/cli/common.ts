@@ -50,3 +50,8 @@ export function formatInt(n: number): string {
 export function formatRate(r: number | null): string {
   return r === null ? '-' : `${(r * 100).toFixed(1)}%`;
 }
+
+/** "1 report", "2 reports". */
+export function plural(n: number, word: string): string {
+  return `${formatInt(n)} ${word}${n === 1 ? '' : 's'}`;
+}

@@ -1,7 +1,7 @@
 import { resolveDbPath } from '../config/load.js';
 import { openDb } from '../store/db.js';
 import { reportTotals, type ReportTotals } from '../store/summary.js';
-import { EXIT_OK, formatInt, formatRate, openConfig, parseDay, parseFlags, type Io } from './common.js';
+import { EXIT_OK, formatInt, formatRate, openConfig, parseDay, parseFlags, plural, type Io } from './common.js';
 
 export const reportUsage = `usage: ruawatch report [--db FILE] [--config FILE] [--domain D] [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--json]`;
 
@@ -39,7 +39,7 @@ export function formatTotals(t: ReportTotals): string {
   if (t.domains.length === 0 && t.tlsrpt.length === 0 && t.failure_reports.length === 0) return 'no reports in this range\n';
   for (const d of t.domains) {
     out.push(
-      `${d.domain}: ${formatInt(d.messages)} messages in ${formatInt(d.reports)} aggregate reports, DMARC pass ${formatRate(d.pass_rate)}`,
+      `${d.domain}: ${plural(d.messages, 'message')} in ${plural(d.reports, 'aggregate report')}, DMARC pass ${formatRate(d.pass_rate)}`,
     );
     out.push(`  ${'source IP'.padEnd(39)} ${'messages'.padStart(10)} ${'DMARC pass'.padStart(10)} ${'DKIM align'.padStart(10)} ${'SPF align'.padStart(10)}`);
     for (const s of d.sources.slice(0, TABLE_SOURCES)) {
@@ -61,7 +61,7 @@ export function formatTotals(t: ReportTotals): string {
   }
   if (t.failure_reports.length) {
     out.push('DMARC failure reports');
-    for (const x of t.failure_reports) out.push(`  ${x.domain.padEnd(32)} ${formatInt(x.count).padStart(6)} reports from ${x.source_ips} source IPs`);
+    for (const x of t.failure_reports) out.push(`  ${x.domain.padEnd(32)} ${plural(x.count, 'report')} from ${plural(x.source_ips, 'source IP')}`);
     out.push('');
   }
   return out.join('\n');
