@@ -1,4 +1,5 @@
-import { Gzip, gzipSync, zipSync } from 'fflate';
+import zlib from 'node:zlib';
+import { gzipSync, zipSync } from 'fflate';
 
 /** A small, valid RFC 7489 aggregate report to vary in tests. */
 export function dmarcXml(opts: {
@@ -37,13 +38,15 @@ export function record(r: { ip?: string; count?: number; dkim?: string; spf?: st
   </record>`;
 }
 
-/** gzip of `total` zero bytes, produced in a stream so the test never holds the expansion. */
-export function gzipBomb(total: number): Buffer {
-  const out: Uint8Array[] = [];
-  const gz = new Gzip({ level: 9 }, (chunk) => out.push(chunk));
-  const zeros = new Uint8Array(1024 * 1024);
-  for (let done = 0; done < total; done += zeros.length) gz.push(zeros, done + zeros.length >= total);
-  return Buffer.concat(out);
+/**
+ * A gzip stream that expands to `total` zero bytes: one compressed 64 MiB member repeated (RFC 1952
+ * allows several members), so building it never holds the expansion.
+ */
+export function gzipBomb(total: number, prefix = '', unit = '\0'): Buffer {
+  const size = 64 * 1024 * 1024;
+  const member = zlib.gzipSync(Buffer.from(unit.repeat(size / unit.length)), { level: 9 });
+  const head = prefix ? [zlib.gzipSync(Buffer.from(prefix))] : [];
+  return Buffer.concat([...head, ...new Array<Buffer>(Math.ceil(total / size)).fill(member)]);
 }
 
 export function gzip(data: string | Uint8Array): Buffer {

@@ -6,10 +6,12 @@ import { formatBytes, type Limits } from './limits.js';
 
 /**
  * Compressed input is fed to the inflater in small slices: deflate expands at most ~1032:1, so a
- * 8 KiB slice yields at most ~8.3 MiB, and the size cap is checked after every slice. A bomb is
- * therefore refused after holding at most one slice's output, never followed to its end.
+ * 1 KiB slice yields at most ~1 MiB, and the size cap is checked after every slice. A bomb is
+ * therefore refused after holding at most one slice's output, never followed to its end. (With
+ * 8 KiB slices, the garbage of 8 MiB outputs let peak RSS grow with the amount streamed; with
+ * 1 KiB it stays flat: test "streams a bomb of well-formed XML...".)
  */
-const INFLATE_SLICE = 8 * 1024;
+const INFLATE_SLICE = 1024;
 
 /** Streams the decompressed bytes of a gzip (RFC 1952, several members allowed) or zlib (RFC 1950) stream. */
 export async function* inflate(src: ByteStream, format: 'gzip' | 'zlib', limits: Limits, what: string): ByteStream {
