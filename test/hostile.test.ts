@@ -22,11 +22,14 @@ function assertFailed(leaf: { status: string; code?: string; error?: string }, c
 
 describe('hostile and broken input', () => {
   it('refuses a gzip bomb by its expansion ratio', async () => {
-    const bomb = gzipBomb(1024 * 1024 * 1024);
+    const bomb = gzipBomb(1024 * 1024 * 1024, '<?xml version="1.0"?><feedback>', '<x/>');
     assert.ok(bomb.length < 2 * 1024 * 1024, `bomb is ${bomb.length} bytes`);
     const { leaf, db } = await ingestOne('bomb.xml.gz', bomb);
     assertFailed(leaf, 'E_LIMIT', /expands more than 500:1 \(limit maxCompressionRatio\); refused as a possible decompression bomb/);
     assert.equal(count(db, 'SELECT COUNT(*) FROM reports'), 0);
+    // A bomb of zeros is not even inflated: its first bytes say it is no report.
+    const zeros = await ingestOne('zeros.gz', gzipBomb(1024 * 1024 * 1024));
+    assert.deepEqual([zeros.leaf.status, zeros.leaf.status === 'none' && zeros.leaf.reason], ['none', 'gzip holding binary data that is neither gzip, zip, XML nor JSON']);
   });
 
   it('refuses gzip data past the decompressed-size cap even at a plausible ratio', async () => {
