@@ -17,7 +17,8 @@ export type ErrorCode =
   | 'E_IO' // the input could not be read
   | 'E_CONFIG' // configuration problem
   | 'E_USAGE' // command-line usage
-  | 'E_DB'; // database problem (infrastructure, retry later)
+  | 'E_DB' // database problem (infrastructure, retry later)
+  | 'E_IMAP'; // the mail server refused or failed
 
 export class RuawatchError extends Error {
   readonly code: ErrorCode;

@@ -2,6 +2,7 @@
 import { RuawatchError, errorMessage } from '../errors.js';
 import { EXIT_FAILED, EXIT_USAGE, processIo, type Io } from './common.js';
 import { configCommand, configUsage } from './config-check.js';
+import { fetchCommand, fetchUsage } from './fetch.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { reportCommand, reportUsage } from './report.js';
 
@@ -9,11 +10,13 @@ const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
 
 ${ingestUsage}
 ${reportUsage}
+${fetchUsage}
 ${configUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   ingest: ingestCommand,
   report: reportCommand,
+  fetch: fetchCommand,
   config: configCommand,
 };
 

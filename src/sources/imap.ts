@@ -1,0 +1,246 @@
+import fs from 'node:fs';
+import { ImapFlow } from 'imapflow';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { RuawatchError, errorMessage } from '../errors.js';
+import type { Ingestor, InputResult, Leaf } from '../pipeline/ingest.js';
+import type { MailboxStore } from '../store/mailboxes.js';
+import { fromBuffer } from '../unpack/bytes.js';
+import { formatBytes, type Limits } from '../unpack/limits.js';
+
+export type MailboxConfig = Config['mailbox'][number];
+
+export interface FetchOptions {
+  ingestor: Ingestor;
+  positions: MailboxStore;
+  limits: Limits;
+  log: Logger;
+  /** Called once per message, after it was acknowledged (or left for a retry). */
+  onResult(result: InputResult): void;
+  /** Called with the number of messages to read, before reading them. */
+  onPlan?(count: number): void;
+  /** Messages per FETCH; a batch also never exceeds maxMessageBytes in total. */
+  batchMessages?: number;
+  /** Reconnects after a dropped connection before giving up; delays double from baseDelayMs up to maxDelayMs. */
+  reconnects?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+/** Where a message goes once its reports are committed. */
+type Verdict = { to: 'processed' } | { to: 'invalid'; reason: string } | { to: 'retry'; reason: string };
+
+/**
+ * One pass over a mailbox: every message not yet acknowledged is fetched, ingested through the
+ * same pipeline as files, and only then moved to the processed folder (reports committed) or the
+ * invalid folder (nothing in it could be stored, reason recorded). A message that failed for an
+ * infrastructure reason (the database) stays where it is and is tried on the next pass. A dropped
+ * connection is retried with capped exponential backoff; de-duplication and the record of handled
+ * UIDs make the retry count nothing twice.
+ */
+export async function fetchMailbox(box: MailboxConfig, opts: FetchOptions): Promise<void> {
+  checkSecurity(box);
+  const log = opts.log.child({ stage: 'fetch', mailbox: box.name });
+  const reconnects = opts.reconnects ?? 5;
+  // Results of messages whose reports were committed but whose acknowledgement was cut off:
+  // after reconnecting they come back as duplicates, and are reported with their first result.
+  const unacked = new Map<number, InputResult>();
+  for (let attempt = 0; ; attempt++) {
+    const client = connect(box, log);
+    try {
+      await client.connect();
+      await readMailbox(client, box, opts, log, unacked);
+      await client.logout().catch(() => undefined);
+      return;
+    } catch (err) {
+      client.close();
+      if (isFatal(err)) throw describe(box, err);
+      if (attempt >= reconnects) throw describe(box, err, `gave up after ${reconnects} reconnects`);
+      const delay = Math.min(opts.maxDelayMs ?? 30_000, (opts.baseDelayMs ?? 1_000) * 2 ** attempt);
+      log.warn({ err: errorMessage(err), attempt: attempt + 1, delayMs: delay }, 'IMAP connection lost; reconnecting');
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+async function readMailbox(
+  client: ImapFlow,
+  box: MailboxConfig,
+  opts: FetchOptions,
+  log: Logger,
+  unacked: Map<number, InputResult>,
+): Promise<void> {
+  const processed = folderPath(box.processed_folder);
+  const invalid = folderPath(box.invalid_folder);
+  if (!box.mark_seen_only) {
+    for (const folder of [processed, invalid]) await client.mailboxCreate(folder);
+  }
+  const lock = await client.getMailboxLock(box.folder);
+  try {
+    const mailbox = client.mailbox;
+    if (!mailbox) throw new RuawatchError('E_IMAP', `cannot open folder ${box.folder}`);
+    const uidvalidity = Number(mailbox.uidValidity);
+    const pos = opts.positions.position(box.name, box.folder, uidvalidity);
+    // "N:*" always matches the highest UID, even below N (RFC 3501 section 6.4.8): filter again.
+    const found = mailbox.exists ? ((await client.search({ uid: `${pos.lastUid + 1}:*` }, { uid: true })) || []) : [];
+    const todo = found
+      .filter((uid) => uid > pos.lastUid && !opts.positions.handled(box.name, uidvalidity, uid))
+      .sort((a, b) => a - b);
+    opts.onPlan?.(todo.length);
+    log.info({ uidvalidity, lastUid: pos.lastUid, messages: todo.length }, 'reading mailbox');
+    if (todo.length === 0) return;
+
+    const sizes = new Map<number, number>();
+    for await (const m of client.fetch(todo.join(','), { uid: true, size: true }, { uid: true })) sizes.set(m.uid, m.size ?? 0);
+
+    let blocked = false;
+    let lastCommand = Date.now();
+    for (const batch of batches(todo, sizes, opts.limits.maxMessageBytes, opts.batchMessages ?? 50)) {
+      const sources = new Map<number, Buffer>();
+      const wanted = batch.filter((uid) => (sizes.get(uid) ?? 0) <= opts.limits.maxMessageBytes);
+      if (wanted.length) {
+        // The fetch must be drained before any other command is sent on the connection.
+        for await (const m of client.fetch(wanted.join(','), { uid: true, source: true }, { uid: true })) {
+          if (m.source) sources.set(m.uid, m.source);
+        }
+      }
+      lastCommand = Date.now();
+      for (const uid of batch) {
+        const name = `${box.name}:${uid}`;
+        const source = sources.get(uid);
+        sources.delete(uid);
+        const result = source
+          ? await opts.ingestor.ingest({ name, open: () => fromBuffer(source) })
+          : tooLarge(name, sizes.get(uid));
+        const verdict = decide(result.leaves);
+        if (verdict.to === 'retry') {
+          log.warn({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
+          blocked = true;
+          opts.onResult(result);
+          continue;
+        }
+        // Long parses: keep the connection alive (servers drop idle clients after 30 minutes).
+        if (Date.now() - lastCommand > 60_000) await client.noop();
+        unacked.set(uid, unacked.get(uid) ?? result);
+        await acknowledge(client, box, uid, verdict.to === 'processed' ? processed : invalid);
+        lastCommand = Date.now();
+        opts.positions.markHandled(box.name, uidvalidity, uid, verdict.to, verdict.to === 'invalid' ? verdict.reason : null);
+        // The position only moves past a contiguous run of acknowledged messages.
+        if (!blocked) opts.positions.savePosition(box.name, box.folder, { uidvalidity, lastUid: uid });
+        opts.onResult(unacked.get(uid)!);
+        unacked.delete(uid);
+      }
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+async function acknowledge(client: ImapFlow, box: MailboxConfig, uid: number, folder: string[]): Promise<void> {
+  if (box.mark_seen_only) {
+    await client.messageFlagsAdd(String(uid), ['\\Seen'], { uid: true });
+    return;
+  }
+  const moved = await client.messageMove(String(uid), folder, { uid: true });
+  // imapflow answers false rather than throwing when the connection went away: worth a reconnect.
+  if (!moved) throw new Error(`could not move message ${uid} to ${folder.join('/')}`);
+}
+
+/** Groups UIDs so one FETCH holds at most `maxBytes` of message bodies and `maxCount` messages. */
+function* batches(uids: number[], sizes: Map<number, number>, maxBytes: number, maxCount: number): Generator<number[]> {
+  let batch: number[] = [];
+  let bytes = 0;
+  for (const uid of uids) {
+    const size = Math.min(sizes.get(uid) ?? 0, maxBytes);
+    if (batch.length && (bytes + size > maxBytes || batch.length >= maxCount)) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(uid);
+    bytes += size;
+  }
+  if (batch.length) yield batch;
+}
+
+function decide(leaves: Leaf[]): Verdict {
+  const infra = leaves.find((l) => l.status === 'failed' && isInfrastructure(l.code));
+  if (infra && infra.status === 'failed') return { to: 'retry', reason: infra.error };
+  if (leaves.some((l) => l.status === 'stored' || l.status === 'duplicate')) return { to: 'processed' };
+  const reasons = leaves.map((l) => (l.status === 'failed' ? `${l.error} [${l.code}]` : l.status === 'none' ? l.reason : ''));
+  return { to: 'invalid', reason: reasons.filter(Boolean).join('; ') || 'no report' };
+}
+
+/** Failures of our own storage, not of the message: retrying later can succeed. */
+export function isInfrastructure(code: string): boolean {
+  return code.startsWith('SQLITE_') || code === 'E_DB';
+}
+
+function tooLarge(name: string, size: number | undefined): InputResult {
+  return {
+    input: name,
+    leaves: [{ input: name, status: 'failed', code: 'E_LIMIT', error: `the mail is ${formatBytes(size ?? 0)}, larger than the limit maxMessageBytes; not downloaded` }],
+  };
+}
+
+function folderPath(folder: string): string[] {
+  // Configured with "/" between levels; imapflow joins with the server's own delimiter and
+  // namespace prefix (RFC 2342), so "Archive/DMARC" works on "." and "/" servers alike.
+  return folder.split('/').filter(Boolean);
+}
+
+function connect(box: MailboxConfig, log: Logger): ImapFlow {
+  const client = new ImapFlow({
+    host: box.host,
+    port: box.port ?? (box.security === 'tls' ? 993 : 143),
+    secure: box.security === 'tls',
+    doSTARTTLS: box.security === 'starttls' ? true : box.security === 'none' ? false : undefined,
+    auth: { user: box.user, pass: box.password },
+    tls: box.ca_file ? { ca: readCa(box) } : {},
+    logger: false,
+    disableAutoIdle: true,
+    connectionTimeout: 30_000,
+    greetingTimeout: 15_000,
+    socketTimeout: 10 * 60_000,
+  });
+  // Without a listener an 'error' event would end the process; the failing command reports it too.
+  client.on('error', (err: Error) => log.debug({ err: err.message }, 'IMAP client error'));
+  return client;
+}
+
+function readCa(box: MailboxConfig): Buffer {
+  try {
+    return fs.readFileSync(box.ca_file!);
+  } catch (err) {
+    throw new RuawatchError('E_CONFIG', `mailbox ${box.name}: cannot read ca_file ${box.ca_file}: ${errorMessage(err)}`);
+  }
+}
+
+function checkSecurity(box: MailboxConfig): void {
+  const loopback = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i.test(box.host);
+  if (box.security === 'none' && !loopback) {
+    throw new RuawatchError('E_CONFIG', `mailbox ${box.name}: security = "none" sends the password in clear; it is allowed only for a loopback host, not ${box.host}`);
+  }
+}
+
+const TLS_FATAL = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/;
+
+/** Errors that another attempt cannot fix: wrong credentials, an untrusted certificate, a missing folder. */
+function isFatal(err: unknown): boolean {
+  if (err instanceof RuawatchError) return true;
+  const e = err as { authenticationFailed?: boolean; code?: string; serverResponseCode?: string; responseStatus?: string };
+  if (e.authenticationFailed) return true;
+  if (e.code && TLS_FATAL.test(e.code)) return true;
+  if (e.serverResponseCode === 'NONEXISTENT') return true;
+  return false;
+}
+
+function describe(box: MailboxConfig, err: unknown, suffix?: string): RuawatchError {
+  if (err instanceof RuawatchError) return err;
+  const e = err as { authenticationFailed?: boolean; code?: string; responseText?: string };
+  let what: string;
+  if (e.authenticationFailed) what = `authentication failed for ${box.user}${e.responseText ? ` (${e.responseText})` : ''}`;
+  else if (e.code && TLS_FATAL.test(e.code)) what = `the server's TLS certificate is not trusted (${e.code}); set ca_file for a private CA`;
+  else what = `${errorMessage(err)}${e.code ? ` (${e.code})` : ''}`;
+  return new RuawatchError('E_IMAP', `mailbox ${box.name} (${box.host}): ${what}${suffix ? `; ${suffix}` : ''}`, { cause: err });
+}

@@ -1,0 +1,51 @@
+import type { Statement } from 'better-sqlite3';
+import type { Db } from './db.js';
+
+export interface MailboxPosition {
+  uidvalidity: number;
+  lastUid: number;
+}
+
+/** Reading positions of the IMAP mailboxes, and which messages were acknowledged. */
+export class MailboxStore {
+  private readonly getState: Statement;
+  private readonly putState: Statement;
+  private readonly isHandled: Statement;
+  private readonly putHandled: Statement;
+
+  constructor(db: Db) {
+    this.getState = db.prepare('SELECT uidvalidity, last_uid AS lastUid FROM mailbox_state WHERE mailbox = ? AND folder = ?');
+    this.putState = db.prepare(`INSERT INTO mailbox_state (mailbox, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT (mailbox) DO UPDATE SET folder = excluded.folder, uidvalidity = excluded.uidvalidity,
+        last_uid = excluded.last_uid, updated_at = excluded.updated_at`);
+    this.isHandled = db.prepare('SELECT 1 FROM mailbox_messages WHERE mailbox = ? AND uidvalidity = ? AND uid = ?');
+    this.putHandled = db.prepare(`INSERT INTO mailbox_messages (mailbox, uidvalidity, uid, outcome, reason, handled_at)
+      VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason`);
+  }
+
+  /**
+   * Where to resume. A changed UIDVALIDITY (the folder was recreated, or the server renumbered)
+   * starts again from the beginning; de-duplication makes the rescan harmless.
+   */
+  position(mailbox: string, folder: string, uidvalidity: number): MailboxPosition {
+    const row = this.getState.get(mailbox, folder) as MailboxPosition | undefined;
+    if (!row || row.uidvalidity !== uidvalidity) return { uidvalidity, lastUid: 0 };
+    return row;
+  }
+
+  savePosition(mailbox: string, folder: string, pos: MailboxPosition): void {
+    this.putState.run(mailbox, folder, pos.uidvalidity, pos.lastUid, now());
+  }
+
+  handled(mailbox: string, uidvalidity: number, uid: number): boolean {
+    return this.isHandled.get(mailbox, uidvalidity, uid) !== undefined;
+  }
+
+  markHandled(mailbox: string, uidvalidity: number, uid: number, outcome: 'processed' | 'invalid', reason: string | null): void {
+    this.putHandled.run(mailbox, uidvalidity, uid, outcome, reason, now());
+  }
+}
+
+function now(): number {
+  return Math.floor(Date.now() / 1000);
+}
