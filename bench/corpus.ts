@@ -96,7 +96,11 @@ export function writeGzCorpus(dir: string, count: number, records: number): void
 /** The same reports as report mails with a zip attachment, the way Google sends them. */
 export function writeEmlCorpus(dir: string, count: number, records: number): void {
   fs.mkdirSync(dir, { recursive: true });
-  for (let n = 0; n < count; n++) {
+  for (let n = 0; n < count; n++) fs.writeFileSync(path.join(dir, `r${n}.eml`), emlMessage(n, records));
+}
+
+export function emlMessage(n: number, records: number): string {
+  {
     const name = `${REPORTERS[n % REPORTERS.length]}!example.com!${n}.xml`;
     const z = Buffer.from(zipSync({ [name]: Buffer.from(reportXml(n, records)) })).toString('base64').replace(/.{76}/g, '$&\r\n');
     const mail = [
@@ -121,7 +125,7 @@ export function writeEmlCorpus(dir: string, count: number, records: number): voi
       '--bench--',
       '',
     ].join('\r\n');
-    fs.writeFileSync(path.join(dir, `r${n}.eml`), mail);
+    return mail;
   }
 }
 

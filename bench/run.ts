@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeBigReport, writeEmlCorpus, writeGzCorpus } from './corpus.js';
+import { findDovecot, PASSWORD, startDovecot } from '../test/dovecot.js';
+import { emlMessage, writeBigReport, writeEmlCorpus, writeGzCorpus } from './corpus.js';
 
 const child = fileURLToPath(new URL('./ingest-child.js', import.meta.url));
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ruawatch-bench-'));
@@ -54,6 +55,30 @@ try {
     await writeBigReport(file, 200_000);
     const mb = (fs.statSync(file).size / 1e6).toFixed(0);
     line(`1 report x 200,000 records (${mb} MB)`, measure('big', [file]));
+  }
+  if (!only || only === 'imap') {
+    if (!findDovecot()) {
+      console.log('IMAP case skipped: dovecot is not installed (apt-get install dovecot-imapd)');
+    } else {
+      const user = 'bench@example.com';
+      const dovecot = await startDovecot([user]);
+      try {
+        const client = dovecot.client(user);
+        await client.connect();
+        for (let n = 0; n < 1000; n++) await client.append('INBOX', Buffer.from(emlMessage(n, 50)));
+        await client.logout();
+        const fetchChild = fileURLToPath(new URL('./fetch-child.js', import.meta.url));
+        const out = execFileSync(process.execPath, [fetchChild, path.join(work, 'imap.sqlite'), String(dovecot.port), user, PASSWORD], { encoding: 'utf8' });
+        const r = JSON.parse(out) as { seconds: number; messages: number; records: number; failed: number; maxRssMiB: number };
+        console.log(
+          `${'1,000 report mails over IMAP (fetch)'.padEnd(34)} ${r.messages.toLocaleString('en-US').padStart(7)} messages ` +
+            `${r.seconds.toFixed(2).padStart(7)} s ${Math.round(r.messages / r.seconds).toLocaleString('en-US').padStart(6)} messages/s ` +
+            `${Math.round(r.records / r.seconds).toLocaleString('en-US').padStart(8)} records/s peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+        );
+      } finally {
+        await dovecot.stop();
+      }
+    }
   }
 } finally {
   fs.rmSync(work, { recursive: true, force: true });

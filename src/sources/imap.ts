@@ -93,7 +93,7 @@ async function readMailbox(
     const sizes = new Map<number, number>();
     for await (const m of client.fetch(todo.join(','), { uid: true, size: true }, { uid: true })) sizes.set(m.uid, m.size ?? 0);
 
-    let blocked = false;
+    let blocked: number | null = null;
     let lastCommand = Date.now();
     for (const batch of batches(todo, sizes, opts.limits.maxMessageBytes, opts.batchMessages ?? 50)) {
       const sources = new Map<number, Buffer>();
@@ -105,6 +105,7 @@ async function readMailbox(
         }
       }
       lastCommand = Date.now();
+      const acks: { uid: number; verdict: Exclude<Verdict, { to: 'retry' }> }[] = [];
       for (const uid of batch) {
         const name = `${box.name}:${uid}`;
         const source = sources.get(uid);
@@ -115,18 +116,34 @@ async function readMailbox(
         const verdict = decide(result.leaves);
         if (verdict.to === 'retry') {
           log.warn({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
-          blocked = true;
+          blocked ??= uid;
           opts.onResult(result);
           continue;
         }
-        // Long parses: keep the connection alive (servers drop idle clients after 30 minutes).
-        if (Date.now() - lastCommand > 60_000) await client.noop();
         unacked.set(uid, unacked.get(uid) ?? result);
-        await acknowledge(client, box, uid, verdict.to === 'processed' ? processed : invalid);
-        lastCommand = Date.now();
-        opts.positions.markHandled(box.name, uidvalidity, uid, verdict.to, verdict.to === 'invalid' ? verdict.reason : null);
+        acks.push({ uid, verdict });
+        // Long parses: keep the connection alive (servers drop idle clients after 30 minutes).
+        if (Date.now() - lastCommand > 60_000) {
+          await client.noop();
+          lastCommand = Date.now();
+        }
+      }
+      // Every report of these messages is committed: now, and only now, acknowledge them, one
+      // command per destination. A crash before this line re-reads them next time as duplicates.
+      for (const to of ['processed', 'invalid'] as const) {
+        const uids = acks.filter((x) => x.verdict.to === to).map((x) => x.uid);
+        if (uids.length) await acknowledge(client, box, uids, to === 'processed' ? processed : invalid);
+      }
+      lastCommand = Date.now();
+      opts.positions.transaction(() => {
+        for (const { uid, verdict } of acks) {
+          opts.positions.markHandled(box.name, uidvalidity, uid, verdict.to, verdict.to === 'invalid' ? verdict.reason : null);
+        }
         // The position only moves past a contiguous run of acknowledged messages.
-        if (!blocked) opts.positions.savePosition(box.name, box.folder, { uidvalidity, lastUid: uid });
+        const done = acks.map((x) => x.uid).filter((uid) => blocked === null || uid < blocked);
+        if (done.length) opts.positions.savePosition(box.name, box.folder, { uidvalidity, lastUid: Math.max(...done) });
+      });
+      for (const { uid } of acks) {
         opts.onResult(unacked.get(uid)!);
         unacked.delete(uid);
       }
@@ -136,14 +153,15 @@ async function readMailbox(
   }
 }
 
-async function acknowledge(client: ImapFlow, box: MailboxConfig, uid: number, folder: string[]): Promise<void> {
+async function acknowledge(client: ImapFlow, box: MailboxConfig, uids: number[], folder: string[]): Promise<void> {
+  const range = uids.join(',');
   if (box.mark_seen_only) {
-    await client.messageFlagsAdd(String(uid), ['\\Seen'], { uid: true });
+    await client.messageFlagsAdd(range, ['\\Seen'], { uid: true });
     return;
   }
-  const moved = await client.messageMove(String(uid), folder, { uid: true });
+  const moved = await client.messageMove(range, folder, { uid: true });
   // imapflow answers false rather than throwing when the connection went away: worth a reconnect.
-  if (!moved) throw new Error(`could not move message ${uid} to ${folder.join('/')}`);
+  if (!moved) throw new Error(`could not move messages ${range} to ${folder.join('/')}`);
 }
 
 /** Groups UIDs so one FETCH holds at most `maxBytes` of message bodies and `maxCount` messages. */

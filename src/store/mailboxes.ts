@@ -13,7 +13,7 @@ export class MailboxStore {
   private readonly isHandled: Statement;
   private readonly putHandled: Statement;
 
-  constructor(db: Db) {
+  constructor(private readonly db: Db) {
     this.getState = db.prepare('SELECT uidvalidity, last_uid AS lastUid FROM mailbox_state WHERE mailbox = ? AND folder = ?');
     this.putState = db.prepare(`INSERT INTO mailbox_state (mailbox, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT (mailbox) DO UPDATE SET folder = excluded.folder, uidvalidity = excluded.uidvalidity,
@@ -35,6 +35,11 @@ export class MailboxStore {
 
   savePosition(mailbox: string, folder: string, pos: MailboxPosition): void {
     this.putState.run(mailbox, folder, pos.uidvalidity, pos.lastUid, now());
+  }
+
+  /** Runs fn in one transaction (the bookkeeping of one acknowledged batch). */
+  transaction(fn: () => void): void {
+    this.db.transaction(fn)();
   }
 
   handled(mailbox: string, uidvalidity: number, uid: number): boolean {

@@ -1,7 +1,7 @@
-import { Gunzip, Unzlib } from 'fflate';
+import { Gunzip, Inflate, Unzlib } from 'fflate';
 import type unzipper from 'unzipper';
 import { RuawatchError, errorMessage } from '../errors.js';
-import type { ByteStream } from './bytes.js';
+import { fromBuffer, type ByteStream } from './bytes.js';
 import { formatBytes, type Limits } from './limits.js';
 
 /**
@@ -13,10 +13,13 @@ import { formatBytes, type Limits } from './limits.js';
  */
 const INFLATE_SLICE = 1024;
 
-/** Streams the decompressed bytes of a gzip (RFC 1952, several members allowed) or zlib (RFC 1950) stream. */
-export async function* inflate(src: ByteStream, format: 'gzip' | 'zlib', limits: Limits, what: string): ByteStream {
+/**
+ * Streams the decompressed bytes of a gzip (RFC 1952, several members allowed), zlib (RFC 1950)
+ * or raw deflate (RFC 1951, a zip entry) stream.
+ */
+export async function* inflate(src: ByteStream, format: 'gzip' | 'zlib' | 'deflate', limits: Limits, what: string): ByteStream {
   let out: Uint8Array[] = [];
-  const inflater = format === 'gzip' ? new Gunzip() : new Unzlib();
+  const inflater = format === 'gzip' ? new Gunzip() : format === 'zlib' ? new Unzlib() : new Inflate();
   inflater.ondata = (chunk) => {
     if (chunk.length) out.push(chunk);
   };
@@ -44,15 +47,15 @@ export async function* inflate(src: ByteStream, format: 'gzip' | 'zlib', limits:
   } finally {
     out = [];
   }
-  if (guard.total === 0) throw new RuawatchError(format === 'gzip' ? 'E_GZIP' : 'E_GZIP', `${what}: ${format} stream holds no data`);
+  if (guard.total === 0 && format !== 'deflate') throw new RuawatchError('E_GZIP', `${what}: ${format} stream holds no data`);
 }
 
-function pushChecked(inflater: Gunzip | Unzlib, data: Uint8Array, final: boolean, format: string): void {
+function pushChecked(inflater: Gunzip | Unzlib | Inflate, data: Uint8Array, final: boolean, format: string): void {
   try {
     inflater.push(data, final);
   } catch (err) {
     // fflate reports "unexpected EOF" for a truncated stream and "invalid ..." for corrupt data.
-    throw new RuawatchError('E_GZIP', `corrupt ${format} data: ${errorMessage(err)}`, { cause: err });
+    throw new RuawatchError(format === 'deflate' ? 'E_ZIP' : 'E_GZIP', `corrupt ${format} data: ${errorMessage(err)}`, { cause: err });
   }
 }
 
@@ -95,7 +98,7 @@ export interface ZipEntry {
 export async function listZip(buf: Buffer, limits: Limits, what: string): Promise<ZipEntry[]> {
   let dir: unzipper.CentralDirectory;
   try {
-    // Loaded on first use, like mailparser: most reports are gzip.
+    // Loaded on first use: most reports are gzip. Only the central directory is read with it.
     const { Open } = (await import('unzipper')).default;
     dir = await Open.buffer(buf);
   } catch (err) {
@@ -109,33 +112,39 @@ export async function listZip(buf: Buffer, limits: Limits, what: string): Promis
   }
   const files = dir.files.filter((f) => f.type === 'File' && !f.path.endsWith('/'));
   // Some writers store an entry without a name; such an entry is named by its position.
-  return files.map((f, i) => ({
-    path: f.path || String(i + 1),
-    open: () => zipEntryStream(f, limits, `${what}#${f.path || i + 1}`),
-  }));
+  return files.map((f, i) => {
+    const name = f.path || String(i + 1);
+    return { path: name, open: () => zipEntryStream(buf, f as ZipFile, limits, `${what}#${name}`) };
+  });
 }
 
-async function* zipEntryStream(file: unzipper.File, limits: Limits, what: string): ByteStream {
-  // The declared size can lie, so it only refuses early; the stream below counts real bytes.
+/** The central-directory fields unzipper reads but does not declare. */
+type ZipFile = unzipper.File & { offsetToLocalFileHeader: number; compressionMethod: number; flags: number };
+
+/**
+ * An entry's bytes, cut straight from the archive in memory (APPNOTE 4.3.7: the local header, 30
+ * bytes plus name and extra field, precedes the data) and inflated like gzip, in capped slices.
+ */
+async function* zipEntryStream(buf: Buffer, file: ZipFile, limits: Limits, what: string): ByteStream {
+  // The declared size can lie, so it only refuses early; inflate() counts the real bytes.
   if (file.uncompressedSize > limits.maxDecompressedBytes) {
     throw new RuawatchError(
       'E_LIMIT',
       `${what} declares ${formatBytes(file.uncompressedSize)} uncompressed, more than ${formatBytes(limits.maxDecompressedBytes)} (limit maxDecompressedBytes); refused as a possible decompression bomb`,
     );
   }
-  const guard = new SizeGuard(limits, what);
-  const stream = file.stream();
-  const compressed = Math.max(1, file.compressedSize);
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      // Zip entries stream through node's zlib, whose chunks are at most 16 KiB.
-      guard.add(chunk.length, compressed);
-      yield chunk;
-    }
-  } catch (err) {
-    if (err instanceof RuawatchError) throw err;
-    throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry: ${errorMessage(err)}`, { cause: err });
-  } finally {
-    stream.destroy();
+  if (file.flags & 0x01) throw new RuawatchError('E_ZIP', `${what}: the entry is encrypted`);
+  const at = file.offsetToLocalFileHeader;
+  if (at + 30 > buf.length || buf.readUInt32LE(at) !== 0x04034b50) throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry (no local header)`);
+  const start = at + 30 + buf.readUInt16LE(at + 26) + buf.readUInt16LE(at + 28);
+  const data = buf.subarray(start, start + file.compressedSize);
+  if (data.length !== file.compressedSize) throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry (data cut short)`);
+  if (file.compressionMethod === 0) {
+    new SizeGuard(limits, what).add(data.length, data.length);
+    yield data;
+  } else if (file.compressionMethod === 8) {
+    yield* inflate(fromBuffer(data), 'deflate', limits, what);
+  } else {
+    throw new RuawatchError('E_ZIP', `${what}: unsupported zip compression method ${file.compressionMethod}`);
   }
 }

@@ -1,0 +1,34 @@
+/**
+ * One `fetch` pass over a mailbox into a fresh database, through the same code as `ruawatch
+ * fetch`; prints what it measured as JSON. Its own process, so peak RSS is this case's alone.
+ */
+import { createLogger } from '../src/log.js';
+import { addToSummary, emptySummary, Ingestor } from '../src/pipeline/ingest.js';
+import { fetchMailbox } from '../src/sources/imap.js';
+import { openDb } from '../src/store/db.js';
+import { MailboxStore } from '../src/store/mailboxes.js';
+import { ReportStore } from '../src/store/reports.js';
+import { defaultLimits } from '../src/unpack/limits.js';
+
+const [dbFile, port, user, password] = process.argv.slice(2);
+const db = openDb(dbFile!);
+const summary = emptySummary();
+const start = process.hrtime.bigint();
+await fetchMailbox(
+  {
+    name: 'bench', host: '127.0.0.1', port: Number(port), security: 'none', user: user!, password: password!,
+    folder: 'INBOX', processed_folder: 'Processed', invalid_folder: 'Invalid', mark_seen_only: false,
+  },
+  {
+    ingestor: new Ingestor(new ReportStore(db), defaultLimits, createLogger('silent')),
+    positions: new MailboxStore(db),
+    limits: defaultLimits,
+    log: createLogger('silent'),
+    onResult: (r) => addToSummary(summary, r),
+  },
+);
+const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+db.close();
+process.stdout.write(
+  JSON.stringify({ seconds, messages: summary.inputs, reports: summary.reports.dmarc, records: summary.records, failed: summary.failed.length, maxRssMiB: process.resourceUsage().maxRSS / 1024 }),
+);
