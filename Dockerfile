@@ -27,6 +27,6 @@ RUN groupadd --system ruawatch && useradd --system --gid ruawatch --home-dir /da
 USER ruawatch
 VOLUME ["/data"]
 ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
-# The long-running worker (`run`) is not built yet; until then the image ingests and reports:
-#   docker run -v ruawatch-data:/data -v /srv/reports:/reports:ro ruawatch ingest /reports
+# The long-running worker (`run`) is not built yet; until then the image fetches, ingests, reports:
+#   docker run -v ruawatch-data:/data -v /etc/ruawatch:/config:ro ruawatch fetch --config /config/ruawatch.toml
 CMD ["--help"]

@@ -1,11 +1,10 @@
 import { limitsOf, resolveDbPath } from '../config/load.js';
-import { errorCode, errorMessage } from '../errors.js';
+import { RuawatchError, errorCode, errorMessage } from '../errors.js';
 import { addToSummary, emptySummary, Ingestor } from '../pipeline/ingest.js';
 import { fetchMailbox } from '../sources/imap.js';
 import { openDb } from '../store/db.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
-import { RuawatchError } from '../errors.js';
 import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, type Io } from './common.js';
 import { formatSummary } from './ingest.js';
 import { Progress } from './progress.js';
@@ -26,7 +25,7 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
     const positions = new MailboxStore(db);
     const summary = emptySummary();
     for (const box of loaded.config.mailbox) {
-      let progress: Progress | null = null;
+      const bar: { progress: Progress | null } = { progress: null };
       try {
         await fetchMailbox(box, {
           ingestor,
@@ -34,11 +33,12 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
           limits,
           log,
           onPlan: (n) => {
-            progress = Progress.enabled(io.stderr, n) ? new Progress(io.stderr, n, `messages in ${box.name}`) : null;
+            bar.progress?.finish();
+            bar.progress = Progress.enabled(io.stderr, n) ? new Progress(io.stderr, n, `messages in ${box.name}`) : null;
           },
           onResult: (r) => {
             addToSummary(summary, r);
-            (progress as Progress | null)?.tick();
+            bar.progress?.tick();
           },
         });
       } catch (err) {
@@ -46,7 +46,7 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
         summary.failed.push({ input: box.name, error: errorMessage(err), code: errorCode(err) });
         log.error({ mailbox: box.name, err: errorMessage(err) }, 'mailbox failed');
       } finally {
-        (progress as Progress | null)?.finish();
+        bar.progress?.finish();
       }
     }
     io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));

@@ -140,7 +140,7 @@ function rate(pass: number, total: number): number | null {
   return total > 0 ? Math.round((pass / total) * 10000) / 10000 : null;
 }
 
-/** better-sqlite3 refuses named parameters the statement does not use only if undefined is passed for used ones. */
+/** Drops unset filters: better-sqlite3 refuses undefined as a parameter value. */
 function clean(p: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined));
 }
