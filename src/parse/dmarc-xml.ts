@@ -86,19 +86,8 @@ export async function parseDmarcXml(
   return { header: state.finish(), records: state.recordCount, stopped: state.stopped };
 }
 
-interface PartialRecord {
-  sourceIp: string | null;
-  count: string | null;
-  disposition: string | null;
-  dkim: string | null;
-  spf: string | null;
-  reasons: { type: string | null; comment: string | null }[];
-  headerFrom: string | null;
-  envelopeFrom: string | null;
-  envelopeTo: string | null;
-  dkimResults: { domain: string | null; selector: string | null; result: string | null; humanResult: string | null }[];
-  spfResults: { domain: string | null; scope: string | null; result: string | null; humanResult: string | null }[];
-}
+/** A record as read, before normalisation: the same fields, with source IP and count still text. */
+type PartialRecord = Omit<DmarcRecord, 'sourceIp' | 'count'> & { sourceIp: string | null; count: string | null };
 
 class DmarcState {
   private readonly stack: string[] = [];
