@@ -38,3 +38,8 @@ export function errorCode(err: unknown): string {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** Failures of our own storage, not of the input: the same input can succeed later. */
+export function isInfrastructure(code: string): boolean {
+  return code.startsWith('SQLITE_') || code === 'E_DB';
+}

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { RuawatchError, errorCode, errorMessage } from '../errors.js';
+import { RuawatchError, errorCode, errorMessage, isInfrastructure } from '../errors.js';
 import { parseDmarcXml } from '../parse/dmarc-xml.js';
 import { parseFailureReport } from '../parse/failure.js';
 import { parseTlsReport } from '../parse/tlsrpt-json.js';
@@ -118,7 +118,7 @@ export class Ingestor {
       if (outcome === 'failed') log.warn({ code }, `input failed: ${message}`);
       else log.info(`input skipped: ${message}`);
       // An infrastructure failure (the database itself) cannot be recorded in the database.
-      if (!code.startsWith('SQLITE_') && code !== 'E_DB') {
+      if (!isInfrastructure(code)) {
         try {
           this.store.recordIngestFailure(leaf.input, outcome, code, message, digest?.sha256 ?? null, digest?.size ?? null);
         } catch (err) {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { RuawatchError, errorMessage } from '../errors.js';
+import { RuawatchError, errorMessage, isInfrastructure } from '../errors.js';
 import type { Ingestor, InputResult, Leaf } from '../pipeline/ingest.js';
 import type { MailboxStore } from '../store/mailboxes.js';
 import { fromBuffer } from '../unpack/bytes.js';
@@ -187,11 +187,6 @@ function decide(leaves: Leaf[]): Verdict {
   if (leaves.some((l) => l.status === 'stored' || l.status === 'duplicate')) return { to: 'processed' };
   const reasons = leaves.map((l) => (l.status === 'failed' ? `${l.error} [${l.code}]` : l.status === 'none' ? l.reason : ''));
   return { to: 'invalid', reason: reasons.filter(Boolean).join('; ') || 'no report' };
-}
-
-/** Failures of our own storage, not of the message: retrying later can succeed. */
-export function isInfrastructure(code: string): boolean {
-  return code.startsWith('SQLITE_') || code === 'E_DB';
 }
 
 function tooLarge(name: string, size: number | undefined): InputResult {
