@@ -33,7 +33,7 @@ function line(name: string, r: Result): void {
   const rate = (n: number) => Math.round(n / r.seconds).toLocaleString('en-US');
   console.log(
     `${name.padEnd(34)} ${r.reports.toLocaleString('en-US').padStart(7)} reports ${r.records.toLocaleString('en-US').padStart(9)} records ` +
-      `${r.seconds.toFixed(2).padStart(7)} s ${rate(r.records).padStart(8)} records/s ${rate(r.reports).padStart(6)} reports/s ` +
+      `${r.seconds.toFixed(2).padStart(7)} s ${rate(r.records).padStart(8)} records/s ${(r.reports > 1 ? rate(r.reports) : '-').padStart(6)} reports/s ` +
       `peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
   );
 }
