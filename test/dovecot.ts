@@ -22,6 +22,7 @@ export interface Dovecot {
   client(user: string): ImapFlow;
   append(user: string, raw: string | Buffer, folder?: string): Promise<void>;
   count(user: string, folder: string): Promise<number>;
+  folders(user: string): Promise<string[]>;
 }
 
 export const PASSWORD = 'test-password';
@@ -59,7 +60,14 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-export async function startDovecot(users: string[]): Promise<Dovecot> {
+export interface DovecotOptions {
+  /** Hierarchy delimiter of the personal namespace (RFC 2342), "/" by default. */
+  separator?: string;
+  /** Namespace prefix, e.g. "INBOX." as Courier-style servers have it. */
+  prefix?: string;
+}
+
+export async function startDovecot(users: string[], opts: DovecotOptions = {}): Promise<Dovecot> {
   const binary = findDovecot();
   if (!binary) throw new Error('dovecot is not installed (Debian package dovecot-imapd)');
   const dir = tempDir('ruawatch-dovecot-');
@@ -107,7 +115,8 @@ userdb {
 }
 namespace inbox {
   inbox = yes
-  separator = /
+  separator = ${opts.separator ?? '/'}
+  prefix = ${opts.prefix ?? ''}
 }
 service imap-login {
   chroot =
@@ -167,6 +176,15 @@ service anvil {
       await c.connect();
       try {
         await c.append(folder, typeof raw === 'string' ? Buffer.from(raw) : raw);
+      } finally {
+        await c.logout();
+      }
+    },
+    async folders(user) {
+      const c = d.client(user);
+      await c.connect();
+      try {
+        return (await c.list()).map((m) => m.path).sort();
       } finally {
         await c.logout();
       }

@@ -152,6 +152,25 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     assert.match((JSON.parse(refused.stdout) as Summary).failed[0]!.error, /TLS certificate is not trusted/);
   });
 
+  it('creates nested folders with the server\'s own delimiter and namespace prefix', async () => {
+    const other = await startDovecot(['dmarc@example.com'], { separator: '.', prefix: 'INBOX.' });
+    try {
+      const dir = tempDir();
+      const config = path.join(dir, 'c.toml');
+      fs.writeFileSync(
+        config,
+        `[database]\npath = "${path.join(dir, 'r.sqlite')}"\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${other.port}\nsecurity = "none"\nuser = "dmarc@example.com"\npassword = "${PASSWORD}"\nprocessed_folder = "Archive/DMARC"\ninvalid_folder = "Archive/Invalid"\n`,
+      );
+      await other.append('dmarc@example.com', reportMail('ns'));
+      const r = await cli(['fetch', '--config', config, '--json']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.deepEqual(await other.folders('dmarc@example.com'), ['INBOX', 'INBOX.Archive', 'INBOX.Archive.DMARC', 'INBOX.Archive.Invalid']);
+      assert.equal(await other.count('dmarc@example.com', 'INBOX.Archive.DMARC'), 1);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it('with mark_seen_only leaves messages in place, remembers its position, and rescans when UIDVALIDITY changes', async () => {
     const { u, config, db } = setup('mark_seen_only = true\n');
     for (const id of ['s1', 's2', 's3']) await dovecot.append(u, reportMail(id));
