@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { canonicalIp, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, parseCount } from '../src/parse/normalise.js';
+import { uidSet } from '../src/sources/imap.js';
 import { sniff } from '../src/unpack/sniff.js';
 
 describe('canonicalIp', () => {
@@ -75,4 +76,12 @@ describe('sniff decides by bytes', () => {
     ['whitespace only', b('  \n'), 'empty'],
   ];
   for (const [name, bytes, want] of cases) it(name, () => assert.equal(sniff(bytes), want));
+});
+
+describe('uidSet', () => {
+  it('writes runs of UIDs as ranges', () => {
+    assert.equal(uidSet([1, 2, 3, 5, 7, 8, 9, 10, 20]), '1:3,5,7:10,20');
+    assert.equal(uidSet([4]), '4');
+    assert.equal(uidSet(Array.from({ length: 5000 }, (_, i) => i + 1)), '1:5000');
+  });
 });

@@ -91,7 +91,7 @@ async function readMailbox(
     if (todo.length === 0) return;
 
     const sizes = new Map<number, number>();
-    for await (const m of client.fetch(todo.join(','), { uid: true, size: true }, { uid: true })) sizes.set(m.uid, m.size ?? 0);
+    for await (const m of client.fetch(uidSet(todo), { uid: true, size: true }, { uid: true })) sizes.set(m.uid, m.size ?? 0);
 
     let blocked: number | null = null;
     let lastCommand = Date.now();
@@ -100,7 +100,7 @@ async function readMailbox(
       const wanted = batch.filter((uid) => (sizes.get(uid) ?? 0) <= opts.limits.maxMessageBytes);
       if (wanted.length) {
         // The fetch must be drained before any other command is sent on the connection.
-        for await (const m of client.fetch(wanted.join(','), { uid: true, source: true }, { uid: true })) {
+        for await (const m of client.fetch(uidSet(wanted), { uid: true, source: true }, { uid: true })) {
           if (m.source) sources.set(m.uid, m.source);
         }
       }
@@ -154,7 +154,7 @@ async function readMailbox(
 }
 
 async function acknowledge(client: ImapFlow, box: MailboxConfig, uids: number[], folder: string[]): Promise<void> {
-  const range = uids.join(',');
+  const range = uidSet(uids);
   if (box.mark_seen_only) {
     await client.messageFlagsAdd(range, ['\\Seen'], { uid: true });
     return;
@@ -162,6 +162,21 @@ async function acknowledge(client: ImapFlow, box: MailboxConfig, uids: number[],
   const moved = await client.messageMove(range, folder, { uid: true });
   // imapflow answers false rather than throwing when the connection went away: worth a reconnect.
   if (!moved) throw new Error(`could not move messages ${range} to ${folder.join('/')}`);
+}
+
+/**
+ * A sorted UID list as an IMAP sequence set with ranges ("1:40,42,45:60"), so a backfill of
+ * thousands of messages stays within the server's command-line limit (RFC 3501 section 9).
+ */
+export function uidSet(uids: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < uids.length; ) {
+    let j = i;
+    while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
+    parts.push(j === i ? String(uids[i]) : `${uids[i]}:${uids[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
 }
 
 /** Groups UIDs so one FETCH holds at most `maxBytes` of message bodies and `maxCount` messages. */
