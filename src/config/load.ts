@@ -121,7 +121,7 @@ function resolveSecretFiles(node: unknown, at: string[]): void {
  * Environment overrides. RUAWATCH_DATABASE_PATH sets [database] path; RUAWATCH_ALERTS_EMAIL_HOST
  * sets [alerts.email] host; RUAWATCH_MAILBOX_<NAME>_PASSWORD sets the password of the mailbox
  * named NAME (compared case-insensitively, "-" and "." read as "_"), adding it if absent.
- * A _FILE suffix reads the value from that file. Lists are comma-separated.
+ * A secret (PASSWORD, ACCESS_TOKEN...) with a _FILE suffix is read from that file. Lists are comma-separated.
  */
 function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
   const sections = envTargets();
