@@ -95,15 +95,16 @@ async function readMailbox(
 
     let blocked: number | null = null;
     let lastCommand = Date.now();
-    for (const batch of batches(todo, sizes, opts.limits.maxMessageBytes, opts.batchMessages ?? 50)) {
-      const sources = new Map<number, Buffer>();
-      const wanted = batch.filter((uid) => (sizes.get(uid) ?? 0) <= opts.limits.maxMessageBytes);
-      if (wanted.length) {
-        // The fetch must be drained before any other command is sent on the connection.
-        for await (const m of client.fetch(uidSet(wanted), { uid: true, source: true }, { uid: true })) {
-          if (m.source) sources.set(m.uid, m.source);
-        }
-      }
+    // Two batches in flight: the next one downloads while this one is parsed. A batch holds at
+    // most half of max_message_bytes (or one message, itself at most max_message_bytes).
+    const all = [...batches(todo, sizes, opts.limits.maxMessageBytes / 2, opts.batchMessages ?? 50)];
+    const download = (batch: number[]) => downloadBatch(client, batch.filter((uid) => (sizes.get(uid) ?? 0) <= opts.limits.maxMessageBytes));
+    let next = all.length ? download(all[0]!) : null;
+    for (const [i, batch] of all.entries()) {
+      const sources = await next!;
+      next = i + 1 < all.length ? download(all[i + 1]!) : null;
+      // A failed prefetch is reported when it is awaited, not as an unhandled rejection now.
+      next?.catch(() => undefined);
       lastCommand = Date.now();
       const acks: { uid: number; verdict: Exclude<Verdict, { to: 'retry' }> }[] = [];
       for (const uid of batch) {
@@ -151,6 +152,19 @@ async function readMailbox(
   } finally {
     lock.release();
   }
+}
+
+/**
+ * Downloads a batch's messages. The FETCH is drained here as its responses arrive, so commands
+ * issued meanwhile (the previous batch's MOVE) simply queue behind it.
+ */
+async function downloadBatch(client: ImapFlow, uids: number[]): Promise<Map<number, Buffer>> {
+  const sources = new Map<number, Buffer>();
+  if (uids.length === 0) return sources;
+  for await (const m of client.fetch(uidSet(uids), { uid: true, source: true }, { uid: true })) {
+    if (m.source) sources.set(m.uid, m.source);
+  }
+  return sources;
 }
 
 async function acknowledge(client: ImapFlow, box: MailboxConfig, uids: number[], folder: string[]): Promise<void> {
