@@ -168,7 +168,7 @@ export class Ingestor {
 
   private async handleZip(name: string, src: ByteStream, ctx: Context, leaves: Leaf[]): Promise<void> {
     const buf = await readAll(src, this.limits.maxArchiveBytes, 'the zip archive');
-    const entries = await listZip(buf, this.limits, 'the zip archive');
+    const entries = listZip(buf, this.limits, 'the zip archive');
     if (entries.length === 0) throw new NoReport('an empty zip archive');
     const before = leaves.length;
     const empty: string[] = [];
