@@ -25,7 +25,7 @@ describe('hostile and broken input', () => {
     const bomb = gzipBomb(1024 * 1024 * 1024, '<?xml version="1.0"?><feedback>', '<x/>');
     assert.ok(bomb.length < 2 * 1024 * 1024, `bomb is ${bomb.length} bytes`);
     const { leaf, db } = await ingestOne('bomb.xml.gz', bomb);
-    assertFailed(leaf, 'E_LIMIT', /expands more than 500:1 \(limit maxCompressionRatio\); refused as a possible decompression bomb/);
+    assertFailed(leaf, 'E_LIMIT', /expands more than 500:1; refused as a possible decompression bomb \(limit: \[limits\] max_compression_ratio\)/);
     assert.equal(count(db, 'SELECT COUNT(*) FROM reports'), 0);
     // A bomb of zeros stops within the first slices: refused by its ratio, or found to hold no
     // report by its first bytes (which comes first depends on the slice size).
@@ -39,7 +39,7 @@ describe('hostile and broken input', () => {
     // About 6 MiB of report-like XML that compresses far less than 500:1.
     const records = Array.from({ length: 20_000 }, (_, i) => record({ ip: `10.${(i >> 8) & 255}.${i & 255}.${(i * 7) & 255}`, count: i }));
     const result = await ingestor.ingest(bufferInput('big.xml.gz', gzip(dmarcXml({ records }))));
-    assertFailed(result.leaves[0]!, 'E_LIMIT', /decompresses to more than 4 MiB \(limit maxDecompressedBytes\)/);
+    assertFailed(result.leaves[0]!, 'E_LIMIT', /decompresses to more than 4 MiB; refused as a possible decompression bomb \(limit: \[limits\] max_decompressed_bytes\)/);
     assert.equal(count(db, 'SELECT COUNT(*) FROM dmarc_records'), 0);
   });
 
@@ -93,7 +93,7 @@ describe('hostile and broken input', () => {
     const entries: Record<string, string> = {};
     for (let i = 0; i < 5000; i++) entries[`r${i}.xml`] = 'x';
     const { leaf } = await ingestOne('many.zip', zip(entries));
-    assertFailed(leaf, 'E_LIMIT', /5000 entries, more than the limit of 100 \(maxZipEntries\)/);
+    assertFailed(leaf, 'E_LIMIT', /5000 entries, more than 100 \(limit: \[limits\] max_zip_entries\)/);
   });
 
   it('reports a zip archive cut short, or with a corrupt entry', async () => {

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import type { z } from 'zod';
 import { RuawatchError, errorMessage } from '../errors.js';
-import { defaultLimits, type Limits } from '../unpack/limits.js';
-import { SECRET_KEYS, configSchema, limitKey, type Config } from './schema.js';
+import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
+import { SECRET_KEYS, configSchema, type Config } from './schema.js';
 
 export interface LoadedConfig {
   config: Config;
@@ -57,7 +57,7 @@ export function resolveDbPath(flag: string | undefined, loaded: LoadedConfig, en
 export function limitsOf(config: Config): Limits {
   const out = { ...defaultLimits } as Limits;
   for (const k of Object.keys(defaultLimits) as (keyof Limits)[]) {
-    const v = (config.limits as Record<string, number | undefined>)[limitKey(k)];
+    const v = (config.limits as Record<string, number | undefined>)[limitSetting(k)];
     if (v !== undefined) out[k] = v;
   }
   return out;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defaultLimits } from '../unpack/limits.js';
+import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
 
 /**
  * The one place a setting exists. Every section is strict: a misspelt key is an error naming its
@@ -51,10 +51,8 @@ const discord = z
   });
 
 const positive = z.number().int().positive();
-/** [limits] keys are the Limits fields in snake_case: maxDecompressedBytes -> max_decompressed_bytes. */
-export const limitKey = (camel: string): string => camel.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 const limits = z.strictObject(
-  Object.fromEntries(Object.entries(defaultLimits).map(([k, v]) => [limitKey(k), positive.default(v)])) as Record<
+  Object.fromEntries(Object.entries(defaultLimits).map(([k, v]) => [limitSetting(k as keyof Limits), positive.default(v)])) as Record<
     string,
     z.ZodDefault<z.ZodNumber>
   >,

@@ -1,7 +1,7 @@
 import { SaxesParser, type SaxesTagPlain } from 'saxes';
 import { RuawatchError, errorMessage } from '../errors.js';
 import type { ByteStream } from '../unpack/bytes.js';
-import type { Limits } from '../unpack/limits.js';
+import { overLimit, type Limits } from '../unpack/limits.js';
 import {
   canonicalIp,
   clean,
@@ -126,7 +126,7 @@ class DmarcState {
     this.stack.push(name);
     this.buf = '';
     if (this.stack.length > this.opts.limits.maxXmlDepth) {
-      throw new RuawatchError('E_LIMIT', `XML nesting deeper than ${this.opts.limits.maxXmlDepth} elements (limit maxXmlDepth)`);
+      throw overLimit('maxXmlDepth', `XML nesting deeper than ${this.opts.limits.maxXmlDepth} elements`);
     }
     if (this.stack.length === 1 && name === 'schema' && parent === undefined) {
       this.sawRoot = true;
@@ -152,10 +152,7 @@ class DmarcState {
         if (parent === 'feedback') {
           this.rec = emptyRecord();
           if (++this.recordCount > this.opts.limits.maxRecordsPerReport) {
-            throw new RuawatchError(
-              'E_LIMIT',
-              `the report has more than ${this.opts.limits.maxRecordsPerReport} records (limit maxRecordsPerReport)`,
-            );
+            throw overLimit('maxRecordsPerReport', `the report has more than ${this.opts.limits.maxRecordsPerReport} records`);
           }
         }
         break;
@@ -174,7 +171,7 @@ class DmarcState {
   text(t: string): void {
     this.buf += t;
     if (this.buf.length > this.opts.limits.maxXmlTextChars) {
-      throw new RuawatchError('E_LIMIT', `an XML element holds more than ${this.opts.limits.maxXmlTextChars} characters of text (limit maxXmlTextChars)`);
+      throw overLimit('maxXmlTextChars', `an XML element holds more than ${this.opts.limits.maxXmlTextChars} characters of text`);
     }
   }
 

@@ -1,6 +1,6 @@
 import { TextDecoder } from 'node:util';
 import { RuawatchError, errorMessage } from '../errors.js';
-import type { Limits } from '../unpack/limits.js';
+import { overLimit, type Limits } from '../unpack/limits.js';
 import { canonicalIp, clean, emailDomain, normaliseDomain, normaliseWord, parseCount } from './normalise.js';
 import type { TlsFailure, TlsPolicy, TlsReport } from './types.js';
 
@@ -49,7 +49,7 @@ export function parseTlsReport(bytes: Uint8Array, opts: TlsParseOptions): TlsRep
   let entries = 0;
   const countEntry = () => {
     if (++entries > opts.limits.maxTlsEntries) {
-      throw new RuawatchError('E_LIMIT', `the TLS report has more than ${opts.limits.maxTlsEntries} policies and failure details (limit maxTlsEntries)`);
+      throw overLimit('maxTlsEntries', `the TLS report has more than ${opts.limits.maxTlsEntries} policies and failure details`);
     }
   };
   const policies = doc.policies.map((p, i) => {

@@ -9,7 +9,7 @@ import { splitMbox, type MboxItem } from '../sources/mbox.js';
 import type { DmarcWriter, ReportStore } from '../store/reports.js';
 import { inflate, listZip } from '../unpack/archive.js';
 import { fromBuffer, peek, readAll, type ByteStream } from '../unpack/bytes.js';
-import type { Limits } from '../unpack/limits.js';
+import { overLimit, type Limits } from '../unpack/limits.js';
 import { parseMail, type Mail } from '../unpack/mime.js';
 import { SNIFF_BYTES, sniff, type ContentKind } from '../unpack/sniff.js';
 
@@ -130,7 +130,7 @@ export class Ingestor {
 
   private async handle(name: string, src: ByteStream, ctx: Context, leaves: Leaf[], topLevel: boolean): Promise<void> {
     if (ctx.depth > this.limits.maxNesting) {
-      throw new RuawatchError('E_LIMIT', `containers nested more than ${this.limits.maxNesting} deep (limit maxNesting)`);
+      throw overLimit('maxNesting', `containers nested more than ${this.limits.maxNesting} deep`);
     }
     const { head, stream } = await peek(src, SNIFF_BYTES);
     const kind = sniff(head);
@@ -158,7 +158,7 @@ export class Ingestor {
       case 'mbox':
         return this.handleMbox(name, stream, inner, leaves);
       case 'mail': {
-        const raw = await readAll(stream, this.limits.maxMessageBytes, 'the mail');
+        const raw = await readAll(stream, this.limits, 'maxMessageBytes', 'the mail');
         return this.handleMail(name, raw, inner, leaves);
       }
       case 'other':
@@ -167,7 +167,7 @@ export class Ingestor {
   }
 
   private async handleZip(name: string, src: ByteStream, ctx: Context, leaves: Leaf[]): Promise<void> {
-    const buf = await readAll(src, this.limits.maxArchiveBytes, 'the zip archive');
+    const buf = await readAll(src, this.limits, 'maxArchiveBytes', 'the zip archive');
     const entries = listZip(buf, this.limits, 'the zip archive');
     if (entries.length === 0) throw new NoReport('an empty zip archive');
     const before = leaves.length;
@@ -264,7 +264,7 @@ export class Ingestor {
   }
 
   private async storeTls(name: string, src: ByteStream, ctx: Context): Promise<Leaf> {
-    const raw = await readAll(src, this.limits.maxJsonBytes, 'the JSON document');
+    const raw = await readAll(src, this.limits, 'maxJsonBytes', 'the JSON document');
     const report = parseTlsReport(raw, { limits: this.limits, fallbackReporterEmail: ctx.fromAddress });
     const stored = this.store.storeTls(report, { input: name, sha256: sha256(raw), size: raw.length });
     return stored

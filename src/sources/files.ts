@@ -3,7 +3,7 @@ import path from 'node:path';
 import { RuawatchError } from '../errors.js';
 import type { IngestInput } from '../pipeline/ingest.js';
 import type { ByteStream } from '../unpack/bytes.js';
-import { formatBytes } from '../unpack/limits.js';
+import { formatBytes, overLimit } from '../unpack/limits.js';
 
 const READ_CHUNK = 256 * 1024;
 const SMALL_FILE = 1024 * 1024;
@@ -67,7 +67,7 @@ export function fileInput(file: string, maxBytes: number): IngestInput {
  * synchronous call: three thread-pool round trips per file cost more than the read itself.
  */
 async function* readFile(file: string, maxBytes: number): ByteStream {
-  const tooBig = () => new RuawatchError('E_LIMIT', `${file} is larger than ${formatBytes(maxBytes)} (limit maxReportBytes)`);
+  const tooBig = () => overLimit('maxReportBytes', `${file} is larger than ${formatBytes(maxBytes)}`);
   const ioError = (err: unknown) => new RuawatchError('E_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
   let small: Buffer | null = null;
   try {

@@ -6,7 +6,7 @@ import { RuawatchError, errorMessage, isInfrastructure } from '../errors.js';
 import type { Ingestor, InputResult, Leaf } from '../pipeline/ingest.js';
 import type { MailboxStore } from '../store/mailboxes.js';
 import { fromBuffer } from '../unpack/bytes.js';
-import { formatBytes, type Limits } from '../unpack/limits.js';
+import { formatBytes, overLimit, type Limits } from '../unpack/limits.js';
 
 export type MailboxConfig = Config['mailbox'][number];
 
@@ -221,7 +221,7 @@ function decide(leaves: Leaf[]): Verdict {
 function tooLarge(name: string, size: number | undefined): InputResult {
   return {
     input: name,
-    leaves: [{ input: name, status: 'failed', code: 'E_LIMIT', error: `the mail is ${formatBytes(size ?? 0)}, larger than the limit maxMessageBytes; not downloaded` }],
+    leaves: [{ input: name, status: 'failed', code: 'E_LIMIT', error: overLimit('maxMessageBytes', `the mail is ${formatBytes(size ?? 0)}; not downloaded`).message }],
   };
 }
 

@@ -1,6 +1,6 @@
 import { RuawatchError } from '../errors.js';
 import type { ByteStream } from '../unpack/bytes.js';
-import { formatBytes } from '../unpack/limits.js';
+import { formatBytes, overLimit } from '../unpack/limits.js';
 
 export type MboxItem = { ok: true; message: Buffer } | { ok: false; error: RuawatchError };
 
@@ -20,7 +20,7 @@ export async function* splitMbox(src: ByteStream, maxMessageBytes: number): Asyn
   const take = (msg: Buffer): MboxItem => {
     if (oversized) {
       oversized = false;
-      return { ok: false, error: new RuawatchError('E_LIMIT', `mbox message larger than ${formatBytes(maxMessageBytes)} (limit maxMessageBytes)`) };
+      return { ok: false, error: overLimit('maxMessageBytes', `mbox message larger than ${formatBytes(maxMessageBytes)}`) };
     }
     return { ok: true, message: stripFromLine(msg) };
   };

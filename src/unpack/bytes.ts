@@ -1,5 +1,4 @@
-import { RuawatchError } from '../errors.js';
-import { formatBytes } from './limits.js';
+import { formatBytes, overLimit, type Limits } from './limits.js';
 
 /** A report's bytes as they arrive: a file read in chunks, a decompressor's output, a buffer. */
 export type ByteStream = AsyncIterable<Uint8Array>;
@@ -47,12 +46,13 @@ export async function peek(src: ByteStream, n: number): Promise<Peeked> {
 }
 
 /** Collects a stream into one buffer, refusing to hold more than `cap` bytes. */
-export async function readAll(src: ByteStream, cap: number, what: string): Promise<Buffer> {
+export async function readAll(src: ByteStream, limits: Limits, key: keyof Limits, what: string): Promise<Buffer> {
+  const cap = limits[key];
   const parts: Uint8Array[] = [];
   let total = 0;
   for await (const chunk of src) {
     total += chunk.length;
-    if (total > cap) throw new RuawatchError('E_LIMIT', `${what} is larger than the ${formatBytes(cap)} limit`);
+    if (total > cap) throw overLimit(key, `${what} is larger than ${formatBytes(cap)}`);
     parts.push(chunk);
   }
   return Buffer.concat(parts, total);

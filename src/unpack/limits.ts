@@ -2,6 +2,8 @@
  * Every input-size cap in one place. Reports come from strangers on the internet; each cap
  * turns a hostile or broken input into a clear E_LIMIT error instead of an exhausted process.
  */
+import { RuawatchError } from '../errors.js';
+
 export interface Limits {
   /** Largest mail (RFC 5322 message) read into memory, in bytes. */
   maxMessageBytes: number;
@@ -52,4 +54,14 @@ export function formatBytes(n: number): string {
   if (n >= MiB) return `${(n / MiB).toFixed(n % MiB === 0 ? 0 : 1)} MiB`;
   if (n >= 1024) return `${(n / 1024).toFixed(n % 1024 === 0 ? 0 : 1)} KiB`;
   return `${n} bytes`;
+}
+
+/** The [limits] key a user sets for a cap: maxDecompressedBytes -> max_decompressed_bytes. */
+export function limitSetting(key: keyof Limits): string {
+  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/** The error for input past a cap, naming the setting that raises it. */
+export function overLimit(key: keyof Limits, what: string): RuawatchError {
+  return new RuawatchError('E_LIMIT', `${what} (limit: [limits] ${limitSetting(key)})`);
 }
