@@ -143,13 +143,9 @@ function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
   }
 }
 
-const MAILBOX_KEYS: Record<string, string> = {
-  host: 'string', port: 'number', security: 'string', user: 'string', password: 'string', folder: 'string',
-  processed_folder: 'string', invalid_folder: 'string', ca_file: 'string', mark_seen_only: 'boolean',
-};
-
 function applyMailboxEnv(tree: Tree, rest: string, raw: string, name: string): void {
-  const key = Object.keys(MAILBOX_KEYS)
+  const types = mailboxFieldTypes();
+  const key = [...types.keys()].filter((k) => k !== 'name')
     .sort((a, b) => b.length - a.length)
     .find((k) => rest.endsWith(`_${k}`) || (SECRET_KEYS.has(k) && rest.endsWith(`_${k}_file`)));
   if (!key) throw new RuawatchError('E_CONFIG', `${name}: no such mailbox setting`);
@@ -159,7 +155,7 @@ function applyMailboxEnv(tree: Tree, rest: string, raw: string, name: string): v
   const norm = (s: string) => s.toLowerCase().replace(/[-.]/g, '_');
   let box = list.find((b) => typeof b.name === 'string' && norm(b.name) === boxName);
   if (!box) list.push((box = { name: boxName }));
-  box[field] = field === key ? convert(raw, MAILBOX_KEYS[key]) : raw;
+  box[field] = field === key ? convert(raw, types.get(key)) : raw;
 }
 
 function stripFile(k: string): string {
@@ -201,6 +197,13 @@ function envTargets(): EnvTarget[] {
   visit(configSchema, []);
   // Longest prefix first, so alerts_email_host is not read as alerts + "email_host".
   return out.sort((a, b) => b.prefix.length - a.prefix.length);
+}
+
+/** A [[mailbox]] block's keys and their types, read off the schema. */
+function mailboxFieldTypes(): Map<string, string> {
+  const list = unwrap(configSchema.shape.mailbox) as { _zod: { def: { element: unknown } } };
+  const box = unwrap(list._zod.def.element) as { shape: Record<string, unknown> };
+  return new Map(Object.entries(box.shape).map(([k, v]) => [k, (unwrap(v) as { _zod: { def: { type: string } } })._zod.def.type]));
 }
 
 function unwrap(t: unknown): unknown {
