@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { zipSync } from 'fflate';
 import { defaultLimits } from '../src/unpack/limits.js';
 import { ROOT, bufferInput, count, fixture, freshStore, tempDir } from './helpers.js';
-import { dmarcXml, gzip, gzipBomb, record, zip } from './synth.js';
+import { dmarcXml, gzip, gzipBomb, record, zip, zip64 } from './synth.js';
 
 async function ingestOne(name: string, bytes: Uint8Array | string) {
   const { db, ingestor } = freshStore();
@@ -103,6 +103,12 @@ describe('hostile and broken input', () => {
     const local = broken.indexOf(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
     broken.fill(0xff, local + 30 + 'a.xml'.length, local + 30 + 'a.xml'.length + 20);
     assertFailed((await ingestOne('broken.zip', broken)).leaf, 'E_ZIP', /corrupt deflate data/);
+  });
+
+  it('reads a ZIP64 archive (64-bit sizes and offsets in extra fields)', async () => {
+    const { leaf, db } = await ingestOne('r.zip', zip64('report.xml', dmarcXml({ reportId: 'z64' })));
+    assert.deepEqual([leaf.input, leaf.status], ['r.zip#report.xml', 'stored']);
+    assert.equal(count(db, "SELECT COUNT(*) FROM reports WHERE report_id = 'z64'"), 1);
   });
 
   it('refuses entity expansion (billion laughs) without expanding anything', async () => {

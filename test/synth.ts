@@ -80,3 +80,66 @@ export function mail(parts: { headers: string; body: string }[], top: { subject?
 export function base64Lines(b: Uint8Array): string {
   return Buffer.from(b).toString('base64').replace(/.{76}/g, '$&\r\n');
 }
+
+/**
+ * A one-entry zip written the ZIP64 way (APPNOTE 4.3.14, 4.5.3): 0xFFFFFFFF in every 32-bit size
+ * and offset field, the real values in ZIP64 extra fields, a ZIP64 end of central directory and
+ * its locator. Deflated with node's zlib so nothing here shares code with the reader under test.
+ */
+export function zip64(name: string, content: string): Buffer {
+  const data = zlib.deflateRawSync(Buffer.from(content));
+  const nameBuf = Buffer.from(name);
+  const size = Buffer.byteLength(content);
+  const crc = zlib.crc32(Buffer.from(content));
+  const extra = (values: number[]) => {
+    const b = Buffer.alloc(4 + 8 * values.length);
+    b.writeUInt16LE(0x0001, 0);
+    b.writeUInt16LE(8 * values.length, 2);
+    values.forEach((v, i) => b.writeBigUInt64LE(BigInt(v), 4 + 8 * i));
+    return b;
+  };
+  const localExtra = extra([size, data.length]);
+  const local = Buffer.alloc(30);
+  local.writeUInt32LE(0x04034b50, 0);
+  local.writeUInt16LE(45, 4);
+  local.writeUInt16LE(8, 8);
+  local.writeUInt32LE(crc >>> 0, 14);
+  local.writeUInt32LE(0xffffffff, 18);
+  local.writeUInt32LE(0xffffffff, 22);
+  local.writeUInt16LE(nameBuf.length, 26);
+  local.writeUInt16LE(localExtra.length, 28);
+  const centralExtra = extra([size, data.length, 0]);
+  const central = Buffer.alloc(46);
+  central.writeUInt32LE(0x02014b50, 0);
+  central.writeUInt16LE(45, 4);
+  central.writeUInt16LE(45, 6);
+  central.writeUInt16LE(8, 10);
+  central.writeUInt32LE(crc >>> 0, 16);
+  central.writeUInt32LE(0xffffffff, 20);
+  central.writeUInt32LE(0xffffffff, 24);
+  central.writeUInt16LE(nameBuf.length, 28);
+  central.writeUInt16LE(centralExtra.length, 30);
+  central.writeUInt32LE(0xffffffff, 42);
+  const body = Buffer.concat([local, nameBuf, localExtra, data]);
+  const cd = Buffer.concat([central, nameBuf, centralExtra]);
+  const eocd64 = Buffer.alloc(56);
+  eocd64.writeUInt32LE(0x06064b50, 0);
+  eocd64.writeBigUInt64LE(44n, 4);
+  eocd64.writeUInt16LE(45, 12);
+  eocd64.writeUInt16LE(45, 14);
+  eocd64.writeBigUInt64LE(1n, 24);
+  eocd64.writeBigUInt64LE(1n, 32);
+  eocd64.writeBigUInt64LE(BigInt(cd.length), 40);
+  eocd64.writeBigUInt64LE(BigInt(body.length), 48);
+  const locator = Buffer.alloc(20);
+  locator.writeUInt32LE(0x07064b50, 0);
+  locator.writeBigUInt64LE(BigInt(body.length + cd.length), 8);
+  locator.writeUInt32LE(1, 16);
+  const eocd = Buffer.alloc(22);
+  eocd.writeUInt32LE(0x06054b50, 0);
+  eocd.writeUInt16LE(0xffff, 8);
+  eocd.writeUInt16LE(0xffff, 10);
+  eocd.writeUInt32LE(0xffffffff, 12);
+  eocd.writeUInt32LE(0xffffffff, 16);
+  return Buffer.concat([body, cd, eocd64, locator, eocd]);
+}
