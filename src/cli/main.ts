@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { RuawatchError, errorMessage } from '../errors.js';
 import { EXIT_FAILED, EXIT_USAGE, processIo, type Io } from './common.js';
+import { alertsCommand, alertsUsage } from './alerts.js';
 import { configCommand, configUsage } from './config-check.js';
 import { fetchCommand, fetchUsage } from './fetch.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
+import { notifyCommand, notifyUsage } from './notify.js';
 import { reportCommand, reportUsage } from './report.js';
 
 const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
@@ -11,12 +13,16 @@ const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
 ${ingestUsage}
 ${reportUsage}
 ${fetchUsage}
+${alertsUsage}
+${notifyUsage}
 ${configUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   ingest: ingestCommand,
   report: reportCommand,
   fetch: fetchCommand,
+  alerts: alertsCommand,
+  notify: notifyCommand,
   config: configCommand,
 };
 

@@ -30,6 +30,7 @@ const email = z.strictObject({
   security: security.default('starttls'),
   user: z.string().min(1).optional(),
   password: z.string().min(1).optional(),
+  ca_file: z.string().min(1).optional(),
   from: z.string().min(3),
   to: z.array(z.string().min(3)).min(1),
 });
@@ -45,12 +46,34 @@ const discord = z
     webhook_url: z.url().optional(),
     bot_token: z.string().min(1).optional(),
     channel_id: z.string().regex(/^\d+$/).optional(),
+    api_url: z.url().optional(),
   })
   .refine((d) => d.webhook_url !== undefined || (d.bot_token !== undefined && d.channel_id !== undefined), {
     message: 'set webhook_url, or bot_token together with channel_id',
   });
 
 const positive = z.number().int().positive();
+const percent = z.number().min(0).max(100);
+
+// Thresholds of the drift rules (analyse/rules.ts); README "Findings" explains each.
+const analysis = z.strictObject({
+  recent_days: positive.default(7),
+  baseline_days: positive.default(28),
+  latest_days: positive.default(2),
+  drop_min_messages: positive.default(50),
+  drop_min_baseline_pass_rate: percent.default(90),
+  drop_points: percent.default(20),
+  new_source_min_messages: positive.default(20),
+  new_source_max_pass_rate: percent.default(50),
+  dkim_min_signatures: positive.default(20),
+  dkim_min_baseline_pass_rate: percent.default(90),
+  dkim_max_pass_rate: percent.default(50),
+  tls_min_failed_sessions: positive.default(10),
+  tls_min_failure_rate: percent.default(5),
+  silent_days: positive.default(3),
+  silent_active_share: percent.default(75),
+  reverse_dns: z.boolean().default(true),
+});
 const limits = z.strictObject(
   Object.fromEntries(Object.entries(defaultLimits).map(([k, v]) => [limitSetting(k as keyof Limits), positive.default(v)])) as Record<
     string,
@@ -61,8 +84,10 @@ const limits = z.strictObject(
 export const configSchema = z.strictObject({
   database: z.strictObject({ path: z.string().min(1).default('./data/ruawatch.sqlite') }).prefault({}),
   mailbox: z.array(mailbox).default([]),
+  analysis: analysis.prefault({}),
   alerts: z
     .strictObject({
+      renotify_hours: z.number().positive().default(24),
       email: email.optional(),
       matrix: matrix.optional(),
       discord: discord.optional(),

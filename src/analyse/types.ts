@@ -1,0 +1,128 @@
+/**
+ * What the drift rules read and what they produce. Rows come from the database (store/analysis.ts)
+ * but nothing here does I/O: analyse(input, now, settings) is a pure function, tested with tables.
+ */
+
+/** One aggregate-report record with what the rules need from its report. */
+export interface RecordRow {
+  domain: string; // policy domain
+  reporter: string;
+  begin: number; // report range, UTC epoch seconds
+  end: number;
+  sourceIp: string;
+  headerFrom: string | null;
+  count: number;
+  disposition: string | null;
+  dkimAligned: string | null; // policy_evaluated
+  spfAligned: string | null;
+  /** Policy override reason types (RFC 7489 section 7.2 PolicyOverrideType). */
+  reasons: string[];
+  dkim: { domain: string | null; selector: string | null; result: string }[];
+  spf: { domain: string | null; result: string }[];
+}
+
+export interface TlsRow {
+  domain: string; // the report's policy domain
+  reporter: string;
+  begin: number;
+  end: number;
+  policyType: string;
+  mxHosts: string[];
+  successful: number;
+  failed: number;
+  failures: { resultType: string; mx: string | null; sessions: number }[];
+}
+
+/** One stored report of any kind, for the reporter_silent rule. */
+export interface ReportRow {
+  kind: 'dmarc' | 'tlsrpt';
+  domain: string;
+  reporter: string;
+  begin: number;
+  end: number;
+}
+
+/** The policy a reporter saw published (RFC 7489 section 7.2 policy_published). */
+export interface PolicyRow {
+  domain: string;
+  reporter: string;
+  begin: number;
+  end: number;
+  p: string | null;
+  sp: string | null;
+  np: string | null;
+  pct: number | null;
+  adkim: string | null;
+  aspf: string | null;
+}
+
+export interface AnalysisInput {
+  records: RecordRow[];
+  tls: TlsRow[];
+  reports: ReportRow[];
+  policies: PolicyRow[];
+  /** Reverse DNS names of source IPs, when known. */
+  names?: Map<string, string>;
+}
+
+export interface AnalysisSettings {
+  recentDays: number;
+  baselineDays: number;
+  /** Window for TLS failures and for the policy reporters see now. */
+  latestDays: number;
+  dropMinMessages: number;
+  dropMinBaselineRate: number; // 0..1
+  dropPoints: number; // 0..1, fall in pass rate
+  newSourceMinMessages: number;
+  newSourceMaxPassRate: number; // 0..1
+  dkimMinSignatures: number;
+  dkimMinBaselineRate: number; // 0..1
+  dkimMaxPassRate: number; // 0..1
+  tlsMinFailedSessions: number;
+  tlsMinFailureRate: number; // 0..1
+  silentDays: number;
+  silentActiveShare: number; // 0..1 of baseline days with a report
+}
+
+export const defaultSettings: AnalysisSettings = {
+  recentDays: 7,
+  baselineDays: 28,
+  latestDays: 2,
+  dropMinMessages: 50,
+  dropMinBaselineRate: 0.9,
+  dropPoints: 0.2,
+  newSourceMinMessages: 20,
+  newSourceMaxPassRate: 0.5,
+  dkimMinSignatures: 20,
+  dkimMinBaselineRate: 0.9,
+  dkimMaxPassRate: 0.5,
+  tlsMinFailedSessions: 10,
+  tlsMinFailureRate: 0.05,
+  silentDays: 3,
+  silentActiveShare: 0.75,
+};
+
+export const FINDING_KINDS = [
+  'pass_rate_drop',
+  'new_failing_source',
+  'dkim_selector_broken',
+  'tls_failures',
+  'reporter_silent',
+  'policy_changed',
+] as const;
+export type FindingKind = (typeof FINDING_KINDS)[number];
+export type Severity = 'critical' | 'warning' | 'info';
+
+export interface Finding {
+  /** Stable across runs: the same problem always has the same key. */
+  key: string;
+  kind: FindingKind;
+  severity: Severity;
+  domain: string;
+  source_ip: string | null;
+  source_name: string | null;
+  reporter: string | null;
+  summary: string;
+  /** The numbers behind the summary. */
+  details: Record<string, string | number | null | string[]>;
+}

@@ -1,0 +1,182 @@
+import dns from 'node:dns';
+import { analyse, CLOSES_SILENTLY, type AnalysisSettings, type Finding } from '../analyse/index.js';
+import type { Config } from '../config/schema.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { DiscordChannel } from '../notify/discord.js';
+import { EmailChannel } from '../notify/email.js';
+import { MatrixChannel } from '../notify/matrix.js';
+import { defaultRetry, defaultSleep, withRetry, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
+import { AlertStore } from '../store/alerts.js';
+import { loadAnalysisInput } from '../store/analysis.js';
+import type { Db } from '../store/db.js';
+
+export function settingsOf(config: Config): AnalysisSettings {
+  const a = config.analysis;
+  return {
+    recentDays: a.recent_days,
+    baselineDays: a.baseline_days,
+    latestDays: a.latest_days,
+    dropMinMessages: a.drop_min_messages,
+    dropMinBaselineRate: a.drop_min_baseline_pass_rate / 100,
+    dropPoints: a.drop_points / 100,
+    newSourceMinMessages: a.new_source_min_messages,
+    newSourceMaxPassRate: a.new_source_max_pass_rate / 100,
+    dkimMinSignatures: a.dkim_min_signatures,
+    dkimMinBaselineRate: a.dkim_min_baseline_pass_rate / 100,
+    dkimMaxPassRate: a.dkim_max_pass_rate / 100,
+    tlsMinFailedSessions: a.tls_min_failed_sessions,
+    tlsMinFailureRate: a.tls_min_failure_rate / 100,
+    silentDays: a.silent_days,
+    silentActiveShare: a.silent_active_share / 100,
+  };
+}
+
+/** The channels configured under [alerts], in a fixed order. */
+export function channelsOf(config: Config, retry: RetryPolicy = defaultRetry): Channel[] {
+  const out: Channel[] = [];
+  if (config.alerts.email) out.push(new EmailChannel(config.alerts.email));
+  if (config.alerts.matrix) out.push(new MatrixChannel(config.alerts.matrix));
+  if (config.alerts.discord) out.push(new DiscordChannel(config.alerts.discord, retry.maxWaitMs));
+  return out;
+}
+
+export type ReverseLookup = (ip: string) => Promise<string | null>;
+
+/** PTR lookup through the system's resolvers, one try with a 2 s timeout. */
+export function systemReverseLookup(): ReverseLookup {
+  const resolver = new dns.promises.Resolver({ timeout: 2000, tries: 1 });
+  return async (ip) => {
+    try {
+      const names = await resolver.reverse(ip);
+      return names[0]?.replace(/\.$/, '').toLowerCase() ?? null;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === dns.NOTFOUND || code === dns.NODATA) return null;
+      throw err;
+    }
+  };
+}
+
+const NAME_TTL = { found: 7 * 86_400, missing: 86_400 };
+
+/** Names for the IPs that findings mention, from the cache or looked up once and cached. */
+async function namesFor(store: AlertStore, findings: Finding[], lookup: ReverseLookup, now: number, log: Logger): Promise<Map<string, string>> {
+  const ips = new Set<string>();
+  for (const f of findings) {
+    if (f.source_ip) ips.add(f.source_ip);
+    const listed = f.details.source_ips;
+    if (Array.isArray(listed)) for (const ip of listed.slice(0, 3)) ips.add(ip);
+  }
+  const names = new Map<string, string>();
+  for (const ip of ips) {
+    const cached = store.cachedName(ip, now, NAME_TTL);
+    let name = cached.name;
+    if (!cached.hit) {
+      try {
+        name = await lookup(ip);
+        store.cacheName(ip, name, now);
+      } catch (err) {
+        // A resolver that is down is not "no name": nothing is cached, the next run asks again.
+        log.warn({ ip, err: errorMessage(err) }, 'reverse DNS lookup failed');
+      }
+    }
+    if (name) names.set(ip, name);
+  }
+  return names;
+}
+
+export interface AlertRunOptions {
+  now: number;
+  dryRun: boolean;
+  channels: Channel[];
+  /** null: reverse DNS switched off. */
+  lookup: ReverseLookup | null;
+  retry?: RetryPolicy;
+  sleep?: (ms: number) => Promise<void>;
+  log: Logger;
+}
+
+export interface DeliveryReport {
+  sent: number;
+  failed: { channel: ChannelName; event: string; error: string }[];
+  /** Still undelivered after this run, to be tried on the next. */
+  pending: number;
+}
+
+export interface AlertRun {
+  findings: Finding[];
+  opened: string[];
+  reminded: string[];
+  resolved: string[];
+  deliveries: DeliveryReport;
+}
+
+/**
+ * One evaluation: load the windows' rows, run the rules (twice when names are wanted: once to learn
+ * which IPs matter, once with their names), update the alert state and deliver what it queued,
+ * plus anything an earlier run could not deliver. Nothing is written with dryRun.
+ */
+export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
+  const settings = settingsOf(config);
+  const store = new AlertStore(db);
+  const input = loadAnalysisInput(db, opts.now, settings);
+  let findings = analyse(input, opts.now, settings);
+  if (opts.lookup && findings.length) {
+    const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log);
+    if (names.size) findings = analyse({ ...input, names }, opts.now, settings);
+  }
+  const run: AlertRun = { findings, opened: [], reminded: [], resolved: [], deliveries: { sent: 0, failed: [], pending: 0 } };
+  if (opts.dryRun) return run;
+
+  const r = store.reconcile(findings, opts.now, {
+    renotifySeconds: config.alerts.renotify_hours * 3600,
+    channels: opts.channels.map((c) => c.name),
+    silent: CLOSES_SILENTLY,
+  });
+  run.opened = r.opened.map((f) => f.key);
+  run.reminded = r.reminded.map((f) => f.key);
+  run.resolved = r.resolved.map((a) => a.key);
+  opts.log.info({ opened: run.opened.length, reminded: run.reminded.length, resolved: run.resolved.length, queued: r.queued }, 'alerts evaluated');
+  run.deliveries = await deliverPending(store, opts.channels, opts);
+  return run;
+}
+
+/**
+ * Sends every undelivered notification, channel by channel in parallel, each channel in the order
+ * queued. A channel stops at its first message that still fails after the retries (so it does not
+ * hammer a dead endpoint or reorder), and never holds up the others.
+ */
+export async function deliverPending(
+  store: AlertStore,
+  channels: Channel[],
+  opts: { retry?: RetryPolicy | undefined; sleep?: ((ms: number) => Promise<void>) | undefined; log: Logger },
+): Promise<DeliveryReport> {
+  const report: DeliveryReport = { sent: 0, failed: [], pending: 0 };
+  const clock = () => Math.floor(Date.now() / 1000);
+  await Promise.all(
+    channels.map(async (channel) => {
+      const queue = store.pending(channel.name);
+      for (let i = 0; i < queue.length; i++) {
+        const n = queue[i]!;
+        let attempts = 0;
+        try {
+          await withRetry(opts.retry ?? defaultRetry, () => {
+            attempts++;
+            return channel.send(n.message, n.txn_id);
+          }, opts.sleep ?? defaultSleep);
+          store.markDelivered(n.id, attempts, clock());
+          report.sent++;
+        } catch (err) {
+          const error = errorMessage(err);
+          store.markFailed(n.id, attempts, error, clock());
+          report.failed.push({ channel: channel.name, event: n.event, error });
+          report.pending += queue.length - i;
+          opts.log.error({ channel: channel.name, event: n.event, attempts, err: error }, 'notification not delivered; will retry next run');
+          return;
+        }
+      }
+    }),
+  );
+  return report;
+}
