@@ -64,4 +64,24 @@ describe('config.example.toml', () => {
     fs.writeFileSync(file, '[alerts.matrix]\nhomeserver = "https://m.example"\nroom_id = "!a:m.example"\naccess_token_file = "/nonexistent/token"\n');
     assert.throws(() => loadConfig(file, {}), /alerts\.matrix\.access_token_file: cannot read \/nonexistent\/token/);
   });
+
+  it('takes the analysis thresholds and alert settings from the environment too, and checks their ranges', () => {
+    const { config } = loadConfig(undefined, {
+      RUAWATCH_ANALYSIS_RECENT_DAYS: '14',
+      RUAWATCH_ANALYSIS_REVERSE_DNS: 'false',
+      RUAWATCH_ANALYSIS_DROP_POINTS: '12.5',
+      RUAWATCH_ALERTS_RENOTIFY_HOURS: '6',
+    });
+    assert.equal(config.analysis.recent_days, 14);
+    assert.equal(config.analysis.baseline_days, 28);
+    assert.equal(config.analysis.reverse_dns, false);
+    assert.equal(config.analysis.drop_points, 12.5);
+    assert.equal(config.alerts.renotify_hours, 6);
+    assert.throws(() => loadConfig(undefined, { RUAWATCH_ANALYSIS_DROP_POINTS: '150' }), /analysis\.drop_points: Too big/);
+    assert.throws(() => loadConfig(undefined, { RUAWATCH_ANALYSIS_RECENT_DAYS: '0' }), /analysis\.recent_days:/);
+    const dir = tempDir();
+    const file = path.join(dir, 'c.toml');
+    fs.writeFileSync(file, '[alerts.discord]\nchannel_id = "123"\n');
+    assert.throws(() => loadConfig(file, {}), /set webhook_url, or bot_token together with channel_id/);
+  });
 });

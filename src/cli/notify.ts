@@ -1,11 +1,14 @@
 import { RuawatchError, errorMessage } from '../errors.js';
 import { renderTest } from '../notify/render.js';
-import { CHANNEL_NAMES, defaultRetry, withRetry } from '../notify/types.js';
+import { CHANNEL_NAMES, defaultRetry, withRetry, type RetryPolicy } from '../notify/types.js';
 import { channelsOf } from '../pipeline/alerts.js';
 import { EXIT_FAILED, EXIT_OK, openConfig, parseFlags, type Io } from './common.js';
 
 export const notifyUsage = `usage: ruawatch notify test [--config FILE] [--channel email|matrix|discord] [--json]
   Sends a test message through every configured [alerts] channel, or the one named.`;
+
+// A test should answer quickly: one retry, one second apart.
+const TEST_RETRY: RetryPolicy = { ...defaultRetry, attempts: 2 };
 
 export async function notifyCommand(args: string[], io: Io): Promise<number> {
   const [sub, ...rest] = args;
@@ -15,7 +18,7 @@ export async function notifyCommand(args: string[], io: Io): Promise<number> {
     throw new RuawatchError('E_USAGE', `--channel is one of ${CHANNEL_NAMES.join(', ')}, not "${values.channel}"`);
   }
   const loaded = openConfig(values.config, io);
-  const channels = channelsOf(loaded.config).filter((c) => values.channel === undefined || c.name === values.channel);
+  const channels = channelsOf(loaded.config, TEST_RETRY).filter((c) => values.channel === undefined || c.name === values.channel);
   if (channels.length === 0) {
     throw new RuawatchError('E_CONFIG', values.channel ? `[alerts.${values.channel}] is not configured` : 'no [alerts] channel is configured');
   }
@@ -25,7 +28,7 @@ export async function notifyCommand(args: string[], io: Io): Promise<number> {
     await Promise.all(
       channels.map(async (c) => {
         try {
-          await withRetry(defaultRetry, () => c.send(renderTest(c.name, now), `rw-test-${c.name}-${now}`));
+          await withRetry(TEST_RETRY, () => c.send(renderTest(c.name, now), `rw-test-${c.name}-${now}`));
           results.push({ channel: c.name, ok: true });
         } catch (err) {
           results.push({ channel: c.name, ok: false, error: errorMessage(err) });

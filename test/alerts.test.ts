@@ -1,0 +1,385 @@
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DAY } from '../src/analyse/index.js';
+import { configSchema, type Config } from '../src/config/schema.js';
+import { createLogger } from '../src/log.js';
+import type { RetryPolicy } from '../src/notify/types.js';
+import { channelsOf, runAlerts, type AlertRun } from '../src/pipeline/alerts.js';
+import { openDb, type Db } from '../src/store/db.js';
+import { startDiscord, startMatrix, startSmtp, type DiscordStub, type MatrixStub, type SmtpSink } from './chat-servers.js';
+import { bufferInput, CLI, count, freshStore, tempDir } from './helpers.js';
+import { gzip } from './synth.js';
+
+/**
+ * The scenario of issue #4: five weeks of daily reports for example.com in which, in week five,
+ * the newsletter provider's DKIM selector breaks, a spoofer appears, mx2's certificate expires in
+ * the TLS reports, and a forwarder keeps failing SPF as it always did. Then a sixth, healthy week.
+ */
+
+const D0 = Date.UTC(2026, 9, 5) / 1000 / DAY; // Monday 2026-10-05
+const dayIso = (d: number) => new Date(d * DAY * 1000).toISOString().slice(0, 10);
+
+interface Rec {
+  ip: string;
+  count: number;
+  dkim: { d: string; s: string; result: string }[];
+  spf: { d: string; result: string };
+  dkimAligned: 'pass' | 'fail';
+  spfAligned: 'pass' | 'fail';
+  disposition?: string;
+  reason?: string;
+}
+
+function aggregateXml(reporter: string, email: string, day: number, recs: Rec[]): string {
+  const records = recs.map(
+    (r) => `<record><row><source_ip>${r.ip}</source_ip><count>${r.count}</count><policy_evaluated><disposition>${r.disposition ?? 'none'}</disposition>` +
+      `<dkim>${r.dkimAligned}</dkim><spf>${r.spfAligned}</spf>${r.reason ? `<reason><type>${r.reason}</type></reason>` : ''}</policy_evaluated></row>` +
+      `<identifiers><header_from>example.com</header_from></identifiers><auth_results>` +
+      r.dkim.map((k) => `<dkim><domain>${k.d}</domain><selector>${k.s}</selector><result>${k.result}</result></dkim>`).join('') +
+      `<spf><domain>${r.spf.d}</domain><result>${r.spf.result}</result></spf></auth_results></record>`,
+  );
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<feedback><report_metadata><org_name>${reporter}</org_name><email>${email}</email><report_id>${reporter}-${dayIso(day)}</report_id>
+<date_range><begin>${day * DAY}</begin><end>${(day + 1) * DAY - 1}</end></date_range></report_metadata>
+<policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
+${records.join('\n')}
+</feedback>`;
+}
+
+function tlsJson(day: number, failures: { mx: string; type: string; sessions: number }[]): string {
+  const failed = failures.reduce((n, f) => n + f.sessions, 0);
+  return JSON.stringify({
+    'organization-name': 'Google Inc.',
+    'date-range': { 'start-datetime': new Date(day * DAY * 1000).toISOString(), 'end-datetime': new Date(((day + 1) * DAY - 1) * 1000).toISOString() },
+    'contact-info': 'smtp-tls-reporting@google.com',
+    'report-id': `${dayIso(day)}T00:00:00Z_example.com`,
+    policies: [{
+      policy: { 'policy-type': 'sts', 'policy-string': ['version: STSv1', 'mode: enforce', 'mx: mx1.example.com', 'mx: mx2.example.com', 'max_age: 86400'], 'policy-domain': 'example.com', 'mx-host': ['mx1.example.com', 'mx2.example.com'] },
+      summary: { 'total-successful-session-count': 500, 'total-failure-session-count': failed },
+      'failure-details': failures.map((f) => ({ 'result-type': f.type, 'sending-mta-ip': '209.85.220.41', 'receiving-mx-hostname': f.mx, 'failed-session-count': f.sessions })),
+    }],
+  });
+}
+
+/** What example.com's reporters say about day `d` (0 = D0). */
+function reportsFor(d: number): { name: string; bytes: Buffer }[] {
+  const day = D0 + d;
+  const espBroken = d >= 31 && d <= 34;
+  const own = (n: number): Rec => ({ ip: '192.0.2.10', count: n, dkim: [{ d: 'example.com', s: 's1', result: 'pass' }], spf: { d: 'example.com', result: 'pass' }, dkimAligned: 'pass', spfAligned: 'pass' });
+  const esp = (n: number): Rec => ({
+    ip: '198.51.100.20', count: n, dkim: [{ d: 'example.com', s: 'esp1', result: espBroken ? 'fail' : 'pass' }], spf: { d: 'bounces.esp.example', result: 'pass' },
+    dkimAligned: espBroken ? 'fail' : 'pass', spfAligned: 'fail',
+  });
+  const google: Rec[] = [
+    own(300),
+    esp(120),
+    // The forwarder: DKIM survives, SPF fails as always; some list mail fails both, with a reason.
+    { ip: '192.0.2.200', count: 40, dkim: [{ d: 'example.com', s: 's1', result: 'pass' }], spf: { d: 'forwarder.example', result: 'fail' }, dkimAligned: 'pass', spfAligned: 'fail' },
+    { ip: '192.0.2.200', count: 10, dkim: [{ d: 'example.com', s: 's1', result: 'fail' }], spf: { d: 'forwarder.example', result: 'fail' }, dkimAligned: 'fail', spfAligned: 'fail', reason: 'forwarded' },
+  ];
+  if (d >= 30 && d <= 34) {
+    google.push({ ip: '203.0.113.66', count: 80, dkim: [], spf: { d: 'example.com', result: 'fail' }, dkimAligned: 'fail', spfAligned: 'fail', disposition: 'reject' });
+  }
+  const yahoo = [own(60), esp(30)];
+  const certExpired = d >= 32 && d <= 34 ? [{ mx: 'mx2.example.com', type: 'certificate-expired', sessions: 150 }] : [];
+  return [
+    { name: `google-${d}.xml.gz`, bytes: gzip(aggregateXml('google.com', 'noreply-dmarc-support@google.com', day, google)) },
+    { name: `yahoo-${d}.xml`, bytes: Buffer.from(aggregateXml('Yahoo', 'dmarchelp@yahooinc.com', day, yahoo)) },
+    { name: `google-tls-${d}.json.gz`, bytes: gzip(tlsJson(day, certExpired)) },
+  ];
+}
+
+const EXPECTED = [
+  'dkim_selector_broken:example.com:example.com:esp1',
+  'new_failing_source:example.com:203.0.113.66',
+  'pass_rate_drop:example.com:198.51.100.20',
+  'tls_failures:example.com:mx2.example.com:certificate-expired',
+];
+
+const fast: RetryPolicy = { attempts: 3, baseMs: 20, maxWaitMs: 5000 };
+const names = new Map([['198.51.100.20', 'out.esp.example'], ['203.0.113.66', 'host66.spoof.example']]);
+const lookups: string[] = [];
+const lookup = async (ip: string) => {
+  lookups.push(ip);
+  return names.get(ip) ?? null;
+};
+
+async function ingestDays(db: { ingestor: ReturnType<typeof freshStore>['ingestor'] }, from: number, to: number): Promise<void> {
+  for (let d = from; d <= to; d++) {
+    for (const r of reportsFor(d)) {
+      const res = await db.ingestor.ingest(bufferInput(r.name, r.bytes));
+      assert.deepEqual(res.leaves.map((l) => l.status), ['stored'], `${r.name}: ${JSON.stringify(res.leaves)}`);
+    }
+  }
+}
+
+describe('alerts: the five-week scenario, delivered to email, Matrix and Discord', () => {
+  let store: ReturnType<typeof freshStore>;
+  let db: Db;
+  let smtp: SmtpSink;
+  let matrix: MatrixStub;
+  let discord: DiscordStub;
+  let config: Config;
+  const log = createLogger('silent');
+  const at = (d: number, extraSeconds = 0) => (D0 + d) * DAY + extraSeconds;
+  const run = (now: number) => runAlerts(db, config, { now, dryRun: false, channels: channelsOf(config, fast), lookup, retry: fast, log });
+
+  before(async () => {
+    store = freshStore();
+    db = store.db;
+    await ingestDays(store, 0, 34);
+    smtp = await startSmtp();
+    matrix = await startMatrix({ token: 'syt_matrix_token', roomId: '!alerts:example.org' });
+    discord = await startDiscord({ webhookId: '123456789012345678', webhookToken: 'hook-token_abc', botToken: 'bot.token', channelId: '987654321098765432' });
+    config = configSchema.parse({
+      alerts: {
+        email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com', 'ops@example.com'] },
+        matrix: { homeserver: matrix.url, access_token: 'syt_matrix_token', room_id: '!alerts:example.org' },
+        discord: { webhook_url: discord.webhookUrl },
+      },
+    });
+  });
+  after(async () => {
+    db.close();
+    await Promise.all([smtp.close(), matrix.close(), discord.close()]);
+  });
+
+  it('finds exactly the four problems of week five, and nothing about the forwarder', async () => {
+    // Rate limits and a server error on the way: each channel must still deliver every message once.
+    matrix.script = ['429'];
+    discord.script = ['429', '500'];
+    smtp.failNext = 1;
+    const r: AlertRun = await run(at(35));
+    assert.deepEqual(r.findings.map((f) => f.key).sort(), EXPECTED);
+    assert.deepEqual([...r.opened].sort(), EXPECTED);
+    assert.deepEqual(r.deliveries, { sent: 12, failed: [], pending: 0 });
+
+    const byKind = Object.fromEntries(r.findings.map((f) => [f.kind, f]));
+    assert.equal(
+      byKind.pass_rate_drop!.summary,
+      'mail from 198.51.100.20 (out.esp.example) for example.com passing DMARC fell from 100.0% to 42.9% over 1,050 messages in the last 7 days; DKIM esp1 (example.com) fails, SPF not aligned',
+    );
+    assert.equal(byKind.pass_rate_drop!.severity, 'critical');
+    assert.match(byKind.dkim_selector_broken!.summary, /^DKIM selector esp1\._domainkey\.example\.com passed 100\.0% of 4,200 signatures, now 42\.9% of 1,050 \(fail 600\)/);
+    assert.equal(
+      byKind.new_failing_source!.summary,
+      'new source 203.0.113.66 (host66.spoof.example) sent 400 messages as example.com in the last 7 days, 0.0% passing DMARC (no DKIM signature, SPF not aligned); receivers rejected 400 and quarantined 0',
+    );
+    assert.equal(byKind.new_failing_source!.severity, 'warning'); // p=reject: the spoofed mail was refused
+    assert.equal(byKind.tls_failures!.summary, 'TLS to mx2.example.com (example.com) failed in 300 of 1,300 sessions (23.1%) over the last 2 days with certificate-expired; reported by Google Inc.');
+    assert.deepEqual([...new Set(lookups)].sort(), ['198.51.100.20', '203.0.113.66']);
+  });
+
+  it('sent one message per finding on each channel, checked as each service receives it', () => {
+    assert.deepEqual(matrix.violations, []);
+    assert.deepEqual(discord.violations, []);
+    assert.equal(smtp.messages.length, 4);
+    assert.equal(matrix.events.length, 4);
+    assert.equal(discord.messages.length, 4);
+    assert.equal(matrix.requests, 5); // one 429, answered after retry_after_ms with the same txn id
+    assert.equal(discord.requests, 6); // one 429 (Retry-After honoured), one 500 retried
+
+    const titles = smtp.messages.map((m) => m.subject).sort();
+    assert.deepEqual(titles, [
+      '[CRITICAL] DKIM selector broken: example.com',
+      '[CRITICAL] DMARC pass rate dropped: example.com 198.51.100.20',
+      '[WARNING] New failing source: example.com 203.0.113.66',
+      '[WARNING] TLS failures: example.com',
+    ]);
+    for (const m of smtp.messages) {
+      assert.equal(m.headers.get('auto-submitted'), 'auto-generated');
+      assert.deepEqual((Array.isArray(m.to) ? m.to : [m.to!]).flatMap((t) => t.value.map((v) => v.address)), ['postmaster@example.com', 'ops@example.com']);
+      assert.match(m.text ?? '', /key: [a-z_]+:example\.com/);
+      assert.match(String(m.html), /<p><strong>\[(CRITICAL|WARNING)\]/);
+    }
+    for (const e of matrix.events) {
+      assert.equal(e.content.msgtype, 'm.notice');
+      assert.equal(e.content.format, 'org.matrix.custom.html');
+      assert.match(e.content.formatted_body!, /<strong>/);
+      assert.match(e.txnId, /^rw-[0-9a-f-]{36}$/);
+    }
+    const colours = Object.fromEntries(discord.messages.map((m) => [m.embeds[0]!.title!, m.embeds[0]!.color]));
+    assert.equal(colours['[CRITICAL] DKIM selector broken: example.com'], 0xd32f2f);
+    assert.equal(colours['[WARNING] TLS failures: example.com'], 0xf9a825);
+    const spoof = discord.messages.find((m) => m.embeds[0]!.title!.includes('203.0.113.66'))!.embeds[0]!;
+    assert.deepEqual(spoof.fields!.map((f) => [f.name, f.value]).slice(0, 3), [['Kind', 'new_failing_source'], ['Domain', 'example.com'], ['Source', '203.0.113.66 (host66.spoof.example)']]);
+  });
+
+  it('sends nothing new an hour later, and a reminder per open alert after renotify_hours', async () => {
+    const again = await run(at(35, 3600));
+    assert.deepEqual(again.opened, []);
+    assert.deepEqual(again.reminded, []);
+    assert.equal(again.deliveries.sent, 0);
+    assert.equal(smtp.messages.length + matrix.events.length + discord.messages.length, 12);
+
+    const nextDay = await run(at(36, 3600));
+    assert.deepEqual([...nextDay.reminded].sort(), EXPECTED);
+    assert.equal(nextDay.deliveries.sent, 12);
+    assert.equal(smtp.messages.filter((m) => m.subject?.includes('still open:')).length, 4);
+    assert.equal(count(db, `SELECT COUNT(*) FROM alerts WHERE resolved_at IS NULL`), 4);
+  });
+
+  it('keeps a failing channel from holding up the others, and delivers its messages on a later run', async () => {
+    // Week six is healthy: every alert resolves. Matrix is down during this run.
+    await ingestDays(store, 35, 41);
+    matrix.down = true;
+    const before = { smtp: smtp.messages.length, matrix: matrix.events.length, discord: discord.messages.length };
+    const r = await run(at(42));
+    assert.deepEqual(r.findings, []);
+    assert.deepEqual([...r.resolved].sort(), EXPECTED);
+    assert.equal(r.deliveries.sent, 8);
+    assert.deepEqual(r.deliveries.failed.map((f) => [f.channel, f.event]), [['matrix', 'resolved']]);
+    assert.match(r.deliveries.failed[0]!.error, /^matrix: 500 M_UNKNOWN Internal server error$/);
+    assert.equal(r.deliveries.pending, 4);
+    assert.equal(smtp.messages.length - before.smtp, 4);
+    assert.equal(discord.messages.length - before.discord, 4);
+    assert.equal(matrix.events.length, before.matrix);
+    for (const m of smtp.messages.slice(before.smtp)) assert.match(m.subject ?? '', /^\[RESOLVED\] /);
+    assert.equal(discord.messages.slice(before.discord).every((m) => m.embeds[0]!.color === 0x2e7d32), true);
+
+    matrix.down = false;
+    const later = await run(at(42, 600));
+    assert.deepEqual(later.resolved, []);
+    assert.deepEqual(later.deliveries, { sent: 4, failed: [], pending: 0 });
+    assert.equal(matrix.events.length - before.matrix, 4);
+    assert.ok(matrix.events.slice(before.matrix).every((e) => e.content.body.startsWith('[RESOLVED] ')));
+    assert.equal(smtp.messages.length - before.smtp, 4);
+    assert.equal(count(db, `SELECT COUNT(*) FROM notifications WHERE delivered_at IS NULL`), 0);
+    assert.equal(count(db, `SELECT MAX(attempts) FROM notifications WHERE channel = 'matrix' AND event = 'resolved'`), 3 + 1);
+  });
+
+  it('stays quiet once everything has recovered', async () => {
+    const r = await run(at(43));
+    assert.deepEqual(r.findings, []);
+    assert.deepEqual([r.opened, r.reminded, r.resolved, r.deliveries.sent], [[], [], [], 0]);
+    assert.equal(count(db, `SELECT COUNT(*) FROM alerts`), 4);
+    assert.equal(count(db, `SELECT COUNT(*) FROM alerts WHERE resolved_at IS NULL`), 0);
+  });
+
+  it('does not retry a refused message within the run (403), and keeps it for the next', async () => {
+    const q = db.prepare(`INSERT INTO alerts (key, kind, severity, domain, summary, details, first_seen, last_seen) VALUES ('reporter_silent:dmarc:example.org', 'reporter_silent', 'critical', 'example.org', 'x', '{}', 1, 1)`);
+    q.run();
+    matrix.script = ['403'];
+    const requests = matrix.requests;
+    const r = await run(at(43, 60)); // the hand-made alert has no finding behind it: it resolves
+    assert.deepEqual(r.resolved, ['reporter_silent:dmarc:example.org']);
+    assert.equal(matrix.requests - requests, 1);
+    assert.deepEqual(r.deliveries.failed.map((f) => f.error), ['matrix: 403 M_FORBIDDEN User not in room']);
+    const next = await run(at(43, 120));
+    assert.deepEqual(next.deliveries, { sent: 1, failed: [], pending: 0 });
+  });
+
+  it('ruawatch alerts --dry-run --json prints the findings as of --at, and changes nothing', () => {
+    const file = path.join(tempDir(), 'copy.sqlite');
+    db.prepare('VACUUM INTO ?').run(file);
+    const res = spawnSync(process.execPath, [CLI, 'alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run', '--json'], {
+      encoding: 'utf8',
+      env: { ...process.env, RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' },
+    });
+    assert.equal(res.status, 0, res.stderr);
+    const out = JSON.parse(res.stdout) as { findings: { key: string; kind: string; severity: string; domain: string; source_ip: string | null; reporter: string | null; summary: string }[] };
+    assert.deepEqual(out.findings.map((f) => f.key).sort(), EXPECTED);
+    for (const f of out.findings) {
+      assert.deepEqual(Object.keys(f).slice(0, 8), ['key', 'kind', 'severity', 'domain', 'source_ip', 'source_name', 'reporter', 'summary']);
+      assert.equal(f.domain, 'example.com');
+    }
+    const text = spawnSync(process.execPath, [CLI, 'alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run'], {
+      encoding: 'utf8',
+      env: { ...process.env, RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' },
+    });
+    assert.match(text.stdout, /^4 findings as of 2026-11-09 00:00 UTC:\n {2}CRITICAL dkim_selector_broken +DKIM selector esp1/);
+    assert.doesNotMatch(text.stdout, /Alerts:/);
+    const copy = openDb(file);
+    assert.equal(count(copy, 'SELECT COUNT(*) FROM alerts WHERE resolved_at IS NULL'), 0);
+    assert.equal(count(copy, 'SELECT COUNT(*) FROM notifications'), count(db, 'SELECT COUNT(*) FROM notifications'));
+    copy.close();
+  });
+});
+
+describe('ruawatch notify test', () => {
+  let smtp: SmtpSink;
+  let matrix: MatrixStub;
+  let discord: DiscordStub;
+  let dir: string;
+  before(async () => {
+    smtp = await startSmtp();
+    matrix = await startMatrix({ token: 'syt_matrix_token', roomId: '!alerts:example.org' });
+    discord = await startDiscord({ webhookId: '123456789012345678', webhookToken: 'hook-token_abc', botToken: 'bot.token', channelId: '987654321098765432' });
+    dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'matrix-token'), 'syt_matrix_token\n');
+    fs.writeFileSync(path.join(dir, 'discord-bot'), 'bot.token\n');
+  });
+  after(() => Promise.all([smtp.close(), matrix.close(), discord.close()]));
+
+  const config = (matrixUrl: string) => {
+    const file = path.join(dir, `c-${Math.random().toString(36).slice(2)}.toml`);
+    fs.writeFileSync(file, `
+[alerts.email]
+host = "127.0.0.1"
+port = ${smtp.port}
+security = "none"
+from = "ruawatch@example.com"
+to = ["postmaster@example.com"]
+
+[alerts.matrix]
+homeserver = "${matrixUrl}"
+access_token_file = "${path.join(dir, 'matrix-token')}"
+room_id = "!alerts:example.org"
+
+[alerts.discord]
+bot_token_file = "${path.join(dir, 'discord-bot')}"
+channel_id = "987654321098765432"
+api_url = "${discord.url}/api"
+`);
+    return file;
+  };
+  // Asynchronous: the stub servers live in this process and must keep answering meanwhile.
+  const cli = (...args: string[]) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [CLI, 'notify', 'test', ...args], { encoding: 'utf8' }, (err, stdout, stderr) => {
+        resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
+      });
+    });
+
+  it('sends one test message through each channel: email, Matrix, and Discord with a bot token', async () => {
+    const res = await cli('--config', config(matrix.url));
+    assert.equal(res.status, 0, res.stderr);
+    assert.equal(res.stdout, 'email: sent\nmatrix: sent\ndiscord: sent\n');
+    assert.equal(smtp.messages.length, 1);
+    assert.equal(smtp.messages[0]!.subject, 'ruawatch test message');
+    assert.equal(matrix.events.length, 1);
+    assert.match(matrix.events[0]!.content.body, /the matrix channel works/);
+    assert.deepEqual(discord.messages.map((m) => m.via), ['bot']);
+    assert.match(discord.messages[0]!.nonce!, /^[\w]{1,25}$/);
+    assert.deepEqual([matrix.violations, discord.violations], [[], []]);
+  });
+
+  it('--channel sends through that channel only', async () => {
+    const res = await cli('--config', config(matrix.url), '--channel', 'discord', '--json');
+    assert.equal(res.status, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), { results: [{ channel: 'discord', ok: true }] });
+    assert.deepEqual([smtp.messages.length, matrix.events.length, discord.messages.length], [1, 1, 2]);
+  });
+
+  it('an unreachable homeserver fails its channel only, with the reason, exit 1', async () => {
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const closed = (probe.address() as net.AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const res = await cli('--config', config(`http://127.0.0.1:${closed}`));
+    assert.equal(res.status, 1);
+    assert.match(res.stdout, /^email: sent\nmatrix: FAILED: matrix: http:\/\/127\.0\.0\.1:\d+ unreachable: fetch failed \(.*ECONNREFUSED.*\)\ndiscord: sent\n$/);
+    assert.deepEqual([smtp.messages.length, discord.messages.length], [2, 3]);
+  });
+
+  it('usage and configuration errors exit 2', async () => {
+    assert.equal((await cli('--channel', 'irc')).status, 2);
+    const none = spawnSync(process.execPath, [CLI, 'notify', 'test'], { encoding: 'utf8', env: { ...process.env, RUAWATCH_CONFIG: '' } });
+    assert.equal(none.status, 2);
+    assert.match(none.stderr, /no \[alerts\] channel is configured/);
+  });
+});

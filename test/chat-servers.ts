@@ -1,0 +1,205 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { simpleParser, type ParsedMail } from 'mailparser';
+import { SMTPServer } from 'smtp-server';
+
+/**
+ * Loopback stand-ins for the services alerts go to. SMTP is a real SMTP server (smtp-server).
+ * Matrix and Discord cannot run here, so small HTTP servers check every request against the
+ * published APIs (Matrix client-server API v1.x "PUT /rooms/{roomId}/send/{eventType}/{txnId}";
+ * Discord API v10 "Execute Webhook" and "Create Message") and can answer 429 or 500 on demand.
+ * A request that breaks the API is answered 400 and recorded in `violations`, which tests check
+ * is empty.
+ */
+
+type Script = ('429' | '500' | '403')[];
+
+export interface SmtpSink {
+  port: number;
+  messages: ParsedMail[];
+  /** Reply 451 (temporary) to the next N messages. */
+  failNext: number;
+  close(): Promise<void>;
+}
+
+export async function startSmtp(): Promise<SmtpSink> {
+  const sink: SmtpSink = { port: 0, messages: [], failNext: 0, close: async () => {} };
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    logger: false,
+    onData(stream, _session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        if (sink.failNext > 0) {
+          sink.failNext--;
+          const err = new Error('try again later') as Error & { responseCode: number };
+          err.responseCode = 451;
+          callback(err);
+          return;
+        }
+        simpleParser(Buffer.concat(chunks)).then((m) => {
+          sink.messages.push(m);
+          callback();
+        }, callback);
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  sink.port = (server.server.address() as AddressInfo).port;
+  sink.close = () => new Promise((resolve) => server.close(() => resolve()));
+  return sink;
+}
+
+interface HttpStub {
+  port: number;
+  url: string;
+  /** Requests that reached the stub, in order. */
+  requests: number;
+  violations: string[];
+  /** Answers for the next requests, in order, before normal service resumes. */
+  script: Script;
+  /** While true every request gets a 500. */
+  down: boolean;
+  close(): Promise<void>;
+}
+
+async function listen(handler: (req: http.IncomingMessage, body: string, res: http.ServerResponse) => void): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => handler(req, Buffer.concat(chunks).toString('utf8'), res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+export interface MatrixEvent {
+  txnId: string;
+  content: { msgtype: string; body: string; format?: string; formatted_body?: string };
+}
+
+export interface MatrixStub extends HttpStub {
+  /** Events as the room holds them: one per transaction id, however often it was sent. */
+  events: MatrixEvent[];
+}
+
+export async function startMatrix(opts: { token: string; roomId: string }): Promise<MatrixStub> {
+  const byTxn = new Map<string, string>();
+  const stub: MatrixStub = { port: 0, url: '', requests: 0, violations: [], script: [], down: false, events: [], close: async () => {} };
+  const { port, close } = await listen((req, body, res) => {
+    stub.requests++;
+    const bad = (why: string) => {
+      stub.violations.push(`${req.method} ${req.url}: ${why}`);
+      json(res, 400, { errcode: 'M_BAD_JSON', error: why });
+    };
+    const m = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/send\/m\.room\.message\/([^/?]+)$/.exec(req.url ?? '');
+    if (req.method !== 'PUT' || !m) return bad('expected PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}');
+    if (decodeURIComponent(m[1]!) !== opts.roomId) return bad(`room id ${decodeURIComponent(m[1]!)} is not ${opts.roomId}`);
+    if (req.headers.authorization !== `Bearer ${opts.token}`) return json(res, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token' });
+    if (!String(req.headers['content-type']).startsWith('application/json')) return bad('content-type is not application/json');
+    let content: MatrixEvent['content'];
+    try {
+      content = JSON.parse(body) as MatrixEvent['content'];
+    } catch {
+      return bad('body is not JSON');
+    }
+    if (!['m.notice', 'm.text'].includes(content.msgtype) || typeof content.body !== 'string' || !content.body) return bad('msgtype/body missing');
+    if (content.format !== undefined && (content.format !== 'org.matrix.custom.html' || typeof content.formatted_body !== 'string')) {
+      return bad('format must be org.matrix.custom.html with a formatted_body');
+    }
+    const next = stub.down ? '500' : stub.script.shift();
+    if (next === '429') return json(res, 429, { errcode: 'M_LIMIT_EXCEEDED', error: 'Too many requests', retry_after_ms: 50 });
+    if (next === '500') return json(res, 500, { errcode: 'M_UNKNOWN', error: 'Internal server error' });
+    if (next === '403') return json(res, 403, { errcode: 'M_FORBIDDEN', error: 'User not in room' });
+    const txnId = decodeURIComponent(m[2]!);
+    let eventId = byTxn.get(txnId);
+    if (!eventId) {
+      // The homeserver's idempotency: the same transaction id gives the same event, posted once.
+      eventId = `$event${byTxn.size + 1}`;
+      byTxn.set(txnId, eventId);
+      stub.events.push({ txnId, content });
+    }
+    json(res, 200, { event_id: eventId });
+  });
+  Object.assign(stub, { port, url: `http://127.0.0.1:${port}`, close });
+  return stub;
+}
+
+export interface DiscordEmbed {
+  title?: string;
+  description?: string;
+  color?: number;
+  timestamp?: string;
+  fields?: { name: string; value: string; inline?: boolean }[];
+}
+
+export interface DiscordStub extends HttpStub {
+  messages: { via: 'webhook' | 'bot'; embeds: DiscordEmbed[]; nonce?: string }[];
+  webhookUrl: string;
+}
+
+export async function startDiscord(opts: { webhookId: string; webhookToken: string; botToken: string; channelId: string }): Promise<DiscordStub> {
+  const stub: DiscordStub = { port: 0, url: '', requests: 0, violations: [], script: [], down: false, messages: [], webhookUrl: '', close: async () => {} };
+  const nonces = new Set<string>();
+  const { port, close } = await listen((req, body, res) => {
+    stub.requests++;
+    const bad = (why: string) => {
+      stub.violations.push(`${req.method} ${req.url}: ${why}`);
+      json(res, 400, { code: 50035, message: `Invalid Form Body: ${why}` });
+    };
+    const url = new URL(req.url ?? '/', 'http://x');
+    const hook = /^\/api\/v10\/webhooks\/(\d+)\/([\w-]+)$/.exec(url.pathname);
+    const chan = /^\/api\/v10\/channels\/(\d+)\/messages$/.exec(url.pathname);
+    if (req.method !== 'POST' || (!hook && !chan)) return bad('expected POST /api/v10/webhooks/{id}/{token} or /api/v10/channels/{id}/messages');
+    if (hook) {
+      if (hook[1] !== opts.webhookId || hook[2] !== opts.webhookToken) return json(res, 401, { code: 50027, message: 'Invalid Webhook Token' });
+      if (req.headers.authorization) return bad('a webhook request carries no Authorization header');
+    } else {
+      if (req.headers.authorization !== `Bot ${opts.botToken}`) return json(res, 401, { code: 0, message: '401: Unauthorized' });
+      if (chan![1] !== opts.channelId) return json(res, 404, { code: 10003, message: 'Unknown Channel' });
+    }
+    if (!String(req.headers['content-type']).startsWith('application/json')) return bad('content-type is not application/json');
+    if (!String(req.headers['user-agent']).startsWith('DiscordBot')) return bad('User-Agent must start with DiscordBot');
+    let msg: { embeds?: DiscordEmbed[]; content?: string; nonce?: string; allowed_mentions?: unknown };
+    try {
+      msg = JSON.parse(body) as typeof msg;
+    } catch {
+      return bad('body is not JSON');
+    }
+    const embeds = msg.embeds ?? [];
+    if (!msg.content && embeds.length === 0) return bad('content or embeds required');
+    if (embeds.length > 10) return bad('at most 10 embeds');
+    for (const e of embeds) {
+      if ((e.title?.length ?? 0) > 256 || (e.description?.length ?? 0) > 4096 || (e.fields?.length ?? 0) > 25) return bad('embed over its limits');
+      if (e.color !== undefined && (!Number.isInteger(e.color) || e.color < 0 || e.color > 0xffffff)) return bad('color must be an integer 0..0xffffff');
+      for (const f of e.fields ?? []) if (!f.name || !f.value || f.name.length > 256 || f.value.length > 1024) return bad('field name/value empty or too long');
+    }
+    const next = stub.down ? '500' : stub.script.shift();
+    if (next === '429') {
+      return json(res, 429, { message: 'You are being rate limited.', retry_after: 1, global: false }, { 'retry-after': '1', 'x-ratelimit-scope': 'user' });
+    }
+    if (next === '500') return json(res, 500, { message: 'Internal Server Error', code: 0 });
+    if (next === '403') return json(res, 403, { code: 50013, message: 'Missing Permissions' });
+    if (msg.nonce && nonces.has(msg.nonce)) return json(res, 200, { id: '1', channel_id: opts.channelId });
+    if (msg.nonce) nonces.add(msg.nonce);
+    stub.messages.push({ via: hook ? 'webhook' : 'bot', embeds, ...(msg.nonce ? { nonce: msg.nonce } : {}) });
+    json(res, 200, { id: String(stub.messages.length), channel_id: opts.channelId, embeds });
+  });
+  Object.assign(stub, {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    webhookUrl: `http://127.0.0.1:${port}/api/webhooks/${opts.webhookId}/${opts.webhookToken}`,
+    close,
+  });
+  return stub;
+}
