@@ -8,7 +8,7 @@ import { DAY } from '../src/analyse/index.js';
 import { configSchema, type Config } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
 import type { RetryPolicy } from '../src/notify/types.js';
-import { channelsOf, runAlerts, type AlertRun } from '../src/pipeline/alerts.js';
+import { buildDigest, channelsOf, runAlerts, sendDigest, type AlertRun } from '../src/pipeline/alerts.js';
 import { openDb, type Db } from '../src/store/db.js';
 import { startDiscord, startMatrix, startSmtp, type DiscordStub, type MatrixStub, type SmtpSink } from './chat-servers.js';
 import { bufferInput, CLI, count, freshStore, tempDir } from './helpers.js';
@@ -209,12 +209,38 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     assert.deepEqual(spoof.fields!.map((f) => [f.name, f.value]).slice(0, 3), [['Kind', 'new_failing_source'], ['Domain', 'example.com'], ['Source', '203.0.113.66 (host66.spoof.example)']]);
   });
 
+  it('builds the weekly digest and sends it once through each channel', async () => {
+    const digest = buildDigest(db, 'weekly', at(35));
+    assert.deepEqual(digest.domains, [{
+      domain: 'example.com', messages: 4320, pass_rate: 0.7523, previous_pass_rate: 0.9821, reports: 14,
+      failing: [
+        { ip: '198.51.100.20', name: 'out.esp.example', failed: 600, messages: 1050 },
+        { ip: '203.0.113.66', name: 'host66.spoof.example', failed: 400, messages: 400 },
+        { ip: '192.0.2.200', name: null, failed: 70, messages: 350 },
+      ],
+    }]);
+    assert.deepEqual(digest.tls, [{ policy_domain: 'example.com', successful: 3500, failed: 450, failures: [{ result_type: 'certificate-expired', count: 450 }] }]);
+    assert.equal(digest.open_alerts.length, 4);
+    const before = [smtp.messages.length, matrix.events.length, discord.messages.length];
+    const sent = await sendDigest(db, digest, at(35, 60), { channels: channelsOf(config, fast), retry: fast, log });
+    assert.deepEqual(sent, { sent: 3, failed: [], pending: 0 });
+    assert.deepEqual([smtp.messages.length, matrix.events.length, discord.messages.length], before.map((n) => n + 1));
+    const mail = smtp.messages.at(-1)!;
+    assert.equal(mail.subject, 'ruawatch weekly digest: 2026-11-02 to 2026-11-08');
+    assert.match(mail.text!, /example\.com: 4,320 messages, 75\.2% passing DMARC \(before: 98\.2%\), 14 reports\n {4}198\.51\.100\.20 \(out\.esp\.example\): 600 of 1,050 failing/);
+    assert.match(mail.text!, /example\.com: 450 of 3,950 sessions failed \(certificate-expired 450\)/);
+    assert.match(mail.text!, /Open alerts: 4\n {2}\[critical\] DKIM selector esp1/);
+    assert.equal(discord.messages.at(-1)!.embeds[0]!.color, 0xd32f2f);
+  });
+
   it('sends nothing new an hour later, and a reminder per open alert after renotify_hours', async () => {
+    const total = () => smtp.messages.length + matrix.events.length + discord.messages.length;
+    const sentBefore = total();
     const again = await run(at(35, 3600));
     assert.deepEqual(again.opened, []);
     assert.deepEqual(again.reminded, []);
     assert.equal(again.deliveries.sent, 0);
-    assert.equal(smtp.messages.length + matrix.events.length + discord.messages.length, 12);
+    assert.equal(total(), sentBefore);
 
     const nextDay = await run(at(36, 3600));
     assert.deepEqual([...nextDay.reminded].sort(), EXPECTED);

@@ -3,6 +3,7 @@ import { RuawatchError, errorMessage } from '../errors.js';
 import { EXIT_FAILED, EXIT_USAGE, processIo, type Io } from './common.js';
 import { alertsCommand, alertsUsage } from './alerts.js';
 import { configCommand, configUsage } from './config-check.js';
+import { digestCommand, digestUsage } from './digest.js';
 import { fetchCommand, fetchUsage } from './fetch.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
@@ -14,6 +15,7 @@ ${ingestUsage}
 ${reportUsage}
 ${fetchUsage}
 ${alertsUsage}
+${digestUsage}
 ${notifyUsage}
 ${configUsage}`;
 
@@ -22,6 +24,7 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   report: reportCommand,
   fetch: fetchCommand,
   alerts: alertsCommand,
+  digest: digestCommand,
   notify: notifyCommand,
   config: configCommand,
 };

@@ -88,6 +88,7 @@ export const configSchema = z.strictObject({
   alerts: z
     .strictObject({
       renotify_hours: z.number().positive().default(24),
+      digest: z.enum(['off', 'daily', 'weekly']).default('off'),
       email: email.optional(),
       matrix: matrix.optional(),
       discord: discord.optional(),

@@ -76,3 +76,75 @@ function durationText(seconds: number): string {
   const h = Math.round(seconds / 3600);
   return h < 48 ? `${h} h` : `${Math.round(h / 24)} days`;
 }
+
+export interface DigestData {
+  period: 'daily' | 'weekly';
+  from: number; // epoch seconds, inclusive
+  to: number; // exclusive
+  domains: {
+    domain: string;
+    messages: number;
+    pass_rate: number | null;
+    previous_pass_rate: number | null;
+    reports: number;
+    failing: { ip: string; name: string | null; failed: number; messages: number }[];
+  }[];
+  tls: { policy_domain: string; successful: number; failed: number; failures: { result_type: string; count: number }[] }[];
+  open_alerts: { severity: Severity; kind: FindingKind; summary: string; first_seen: number }[];
+}
+
+const pctText = (r: number | null) => (r === null ? '-' : `${(r * 100).toFixed(1)}%`);
+const intText = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** The daily or weekly digest: pass rates per domain, top failing sources, TLS results, open alerts. */
+export function renderDigest(d: DigestData, now: number): Message {
+  const day = (t: number) => new Date(t * 1000).toISOString().slice(0, 10);
+  const span = d.period === 'daily' ? day(d.from) : `${day(d.from)} to ${day(d.to - 1)}`;
+  const title = `ruawatch ${d.period} digest: ${span}`;
+  const text: string[] = [];
+  const html: string[] = [`<p><strong>${escapeHtml(title)}</strong></p>`];
+
+  text.push('DMARC');
+  html.push('<p><strong>DMARC</strong></p><ul>');
+  if (d.domains.length === 0) {
+    text.push('  no aggregate reports in this period');
+    html.push('<li>no aggregate reports in this period</li>');
+  }
+  for (const x of d.domains) {
+    const trend = x.previous_pass_rate === null ? '' : ` (before: ${pctText(x.previous_pass_rate)})`;
+    const line = `${x.domain}: ${intText(x.messages)} messages, ${pctText(x.pass_rate)} passing DMARC${trend}, ${x.reports} reports`;
+    text.push(`  ${line}`);
+    const failing = x.failing.map((f) => `${f.ip}${f.name ? ` (${f.name})` : ''}: ${intText(f.failed)} of ${intText(f.messages)} failing`);
+    for (const f of failing) text.push(`    ${f}`);
+    html.push(`<li>${escapeHtml(line)}${failing.length ? `<ul>${failing.map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul>` : ''}</li>`);
+  }
+  html.push('</ul>');
+
+  text.push('', 'TLS');
+  html.push('<p><strong>TLS</strong></p><ul>');
+  if (d.tls.length === 0) {
+    text.push('  no TLS reports in this period');
+    html.push('<li>no TLS reports in this period</li>');
+  }
+  for (const t of d.tls) {
+    const total = t.successful + t.failed;
+    const kinds = t.failures.map((f) => `${f.result_type} ${intText(f.count)}`).join(', ');
+    const line = `${t.policy_domain}: ${intText(t.failed)} of ${intText(total)} sessions failed${kinds ? ` (${kinds})` : ''}`;
+    text.push(`  ${line}`);
+    html.push(`<li>${escapeHtml(line)}</li>`);
+  }
+  html.push('</ul>');
+
+  text.push('', `Open alerts: ${d.open_alerts.length}`);
+  html.push(`<p><strong>Open alerts: ${d.open_alerts.length}</strong></p><ul>`);
+  for (const a of d.open_alerts) {
+    const line = `[${a.severity}] ${a.summary} (since ${isoTime(a.first_seen)})`;
+    text.push(`  ${line}`);
+    html.push(`<li>${escapeHtml(line)}</li>`);
+  }
+  html.push('</ul>');
+
+  const worst = d.open_alerts.some((a) => a.severity === 'critical') ? 'critical' : d.open_alerts.length ? 'warning' : 'info';
+  const fields = d.domains.slice(0, 20).map((x) => ({ name: x.domain, value: `${pctText(x.pass_rate)} of ${intText(x.messages)}` }));
+  return { event: 'digest', tone: worst, title, text: text.join('\n'), html: html.join(''), fields, at: now };
+}

@@ -1,15 +1,17 @@
 import dns from 'node:dns';
-import { analyse, CLOSES_SILENTLY, type AnalysisSettings, type Finding } from '../analyse/index.js';
+import { analyse, CLOSES_SILENTLY, DAY, type AnalysisSettings, type Finding } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { DiscordChannel } from '../notify/discord.js';
 import { EmailChannel } from '../notify/email.js';
 import { MatrixChannel } from '../notify/matrix.js';
+import { renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, withRetry, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
 import { AlertStore } from '../store/alerts.js';
 import { loadAnalysisInput } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
+import { reportTotals } from '../store/summary.js';
 
 export function settingsOf(config: Config): AnalysisSettings {
   const a = config.analysis;
@@ -179,4 +181,51 @@ export async function deliverPending(
     }),
   );
   return report;
+}
+
+/** The digest's period as of `now`: the last whole day, or the last seven whole days. */
+export function digestPeriod(period: 'daily' | 'weekly', now: number): { from: number; to: number } {
+  const to = Math.floor(now / DAY) * DAY;
+  return { from: to - (period === 'daily' ? 1 : 7) * DAY, to };
+}
+
+export function buildDigest(db: Db, period: 'daily' | 'weekly', now: number): DigestData {
+  const { from, to } = digestPeriod(period, now);
+  const current = reportTotals(db, { since: from, until: to });
+  const previous = reportTotals(db, { since: from - (to - from), until: from });
+  const before = new Map(previous.domains.map((d) => [d.domain, d.pass_rate]));
+  const store = new AlertStore(db);
+  const nameOf = (ip: string) => store.cachedName(ip, now, { found: Infinity, missing: Infinity }).name;
+  return {
+    period,
+    from,
+    to,
+    domains: current.domains.map((d) => ({
+      domain: d.domain,
+      messages: d.messages,
+      pass_rate: d.pass_rate,
+      previous_pass_rate: before.get(d.domain) ?? null,
+      reports: d.reports,
+      failing: d.sources
+        .map((s) => ({ ip: s.ip, name: nameOf(s.ip), failed: s.messages - s.dmarc_pass, messages: s.messages }))
+        .filter((s) => s.failed > 0)
+        .sort((a, b) => b.failed - a.failed || a.ip.localeCompare(b.ip))
+        .slice(0, 5),
+    })),
+    tls: current.tlsrpt.map((t) => ({ policy_domain: t.policy_domain, successful: t.successful, failed: t.failed, failures: t.failures })),
+    open_alerts: store.openAlerts().map((a) => ({ severity: a.severity, kind: a.kind, summary: a.summary, first_seen: a.first_seen })),
+  };
+}
+
+/** Queues the digest for every channel and delivers it (with anything still pending). */
+export async function sendDigest(
+  db: Db,
+  digest: DigestData,
+  now: number,
+  opts: { channels: Channel[]; retry?: RetryPolicy; sleep?: (ms: number) => Promise<void>; log: Logger },
+): Promise<DeliveryReport> {
+  const store = new AlertStore(db);
+  const message = renderDigest(digest, now);
+  for (const c of opts.channels) store.enqueue(c.name, 'digest', message, null, now);
+  return deliverPending(store, opts.channels, opts);
 }
