@@ -83,5 +83,7 @@ describe('config.example.toml', () => {
     const file = path.join(dir, 'c.toml');
     fs.writeFileSync(file, '[alerts.discord]\nchannel_id = "123"\n');
     assert.throws(() => loadConfig(file, {}), /set webhook_url, or bot_token together with channel_id/);
+    fs.writeFileSync(file, '[alerts.discord]\nwebhook_url = "https://discord.com/channels/1/2"\n');
+    assert.throws(() => loadConfig(file, {}), /alerts\.discord\.webhook_url: expected a webhook URL ending in \/webhooks\/<id>\/<token>/);
   });
 });

@@ -43,7 +43,7 @@ const matrix = z.strictObject({
 
 const discord = z
   .strictObject({
-    webhook_url: z.url().optional(),
+    webhook_url: z.url().regex(/\/webhooks\/\d+\/[\w-]+\/?$/, 'expected a webhook URL ending in /webhooks/<id>/<token>').optional(),
     bot_token: z.string().min(1).optional(),
     channel_id: z.string().regex(/^\d+$/).optional(),
     api_url: z.url().optional(),
