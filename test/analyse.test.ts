@@ -35,7 +35,6 @@ function rows(...sources: Src[]): RecordRow[] {
         headerFrom: s.domain ?? 'example.com',
         disposition: s.disposition ?? 'none',
         reasons: s.reasons ?? [],
-        spf: [{ domain: 'example.com', result: s.spfAligned ? 'pass' : 'fail' }],
       };
       const sel = s.selector ?? 's1';
       if (pass > 0) {
@@ -83,7 +82,7 @@ describe('windows and pro-rata rollups', () => {
   it('shares a two-day report out over its days in the daily rollups', () => {
     const r: RecordRow = {
       domain: 'example.com', reporter: 'x', begin: 10 * DAY + DAY / 2, end: 11 * DAY + DAY / 2, sourceIp: '192.0.2.1', headerFrom: 'example.com',
-      count: 100, disposition: 'reject', dkimAligned: 'fail', spfAligned: 'pass', reasons: [], dkim: [], spf: [],
+      count: 100, disposition: 'reject', dkimAligned: 'fail', spfAligned: 'pass', reasons: [], dkim: [],
     };
     const got = dailyRollups([r, { ...r, count: 10, spfAligned: 'fail', reasons: ['forwarded'], disposition: 'none' }]);
     assert.deepEqual(got.map((g) => [g.day, g.messages, g.dmarcPass, g.spfAlignedPass, g.forwarded, g.reject, g.none]), [

@@ -18,7 +18,6 @@ export interface RecordRow {
   /** Policy override reason types (RFC 7489 section 7.2 PolicyOverrideType). */
   reasons: string[];
   dkim: { domain: string | null; selector: string | null; result: string }[];
-  spf: { domain: string | null; result: string }[];
 }
 
 export interface TlsRow {

@@ -7,38 +7,27 @@ export function loadAnalysisInput(db: Db, now: number, s: AnalysisSettings): Ana
   const from = (Math.floor(now / DAY) - s.recentDays - s.baselineDays) * DAY;
   const range = { from, now };
 
-  const records: RecordRow[] = [];
-  const recordQuery = db.prepare(
-    `SELECT r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, d.source_ip AS sourceIp,
-            d.header_from AS headerFrom, d.count, d.disposition, d.dkim_aligned AS dkimAligned, d.spf_aligned AS spfAligned,
-            d.reasons, d.dkim_results AS dkim, d.spf_results AS spf
-       FROM dmarc_records d JOIN reports r ON r.id = d.report_id
-      WHERE r.kind = 'dmarc' AND r.end_ts > @from AND r.begin_ts < @now`,
+  // The same JSON strings come back again and again (one sender, one selector, no reasons): parse
+  // each distinct one once. Rows share the parsed arrays, which nothing mutates.
+  const reasonsOf = memo((json) => (JSON.parse(json) as { type: string | null }[]).map((r) => r.type ?? ''));
+  const dkimOf = memo((json) =>
+    (JSON.parse(json) as { domain: string | null; selector: string | null; result: string | null }[]).map((d) => ({
+      domain: d.domain?.toLowerCase() ?? null,
+      selector: d.selector?.toLowerCase() ?? null,
+      result: d.result ?? 'none',
+    })),
   );
-  for (const row of recordQuery.iterate(range) as Iterable<Record<string, unknown>>) {
-    records.push({
-      domain: row.domain as string,
-      reporter: row.reporter as string,
-      begin: row.begin as number,
-      end: row.end as number,
-      sourceIp: row.sourceIp as string,
-      headerFrom: (row.headerFrom as string | null)?.toLowerCase() ?? null,
-      count: row.count as number,
-      disposition: row.disposition as string | null,
-      dkimAligned: row.dkimAligned as string | null,
-      spfAligned: row.spfAligned as string | null,
-      reasons: (JSON.parse(row.reasons as string) as { type: string | null }[]).map((r) => r.type ?? ''),
-      dkim: (JSON.parse(row.dkim as string) as { domain: string | null; selector: string | null; result: string | null }[]).map((d) => ({
-        domain: d.domain?.toLowerCase() ?? null,
-        selector: d.selector?.toLowerCase() ?? null,
-        result: d.result ?? 'none',
-      })),
-      spf: (JSON.parse(row.spf as string) as { domain: string | null; result: string | null }[]).map((d) => ({
-        domain: d.domain?.toLowerCase() ?? null,
-        result: d.result ?? 'none',
-      })),
-    });
-  }
+  const records: RecordRow[] = [];
+  const query = db
+    .prepare(
+      `SELECT r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, d.source_ip AS sourceIp,
+              lower(d.header_from) AS headerFrom, d.count, d.disposition, d.dkim_aligned AS dkimAligned, d.spf_aligned AS spfAligned,
+              d.reasons, d.dkim_results AS dkim
+         FROM dmarc_records d JOIN reports r ON r.id = d.report_id
+        WHERE r.kind = 'dmarc' AND r.end_ts > @from AND r.begin_ts < @now`,
+    )
+    .iterate(range) as Iterable<Omit<RecordRow, 'reasons' | 'dkim'> & { reasons: string; dkim: string }>;
+  for (const row of query) records.push({ ...row, reasons: reasonsOf(row.reasons), dkim: dkimOf(row.dkim) });
 
   const tlsById = new Map<number, TlsRow>();
   const tlsQuery = db.prepare(
@@ -85,4 +74,16 @@ export function loadAnalysisInput(db: Db, now: number, s: AnalysisSettings): Ana
     .all(range) as PolicyRow[];
 
   return { records, tls: [...tlsById.values()], reports, policies };
+}
+
+function memo<T>(parse: (json: string) => T): (json: string) => T {
+  const cache = new Map<string, T>();
+  return (json) => {
+    let v = cache.get(json);
+    if (v === undefined) {
+      v = parse(json);
+      if (cache.size < 100_000) cache.set(json, v);
+    }
+    return v;
+  };
 }
