@@ -1,7 +1,7 @@
 import { limitsOf, resolveDbPath } from '../config/load.js';
-import { RuawatchError, errorCode, errorMessage } from '../errors.js';
-import { addToSummary, emptySummary, Ingestor } from '../pipeline/ingest.js';
-import { fetchMailbox } from '../sources/imap.js';
+import { RuawatchError } from '../errors.js';
+import { fetchAll } from '../pipeline/fetch.js';
+import { Ingestor } from '../pipeline/ingest.js';
 import { openDb } from '../store/db.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
@@ -21,34 +21,22 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
   const limits = limitsOf(loaded.config);
   const db = openDb(resolveDbPath(values.db, loaded, io.env));
   try {
-    const ingestor = new Ingestor(new ReportStore(db), limits, log);
-    const positions = new MailboxStore(db);
-    const summary = emptySummary();
-    for (const box of loaded.config.mailbox) {
-      const bar: { progress: Progress | null } = { progress: null };
-      try {
-        await fetchMailbox(box, {
-          ingestor,
-          positions,
-          limits,
-          log,
-          onPlan: (n) => {
-            bar.progress?.finish();
-            bar.progress = Progress.enabled(io.stderr, n) ? new Progress(io.stderr, n, `messages in ${box.name}`) : null;
-          },
-          onResult: (r) => {
-            addToSummary(summary, r);
-            bar.progress?.tick();
-          },
-        });
-      } catch (err) {
-        // One unreachable mailbox does not stop the others.
-        summary.failed.push({ input: box.name, error: errorMessage(err), code: errorCode(err) });
-        log.error({ mailbox: box.name, err: errorMessage(err) }, 'mailbox failed');
-      } finally {
+    const bar: { progress: Progress | null } = { progress: null };
+    const { summary } = await fetchAll(loaded.config.mailbox, {
+      ingestor: new Ingestor(new ReportStore(db), limits, log),
+      positions: new MailboxStore(db),
+      limits,
+      log,
+      onPlan: (box, n) => {
         bar.progress?.finish();
-      }
-    }
+        bar.progress = Progress.enabled(io.stderr, n) ? new Progress(io.stderr, n, `messages in ${box.name}`) : null;
+      },
+      onResult: () => bar.progress?.tick(),
+      onMailboxDone: () => {
+        bar.progress?.finish();
+        bar.progress = null;
+      },
+    });
     io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
     return summary.failed.length ? EXIT_FAILED : EXIT_OK;
   } finally {

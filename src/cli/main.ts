@@ -8,6 +8,7 @@ import { fetchCommand, fetchUsage } from './fetch.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
 import { reportCommand, reportUsage } from './report.js';
+import { runCommand, runUsage } from './run.js';
 
 const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
 
@@ -17,6 +18,7 @@ ${fetchUsage}
 ${alertsUsage}
 ${digestUsage}
 ${notifyUsage}
+${runUsage}
 ${configUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
@@ -26,6 +28,7 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   alerts: alertsCommand,
   digest: digestCommand,
   notify: notifyCommand,
+  run: runCommand,
   config: configCommand,
 };
 

@@ -1,3 +1,4 @@
+import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
 import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
 
@@ -53,6 +54,16 @@ const discord = z
   });
 
 const positive = z.number().int().positive();
+const cron = z.string().min(1).refine((v) => validCron(v), 'not a cron expression (five fields, or six with seconds)');
+
+function validZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
 const percent = z.number().min(0).max(100);
 
 // Thresholds of the drift rules (analyse/rules.ts); README "Findings" explains each.
@@ -94,8 +105,23 @@ export const configSchema = z.strictObject({
       discord: discord.optional(),
     })
     .prefault({}),
-  schedule: z.strictObject({ poll: z.string().min(1).default('*/15 * * * *') }).prefault({}),
-  web: z.strictObject({ listen: hostPort.default('127.0.0.1:8080') }).prefault({}),
+  schedule: z
+    .strictObject({
+      poll: cron.default('*/15 * * * *'),
+      digest: cron.default('0 7 * * *'),
+      timezone: z.string().min(1).refine(validZone, 'an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
+      retry_seconds: positive.default(30),
+    })
+    .prefault({}),
+  web: z
+    .strictObject({
+      listen: hostPort.default('127.0.0.1:8080'),
+      user: z.string().min(1).optional(),
+      password: z.string().min(1).optional(),
+      token: z.string().min(1).optional(),
+    })
+    .refine((w) => (w.user === undefined) === (w.password === undefined), { message: 'set user and password together' })
+    .prefault({}),
   limits: limits.prefault({}),
   // Unset: one-shot commands log warnings and errors only, `ruawatch run` logs info.
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional() }).prefault({}),
@@ -104,4 +130,4 @@ export const configSchema = z.strictObject({
 export type Config = z.infer<typeof configSchema>;
 
 /** Keys whose values are never printed or logged. */
-export const SECRET_KEYS = new Set(['password', 'access_token', 'webhook_url', 'bot_token']);
+export const SECRET_KEYS = new Set(['password', 'access_token', 'webhook_url', 'bot_token', 'token']);

@@ -25,6 +25,11 @@ export interface FetchOptions {
   reconnects?: number;
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /**
+   * Shutdown: once aborted, the message being ingested is finished, what is committed is
+   * acknowledged, and the pass ends (logging out); the rest waits for the next pass.
+   */
+  signal?: AbortSignal;
 }
 
 /** Where a message goes once its reports are committed. */
@@ -55,7 +60,7 @@ export async function fetchMailbox(box: MailboxConfig, opts: FetchOptions): Prom
     } catch (err) {
       client.close();
       if (isFatal(err)) throw describe(box, err);
-      if (attempt >= reconnects) throw describe(box, err, `gave up after ${reconnects} reconnects`);
+      if (attempt >= reconnects || opts.signal?.aborted) throw describe(box, err, `gave up after ${attempt} reconnects`);
       const delay = Math.min(opts.maxDelayMs ?? 30_000, (opts.baseDelayMs ?? 1_000) * 2 ** attempt);
       log.warn({ err: errorMessage(err), attempt: attempt + 1, delayMs: delay }, 'IMAP connection lost; reconnecting');
       await new Promise((r) => setTimeout(r, delay));
@@ -108,6 +113,7 @@ async function readMailbox(
       lastCommand = Date.now();
       const acks: { uid: number; verdict: Exclude<Verdict, { to: 'retry' }> }[] = [];
       for (const uid of batch) {
+        if (opts.signal?.aborted) break;
         const name = `${box.name}:${uid}`;
         const source = sources.get(uid);
         sources.delete(uid);
@@ -147,6 +153,11 @@ async function readMailbox(
       for (const { uid } of acks) {
         opts.onResult(unacked.get(uid)!);
         unacked.delete(uid);
+      }
+      if (opts.signal?.aborted) {
+        log.info('stopping: the rest of the mailbox is read on the next pass');
+        await next?.catch(() => undefined);
+        break;
       }
     }
   } finally {

@@ -1,0 +1,169 @@
+import { schedule, type ScheduledTask } from 'node-cron';
+import { limitsOf } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Channel } from '../notify/types.js';
+import { buildDigest, channelsOf, runAlerts, sendDigest, type ReverseLookup } from '../pipeline/alerts.js';
+import { fetchAll } from '../pipeline/fetch.js';
+import { Ingestor } from '../pipeline/ingest.js';
+import type { Db } from '../store/db.js';
+import { MailboxStore } from '../store/mailboxes.js';
+import { ReportStore } from '../store/reports.js';
+
+export interface WorkerState {
+  startedAt: number;
+  polls: { ok: number; failed: number };
+  /** Epoch seconds. */
+  lastPollAt: number | null;
+  lastSuccessAt: number | null;
+  lastError: { at: number; message: string } | null;
+  consecutiveFailures: number;
+  polling: boolean;
+  ingested: { dmarc: number; tlsrpt: number; failure: number; duplicates: number; failed: number; skipped: number };
+}
+
+export interface WorkerOptions {
+  lookup: ReverseLookup | null;
+  /** IMAP reconnects within one poll; the schedule's own retries do the rest. */
+  reconnects?: number;
+  channels?: Channel[];
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+
+/**
+ * The long-running worker: polls every mailbox on the [schedule] poll cron, then evaluates the
+ * alerts; sends the digest on its own cron. Runs never overlap: a tick that comes while a poll is
+ * running is skipped. A failed poll (a mailbox unreachable) is retried after retry_seconds,
+ * doubling up to the poll interval's worth, and never ends the process.
+ */
+export class Worker {
+  readonly state: WorkerState = {
+    startedAt: now(),
+    polls: { ok: 0, failed: 0 },
+    lastPollAt: null,
+    lastSuccessAt: null,
+    lastError: null,
+    consecutiveFailures: 0,
+    polling: false,
+    ingested: { dmarc: 0, tlsrpt: 0, failure: 0, duplicates: 0, failed: 0, skipped: 0 },
+  };
+  private tasks: ScheduledTask[] = [];
+  private current: Promise<void> | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly abort = new AbortController();
+  private readonly channels: Channel[];
+
+  constructor(
+    private readonly config: Config,
+    private readonly db: Db,
+    private readonly log: Logger,
+    private readonly opts: WorkerOptions,
+  ) {
+    this.channels = opts.channels ?? channelsOf(config);
+  }
+
+  start(): void {
+    const s = this.config.schedule;
+    const options = { timezone: s.timezone, noOverlap: true };
+    this.tasks.push(schedule(s.poll, () => this.tick('schedule'), { ...options, name: 'poll' }));
+    if (this.config.alerts.digest !== 'off') {
+      this.tasks.push(schedule(s.digest, () => this.digest(), { ...options, name: 'digest' }));
+    }
+    this.log.info({ poll: s.poll, digest: this.config.alerts.digest === 'off' ? 'off' : s.digest, timezone: s.timezone }, 'schedules started');
+    // The first poll runs now rather than at the first tick.
+    void this.tick('start');
+  }
+
+  /** Starts a poll unless one is running; resolves when that poll is over. */
+  tick(reason: string): Promise<void> {
+    if (this.abort.signal.aborted) return Promise.resolve();
+    if (this.current) {
+      this.log.debug({ reason }, 'poll still running; tick skipped');
+      return this.current;
+    }
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+    }
+    this.current = this.poll().finally(() => {
+      this.current = null;
+    });
+    return this.current;
+  }
+
+  private async poll(): Promise<void> {
+    const st = this.state;
+    st.polling = true;
+    st.lastPollAt = now();
+    const limits = limitsOf(this.config);
+    const log = this.log.child({ stage: 'poll' });
+    try {
+      const { summary, mailboxErrors } = await fetchAll(this.config.mailbox, {
+        ingestor: new Ingestor(new ReportStore(this.db), limits, log),
+        positions: new MailboxStore(this.db),
+        limits,
+        log,
+        signal: this.abort.signal,
+        reconnects: this.opts.reconnects ?? 2,
+      });
+      st.ingested.dmarc += summary.reports.dmarc;
+      st.ingested.tlsrpt += summary.reports.tlsrpt;
+      st.ingested.failure += summary.reports.failure;
+      st.ingested.duplicates += summary.duplicates;
+      st.ingested.failed += summary.failed.length - mailboxErrors.length;
+      st.ingested.skipped += summary.skipped.length;
+      if (mailboxErrors.length) throw new Error(mailboxErrors.map((e) => e.error).join('; '));
+      if (!this.abort.signal.aborted) {
+        const run = await runAlerts(this.db, this.config, { now: now(), dryRun: false, channels: this.channels, lookup: this.opts.lookup, log });
+        if (run.deliveries.failed.length) log.warn({ failed: run.deliveries.failed }, 'some notifications wait for the next poll');
+      }
+      st.polls.ok++;
+      st.lastSuccessAt = now();
+      st.consecutiveFailures = 0;
+      log.info({ reports: summary.reports, duplicates: summary.duplicates, failed: summary.failed.length, skipped: summary.skipped.length }, 'poll done');
+    } catch (err) {
+      st.polls.failed++;
+      st.consecutiveFailures++;
+      st.lastError = { at: now(), message: errorMessage(err) };
+      const delay = this.config.schedule.retry_seconds * 2 ** Math.min(st.consecutiveFailures - 1, 5);
+      log.error({ err: errorMessage(err), retryInSeconds: delay }, 'poll failed');
+      if (!this.abort.signal.aborted) {
+        this.retryTimer = setTimeout(() => void this.tick('retry'), delay * 1000);
+        this.retryTimer.unref();
+      }
+    } finally {
+      st.polling = false;
+    }
+  }
+
+  async digest(): Promise<void> {
+    const period = this.config.alerts.digest;
+    if (period === 'off' || this.abort.signal.aborted) return;
+    try {
+      const report = await sendDigest(this.db, buildDigest(this.db, period, now()), now(), { channels: this.channels, log: this.log });
+      this.log.info({ sent: report.sent, failed: report.failed.length }, 'digest sent');
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'digest failed');
+    }
+  }
+
+  /**
+   * Shutdown: no new runs; the poll under way finishes the message it is on, acknowledges what is
+   * committed and logs out. Resolves when it has, or after `graceMs`.
+   */
+  async stop(graceMs: number): Promise<boolean> {
+    for (const t of this.tasks) await t.stop();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.abort.abort();
+    let timer: NodeJS.Timeout | undefined;
+    const finished = this.current
+      ? await Promise.race([this.current.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))])
+      : true;
+    clearTimeout(timer);
+    await Promise.all(this.channels.map((c) => c.close()));
+    for (const t of this.tasks) await t.destroy();
+    return finished;
+  }
+}
