@@ -11,94 +11,14 @@ import type { RetryPolicy } from '../src/notify/types.js';
 import { buildDigest, channelsOf, runAlerts, sendDigest, type AlertRun } from '../src/pipeline/alerts.js';
 import { openDb, type Db } from '../src/store/db.js';
 import { startDiscord, startMatrix, startSmtp, type DiscordStub, type MatrixStub, type SmtpSink } from './chat-servers.js';
-import { bufferInput, CLI, count, freshStore, tempDir } from './helpers.js';
-import { gzip } from './synth.js';
+import { CLI, count, freshStore, tempDir } from './helpers.js';
+import { D0, dayIso, EXPECTED, ingestDays } from './scenario.js';
 
 /**
  * The scenario of issue #4: five weeks of daily reports for example.com in which, in week five,
  * the newsletter provider's DKIM selector breaks, a spoofer appears, mx2's certificate expires in
  * the TLS reports, and a forwarder keeps failing SPF as it always did. Then a sixth, healthy week.
  */
-
-const D0 = Date.UTC(2026, 9, 5) / 1000 / DAY; // Monday 2026-10-05
-const dayIso = (d: number) => new Date(d * DAY * 1000).toISOString().slice(0, 10);
-
-interface Rec {
-  ip: string;
-  count: number;
-  dkim: { d: string; s: string; result: string }[];
-  spf: { d: string; result: string };
-  dkimAligned: 'pass' | 'fail';
-  spfAligned: 'pass' | 'fail';
-  disposition?: string;
-  reason?: string;
-}
-
-function aggregateXml(reporter: string, email: string, day: number, recs: Rec[]): string {
-  const records = recs.map(
-    (r) => `<record><row><source_ip>${r.ip}</source_ip><count>${r.count}</count><policy_evaluated><disposition>${r.disposition ?? 'none'}</disposition>` +
-      `<dkim>${r.dkimAligned}</dkim><spf>${r.spfAligned}</spf>${r.reason ? `<reason><type>${r.reason}</type></reason>` : ''}</policy_evaluated></row>` +
-      `<identifiers><header_from>example.com</header_from></identifiers><auth_results>` +
-      r.dkim.map((k) => `<dkim><domain>${k.d}</domain><selector>${k.s}</selector><result>${k.result}</result></dkim>`).join('') +
-      `<spf><domain>${r.spf.d}</domain><result>${r.spf.result}</result></spf></auth_results></record>`,
-  );
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<feedback><report_metadata><org_name>${reporter}</org_name><email>${email}</email><report_id>${reporter}-${dayIso(day)}</report_id>
-<date_range><begin>${day * DAY}</begin><end>${(day + 1) * DAY - 1}</end></date_range></report_metadata>
-<policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
-${records.join('\n')}
-</feedback>`;
-}
-
-function tlsJson(day: number, failures: { mx: string; type: string; sessions: number }[]): string {
-  const failed = failures.reduce((n, f) => n + f.sessions, 0);
-  return JSON.stringify({
-    'organization-name': 'Google Inc.',
-    'date-range': { 'start-datetime': new Date(day * DAY * 1000).toISOString(), 'end-datetime': new Date(((day + 1) * DAY - 1) * 1000).toISOString() },
-    'contact-info': 'smtp-tls-reporting@google.com',
-    'report-id': `${dayIso(day)}T00:00:00Z_example.com`,
-    policies: [{
-      policy: { 'policy-type': 'sts', 'policy-string': ['version: STSv1', 'mode: enforce', 'mx: mx1.example.com', 'mx: mx2.example.com', 'max_age: 86400'], 'policy-domain': 'example.com', 'mx-host': ['mx1.example.com', 'mx2.example.com'] },
-      summary: { 'total-successful-session-count': 500, 'total-failure-session-count': failed },
-      'failure-details': failures.map((f) => ({ 'result-type': f.type, 'sending-mta-ip': '209.85.220.41', 'receiving-mx-hostname': f.mx, 'failed-session-count': f.sessions })),
-    }],
-  });
-}
-
-/** What example.com's reporters say about day `d` (0 = D0). */
-function reportsFor(d: number): { name: string; bytes: Buffer }[] {
-  const day = D0 + d;
-  const espBroken = d >= 31 && d <= 34;
-  const own = (n: number): Rec => ({ ip: '192.0.2.10', count: n, dkim: [{ d: 'example.com', s: 's1', result: 'pass' }], spf: { d: 'example.com', result: 'pass' }, dkimAligned: 'pass', spfAligned: 'pass' });
-  const esp = (n: number): Rec => ({
-    ip: '198.51.100.20', count: n, dkim: [{ d: 'example.com', s: 'esp1', result: espBroken ? 'fail' : 'pass' }], spf: { d: 'bounces.esp.example', result: 'pass' },
-    dkimAligned: espBroken ? 'fail' : 'pass', spfAligned: 'fail',
-  });
-  const google: Rec[] = [
-    own(300),
-    esp(120),
-    // The forwarder: DKIM survives, SPF fails as always; some list mail fails both, with a reason.
-    { ip: '192.0.2.200', count: 40, dkim: [{ d: 'example.com', s: 's1', result: 'pass' }], spf: { d: 'forwarder.example', result: 'fail' }, dkimAligned: 'pass', spfAligned: 'fail' },
-    { ip: '192.0.2.200', count: 10, dkim: [{ d: 'example.com', s: 's1', result: 'fail' }], spf: { d: 'forwarder.example', result: 'fail' }, dkimAligned: 'fail', spfAligned: 'fail', reason: 'forwarded' },
-  ];
-  if (d >= 30 && d <= 34) {
-    google.push({ ip: '203.0.113.66', count: 80, dkim: [], spf: { d: 'example.com', result: 'fail' }, dkimAligned: 'fail', spfAligned: 'fail', disposition: 'reject' });
-  }
-  const yahoo = [own(60), esp(30)];
-  const certExpired = d >= 32 && d <= 34 ? [{ mx: 'mx2.example.com', type: 'certificate-expired', sessions: 150 }] : [];
-  return [
-    { name: `google-${d}.xml.gz`, bytes: gzip(aggregateXml('google.com', 'noreply-dmarc-support@google.com', day, google)) },
-    { name: `yahoo-${d}.xml`, bytes: Buffer.from(aggregateXml('Yahoo', 'dmarchelp@yahooinc.com', day, yahoo)) },
-    { name: `google-tls-${d}.json.gz`, bytes: gzip(tlsJson(day, certExpired)) },
-  ];
-}
-
-const EXPECTED = [
-  'dkim_selector_broken:example.com:example.com:esp1',
-  'new_failing_source:example.com:203.0.113.66',
-  'pass_rate_drop:example.com:198.51.100.20',
-  'tls_failures:example.com:mx2.example.com:certificate-expired',
-];
 
 const fast: RetryPolicy = { attempts: 3, baseMs: 20, maxWaitMs: 5000 };
 const names = new Map([['198.51.100.20', 'out.esp.example'], ['203.0.113.66', 'host66.spoof.example']]);
@@ -107,15 +27,6 @@ const lookup = async (ip: string) => {
   lookups.push(ip);
   return names.get(ip) ?? null;
 };
-
-async function ingestDays(db: { ingestor: ReturnType<typeof freshStore>['ingestor'] }, from: number, to: number): Promise<void> {
-  for (let d = from; d <= to; d++) {
-    for (const r of reportsFor(d)) {
-      const res = await db.ingestor.ingest(bufferInput(r.name, r.bytes));
-      assert.deepEqual(res.leaves.map((l) => l.status), ['stored'], `${r.name}: ${JSON.stringify(res.leaves)}`);
-    }
-  }
-}
 
 describe('alerts: the five-week scenario, delivered to email, Matrix and Discord', () => {
   let store: ReturnType<typeof freshStore>;

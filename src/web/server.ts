@@ -1,4 +1,12 @@
+import fs from 'node:fs';
 import http from 'node:http';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DAY } from '../analyse/index.js';
+import { AlertStore } from '../store/alerts.js';
+import { passRateSeries, recentReports, reportDetail, sourceRows, tlsSeries } from '../store/dashboard.js';
+import { dashboardHtml } from './page.js';
 import type { AddressInfo } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config/schema.js';
@@ -60,6 +68,22 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
       if (url.pathname === '/metrics') {
         return send(200, 'text/plain; version=0.0.4; charset=utf-8', metricsText(db, worker.state, config, Math.floor(Date.now() / 1000)));
       }
+      if (url.pathname === '/') return send(200, 'text/html; charset=utf-8', dashboardHtml, { 'content-security-policy': CSP });
+      const asset = ASSETS[url.pathname];
+      if (asset) return send(200, asset.type, fs.readFileSync(asset.file, 'utf8'), { 'cache-control': 'max-age=3600' });
+      if (url.pathname === '/api/overview') {
+        const days = Math.min(400, Math.max(1, Number(url.searchParams.get('days')) || 30));
+        // ?at=YYYY-MM-DD shows the dashboard as it was at the end of that day.
+        const at = url.searchParams.get('at');
+        const day = at && /^\d{4}-\d{2}-\d{2}$/.test(at) ? Date.parse(`${at}T00:00:00Z`) / 1000 : NaN;
+        const now = Number.isNaN(day) ? Math.floor(Date.now() / 1000) : day + DAY - 1;
+        return sendJson(send, overview(db, days, now));
+      }
+      const report = /^\/api\/reports\/(\d+)$/.exec(url.pathname);
+      if (report) {
+        const detail = reportDetail(db, Number(report[1]));
+        return detail ? sendJson(send, detail) : send(404, 'application/json', '{"error":"no such report"}\n');
+      }
       return send(404, 'text/plain', 'not found\n');
     } catch (err) {
       log.error({ path: url.pathname, err: errorMessage(err) }, 'web request failed');
@@ -80,6 +104,35 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
         server.closeAllConnections();
         server.close(() => resolve());
       }),
+  };
+}
+
+const require = createRequire(import.meta.url);
+const uplotDir = path.dirname(require.resolve('uplot/package.json'));
+const ASSETS: Record<string, { file: string; type: string }> = {
+  '/assets/uPlot.iife.min.js': { file: path.join(uplotDir, 'dist/uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
+  '/assets/uPlot.min.css': { file: path.join(uplotDir, 'dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
+  '/assets/dashboard.js': { file: fileURLToPath(new URL('./client/dashboard.js', import.meta.url)), type: 'text/javascript; charset=utf-8' },
+};
+// Everything is served from here: no CDN, no inline script, nothing from report data runs.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:";
+
+function sendJson(send: (status: number, type: string, body: string) => void, value: unknown): void {
+  send(200, 'application/json; charset=utf-8', `${JSON.stringify(value)}\n`);
+}
+
+function overview(db: Db, days: number, now: number) {
+  const today = Math.floor(now / DAY) * DAY;
+  const from = today - days * DAY;
+  const store = new AlertStore(db);
+  return {
+    generated_at: new Date(now * 1000).toISOString(),
+    days,
+    domains: passRateSeries(db, from, today + DAY),
+    tls: tlsSeries(db, from, today + DAY),
+    sources: sourceRows(db, today - 6 * DAY, today + DAY),
+    alerts: { open: store.openAlerts(), recent: store.recentAlerts(50) },
+    reports: recentReports(db, 100, now),
   };
 }
 
