@@ -146,3 +146,20 @@ export async function writeBigReport(file: string, records: number): Promise<voi
   await write(batch.join('') + '</feedback>\n');
   await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
 }
+
+/**
+ * `days` days of daily reports from `perDay` reporters, `records` records each, as .xml.gz: the
+ * windows `ruawatch alerts` reads (35 days by default) filled at a busy domain's volume.
+ */
+export function writeDailyCorpus(dir: string, days: number, perDay: number, records: number, firstDay: number): void {
+  fs.mkdirSync(dir, { recursive: true });
+  for (let d = 0; d < days; d++) {
+    for (let k = 0; k < perDay; k++) {
+      const rand = rng(d * 1000 + k + 1);
+      const parts = [header(REPORTERS[k % REPORTERS.length]!, `daily-${d}-${k}`, (firstDay + d) * 86400)];
+      for (let i = 0; i < records; i++) parts.push(recordXml(rand, i));
+      parts.push('</feedback>\n');
+      fs.writeFileSync(path.join(dir, `d${d}-${k}.xml.gz`), gzipSync(Buffer.from(parts.join(''))));
+    }
+  }
+}

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findDovecot, PASSWORD, startDovecot } from '../test/dovecot.js';
-import { emlMessage, writeBigReport, writeEmlCorpus, writeGzCorpus } from './corpus.js';
+import { emlMessage, writeBigReport, writeDailyCorpus, writeEmlCorpus, writeGzCorpus } from './corpus.js';
 
 const child = fileURLToPath(new URL('./ingest-child.js', import.meta.url));
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ruawatch-bench-'));
@@ -55,6 +55,20 @@ try {
     await writeBigReport(file, 200_000);
     const mb = (fs.statSync(file).size / 1e6).toFixed(0);
     line(`1 report x 200,000 records (${mb} MB)`, measure('big', [file]));
+  }
+  if (!only || only === 'alerts') {
+    // 36 days x 4 reporters x 1,500 records: 216,000 records in the windows alerts reads.
+    const dir = path.join(work, 'daily');
+    const firstDay = 20_000;
+    writeDailyCorpus(dir, 36, 4, 1500, firstDay);
+    const db = path.join(work, 'alerts.sqlite');
+    const ingested = JSON.parse(execFileSync(process.execPath, [child, db, dir], { encoding: 'utf8' })) as Result;
+    const alertsChild = fileURLToPath(new URL('./alerts-child.js', import.meta.url));
+    const r = JSON.parse(execFileSync(process.execPath, [alertsChild, db, String((firstDay + 36) * 86400)], { encoding: 'utf8' })) as { seconds: number; records: number; findings: number; maxRssMiB: number };
+    console.log(
+      `${'alerts over 36 days (dry run)'.padEnd(34)} ${ingested.records.toLocaleString('en-US').padStart(9)} records ${r.seconds.toFixed(2).padStart(7)} s ` +
+        `${Math.round(r.records / r.seconds).toLocaleString('en-US').padStart(8)} records/s ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+    );
   }
   if (!only || only === 'imap') {
     if (!findDovecot()) {

@@ -197,6 +197,18 @@ describe('pass-rate rules', () => {
     assert.equal(none!.severity, 'critical');
   });
 
+  it('folds a botnet of new failing sources into one finding for the domain', () => {
+    const bots = Array.from({ length: 40 }, (_, i) => ({ ip: `203.0.113.${i + 1}`, from: 97, to: 99, perDay: 10 + i, pass: 0, dkimFailResult: 'none', disposition: 'reject' }));
+    const few = analyse(input(rows(good, ...bots.slice(0, 10))), NOW, defaultSettings);
+    assert.equal(few.length, 10);
+    const fs = analyse(input(rows(good, ...bots)), NOW, defaultSettings);
+    assert.deepEqual(keys(fs), ['new_failing_source:example.com']);
+    assert.equal(
+      fs[0]!.summary,
+      '40 new sources sent 3,540 messages failing DMARC as example.com in the last 7 days (most: 203.0.113.40 147, 203.0.113.39 144, 203.0.113.38 141, 203.0.113.37 138, 203.0.113.36 135); receivers rejected 3,540 and quarantined 0',
+    );
+  });
+
   it('ignores rows from after the evaluation time', () => {
     const records = rows(good, { ip: '203.0.113.66', from: 100, to: 105, perDay: 400, pass: 0 });
     assert.deepEqual(analyse(input(records), NOW, defaultSettings), []);

@@ -162,10 +162,14 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         source_name: input.names?.get(st.ip) ?? null,
         reporter: null,
         summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
-        details: { recent_pass_rate: round(now * 100), recent_messages: Math.round(judged(st.recent)), policy: p, cause },
+        details: {
+          recent_pass_rate: round(now * 100), recent_messages: Math.round(judged(st.recent)), policy: p, cause,
+          rejected: Math.round(st.recent.reject), quarantined: Math.round(st.recent.quarantine),
+        },
       });
     }
   }
+  collapseNewSources(out, s, days, input.names);
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a
   // change that hits every sender at once.
@@ -204,6 +208,37 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     });
   }
   return out;
+}
+
+/**
+ * A spoofing run from a botnet shows up as hundreds of new sources at once: past
+ * newSourceMaxFindings for a domain they become one finding for the domain, naming the largest,
+ * instead of a page per IP.
+ */
+function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, names: Map<string, string> | undefined): void {
+  const byDomain = new Map<string, Finding[]>();
+  for (const f of out) if (f.kind === 'new_failing_source') byDomain.set(f.domain, [...(byDomain.get(f.domain) ?? []), f]);
+  for (const [domain, list] of byDomain) {
+    if (list.length <= s.newSourceMaxFindings) continue;
+    const n = (f: Finding, k: string) => Number(f.details[k] ?? 0);
+    list.sort((a, b) => n(b, 'recent_messages') - n(a, 'recent_messages') || a.key.localeCompare(b.key));
+    const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0);
+    const rejected = list.reduce((t, f) => t + n(f, 'rejected'), 0);
+    const quarantined = list.reduce((t, f) => t + n(f, 'quarantined'), 0);
+    const top = list.slice(0, 5).map((f) => `${named(f.source_ip!, names)} ${num(n(f, 'recent_messages'))}`);
+    for (const f of list) out.splice(out.indexOf(f), 1);
+    out.push({
+      key: `new_failing_source:${domain}`,
+      kind: 'new_failing_source',
+      severity: list.some((f) => f.severity === 'critical') ? 'critical' : 'warning',
+      domain,
+      source_ip: null,
+      source_name: null,
+      reporter: null,
+      summary: `${num(list.length)} new sources sent ${num(messages)} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}`,
+      details: { sources: list.length, recent_messages: messages, rejected, quarantined, source_ips: list.slice(0, 20).map((f) => f.source_ip!) },
+    });
+  }
 }
 
 function merge(into: Tally, from: Tally): void {

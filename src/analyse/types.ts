@@ -74,6 +74,8 @@ export interface AnalysisSettings {
   dropPoints: number; // 0..1, fall in pass rate
   newSourceMinMessages: number;
   newSourceMaxPassRate: number; // 0..1
+  /** More new failing sources than this for a domain become one finding for the domain. */
+  newSourceMaxFindings: number;
   dkimMinSignatures: number;
   dkimMinBaselineRate: number; // 0..1
   dkimMaxPassRate: number; // 0..1
@@ -92,6 +94,7 @@ export const defaultSettings: AnalysisSettings = {
   dropPoints: 0.2,
   newSourceMinMessages: 20,
   newSourceMaxPassRate: 0.5,
+  newSourceMaxFindings: 10,
   dkimMinSignatures: 20,
   dkimMinBaselineRate: 0.9,
   dkimMaxPassRate: 0.5,

@@ -76,6 +76,7 @@ const analysis = z.strictObject({
   drop_points: percent.default(20),
   new_source_min_messages: positive.default(20),
   new_source_max_pass_rate: percent.default(50),
+  new_source_max_findings: positive.default(10),
   dkim_min_signatures: positive.default(20),
   dkim_min_baseline_pass_rate: percent.default(90),
   dkim_max_pass_rate: percent.default(50),

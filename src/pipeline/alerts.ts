@@ -24,6 +24,7 @@ export function settingsOf(config: Config): AnalysisSettings {
     dropPoints: a.drop_points / 100,
     newSourceMinMessages: a.new_source_min_messages,
     newSourceMaxPassRate: a.new_source_max_pass_rate / 100,
+    newSourceMaxFindings: a.new_source_max_findings,
     dkimMinSignatures: a.dkim_min_signatures,
     dkimMinBaselineRate: a.dkim_min_baseline_pass_rate / 100,
     dkimMaxPassRate: a.dkim_max_pass_rate / 100,
