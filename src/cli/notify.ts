@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { renderTest } from '../notify/render.js';
 import { CHANNEL_NAMES, defaultRetry, withRetry, type RetryPolicy } from '../notify/types.js';
@@ -28,7 +29,9 @@ export async function notifyCommand(args: string[], io: Io): Promise<number> {
     await Promise.all(
       channels.map(async (c) => {
         try {
-          await withRetry(TEST_RETRY, () => c.send(renderTest(c.name, now), `rw-test-${c.name}-${now}`));
+          // A fresh id per send: a second test within the same second must not be taken for a retry.
+          const txnId = `rw-${randomUUID()}`;
+          await withRetry(TEST_RETRY, () => c.send(renderTest(c.name, now), txnId));
           results.push({ channel: c.name, ok: true });
         } catch (err) {
           results.push({ channel: c.name, ok: false, error: errorMessage(err) });
