@@ -70,21 +70,21 @@ describe('ruawatch run against a real Dovecot', { skip: !haveDovecot && 'dovecot
   let dovecot: Dovecot;
   const running: Running[] = [];
   before(async () => {
-    dovecot = await startDovecot(['run@example.com', 'stop@example.com']);
+    dovecot = await startDovecot(['run@example.com', 'stop@example.com', 'idle@example.com']);
   });
   after(async () => {
     for (const r of running) r.proc.kill('SIGKILL');
     await dovecot?.stop();
   });
 
-  function setup(user: string): { db: string; config: string } {
+  function setup(user: string, schedule = 'poll = "* * * * * *"'): { db: string; config: string } {
     const dir = tempDir();
     const db = path.join(dir, 'r.sqlite');
     const config = path.join(dir, 'c.toml');
     fs.writeFileSync(
       config,
       `[database]\npath = "${db}"\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${user}"\npassword = "${PASSWORD}"\n\n` +
-        `[analysis]\nreverse_dns = false\n\n[schedule]\npoll = "* * * * * *"\nretry_seconds = 1\n\n[web]\nlisten = "127.0.0.1:0"\ntoken = "metrics-token"\n\n[log]\nlevel = "info"\n`,
+        `[analysis]\nreverse_dns = false\n\n[schedule]\n${schedule}\nretry_seconds = 1\n\n[web]\nlisten = "127.0.0.1:0"\ntoken = "metrics-token"\n\n[log]\nlevel = "info"\n`,
     );
     return { db, config };
   }
@@ -164,5 +164,21 @@ describe('ruawatch run against a real Dovecot', { skip: !haveDovecot && 'dovecot
     assert.deepEqual([summary.reports.dmarc, summary.duplicates], [total - stored, 0]);
     assert.equal(countReports(db), total);
     assert.deepEqual([await dovecot.count(user, 'INBOX'), await dovecot.count(user, 'Processed')], [0, total]);
+  });
+
+  it('with idle = true, picks a new report up within seconds when polls are a year apart', async (t) => {
+    const user = 'idle@example.com';
+    const { db, config } = setup(user, 'poll = "0 0 1 1 *"\nidle = true');
+    const run = await startRun(config);
+    running.push(run);
+    await waitFor('the first poll, at start', 10_000, async () => (await health(run.url)).body.last_success);
+    await waitFor('the IDLE connection', 10_000, async () => run.stderr().includes('watching for new mail'));
+    const t0 = Date.now();
+    await dovecot.append(user, reportMail('idle-1', 2));
+    await waitFor('the report, woken by IDLE', 5_000, async () => countReports(db) === 1);
+    t.diagnostic(`stored ${Date.now() - t0} ms after APPEND`);
+    assert.equal(await dovecot.count(user, 'Processed'), 1);
+    run.proc.kill('SIGTERM');
+    assert.equal((await run.exited).code, 0, run.stderr());
   });
 });

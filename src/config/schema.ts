@@ -112,6 +112,7 @@ export const configSchema = z.strictObject({
       digest: cron.default('0 7 * * *'),
       timezone: z.string().min(1).refine(validZone, 'an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
       retry_seconds: positive.default(30),
+      idle: z.boolean().default(false),
     })
     .prefault({}),
   web: z

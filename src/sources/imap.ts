@@ -242,7 +242,7 @@ function folderPath(folder: string): string[] {
   return folder.split('/').filter(Boolean);
 }
 
-function connect(box: MailboxConfig, log: Logger): ImapFlow {
+function connect(box: MailboxConfig, log: Logger, idle = false): ImapFlow {
   const client = new ImapFlow({
     host: box.host,
     port: box.port ?? (box.security === 'tls' ? 993 : 143),
@@ -251,7 +251,9 @@ function connect(box: MailboxConfig, log: Logger): ImapFlow {
     auth: { user: box.user, pass: box.password },
     tls: box.ca_file ? { ca: readCa(box) } : {},
     logger: false,
-    disableAutoIdle: true,
+    disableAutoIdle: !idle,
+    // imapflow enters IDLE once the connection has been quiet this long (15 s by default).
+    autoIdleDelay: 1000,
     connectionTimeout: 30_000,
     greetingTimeout: 15_000,
     socketTimeout: 10 * 60_000,
@@ -296,4 +298,68 @@ function describe(box: MailboxConfig, err: unknown, suffix?: string): RuawatchEr
   else if (e.code && TLS_FATAL.test(e.code)) what = `the server's TLS certificate is not trusted (${e.code}); set ca_file for a private CA`;
   else what = `${errorMessage(err)}${e.code ? ` (${e.code})` : ''}`;
   return new RuawatchError('E_IMAP', `mailbox ${box.name} (${box.host}): ${what}${suffix ? `; ${suffix}` : ''}`, { cause: err });
+}
+
+export interface Watcher {
+  stop(): Promise<void>;
+}
+
+/**
+ * IMAP IDLE (RFC 2177) on a mailbox's folder over a connection of its own: calls `onNew` when the
+ * server announces new messages, so they are read within seconds instead of at the next poll.
+ * Reading stays with the poll; this only wakes it. A lost connection is re-opened with backoff
+ * (5 s doubling to 5 minutes) until stop().
+ */
+export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void): Watcher {
+  checkSecurity(box);
+  const wlog = log.child({ stage: 'idle', mailbox: box.name });
+  let stopped = false;
+  let client: ImapFlow | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let failures = 0;
+  const open = async () => {
+    if (stopped) return;
+    const c = connect(box, wlog, true);
+    client = c;
+    c.on('exists', (data: { count: number; prevCount: number }) => {
+      if (data.count > data.prevCount) {
+        wlog.info({ messages: data.count - data.prevCount }, 'new mail announced');
+        onNew();
+      }
+    });
+    c.on('close', () => {
+      if (stopped || client !== c) return;
+      client = null;
+      schedule();
+    });
+    try {
+      await c.connect();
+      await c.mailboxOpen(box.folder, { readOnly: true });
+      failures = 0;
+      wlog.info('watching for new mail');
+    } catch (err) {
+      wlog.warn({ err: errorMessage(err) }, 'cannot watch the mailbox; retrying');
+      if (client === c) {
+        client = null;
+        c.close();
+        schedule();
+      }
+    }
+  };
+  const schedule = () => {
+    if (stopped) return;
+    const delay = Math.min(300_000, 5_000 * 2 ** Math.min(failures++, 6));
+    timer = setTimeout(() => void open(), delay);
+    timer.unref();
+  };
+  void open();
+  return {
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      const c = client;
+      client = null;
+      if (c) await c.logout().catch(() => c.close());
+    },
+  };
 }

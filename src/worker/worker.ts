@@ -9,6 +9,7 @@ import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
 import type { Db } from '../store/db.js';
 import { MailboxStore } from '../store/mailboxes.js';
+import { watchMailbox, type Watcher } from '../sources/imap.js';
 import { ReportStore } from '../store/reports.js';
 
 export interface WorkerState {
@@ -50,6 +51,9 @@ export class Worker {
     ingested: { dmarc: 0, tlsrpt: 0, failure: 0, duplicates: 0, failed: 0, skipped: 0 },
   };
   private tasks: ScheduledTask[] = [];
+  private watchers: Watcher[] = [];
+  /** A poll asked for while one was running (new mail announced meanwhile): run it right after. */
+  private again = false;
   private current: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly abort = new AbortController();
@@ -71,7 +75,10 @@ export class Worker {
     if (this.config.alerts.digest !== 'off') {
       this.tasks.push(schedule(s.digest, () => this.digest(), { ...options, name: 'digest' }));
     }
-    this.log.info({ poll: s.poll, digest: this.config.alerts.digest === 'off' ? 'off' : s.digest, timezone: s.timezone }, 'schedules started');
+    if (s.idle) {
+      this.watchers = this.config.mailbox.map((box) => watchMailbox(box, this.log, () => void this.tick('idle')));
+    }
+    this.log.info({ poll: s.poll, digest: this.config.alerts.digest === 'off' ? 'off' : s.digest, timezone: s.timezone, idle: s.idle }, 'schedules started');
     // The first poll runs now rather than at the first tick.
     void this.tick('start');
   }
@@ -80,6 +87,8 @@ export class Worker {
   tick(reason: string): Promise<void> {
     if (this.abort.signal.aborted) return Promise.resolve();
     if (this.current) {
+      // New mail announced during a poll may have come after that poll listed the folder.
+      if (reason === 'idle') this.again = true;
       this.log.debug({ reason }, 'poll still running; tick skipped');
       return this.current;
     }
@@ -89,6 +98,10 @@ export class Worker {
     }
     this.current = this.poll().finally(() => {
       this.current = null;
+      if (this.again) {
+        this.again = false;
+        void this.tick('idle');
+      }
     });
     return this.current;
   }
@@ -156,6 +169,7 @@ export class Worker {
   async stop(graceMs: number): Promise<boolean> {
     for (const t of this.tasks) await t.stop();
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    await Promise.all(this.watchers.map((w) => w.stop()));
     this.abort.abort();
     let timer: NodeJS.Timeout | undefined;
     const finished = this.current
