@@ -132,9 +132,28 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
     assert.ok(fs.statSync(file).size > 20_000);
   });
 
-  it('asks for credentials when they are configured', async () => {
+  it('asks for credentials when they are configured: a bearer token, or basic auth', async () => {
     const res = await fetch(`${web.url}/api/overview`);
     assert.equal(res.status, 401);
+    assert.equal(res.headers.get('www-authenticate'), 'Bearer');
+    assert.equal((await fetch(`${web.url}/metrics`, { headers: { authorization: 'Bearer wrong' } })).status, 401);
     assert.equal((await fetch(`${web.url}/healthz`)).status, 200);
+
+    const config = configSchema.parse({ web: { listen: '127.0.0.1:0', user: 'admin', password: 'pa:ss' } });
+    const log = createLogger('silent');
+    const basic = await startWeb(config, store.db, new Worker(config, store.db, log, { lookup: null, channels: [] }), log);
+    try {
+      const auth = (u: string, p: string) => ({ authorization: `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}` });
+      const denied = await fetch(`${basic.url}/`);
+      assert.equal(denied.status, 401);
+      assert.equal(denied.headers.get('www-authenticate'), 'Basic realm="ruawatch", charset="UTF-8"');
+      assert.equal((await fetch(`${basic.url}/`, { headers: auth('admin', 'wrong') })).status, 401);
+      const ok = await fetch(`${basic.url}/`, { headers: auth('admin', 'pa:ss') });
+      assert.equal(ok.status, 200);
+      assert.match(ok.headers.get('content-security-policy')!, /default-src 'none'; script-src 'self'/);
+      assert.equal((await fetch(`${basic.url}/api/reports/999999`, { headers: auth('admin', 'pa:ss') })).status, 404);
+    } finally {
+      await basic.close();
+    }
   });
 });

@@ -1,20 +1,20 @@
+import { timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DAY } from '../analyse/index.js';
-import { AlertStore } from '../store/alerts.js';
-import { passRateSeries, recentReports, reportDetail, sourceRows, tlsSeries } from '../store/dashboard.js';
-import { dashboardHtml } from './page.js';
-import type { AddressInfo } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { AlertStore } from '../store/alerts.js';
+import { passRateSeries, recentReports, reportDetail, sourceRows, tlsSeries } from '../store/dashboard.js';
 import type { Db } from '../store/db.js';
 import type { Worker } from '../worker/worker.js';
 import { metricsText } from './metrics.js';
+import { dashboardHtml } from './page.js';
 
 export interface WebServer {
   url: string;

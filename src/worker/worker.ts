@@ -76,7 +76,14 @@ export class Worker {
       this.tasks.push(schedule(s.digest, () => this.digest(), { ...options, name: 'digest' }));
     }
     if (s.idle) {
-      this.watchers = this.config.mailbox.map((box) => watchMailbox(box, this.log, () => void this.tick('idle')));
+      for (const box of this.config.mailbox) {
+        try {
+          this.watchers.push(watchMailbox(box, this.log, () => void this.tick('idle')));
+        } catch (err) {
+          // The polls report the same problem on /healthz; the worker keeps running.
+          this.log.error({ mailbox: box.name, err: errorMessage(err) }, 'cannot watch the mailbox with IDLE');
+        }
+      }
     }
     this.log.info({ poll: s.poll, digest: this.config.alerts.digest === 'off' ? 'off' : s.digest, timezone: s.timezone, idle: s.idle }, 'schedules started');
     // The first poll runs now rather than at the first tick.
