@@ -17,6 +17,20 @@ describe('database', () => {
     db.close();
   });
 
+  it('makes committed reports durable before an acknowledgement without changing the position', async () => {
+    const { MailboxStore } = await import('../src/store/mailboxes.js');
+    const file = path.join(tempDir(), 'd.sqlite');
+    const db = openDb(file);
+    const boxes = new MailboxStore(db);
+    boxes.makeDurable('dmarc', 'INBOX', 7); // no position yet: the first batch of a mailbox
+    assert.deepEqual(boxes.position('dmarc', 'INBOX', 7), { uidvalidity: 7, lastUid: 0 });
+    boxes.savePosition('dmarc', 'INBOX', { uidvalidity: 7, lastUid: 42 });
+    boxes.makeDurable('dmarc', 'INBOX', 7);
+    assert.deepEqual(boxes.position('dmarc', 'INBOX', 7), { uidvalidity: 7, lastUid: 42 });
+    assert.equal(db.pragma('synchronous', { simple: true }), 1); // back to NORMAL
+    db.close();
+  });
+
   it('refuses a database that knows a migration this code does not', () => {
     const file = path.join(tempDir(), 'future.sqlite');
     openDb(file).close();

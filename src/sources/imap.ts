@@ -135,8 +135,10 @@ async function readMailbox(
           lastCommand = Date.now();
         }
       }
-      // Every report of these messages is committed: now, and only now, acknowledge them, one
-      // command per destination. A crash before this line re-reads them next time as duplicates.
+      // Every report of these messages is committed (and synced to disk): now, and only now,
+      // acknowledge them, one command per destination. A crash before this line re-reads them next
+      // time as duplicates.
+      if (acks.length) opts.positions.makeDurable(box.name, box.folder, uidvalidity);
       for (const to of ['processed', 'invalid'] as const) {
         const uids = acks.filter((x) => x.verdict.to === to).map((x) => x.uid);
         if (uids.length) await acknowledge(client, box, uids, to === 'processed' ? processed : invalid);
