@@ -51,7 +51,7 @@ describe('ruawatch ingest', () => {
     assert.deepEqual([s.inputs, s.reports.dmarc], [2, 2]);
     const table = run(['ingest', '--db', db, fixture('dmarc-aggregate/kimon_malformed.xml')]);
     assert.equal(table.code, 1);
-    assert.match(table.stdout, /failed {6}1\n {2}.*kimon_malformed\.xml: not well-formed XML: 9:11: unexpected close tag\. \[E_XML\]/);
+    assert.match(table.stdout, /failed {6}1\n {2}.*kimon_malformed\.xml: not well-formed XML: end tag <\/feedback> does not match <report_metadata> \(line 9, column 1\) \[E_XML\]/);
   });
 
   it('exits 2 on usage and configuration errors', () => {

@@ -1,4 +1,3 @@
-import { SaxesParser, type SaxesTagPlain } from 'saxes';
 import { RuawatchError, errorMessage } from '../errors.js';
 import type { ByteStream } from '../unpack/bytes.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
@@ -14,6 +13,7 @@ import {
 } from './normalise.js';
 import type { DmarcHeader, DmarcRecord } from './types.js';
 import { XmlTextDecoder } from './xml-text.js';
+import { XmlTokenizer } from './xml-tokenizer.js';
 
 /**
  * Receives a report as it is parsed. `header` comes once, before any record; returning 'stop'
@@ -42,7 +42,7 @@ const MAX_PENDING_RECORDS = 10_000;
 
 /**
  * Streams a DMARC aggregate report (RFC 7489 appendix C, RFC 9990, the pre-RFC draft) through a
- * strict SAX tokenizer, handing each <record> to the sink as soon as it closes, so memory stays
+ * strict streaming tokenizer (xml-tokenizer.ts), handing each <record> to the sink as soon as it closes, so memory stays
  * flat whatever the report's size. DOCTYPE declarations are refused outright: no entity is ever
  * defined, expanded or fetched (XXE, billion laughs).
  */
@@ -54,20 +54,7 @@ export async function parseDmarcXml(
 ): Promise<DmarcParseResult> {
   const state = new DmarcState(opts, sink);
   const decoder = new XmlTextDecoder(head);
-  const parser = new SaxesParser({ xmlns: false });
-  parser.on('error', (err) => {
-    throw new RuawatchError('E_XML', `not well-formed XML: ${err.message}`);
-  });
-  parser.on('doctype', () => {
-    throw new RuawatchError(
-      'E_XML_DOCTYPE',
-      'the XML has a DOCTYPE declaration; refused, since aggregate reports have none and DTDs enable entity expansion and external entity (XXE) attacks',
-    );
-  });
-  parser.on('opentag', (tag) => state.open(tag as SaxesTagPlain));
-  parser.on('text', (t) => state.text(t));
-  parser.on('cdata', (t) => state.text(t));
-  parser.on('closetag', (tag) => state.close(tag.name));
+  const parser = new XmlTokenizer(state);
 
   try {
     for await (const chunk of src) {
@@ -120,8 +107,8 @@ class DmarcState {
     private readonly sink: DmarcSink,
   ) {}
 
-  open(tag: SaxesTagPlain): void {
-    const name = localName(tag.name);
+  open(tagName: string, attributes: Record<string, string>): void {
+    const name = localName(tagName);
     const parent = this.stack[this.stack.length - 1];
     this.stack.push(name);
     this.buf = '';
@@ -136,9 +123,9 @@ class DmarcState {
     if (this.stack.length === (this.wrapped ? 2 : 1)) {
       this.sawRoot = true;
       if (name !== 'feedback') {
-        throw new RuawatchError('E_NOT_REPORT', `the XML root element is <${tag.name}>, not <feedback>: not a DMARC aggregate report`);
+        throw new RuawatchError('E_NOT_REPORT', `the XML root element is <${tagName}>, not <feedback>: not a DMARC aggregate report`);
       }
-      for (const [k, v] of Object.entries(tag.attributes)) {
+      for (const [k, v] of Object.entries(attributes)) {
         if ((k === 'xmlns' || k.startsWith('xmlns:')) && String(v).trim() === NS_DMARC_2) this.namespace2 = true;
       }
       return;
