@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Channel, Message } from './types.js';
+import { RuawatchError, errorMessage } from '../errors.js';
 import { DeliveryError } from './types.js';
 
 export interface EmailSettings {
@@ -31,7 +32,7 @@ export class EmailChannel implements Channel {
       requireTLS: s.security === 'starttls',
       ignoreTLS: s.security === 'none',
       auth: s.user ? { user: s.user, pass: s.password ?? '' } : undefined,
-      tls: s.ca_file ? { ca: fs.readFileSync(s.ca_file) } : undefined,
+      tls: s.ca_file ? { ca: readCa(s.ca_file) } : undefined,
       connectionTimeout: 15_000,
       greetingTimeout: 15_000,
       socketTimeout: 30_000,
@@ -59,5 +60,13 @@ export class EmailChannel implements Channel {
 
   async close(): Promise<void> {
     this.transport.close();
+  }
+}
+
+function readCa(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new RuawatchError('E_CONFIG', `[alerts.email] cannot read ca_file ${file}: ${errorMessage(err)}`);
   }
 }
