@@ -118,7 +118,8 @@ export interface AlertRun {
 /**
  * One evaluation: load the windows' rows, run the rules (twice when names are wanted: once to learn
  * which IPs matter, once with their names), update the alert state and deliver what it queued,
- * plus anything an earlier run could not deliver. Nothing is written with dryRun.
+ * plus anything an earlier run could not deliver. With dryRun the alert state and the notification
+ * queue are left alone (names looked up still go to the reverse DNS cache).
  */
 export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
   const settings = settingsOf(config);
