@@ -1,5 +1,5 @@
 import os from 'node:os';
-import type { FindingKind, Severity } from '../analyse/types.js';
+import type { Finding, FindingKind, Severity } from '../analyse/types.js';
 import type { Message, NotificationEvent } from './types.js';
 
 export const KIND_TITLES: Record<FindingKind, string> = {
@@ -11,18 +11,10 @@ export const KIND_TITLES: Record<FindingKind, string> = {
   policy_changed: 'DMARC policy changed',
 };
 
-/** What render needs from an alert row (store/alerts.ts). */
-export interface AlertView {
-  key: string;
-  kind: FindingKind;
-  severity: Severity;
-  domain: string;
-  source_ip: string | null;
-  source_name: string | null;
-  reporter: string | null;
-  summary: string;
+/** What render needs from an alert row (store/alerts.ts): the finding's fields and when it opened. */
+export type AlertView = Pick<Finding, 'key' | 'kind' | 'severity' | 'domain' | 'source_ip' | 'source_name' | 'reporter' | 'summary'> & {
   first_seen: number;
-}
+};
 
 export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);

@@ -20,10 +20,15 @@ export function passRateSeries(db: Db, from: number, to: number): DaySeries[] {
         GROUP BY 1, 2 ORDER BY 1, 2`,
     )
     .all(from, to) as { domain: string; day: string; messages: number; dmarc_pass: number }[];
-  const out = new Map<string, DaySeries>();
+  return byDomain(rows, ({ domain, ...d }) => ({ ...d, pass_rate: rate(d.dmarc_pass, d.messages) }));
+}
+
+/** Rows ordered by domain, grouped into one series per domain. */
+function byDomain<R extends { domain: string }, D>(rows: R[], day: (r: R) => D): { domain: string; days: D[] }[] {
+  const out = new Map<string, { domain: string; days: D[] }>();
   for (const r of rows) {
     const s = out.get(r.domain) ?? { domain: r.domain, days: [] };
-    s.days.push({ day: r.day, messages: r.messages, dmarc_pass: r.dmarc_pass, pass_rate: rate(r.dmarc_pass, r.messages) });
+    s.days.push(day(r));
     out.set(r.domain, s);
   }
   return [...out.values()];
@@ -43,13 +48,7 @@ export function tlsSeries(db: Db, from: number, to: number): TlsDay[] {
         GROUP BY 1, 2 ORDER BY 1, 2`,
     )
     .all(from, to) as { domain: string; day: string; successful: number; failed: number }[];
-  const out = new Map<string, TlsDay>();
-  for (const r of rows) {
-    const s = out.get(r.domain) ?? { domain: r.domain, days: [] };
-    s.days.push({ day: r.day, successful: r.successful, failed: r.failed });
-    out.set(r.domain, s);
-  }
-  return [...out.values()];
+  return byDomain(rows, ({ domain, ...d }) => d);
 }
 
 export interface SourceRow {
