@@ -70,20 +70,20 @@ describe('ruawatch run against a real Dovecot', { skip: !haveDovecot && 'dovecot
   let dovecot: Dovecot;
   const running: Running[] = [];
   before(async () => {
-    dovecot = await startDovecot(['run@example.com', 'stop@example.com', 'idle@example.com']);
+    dovecot = await startDovecot(['run@example.com', 'stop@example.com', 'idle@example.com', 'half@example.com']);
   });
   after(async () => {
     for (const r of running) r.proc.kill('SIGKILL');
     await dovecot?.stop();
   });
 
-  function setup(user: string, schedule = 'poll = "* * * * * *"'): { db: string; config: string } {
+  function setup(user: string, schedule = 'poll = "* * * * * *"', extraBoxes = ''): { db: string; config: string } {
     const dir = tempDir();
     const db = path.join(dir, 'r.sqlite');
     const config = path.join(dir, 'c.toml');
     fs.writeFileSync(
       config,
-      `[database]\npath = "${db}"\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${user}"\npassword = "${PASSWORD}"\n\n` +
+      `[database]\npath = "${db}"\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${user}"\npassword = "${PASSWORD}"\n${extraBoxes}\n` +
         `[analysis]\nreverse_dns = false\n\n[schedule]\n${schedule}\nretry_seconds = 1\n\n[web]\nlisten = "127.0.0.1:0"\ntoken = "metrics-token"\n\n[log]\nlevel = "info"\n`,
     );
     return { db, config };
@@ -178,6 +178,23 @@ describe('ruawatch run against a real Dovecot', { skip: !haveDovecot && 'dovecot
     await waitFor('the report, woken by IDLE', 5_000, async () => countReports(db) === 1);
     t.diagnostic(`stored ${Date.now() - t0} ms after APPEND`);
     assert.equal(await dovecot.count(user, 'Processed'), 1);
+    run.proc.kill('SIGTERM');
+    assert.equal((await run.exited).code, 0, run.stderr());
+  });
+
+  it('a mailbox that cannot be read fails the poll on /healthz, but the others are read and alerts still run', async () => {
+    const broken = `\n[[mailbox]]\nname = "tlsrpt"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "half@example.com"\npassword = "wrong"\n`;
+    const { db, config } = setup('half@example.com', 'poll = "0 0 1 1 *"', broken);
+    await dovecot.append('half@example.com', reportMail('half-1', 2));
+    const run = await startRun(config);
+    running.push(run);
+    const h = await waitFor('the first poll to fail', 10_000, async () => {
+      const x = await health(run.url);
+      return x.status === 503 && x;
+    });
+    assert.match(h.body.last_error!.message, /mailbox tlsrpt \(127\.0\.0\.1\): authentication failed/);
+    assert.equal(countReports(db), 1);
+    assert.match(run.stderr(), /"msg":"alerts evaluated"/);
     run.proc.kill('SIGTERM');
     assert.equal((await run.exited).code, 0, run.stderr());
   });

@@ -134,11 +134,13 @@ export class Worker {
       st.ingested.duplicates += summary.duplicates;
       st.ingested.failed += summary.failed.length - mailboxErrors.length;
       st.ingested.skipped += summary.skipped.length;
-      if (mailboxErrors.length) throw new Error(mailboxErrors.map((e) => e.error).join('; '));
+      // One mailbox that cannot be read (a wrong password on tlsrpt@) must not silence the alerts
+      // on what the others brought: evaluate first, then count the poll as failed.
       if (!this.abort.signal.aborted) {
         const run = await runAlerts(this.db, this.config, { now: now(), dryRun: false, channels: this.channels, lookup: this.opts.lookup, log });
         if (run.deliveries.failed.length) log.warn({ failed: run.deliveries.failed }, 'some notifications wait for the next poll');
       }
+      if (mailboxErrors.length) throw new Error(mailboxErrors.map((e) => e.error).join('; '));
       st.polls.ok++;
       st.lastSuccessAt = now();
       st.consecutiveFailures = 0;
