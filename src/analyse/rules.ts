@@ -7,7 +7,6 @@ import {
   judged,
   passRate,
   shareIn,
-  windowsAt,
   type Tally,
   type Windows,
 } from './rollups.js';
@@ -490,4 +489,3 @@ export function policyFindings(input: AnalysisInput, w: Windows): Finding[] {
   return out;
 }
 
-export { windowsAt };

@@ -70,7 +70,7 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
       }
       if (url.pathname === '/') return send(200, 'text/html; charset=utf-8', dashboardHtml, { 'content-security-policy': CSP });
       const asset = ASSETS[url.pathname];
-      if (asset) return send(200, asset.type, fs.readFileSync(asset.file, 'utf8'), { 'cache-control': 'max-age=3600' });
+      if (asset) return send(200, asset.type, assetText(asset.file), { 'cache-control': 'max-age=3600' });
       if (url.pathname === '/api/overview') {
         const days = Math.min(400, Math.max(1, Number(url.searchParams.get('days')) || 30));
         // ?at=YYYY-MM-DD shows the dashboard as it was at the end of that day.
@@ -114,6 +114,18 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   '/assets/uPlot.min.css': { file: path.join(uplotDir, 'dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
   '/assets/dashboard.js': { file: fileURLToPath(new URL('./client/dashboard.js', import.meta.url)), type: 'text/javascript; charset=utf-8' },
 };
+const assetCache = new Map<string, string>();
+
+/** Assets are read from disk once, on first request. */
+function assetText(file: string): string {
+  let text = assetCache.get(file);
+  if (text === undefined) {
+    text = fs.readFileSync(file, 'utf8');
+    assetCache.set(file, text);
+  }
+  return text;
+}
+
 // Everything is served from here: no CDN, no inline script, nothing from report data runs.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:";
 
