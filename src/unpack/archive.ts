@@ -1,3 +1,4 @@
+import zlib from 'node:zlib';
 import { Gunzip, Inflate, Unzlib } from 'fflate';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { fromBuffer, type ByteStream } from './bytes.js';
@@ -13,10 +14,66 @@ import { formatBytes, overLimit, type Limits } from './limits.js';
 const INFLATE_SLICE = 2 * 1024;
 
 /**
+ * A compressed stream this small (nearly every report) is first inflated in one call of the
+ * platform's zlib, at most AT_ONCE_OUTPUT bytes out: 3-4 times faster than inflating in slices.
+ * Anything else (bigger, over that output, or an error of any kind) takes the sliced path
+ * below from the start, so caps and error messages are the same either way.
+ */
+const AT_ONCE_INPUT = 256 * 1024;
+const AT_ONCE_OUTPUT = 8 * 1024 * 1024;
+
+type Format = 'gzip' | 'zlib' | 'deflate';
+
+/**
  * Streams the decompressed bytes of a gzip (RFC 1952, several members allowed), zlib (RFC 1950)
  * or raw deflate (RFC 1951, a zip entry) stream.
  */
-export async function* inflate(src: ByteStream, format: 'gzip' | 'zlib' | 'deflate', limits: Limits, what: string): ByteStream {
+export async function* inflate(src: ByteStream, format: Format, limits: Limits, what: string): ByteStream {
+  const it = src[Symbol.asyncIterator]();
+  const head: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const r = await it.next();
+    if (r.done) {
+      const out = inflateAtOnce(head.length === 1 ? head[0]! : Buffer.concat(head, size), format, limits);
+      if (out) {
+        yield* fromBuffer(out);
+        return;
+      }
+      break;
+    }
+    head.push(r.value);
+    size += r.value.length;
+    if (size > AT_ONCE_INPUT) break;
+  }
+  async function* again(): ByteStream {
+    yield* head;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  yield* inflateSliced(again(), format, limits, what);
+}
+
+/** The whole output when it is within every cap and the data is sound; otherwise null. */
+function inflateAtOnce(data: Uint8Array, format: Format, limits: Limits): Buffer | null {
+  if (data.length === 0) return null;
+  // What SizeGuard would allow for this much input, and no more than AT_ONCE_OUTPUT.
+  const byRatio = Math.max(limits.ratioCheckAfterBytes - 1, Math.floor(limits.maxCompressionRatio * data.length));
+  const maxOutputLength = Math.min(AT_ONCE_OUTPUT, limits.maxDecompressedBytes, byRatio);
+  try {
+    const opts = { maxOutputLength };
+    const out = format === 'gzip' ? zlib.gunzipSync(data, opts) : format === 'zlib' ? zlib.inflateSync(data, opts) : zlib.inflateRawSync(data, opts);
+    return out.length > 0 ? out : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The streaming path alone (exported for the test that holds the two paths to the same results). */
+export async function* inflateSliced(src: ByteStream, format: Format, limits: Limits, what: string): ByteStream {
   let out: Uint8Array[] = [];
   const inflater = format === 'gzip' ? new Gunzip() : format === 'zlib' ? new Unzlib() : new Inflate();
   inflater.ondata = (chunk) => {
@@ -24,38 +81,47 @@ export async function* inflate(src: ByteStream, format: 'gzip' | 'zlib' | 'defla
   };
   const guard = new SizeGuard(limits, what);
   let fed = 0;
+  let produced = false;
   const drain = function* (): Generator<Uint8Array> {
     const ready = out;
     out = [];
     for (const c of ready) {
       guard.add(c.length, fed);
+      produced = true;
       yield c;
     }
   };
+  /** False once bytes that are not a gzip member follow a complete one: they are ignored. */
+  const push = (data: Uint8Array, final: boolean): boolean => {
+    try {
+      inflater.push(data, final);
+      return true;
+    } catch (err) {
+      // fflate throws "invalid gzip data" only for a member header. After output, that header
+      // follows a complete member: padding or junk (Mimecast appends CRLF; others pad with zeros),
+      // ignored as zlib ignores it, so both paths (see AT_ONCE_INPUT) read such a file alike.
+      if (format === 'gzip' && (produced || out.length > 0) && errorMessage(err) === 'invalid gzip data') return false;
+      // fflate reports "unexpected EOF" for a truncated stream and "invalid ..." for corrupt data.
+      throw new RuawatchError(format === 'deflate' ? 'E_ZIP' : 'E_GZIP', `corrupt ${format} data: ${errorMessage(err)}`, { cause: err });
+    }
+  };
   try {
-    for await (const chunk of src) {
+    let more = true;
+    read: for await (const chunk of src) {
       for (let i = 0; i < chunk.length; i += INFLATE_SLICE) {
         const slice = chunk.subarray(i, Math.min(i + INFLATE_SLICE, chunk.length));
         fed += slice.length;
-        pushChecked(inflater, slice, false, format);
+        more = push(slice, false);
         yield* drain();
+        if (!more) break read;
       }
     }
-    pushChecked(inflater, new Uint8Array(0), true, format);
+    if (more) push(new Uint8Array(0), true);
     yield* drain();
   } finally {
     out = [];
   }
   if (guard.total === 0 && format !== 'deflate') throw new RuawatchError('E_GZIP', `${what}: ${format} stream holds no data`);
-}
-
-function pushChecked(inflater: Gunzip | Unzlib | Inflate, data: Uint8Array, final: boolean, format: string): void {
-  try {
-    inflater.push(data, final);
-  } catch (err) {
-    // fflate reports "unexpected EOF" for a truncated stream and "invalid ..." for corrupt data.
-    throw new RuawatchError(format === 'deflate' ? 'E_ZIP' : 'E_GZIP', `corrupt ${format} data: ${errorMessage(err)}`, { cause: err });
-  }
 }
 
 /** Counts decompressed bytes and refuses past the size cap or an implausible ratio. */
