@@ -4,7 +4,9 @@ import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { openDb } from '../src/store/db.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
-import { count, fixture, freshStore, ingestFile, tempDir } from './helpers.js';
+import { expandPaths } from '../src/sources/files.js';
+import { bufferInput, count, fixture, FIXTURES, freshStore, ingestFile, tempDir } from './helpers.js';
+import { dmarcXml, record } from './synth.js';
 
 describe('database', () => {
   it('applies the migrations once, records them, and uses WAL', () => {
@@ -68,5 +70,26 @@ describe('database', () => {
       { s: 'dkim-1', n: 3 },
       { s: 'kvoujh5guu2jpweurhpt2ioscpkpukc3', n: 1 },
     ]);
+  });
+
+  it('writes DKIM and SPF results as exactly the JSON that JSON.stringify gives, escapes included', async () => {
+    const { db, ingestor } = freshStore();
+    const odd = '<dkim><domain>example.com</domain><selector>q"uote\\back&lt;\u2028é</selector><result>fail</result><human_result>a\tb</human_result></dkim>';
+    await ingestor.ingest(bufferInput('odd.xml', dmarcXml({ records: [record({ extra: odd })] })));
+    for await (const input of expandPaths([FIXTURES], 1 << 30)) await ingestor.ingest(input);
+    const rows = db.prepare('SELECT dkim_results AS dkim, spf_results AS spf FROM dmarc_records').all() as { dkim: string; spf: string }[];
+    assert.ok(rows.length > 2000, `${rows.length} records`);
+    let results = 0;
+    for (const row of rows) {
+      for (const [text, keys] of [[row.dkim, 'domain,selector,result,human_result'], [row.spf, 'domain,scope,result,human_result']] as const) {
+        const parsed = JSON.parse(text) as Record<string, unknown>[];
+        assert.equal(text, JSON.stringify(parsed));
+        for (const r of parsed) assert.equal(Object.keys(r).join(), keys);
+        results += parsed.length;
+      }
+    }
+    assert.ok(results > rows.length, `${results} results`);
+    const selectors = db.prepare("SELECT d.value ->> 'selector' AS s FROM dmarc_records, json_each(dkim_results) d WHERE d.value ->> 'result' = 'fail' AND d.value ->> 'selector' LIKE 'q%'").all();
+    assert.deepEqual(selectors, [{ s: 'q"uote\\back<\u2028é' }]);
   });
 });
