@@ -16,6 +16,8 @@ const only = process.argv[2];
 
 interface Result {
   seconds: number;
+  cpuSeconds: number;
+  workers: number;
   reports: number;
   records: number;
   failed: number;
@@ -34,8 +36,12 @@ function line(name: string, r: Result): void {
   console.log(
     `${name.padEnd(34)} ${r.reports.toLocaleString('en-US').padStart(7)} reports ${r.records.toLocaleString('en-US').padStart(9)} records ` +
       `${r.seconds.toFixed(2).padStart(7)} s ${rate(r.records).padStart(8)} records/s ${(r.reports > 1 ? rate(r.reports) : '-').padStart(6)} reports/s ` +
-      `peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+      `peak RSS ${r.maxRssMiB.toFixed(0)} MiB, ${threads(r)}`,
   );
+}
+
+function threads(r: { workers: number; cpuSeconds: number }): string {
+  return `${r.workers > 1 ? `${r.workers} worker threads` : 'one thread'}, ${r.cpuSeconds.toFixed(1)} CPU-s`;
 }
 
 console.log(`ruawatch ingest benchmark: node ${process.version}, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? ''}`);
@@ -83,11 +89,11 @@ try {
         await client.logout();
         const fetchChild = fileURLToPath(new URL('./fetch-child.js', import.meta.url));
         const out = execFileSync(process.execPath, [fetchChild, path.join(work, 'imap.sqlite'), String(dovecot.port), user, PASSWORD], { encoding: 'utf8' });
-        const r = JSON.parse(out) as { seconds: number; messages: number; records: number; failed: number; maxRssMiB: number };
+        const r = JSON.parse(out) as { seconds: number; cpuSeconds: number; workers: number; messages: number; records: number; failed: number; maxRssMiB: number };
         console.log(
           `${'1,000 report mails over IMAP (fetch)'.padEnd(34)} ${r.messages.toLocaleString('en-US').padStart(7)} messages ` +
             `${r.seconds.toFixed(2).padStart(7)} s ${Math.round(r.messages / r.seconds).toLocaleString('en-US').padStart(6)} messages/s ` +
-            `${Math.round(r.records / r.seconds).toLocaleString('en-US').padStart(8)} records/s peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+            `${Math.round(r.records / r.seconds).toLocaleString('en-US').padStart(8)} records/s peak RSS ${r.maxRssMiB.toFixed(0)} MiB, ${threads(r)}`,
         );
       } finally {
         await dovecot.stop();

@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'E_CONFIG' // configuration problem
   | 'E_USAGE' // command-line usage
   | 'E_DB' // database problem (infrastructure, retry later)
+  | 'E_WORKER' // an ingest worker thread stopped (infrastructure, retry later)
   | 'E_IMAP'; // the mail server refused or failed
 
 export class RuawatchError extends Error {
@@ -39,7 +40,7 @@ export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Failures of our own storage, not of the input: the same input can succeed later. */
+/** Failures of our own machinery, not of the input: the same input can succeed later. */
 export function isInfrastructure(code: string): boolean {
-  return code.startsWith('SQLITE_') || code === 'E_DB';
+  return code.startsWith('SQLITE_') || code === 'E_DB' || code === 'E_WORKER';
 }

@@ -32,7 +32,7 @@ export function freshStore(limits: Limits = defaultLimits): { db: Db; ingestor: 
 
 export function bufferInput(name: string, bytes: Uint8Array | string): IngestInput {
   const buf = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
-  return { name, open: () => fromBuffer(buf) };
+  return { name, open: () => fromBuffer(buf), portable: { name, bytes: buf } };
 }
 
 export async function ingestFile(ingestor: Ingestor, file: string): Promise<InputResult> {

@@ -51,14 +51,17 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     await dovecot?.stop();
   });
 
-  /** A fresh mailbox user and database for each test. */
-  function setup(extra = '') {
+  /**
+   * A fresh mailbox user and database for each test. Two ingest worker threads unless told
+   * otherwise, whatever this machine's core count: both paths are tested everywhere.
+   */
+  function setup(extra = '', workers = 2) {
     const u = users[user++]!;
     const dir = tempDir();
     const db = path.join(dir, 'r.sqlite');
     const config = path.join(dir, 'c.toml');
     const write = (box: string) =>
-      fs.writeFileSync(config, `[database]\npath = "${db}"\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${u}"\npassword = "${PASSWORD}"\n${box}`);
+      fs.writeFileSync(config, `[database]\npath = "${db}"\n\n[ingest]\nworkers = ${workers}\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${u}"\npassword = "${PASSWORD}"\n${box}`);
     write(extra);
     return { u, db, config, dir, write };
   }
@@ -172,7 +175,8 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
   });
 
   it('with mark_seen_only leaves messages in place, remembers its position, and rescans when UIDVALIDITY changes', async () => {
-    const { u, config, db } = setup('mark_seen_only = true\n');
+    // On the calling thread: the in-process path through the same pass.
+    const { u, config, db } = setup('mark_seen_only = true\n', 1);
     for (const id of ['s1', 's2', 's3']) await dovecot.append(u, reportMail(id));
     const first = JSON.parse((await cli(['fetch', '--config', config, '--json'])).stdout) as Summary;
     assert.equal(first.reports.dmarc, 3);

@@ -2,6 +2,7 @@ import { limitsOf, resolveDbPath } from '../config/load.js';
 import { RuawatchError } from '../errors.js';
 import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
+import { poolFor } from '../pipeline/pool.js';
 import { openDb } from '../store/db.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
@@ -19,11 +20,14 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
   if (loaded.config.mailbox.length === 0) throw new RuawatchError('E_CONFIG', 'no [[mailbox]] is configured');
   const log = loggerFor(loaded, 'warn');
   const limits = limitsOf(loaded.config);
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
+  const dbFile = resolveDbPath(values.db, loaded, io.env);
+  const db = openDb(dbFile);
+  const pool = poolFor(loaded.config, dbFile, limits, log);
   try {
     const bar: { progress: Progress | null } = { progress: null };
     const { summary } = await fetchAll(loaded.config.mailbox, {
       ingestor: new Ingestor(new ReportStore(db), limits, log),
+      pool,
       positions: new MailboxStore(db),
       limits,
       log,
@@ -40,6 +44,7 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
     io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
     return summary.failed.length ? EXIT_FAILED : EXIT_OK;
   } finally {
+    await pool?.close();
     db.close();
   }
 }

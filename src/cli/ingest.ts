@@ -1,5 +1,6 @@
 import { limitsOf, resolveDbPath } from '../config/load.js';
 import { addToSummary, emptySummary, Ingestor, type IngestSummary } from '../pipeline/ingest.js';
+import { ingestEach, poolFor } from '../pipeline/pool.js';
 import { countPaths, expandPaths } from '../sources/files.js';
 import { openDb } from '../store/db.js';
 import { ReportStore } from '../store/reports.js';
@@ -21,20 +22,24 @@ export async function ingestCommand(args: string[], io: Io): Promise<number> {
   const loaded = openConfig(values.config, io);
   const log = loggerFor(loaded, 'warn');
   const limits = limitsOf(loaded.config);
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
+  const dbFile = resolveDbPath(values.db, loaded, io.env);
+  const db = openDb(dbFile);
+  // Several inputs go to worker threads; standard input can only be read here.
+  const total = await countPaths(positionals);
+  const pool = total > 1 && !positionals.some((p: string) => p === '-') ? poolFor(loaded.config, dbFile, limits, log) : null;
   try {
-    const ingestor = new Ingestor(new ReportStore(db), limits, log);
+    const runner = pool ?? new Ingestor(new ReportStore(db), limits, log);
     const summary = emptySummary();
-    const total = io.stderr.isTTY ? await countPaths(positionals) : 0;
     const progress = Progress.enabled(io.stderr, total) ? new Progress(io.stderr, total, 'inputs') : null;
-    for await (const input of expandPaths(positionals, limits.maxReportBytes)) {
-      addToSummary(summary, await ingestor.ingest(input));
+    await ingestEach(expandPaths(positionals, limits.maxReportBytes), runner, (result) => {
+      addToSummary(summary, result);
       progress?.tick();
-    }
+    });
     progress?.finish();
     io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
     return summary.failed.length ? EXIT_FAILED : EXIT_OK;
   } finally {
+    await pool?.close();
     db.close();
   }
 }

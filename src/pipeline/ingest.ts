@@ -12,12 +12,15 @@ import { fromBuffer, peek, readAll, type ByteStream } from '../unpack/bytes.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
 import { parseMail, type Mail } from '../unpack/mime.js';
 import { SNIFF_BYTES, sniff, type ContentKind } from '../unpack/sniff.js';
+import type { IngestRunner, PortableInput } from './pool.js';
 
 /** One thing to ingest: a file, stdin, or a message from a mailbox. */
 export interface IngestInput {
   name: string;
   /** The input's bytes. May be called again to hash a failed input; may throw the second time (stdin). */
   open(): ByteStream;
+  /** The same input in a form a worker thread can take (absent for standard input). */
+  portable?: PortableInput;
 }
 
 /** What became of one report-sized piece of an input. */
@@ -81,7 +84,9 @@ class NoReport extends Error {}
  * decided by content (magic bytes), never by file name or MIME type. A failure in one report
  * never stops the others in the same input or batch.
  */
-export class Ingestor {
+export class Ingestor implements IngestRunner {
+  readonly inFlight = 1;
+
   constructor(
     private readonly store: ReportStore,
     private readonly limits: Limits,
@@ -254,7 +259,7 @@ export class Ingestor {
       if (duplicate) return { input: name, status: 'duplicate', kind: 'dmarc' };
       const w = writer as DmarcWriter | null;
       if (!w) throw new RuawatchError('E_REPORT', 'the report ended before its metadata');
-      w.commit(tap.sha256(), tap.size);
+      if (!w.commit(tap.sha256(), tap.size)) return { input: name, status: 'duplicate', kind: 'dmarc' };
       this.log.debug({ stage: 'store', input: name, reporter: res.header.reporter, reportId: res.header.reportId }, 'aggregate report committed');
       return { input: name, status: 'stored', kind: 'dmarc', records: w.records };
     } catch (err) {

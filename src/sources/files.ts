@@ -59,6 +59,7 @@ export function fileInput(file: string, maxBytes: number): IngestInput {
   return {
     name: file,
     open: () => readFile(file, maxBytes),
+    portable: { name: file, file, maxBytes },
   };
 }
 
@@ -125,5 +126,6 @@ function brokenInput(name: string, err: RuawatchError): IngestInput {
     open: () => {
       throw err;
     },
+    portable: { name, error: { code: err.code, message: err.message } },
   };
 }

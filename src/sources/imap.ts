@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RuawatchError, errorMessage, isInfrastructure } from '../errors.js';
 import type { Ingestor, InputResult, Leaf } from '../pipeline/ingest.js';
+import { inOrder, type IngestPool, type IngestRunner } from '../pipeline/pool.js';
 import type { MailboxStore } from '../store/mailboxes.js';
 import { fromBuffer } from '../unpack/bytes.js';
 import { formatBytes, overLimit, type Limits } from '../unpack/limits.js';
@@ -12,6 +13,8 @@ export type MailboxConfig = Config['mailbox'][number];
 
 export interface FetchOptions {
   ingestor: Ingestor;
+  /** Worker threads for mailboxes with more than one new message (see pipeline/pool.ts). */
+  pool?: IngestPool | null;
   positions: MailboxStore;
   limits: Limits;
   log: Logger;
@@ -100,6 +103,7 @@ async function readMailbox(
 
     let blocked: number | null = null;
     let lastCommand = Date.now();
+    const runner: IngestRunner = opts.pool && todo.length > 1 ? opts.pool : opts.ingestor;
     // Two batches in flight: the next one downloads while this one is parsed. A batch holds at
     // most half of max_message_bytes (or one message, itself at most max_message_bytes).
     const all = [...batches(todo, sizes, opts.limits.maxMessageBytes / 2, opts.batchMessages ?? 50)];
@@ -112,20 +116,20 @@ async function readMailbox(
       next?.catch(() => undefined);
       lastCommand = Date.now();
       const acks: { uid: number; verdict: Exclude<Verdict, { to: 'retry' }> }[] = [];
-      for (const uid of batch) {
-        if (opts.signal?.aborted) break;
+      const ingest = (uid: number): Promise<InputResult> => {
         const name = `${box.name}:${uid}`;
         const source = sources.get(uid);
         sources.delete(uid);
-        const result = source
-          ? await opts.ingestor.ingest({ name, open: () => fromBuffer(source) })
-          : tooLarge(name, sizes.get(uid));
+        if (!source) return Promise.resolve(tooLarge(name, sizes.get(uid)));
+        return runner.ingest({ name, open: () => fromBuffer(source), portable: { name, bytes: source } });
+      };
+      await inOrder(batch, ingest, runner.inFlight, async (uid, result) => {
         const verdict = decide(result.leaves);
         if (verdict.to === 'retry') {
           log.warn({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
           blocked ??= uid;
           opts.onResult(result);
-          continue;
+          return;
         }
         unacked.set(uid, unacked.get(uid) ?? result);
         acks.push({ uid, verdict });
@@ -134,7 +138,7 @@ async function readMailbox(
           await client.noop();
           lastCommand = Date.now();
         }
-      }
+      }, () => opts.signal?.aborted === true);
       // Every report of these messages is committed (and synced to disk): now, and only now,
       // acknowledge them, one command per destination. A crash before this line re-reads them next
       // time as duplicates.

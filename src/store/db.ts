@@ -10,13 +10,14 @@ export type Db = Database.Database;
  * WAL lets `ruawatch report` read while a long ingest writes; busy_timeout rides out the short
  * moments when two writers meet.
  */
-export function openDb(file: string): Db {
+export function openDb(file: string, opts: { migrate?: boolean } = {}): Db {
   if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
-  migrate(db);
+  // Ingest worker threads open a database their parent has already brought up to date.
+  if (opts.migrate !== false) migrate(db);
   return db;
 }

@@ -7,6 +7,7 @@ import type { Channel } from '../notify/types.js';
 import { buildDigest, channelsOf, runAlerts, sendDigest, type ReverseLookup } from '../pipeline/alerts.js';
 import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
+import { poolFor } from '../pipeline/pool.js';
 import type { Db } from '../store/db.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { watchMailbox, type Watcher } from '../sources/imap.js';
@@ -120,14 +121,17 @@ export class Worker {
     const limits = limitsOf(this.config);
     const log = this.log.child({ stage: 'poll' });
     try {
+      // Worker threads start only if a mailbox has more than one new message, and end with the pass.
+      const pool = poolFor(this.config, this.db.name, limits, log);
       const { summary, mailboxErrors } = await fetchAll(this.config.mailbox, {
         ingestor: new Ingestor(new ReportStore(this.db), limits, log),
+        pool,
         positions: new MailboxStore(this.db),
         limits,
         log,
         signal: this.abort.signal,
         reconnects: this.opts.reconnects ?? 2,
-      });
+      }).finally(() => pool?.close());
       st.ingested.dmarc += summary.reports.dmarc;
       st.ingested.tlsrpt += summary.reports.tlsrpt;
       st.ingested.failure += summary.reports.failure;

@@ -1,0 +1,216 @@
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { RuawatchError } from '../errors.js';
+import { SharedLock } from '../store/lock.js';
+import type { Limits } from '../unpack/limits.js';
+import type { IngestInput, InputResult } from './ingest.js';
+
+/**
+ * An input in a form another thread can take: a file it reads itself, bytes handed over (a
+ * downloaded mail), or an input that already failed to be found.
+ */
+export type PortableInput =
+  | { name: string; file: string; maxBytes: number }
+  | { name: string; bytes: Uint8Array }
+  | { name: string; error: { code: string; message: string } };
+
+/** Runs one input through the pipeline; the in-process Ingestor and the pool both do. */
+export interface IngestRunner {
+  ingest(input: IngestInput): Promise<InputResult>;
+  /** How many inputs to keep in flight to keep it busy. */
+  readonly inFlight: number;
+}
+
+export interface WorkerSetup {
+  dbFile: string;
+  limits: Limits;
+  logLevel: string;
+  lock: SharedArrayBuffer;
+}
+
+type Reply = { id: number; result: InputResult } | { ready: true };
+
+interface Task {
+  id: number;
+  input: PortableInput;
+  resolve(r: InputResult): void;
+}
+
+interface Slot {
+  worker: Worker;
+  threadId: number;
+  /** Handed over and not yet answered. */
+  tasks: Map<number, Task>;
+}
+
+/** Worker threads to use when `[ingest] workers` is 0: one per core, at most 4. */
+export function autoWorkers(): number {
+  return Math.min(4, os.availableParallelism());
+}
+
+/**
+ * The pool `[ingest] workers` asks for, or null for ingest on the calling thread (one worker
+ * configured, one core, or a database in memory, which threads cannot share).
+ */
+export function poolFor(config: Config, dbFile: string, limits: Limits, log: Logger): IngestPool | null {
+  const size = config.ingest.workers || autoWorkers();
+  if (size < 2 || dbFile === ':memory:') return null;
+  return new IngestPool(dbFile, limits, log.level, log, size);
+}
+
+/**
+ * Ingest on worker threads, each with its own Ingestor and database connection: parsing and
+ * unpacking run on all cores, and the writes of whole reports take turns under a shared lock
+ * (store/lock.ts). Results are the same as in process. A worker that dies fails its inputs with
+ * E_WORKER (infrastructure: a mail is left in its mailbox for the next pass) and is replaced.
+ * Only inputs with a portable form can be handed over (not standard input).
+ */
+export class IngestPool implements IngestRunner {
+  private readonly slots: Slot[] = [];
+  private readonly lock = SharedLock.buffer();
+  private nextId = 1;
+  private closed = false;
+  private deaths = 0;
+  /** Why the pool stopped starting threads, once it has. */
+  private broken: string | null = null;
+  readonly inFlight: number;
+
+  constructor(
+    private readonly dbFile: string,
+    private readonly limits: Limits,
+    private readonly logLevel: string,
+    private readonly log: Logger,
+    readonly size: number,
+  ) {
+    if (dbFile === ':memory:') throw new Error('an ingest pool needs a database file');
+    // Two per worker: the next input is waiting when one finishes.
+    this.inFlight = size * 2;
+  }
+
+  ingest(input: IngestInput): Promise<InputResult> {
+    if (this.closed) throw new Error('the ingest pool is closed');
+    const portable = input.portable;
+    if (!portable) throw new Error(`input ${input.name} cannot be handed to a worker thread`);
+    const slot = this.pick();
+    if (!slot) return Promise.resolve(workerLost(input.name, this.broken ?? 'no worker thread'));
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      slot.tasks.set(id, { id, input: portable, resolve });
+      slot.worker.postMessage(...message(id, portable));
+    });
+  }
+
+  /** Lets every worker finish what it holds, closes their databases, and ends them. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(
+      this.slots.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.worker.once('exit', () => resolve());
+            s.worker.postMessage({ close: true });
+          }),
+      ),
+    );
+  }
+
+  private pick(): Slot | null {
+    // Started on first use, so a pass with nothing to read costs no threads.
+    if (this.slots.length < this.size && !this.slots.some((s) => s.tasks.size === 0) && this.broken === null) return this.spawn();
+    let best: Slot | null = null;
+    for (const s of this.slots) if (!best || s.tasks.size < best.tasks.size) best = s;
+    return best;
+  }
+
+  private spawn(): Slot {
+    const setup: WorkerSetup = { dbFile: this.dbFile, limits: this.limits, logLevel: this.logLevel, lock: this.lock };
+    const worker = new Worker(new URL('./pool-worker.js', import.meta.url), { workerData: setup });
+    const slot: Slot = { worker, threadId: worker.threadId, tasks: new Map() };
+    this.slots.push(slot);
+    let ready = false;
+    let failure: Error | null = null;
+    worker.on('message', (msg: Reply) => {
+      if ('ready' in msg) {
+        ready = true;
+        return;
+      }
+      const task = slot.tasks.get(msg.id);
+      if (!task) return;
+      slot.tasks.delete(msg.id);
+      task.resolve(msg.result);
+    });
+    worker.on('error', (err) => {
+      failure = err;
+      this.log.error({ err: err.message }, 'ingest worker thread failed');
+    });
+    worker.on('exit', (code) => {
+      this.slots.splice(this.slots.indexOf(slot), 1);
+      if (SharedLock.freeIfHeldBy(this.lock, slot.threadId)) this.log.error('an ingest worker thread ended holding the write lock; freed');
+      const why = failure ? failure.message : `exit code ${code}`;
+      // A thread that never started (the database cannot be opened) is not started again, nor one
+      // that keeps dying: its inputs, and later ones, fail with E_WORKER and are retried next time.
+      if (!this.closed && (!ready || ++this.deaths > MAX_RESTARTS)) this.broken ??= why;
+      for (const t of slot.tasks.values()) t.resolve(workerLost(t.input.name, why));
+      slot.tasks.clear();
+    });
+    return slot;
+  }
+}
+
+/** Worker threads replaced after dying before the pool gives up on threads. */
+const MAX_RESTARTS = 10;
+
+/**
+ * The message for a worker. Bytes are copied (the caller keeps its buffer), and only the bytes
+ * of the input: a Buffer that is a view into a larger one (Node's pool, a parsed response)
+ * would otherwise be cloned whole.
+ */
+function message(id: number, input: PortableInput): [unknown, ArrayBuffer[]] {
+  if ('bytes' in input && (input.bytes.byteOffset !== 0 || input.bytes.byteLength !== input.bytes.buffer.byteLength)) {
+    const own = new Uint8Array(input.bytes);
+    return [{ id, input: { ...input, bytes: own } }, [own.buffer as ArrayBuffer]];
+  }
+  return [{ id, input }, []];
+}
+
+function workerLost(name: string, why: string): InputResult {
+  const err = new RuawatchError('E_WORKER', `the ingest worker thread stopped (${why}); the input is tried again next time`);
+  return { input: name, leaves: [{ input: name, status: 'failed', code: err.code, error: err.message }] };
+}
+
+/**
+ * Starts `start(item)` for each item, keeping at most `inFlight` going, and hands the results to
+ * `onResult` in item order (so summaries and acknowledgements come out as with one thread).
+ * `stop` is asked before each new item is started; what is already started is finished.
+ */
+export async function inOrder<T, R>(
+  items: AsyncIterable<T> | Iterable<T>,
+  start: (item: T) => Promise<R>,
+  inFlight: number,
+  onResult: (item: T, result: R) => void | Promise<void>,
+  stop?: () => boolean,
+): Promise<void> {
+  const started: { item: T; result: Promise<R> }[] = [];
+  const next = async () => {
+    const { item, result } = started.shift()!;
+    await onResult(item, await result);
+  };
+  for await (const item of items) {
+    if (stop?.()) break;
+    started.push({ item, result: start(item) });
+    if (started.length >= inFlight) await next();
+  }
+  while (started.length) await next();
+}
+
+/** Runs inputs through a runner (see inOrder). */
+export function ingestEach(
+  inputs: AsyncIterable<IngestInput> | Iterable<IngestInput>,
+  runner: IngestRunner,
+  onResult: (result: InputResult) => void | Promise<void>,
+): Promise<void> {
+  return inOrder(inputs, (input) => runner.ingest(input), runner.inFlight, (_, result) => onResult(result));
+}
