@@ -134,8 +134,10 @@ async function readMailbox(
         unacked.set(uid, unacked.get(uid) ?? result);
         acks.push({ uid, verdict });
         // Long parses: keep the connection alive (servers drop idle clients after 30 minutes).
+        // A failure here must not cut this loop short while other messages are still being
+        // ingested: their results are needed below. A dead connection fails the MOVE instead.
         if (Date.now() - lastCommand > 60_000) {
-          await client.noop();
+          await client.noop().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'keep-alive NOOP failed'));
           lastCommand = Date.now();
         }
       }, () => opts.signal?.aborted === true);
