@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { createLogger } from '../src/log.js';
 import { addToSummary, emptySummary, type IngestInput, type IngestSummary } from '../src/pipeline/ingest.js';
-import { ingestEach, IngestPool, type IngestRunner } from '../src/pipeline/pool.js';
+import { ingestEach, inOrder, IngestPool, type IngestRunner } from '../src/pipeline/pool.js';
 import { expandPaths } from '../src/sources/files.js';
 import type { Db } from '../src/store/db.js';
 import { SharedLock } from '../src/store/lock.js';
@@ -103,6 +103,56 @@ describe('ingest on worker threads', () => {
     await pool.close();
     assert.equal(count(db, "SELECT COUNT(*) FROM reports WHERE report_id = 'lost'"), 0);
     assert.equal(count(db, "SELECT COUNT(*) FROM reports WHERE report_id = 'next'"), 1);
+  });
+});
+
+describe('inOrder', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('delivers in item order, starts past a slow item, and never runs more than asked', async () => {
+    let running = 0;
+    let most = 0;
+    const startedAt: Record<number, number> = {};
+    const delivered: number[] = [];
+    const t0 = Date.now();
+    await inOrder(
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+      async (n) => {
+        startedAt[n] = Date.now() - t0;
+        most = Math.max(most, ++running);
+        await sleep(n === 0 ? 300 : 10 + ((n * 37) % 30)); // item 0 is slow, the rest finish out of order
+        running--;
+        return n * n;
+      },
+      3,
+      (n, square) => {
+        assert.equal(square, n * n);
+        delivered.push(n);
+      },
+    );
+    assert.deepEqual(delivered, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert.equal(most, 3);
+    assert.ok(startedAt[9]! < 250, `item 9 started at ${startedAt[9]} ms, while item 0 was still running`);
+  });
+
+  it('stops starting when asked, finishing and delivering what was started; a failure surfaces in order', async () => {
+    const delivered: number[] = [];
+    let stop = false;
+    await inOrder([1, 2, 3, 4, 5, 6], async (n) => {
+      if (n === 2) stop = true;
+      await sleep(5);
+      return n;
+    }, 2, (n) => void delivered.push(n), () => stop);
+    assert.deepEqual(delivered, [1, 2]);
+    const seen: number[] = [];
+    await assert.rejects(
+      inOrder([1, 2, 3], async (n) => {
+        if (n === 2) throw new Error('two failed');
+        return n;
+      }, 3, (n) => void seen.push(n)),
+      /two failed/,
+    );
+    assert.deepEqual(seen, [1]);
   });
 });
 

@@ -182,9 +182,10 @@ function workerLost(name: string, why: string): InputResult {
 }
 
 /**
- * Starts `start(item)` for each item, keeping at most `inFlight` going, and hands the results to
- * `onResult` in item order (so summaries and acknowledgements come out as with one thread).
- * `stop` is asked before each new item is started; what is already started is finished.
+ * Starts `start(item)` for each item, keeping at most `inFlight` running, and hands the results to
+ * `onResult` in item order (so summaries and acknowledgements come out as with one thread); a
+ * slow item holds back the delivery of later ones, not their start. `stop` is asked before each new
+ * item is started; what is already started is finished and delivered.
  */
 export async function inOrder<T, R>(
   items: AsyncIterable<T> | Iterable<T>,
@@ -193,17 +194,49 @@ export async function inOrder<T, R>(
   onResult: (item: T, result: R) => void | Promise<void>,
   stop?: () => boolean,
 ): Promise<void> {
-  const started: { item: T; result: Promise<R> }[] = [];
-  const next = async () => {
-    const { item, result } = started.shift()!;
-    await onResult(item, await result);
+  type Entry = { item: T; state: 'running' | 'done' | 'failed'; value?: R; error?: unknown };
+  const waiting: Entry[] = [];
+  let running = 0;
+  let wake: (() => void) | null = null;
+  const settled = () => {
+    running--;
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const nextSettled = () => new Promise<void>((resolve) => (wake = resolve));
+  const deliver = async () => {
+    while (waiting.length && waiting[0]!.state !== 'running') {
+      const e = waiting.shift()!;
+      if (e.state === 'failed') throw e.error;
+      await onResult(e.item, e.value as R);
+    }
   };
   for await (const item of items) {
     if (stop?.()) break;
-    started.push({ item, result: start(item) });
-    if (started.length >= inFlight) await next();
+    const entry: Entry = { item, state: 'running' };
+    waiting.push(entry);
+    running++;
+    start(item).then(
+      (value) => {
+        Object.assign(entry, { state: 'done', value });
+        settled();
+      },
+      (error: unknown) => {
+        Object.assign(entry, { state: 'failed', error });
+        settled();
+      },
+    );
+    while (running >= inFlight) {
+      await nextSettled();
+      await deliver();
+    }
+    await deliver();
   }
-  while (started.length) await next();
+  while (waiting.length) {
+    if (waiting[0]!.state === 'running') await nextSettled();
+    await deliver();
+  }
 }
 
 /** Runs inputs through a runner (see inOrder). */
