@@ -1,9 +1,8 @@
 import { resolveDbPath } from '../config/load.js';
-import { DAY } from '../analyse/index.js';
 import { isoTime } from '../notify/render.js';
 import { channelsOf, runAlerts, systemReverseLookup, type AlertRun } from '../pipeline/alerts.js';
 import { openDb } from '../store/db.js';
-import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseDay, parseFlags, plural, type Io } from './common.js';
+import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, plural, storeFlags, type Io } from './common.js';
 
 export const alertsUsage = `usage: ruawatch alerts [--db FILE] [--config FILE] [--at YYYY-MM-DD] [--dry-run] [--json]
   Evaluates the drift rules as of the end of --at (default: now), updates the alert state and
@@ -13,19 +12,12 @@ export const alertsUsage = `usage: ruawatch alerts [--db FILE] [--config FILE] [
 export async function alertsCommand(args: string[], io: Io): Promise<number> {
   const { values } = parseFlags(
     args,
-    {
-      db: { type: 'string' },
-      config: { type: 'string' },
-      at: { type: 'string' },
-      'dry-run': { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-    },
+    { ...storeFlags, at: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } },
     false,
   );
   const loaded = openConfig(values.config, io);
   const log = loggerFor(loaded, 'warn');
-  const at = parseDay('--at', values.at);
-  const now = at === undefined ? Math.floor(Date.now() / 1000) : at + DAY;
+  const now = asOf(values.at);
   const db = openDb(resolveDbPath(values.db, loaded, io.env));
   const channels = values['dry-run'] ? [] : channelsOf(loaded.config);
   try {

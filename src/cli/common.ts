@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
+import { DAY } from '../analyse/index.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -30,6 +31,19 @@ export function openConfig(file: string | undefined, io: Io): LoadedConfig {
 
 export function loggerFor(loaded: LoadedConfig, fallbackLevel: string): Logger {
   return createLogger(loaded.config.log.level ?? fallbackLevel);
+}
+
+/** --db, --config and --json, which most commands take. */
+export const storeFlags = {
+  db: { type: 'string' },
+  config: { type: 'string' },
+  json: { type: 'boolean', default: false },
+} as const;
+
+/** The moment a command evaluates at: the end of the day --at names, else now (epoch seconds). */
+export function asOf(at: string | undefined): number {
+  const day = parseDay('--at', at);
+  return day === undefined ? Math.floor(Date.now() / 1000) : day + DAY;
 }
 
 /** YYYY-MM-DD as UTC midnight, epoch seconds. */

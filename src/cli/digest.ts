@@ -1,10 +1,9 @@
-import { DAY } from '../analyse/index.js';
 import { resolveDbPath } from '../config/load.js';
 import { RuawatchError } from '../errors.js';
 import { renderDigest } from '../notify/render.js';
 import { buildDigest, channelsOf, sendDigest } from '../pipeline/alerts.js';
 import { openDb } from '../store/db.js';
-import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseDay, parseFlags, type Io } from './common.js';
+import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, storeFlags, type Io } from './common.js';
 
 export const digestUsage = `usage: ruawatch digest [--db FILE] [--config FILE] [--period daily|weekly] [--at YYYY-MM-DD] [--dry-run] [--json]
   Sends the digest (pass rates per domain, top failing sources, TLS results, open alerts) for the
@@ -14,22 +13,14 @@ export const digestUsage = `usage: ruawatch digest [--db FILE] [--config FILE] [
 export async function digestCommand(args: string[], io: Io): Promise<number> {
   const { values } = parseFlags(
     args,
-    {
-      db: { type: 'string' },
-      config: { type: 'string' },
-      period: { type: 'string' },
-      at: { type: 'string' },
-      'dry-run': { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-    },
+    { ...storeFlags, period: { type: 'string' }, at: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } },
     false,
   );
   const loaded = openConfig(values.config, io);
   const configured = loaded.config.alerts.digest;
   const period = values.period ?? (configured === 'off' ? 'daily' : configured);
   if (period !== 'daily' && period !== 'weekly') throw new RuawatchError('E_USAGE', `--period is daily or weekly, not "${period}"`);
-  const at = parseDay('--at', values.at);
-  const now = at === undefined ? Math.floor(Date.now() / 1000) : at + DAY;
+  const now = asOf(values.at);
   const db = openDb(resolveDbPath(values.db, loaded, io.env));
   const channels = values['dry-run'] ? [] : channelsOf(loaded.config);
   try {

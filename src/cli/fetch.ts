@@ -6,7 +6,7 @@ import { poolFor } from '../pipeline/pool.js';
 import { openDb } from '../store/db.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
-import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, type Io } from './common.js';
+import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, storeFlags, type Io } from './common.js';
 import { formatSummary } from './ingest.js';
 import { Progress } from './progress.js';
 
@@ -15,7 +15,7 @@ export const fetchUsage = `usage: ruawatch fetch [--db FILE] [--config FILE] [--
   inputs named mailbox-name:uid.`;
 
 export async function fetchCommand(args: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(args, { db: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean', default: false } }, false);
+  const { values } = parseFlags(args, storeFlags, false);
   const loaded = openConfig(values.config, io);
   if (loaded.config.mailbox.length === 0) throw new RuawatchError('E_CONFIG', 'no [[mailbox]] is configured');
   const log = loggerFor(loaded, 'warn');

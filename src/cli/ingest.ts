@@ -5,7 +5,7 @@ import { countPaths, expandPaths } from '../sources/files.js';
 import { openDb } from '../store/db.js';
 import { ReportStore } from '../store/reports.js';
 import { RuawatchError } from '../errors.js';
-import { EXIT_FAILED, EXIT_OK, formatInt, loggerFor, openConfig, parseFlags, type Io } from './common.js';
+import { EXIT_FAILED, EXIT_OK, formatInt, loggerFor, openConfig, parseFlags, storeFlags, type Io } from './common.js';
 import { Progress } from './progress.js';
 
 export const ingestUsage = `usage: ruawatch ingest [--db FILE] [--config FILE] [--json] PATH...
@@ -15,7 +15,7 @@ export const ingestUsage = `usage: ruawatch ingest [--db FILE] [--config FILE] [
 export async function ingestCommand(args: string[], io: Io): Promise<number> {
   const { values, positionals } = parseFlags(
     args,
-    { db: { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean', default: false } },
+    storeFlags,
     true,
   );
   if (positionals.length === 0) throw new RuawatchError('E_USAGE', `no PATH given\n${ingestUsage}`);

@@ -1,7 +1,7 @@
 import { resolveDbPath } from '../config/load.js';
 import { openDb } from '../store/db.js';
 import { reportTotals, type ReportTotals } from '../store/summary.js';
-import { EXIT_OK, formatInt, formatRate, openConfig, parseDay, parseFlags, plural, type Io } from './common.js';
+import { EXIT_OK, formatInt, formatRate, openConfig, parseDay, parseFlags, plural, storeFlags, type Io } from './common.js';
 
 export const reportUsage = `usage: ruawatch report [--db FILE] [--config FILE] [--domain D] [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--json]`;
 
@@ -10,14 +10,7 @@ const TABLE_SOURCES = 15;
 export async function reportCommand(args: string[], io: Io): Promise<number> {
   const { values } = parseFlags(
     args,
-    {
-      db: { type: 'string' },
-      config: { type: 'string' },
-      domain: { type: 'string' },
-      since: { type: 'string' },
-      until: { type: 'string' },
-      json: { type: 'boolean', default: false },
-    },
+    { ...storeFlags, domain: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' } },
     false,
   );
   const since = parseDay('--since', values.since);
