@@ -17,7 +17,7 @@ const db = openDb(dbFile!);
 const summary = emptySummary();
 const log = createLogger('silent');
 const workers = Number(process.env.BENCH_WORKERS || autoWorkers());
-const pool = workers > 1 ? new IngestPool(dbFile!, defaultLimits, 'silent', log, workers) : null;
+const pool = workers > 1 ? new IngestPool(dbFile!, defaultLimits, log, workers) : null;
 const start = process.hrtime.bigint();
 const cpu0 = process.cpuUsage();
 await fetchMailbox(

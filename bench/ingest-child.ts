@@ -17,7 +17,7 @@ const log = createLogger('silent');
 const start = process.hrtime.bigint();
 const cpu0 = process.cpuUsage();
 const workers = (await countPaths(paths)) > 1 ? Number(process.env.BENCH_WORKERS || autoWorkers()) : 1;
-const runner = workers > 1 ? new IngestPool(dbFile!, defaultLimits, 'silent', log, workers) : new Ingestor(new ReportStore(db), defaultLimits, log);
+const runner = workers > 1 ? new IngestPool(dbFile!, defaultLimits, log, workers) : new Ingestor(new ReportStore(db), defaultLimits, log);
 const summary = emptySummary();
 await ingestEach(expandPaths(paths, defaultLimits.maxReportBytes), runner, (r) => addToSummary(summary, r));
 if (runner instanceof IngestPool) await runner.close();

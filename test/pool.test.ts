@@ -53,7 +53,7 @@ describe('ingest on worker threads', () => {
     const one = freshStore();
     const single = await ingestAll(one.ingestor, inputs);
     const many = freshStore();
-    const pool = new IngestPool(many.file, defaultLimits, 'silent', silent, 3);
+    const pool = new IngestPool(many.file, defaultLimits, silent, 3);
     const pooled = await ingestAll(pool, inputs);
     await pool.close();
     assert.ok(single.records > 2000 && single.failed.length > 5 && single.skipped.length > 5 && single.duplicates === 0, JSON.stringify(single).slice(0, 300));
@@ -75,7 +75,7 @@ describe('ingest on worker threads', () => {
       inputs.push(bufferInput(`big-${copy}.xml.gz`, big));
       for (let i = 0; i < 30; i++) inputs.push(bufferInput(`small-${i}-${copy}.xml`, dmarcXml({ reportId: `small-${i}`, records: [record({}), record({ ip: '192.0.2.77' })] })));
     }
-    const pool = new IngestPool(file, defaultLimits, 'silent', silent, 4);
+    const pool = new IngestPool(file, defaultLimits, silent, 4);
     const s = await ingestAll(pool, inputs);
     await pool.close();
     assert.deepEqual([s.inputs, s.reports.dmarc, s.duplicates, s.records, s.failed.length], [93, 31, 62, 12_000 + 60, 0]);
@@ -87,7 +87,7 @@ describe('ingest on worker threads', () => {
   it('fails the inputs of a thread that dies with E_WORKER (to be retried), frees its lock, and carries on with a new thread', { timeout: 120_000 }, async () => {
     const { db, file } = freshStore();
     const big = gzip(dmarcXml({ reportId: 'lost', records: Array.from({ length: 60_000 }, (_, i) => record({ ip: `198.51.${i >> 8 & 255}.${i & 255}` })) }));
-    const pool = new IngestPool(file, defaultLimits, 'silent', silent, 1);
+    const pool = new IngestPool(file, defaultLimits, silent, 1);
     const lost = pool.ingest(bufferInput('lost.xml.gz', big));
     // Past 5,000 records the thread holds the write lock while it parses the rest: end it then.
     const inside = pool as unknown as { slots: { worker: Worker }[]; lock: SharedArrayBuffer };

@@ -24,8 +24,9 @@ export async function ingestCommand(args: string[], io: Io): Promise<number> {
   const limits = limitsOf(loaded.config);
   const dbFile = resolveDbPath(values.db, loaded, io.env);
   const db = openDb(dbFile);
-  // Several inputs go to worker threads; standard input can only be read here.
-  const total = await countPaths(positionals);
+  // Several inputs go to worker threads; standard input can only be read here. All are counted
+  // only for a progress bar.
+  const total = await countPaths(positionals, io.stderr.isTTY ? Infinity : 2);
   const pool = total > 1 && !positionals.some((p: string) => p === '-') ? poolFor(loaded.config, dbFile, limits, log) : null;
   try {
     const runner = pool ?? new Ingestor(new ReportStore(db), limits, log);

@@ -57,7 +57,7 @@ export function autoWorkers(): number {
 export function poolFor(config: Config, dbFile: string, limits: Limits, log: Logger): IngestPool | null {
   const size = config.ingest.workers || autoWorkers();
   if (size < 2 || dbFile === ':memory:') return null;
-  return new IngestPool(dbFile, limits, log.level, log, size);
+  return new IngestPool(dbFile, limits, log, size);
 }
 
 /**
@@ -80,7 +80,7 @@ export class IngestPool implements IngestRunner {
   constructor(
     private readonly dbFile: string,
     private readonly limits: Limits,
-    private readonly logLevel: string,
+    /** Workers log at this logger's level. */
     private readonly log: Logger,
     readonly size: number,
   ) {
@@ -126,7 +126,7 @@ export class IngestPool implements IngestRunner {
   }
 
   private spawn(): Slot {
-    const setup: WorkerSetup = { dbFile: this.dbFile, limits: this.limits, logLevel: this.logLevel, lock: this.lock };
+    const setup: WorkerSetup = { dbFile: this.dbFile, limits: this.limits, logLevel: this.log.level, lock: this.lock };
     const worker = new Worker(new URL('./pool-worker.js', import.meta.url), { workerData: setup });
     const slot: Slot = { worker, threadId: worker.threadId, tasks: new Map() };
     this.slots.push(slot);

@@ -31,10 +31,13 @@ export async function* expandPaths(paths: string[], maxBytes: number): AsyncGene
   }
 }
 
-/** Counts the inputs paths expand to (for a progress bar), without reading any file. */
-export async function countPaths(paths: string[]): Promise<number> {
+/**
+ * Counts the inputs paths expand to, without reading any file, stopping once `upTo` are found
+ * (a folder need not be walked to the end to know it holds more than one).
+ */
+export async function countPaths(paths: string[], upTo = Infinity): Promise<number> {
   let n = 0;
-  for await (const _ of expandPaths(paths, Number.MAX_SAFE_INTEGER)) n++;
+  for await (const _ of expandPaths(paths, Number.MAX_SAFE_INTEGER)) if (++n >= upTo) break;
   return n;
 }
 

@@ -42,7 +42,7 @@ export class ReportStore {
   constructor(
     private readonly db: Db,
     /** Taken around every write transaction; see lock.ts. */
-    readonly lock: WriteLock = noLock,
+    private readonly lock: WriteLock = noLock,
   ) {
     this.findKey = db.prepare(
       `SELECT id FROM reports WHERE kind = ? AND reporter = ? AND report_id = ? AND policy_domain = ? AND begin_ts = ? AND end_ts = ?`,
