@@ -71,9 +71,9 @@ function viaSaxes(doc: string): Outcome {
   return { ok: !failed, events: c.events, error };
 }
 
-function viaTokenizer(doc: string, chunk?: () => number): Outcome {
+function viaTokenizer(doc: string, chunk?: () => number, skipsBlankText = false): Outcome {
   const c = collector();
-  const t = new XmlTokenizer(c);
+  const t = new XmlTokenizer({ ...c, skipsBlankText });
   try {
     if (!chunk) t.write(doc);
     else for (let i = 0; i < doc.length; ) {
@@ -118,6 +118,15 @@ function agree(doc: string, what: string): void {
   const b = viaTokenizer(doc);
   assert.equal(b.ok, a.ok, `${what}: saxes says ${a.ok ? 'well-formed' : `not well-formed (${a.error})`}, the tokenizer ${b.ok ? 'well-formed' : `not (${b.error})`}: ${JSON.stringify(doc.slice(0, 300))}`);
   if (a.ok) assert.deepEqual(b.events, a.events, what);
+  // A handler that skips blank text between tags sees the same document less its blank text.
+  const c = viaTokenizer(doc, undefined, true);
+  assert.equal(c.ok, a.ok, `${what}, skipping blank text: ${c.error ?? 'well-formed'}`);
+  if (a.ok) assert.deepEqual(withoutBlankText(c.events), withoutBlankText(a.events), `${what}, skipping blank text`);
+}
+
+/** Events less whitespace-only text (which skipsBlankText may leave out): all else must agree. */
+function withoutBlankText(events: string[]): string[] {
+  return events.filter((e) => !/^T"(?:[ \t\n]|\\n|\\t)*"$/.test(e));
 }
 
 describe('XML tokenizer against saxes', () => {
@@ -158,6 +167,20 @@ describe('XML tokenizer against saxes', () => {
       }
     }
     assert.ok(checked > 2000, `${checked} damaged documents`);
+  });
+
+  it('leaves out blank text between two tags only for a handler that asks', () => {
+    const texts = (doc: string, skipsBlankText: boolean) => {
+      const seen: string[] = [];
+      const t = new XmlTokenizer({ skipsBlankText, open() {}, text: (x) => seen.push(x), close() {} });
+      t.write(doc);
+      t.close();
+      return seen;
+    };
+    const doc = '<a>\r\n  <b> x </b>\n  <c/> <!--k--> <d>\t</d></a>';
+    assert.deepEqual(texts(doc, false), ['\n  ', ' x ', '\n  ', ' ', ' ', '\t']);
+    // Kept: text inside <b>, and the blank runs next to the comment.
+    assert.deepEqual(texts(doc, true), [' x ', ' ', ' ']);
   });
 
   it('reports where the document breaks, by line and column', () => {

@@ -77,6 +77,9 @@ export async function parseDmarcXml(
 type PartialRecord = Omit<DmarcRecord, 'sourceIp' | 'count'> & { sourceIp: string | null; count: string | null };
 
 class DmarcState {
+  /** Values are trimmed and read from leaf elements only: blank runs between tags are noise. */
+  readonly skipsBlankText = true;
+  /** Local names of the open elements. */
   private readonly stack: string[] = [];
   private buf = '';
   private readonly meta: Record<string, string | null> = {};
@@ -107,7 +110,7 @@ class DmarcState {
     private readonly sink: DmarcSink,
   ) {}
 
-  open(tagName: string, attributes: Record<string, string>): void {
+  open(tagName: string, attributes: Readonly<Record<string, string>>): void {
     const name = localName(tagName);
     const parent = this.stack[this.stack.length - 1];
     this.stack.push(name);
@@ -162,9 +165,9 @@ class DmarcState {
     }
   }
 
-  close(rawName: string): void {
-    const name = localName(rawName);
-    this.stack.pop();
+  close(): void {
+    // The tokenizer has checked that this end tag matches the element opened last.
+    const name = this.stack.pop()!;
     const parent = this.stack[this.stack.length - 1];
     const value = this.buf;
     this.buf = '';

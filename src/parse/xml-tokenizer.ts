@@ -13,7 +13,14 @@ import { RuawatchError } from '../errors.js';
  * attribute values as section 3.3.3 says.
  */
 export interface XmlHandler {
-  open(name: string, attributes: Record<string, string>): void;
+  /**
+   * Set when text made only of white space between two tags means nothing to the handler (it
+   * trims its values and reads text only in leaf elements): such runs may then be left out.
+   * Runs next to a comment, CDATA section or processing instruction are always delivered.
+   */
+  readonly skipsBlankText?: boolean;
+  /** `attributes` is a shared frozen empty object when the tag has none. */
+  open(name: string, attributes: Readonly<Record<string, string>>): void;
   text(text: string): void;
   close(name: string): void;
 }
@@ -24,8 +31,10 @@ const BAD_CHAR = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/;
 const ENTITY = /&(?:#x([0-9A-Fa-f]+)|#([0-9]+)|([A-Za-z_:][-A-Za-z0-9._:]*))?(;?)/g;
 const PREDEFINED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
 const WS = /^[ \t\r\n]*$/;
-/** Anything in text that needs a closer look: references, CR, "]]>", characters XML forbids. */
-const TEXT_SPECIAL = /[&\r\]\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/;
+const NO_ATTRIBUTES: Readonly<Record<string, string>> = Object.freeze({});
+/** What scan() finds in a text run: flags, none set when there is nothing to look at. */
+const BLANK = 1;
+const SPECIAL = 2;
 // XML 1.0 section 2.8 and 4.3.3: version, then optional encoding and standalone, in that order.
 const XML_DECL = /^<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(["'])1\.[0-9]+\1(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*(["'])[A-Za-z][A-Za-z0-9._-]*\2)?(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(["'])(?:yes|no)\3)?[ \t\r\n]*\?>$/;
 /** Markup (a tag, comment, PI) longer than this without its end is refused rather than buffered. */
@@ -44,8 +53,13 @@ export class XmlTokenizer {
   private pendingCr = false;
   /** Tag names already checked against NAME: reports use a few dozen, over and over. */
   private readonly names = new Set<string>();
+  private readonly skipBlank: boolean;
+  /** The last markup was a start or end tag (for skipsBlankText). */
+  private afterTag = false;
 
-  constructor(private readonly handler: XmlHandler) {}
+  constructor(private readonly handler: XmlHandler) {
+    this.skipBlank = handler.skipsBlankText === true;
+  }
 
   write(chunk: string): void {
     if (this.pos > 0) this.drop();
@@ -103,18 +117,22 @@ export class XmlTokenizer {
         i = end;
         break;
       }
-      if (lt > i) this.textRun(s, i, lt);
-      i = lt;
-      if (i + 1 >= n) {
+      if (lt + 1 >= n) {
+        if (lt > i) this.textRun(s, i, lt);
+        i = lt;
         if (final) this.fail(i, 'the document ends with "<"');
         break;
       }
-      const c = s.charCodeAt(i + 1);
+      const c = s.charCodeAt(lt + 1);
+      const isTag = c !== 33 /* ! */ && c !== 63; /* ? */
+      if (lt > i) this.textRun(s, i, lt, this.afterTag && isTag);
+      i = lt;
       let next: number;
       if (c === 47 /* / */) next = this.endTag(s, i, final);
-      else if (c === 33 /* ! */) next = this.bang(s, i, final);
-      else if (c === 63 /* ? */) next = this.pi(s, i, final);
+      else if (c === 33) next = this.bang(s, i, final);
+      else if (c === 63) next = this.pi(s, i, final);
       else next = this.startTag(s, i, final);
+      this.afterTag = isTag;
       if (next === -1) {
         if (n - i > MAX_MARKUP) this.fail(i, `markup longer than ${MAX_MARKUP} characters without its end`);
         break;
@@ -124,13 +142,15 @@ export class XmlTokenizer {
     this.pos = i;
   }
 
-  private textRun(s: string, from: number, to: number): void {
-    let t = s.slice(from, to);
+  private textRun(s: string, from: number, to: number, betweenTags = false): void {
     if (this.stack.length === 0) {
-      if (!WS.test(t)) this.fail(from, this.rootClosed ? 'text after the root element' : 'text before the root element');
+      if (!WS.test(s.slice(from, to))) this.fail(from, this.rootClosed ? 'text after the root element' : 'text before the root element');
       return;
     }
-    if (TEXT_SPECIAL.test(t)) {
+    const kind = scan(s, from, to);
+    if (kind & BLANK && betweenTags && this.skipBlank) return;
+    let t = s.slice(from, to);
+    if (kind & SPECIAL) {
       if (BAD_CHAR.test(t)) this.fail(from + t.search(BAD_CHAR), 'a character XML does not allow');
       if (t.includes(']]>')) this.fail(from + t.indexOf(']]>'), '"]]>" in text');
       if (t.includes('&')) t = this.entities(t, from);
@@ -159,8 +179,15 @@ export class XmlTokenizer {
       if (final) this.fail(i, 'the document ends inside an end tag');
       return -1;
     }
-    let name = s.slice(i + 2, gt);
     const open = this.stack[this.stack.length - 1];
+    // The common case, "</name>" matching the open element, needs no new string.
+    if (open !== undefined && gt === i + 2 + open.length && s.startsWith(open, i + 2)) {
+      this.stack.pop();
+      if (this.stack.length === 0) this.rootClosed = true;
+      this.handler.close(open);
+      return gt + 1;
+    }
+    let name = s.slice(i + 2, gt);
     if (name !== open) name = name.replace(/[ \t\r\n]+$/, '');
     if (open === undefined) this.fail(i, `end tag </${name}> without a start tag`);
     if (name !== open) this.fail(i, `end tag </${name}> does not match <${open}>`);
@@ -178,7 +205,7 @@ export class XmlTokenizer {
       if (this.names.has(name)) {
         if (this.rootClosed) this.fail(i, `a second root element <${name}>`);
         this.stack.push(name);
-        this.handler.open(name, {});
+        this.handler.open(name, NO_ATTRIBUTES);
         return gt + 1;
       }
     }
@@ -209,7 +236,7 @@ export class XmlTokenizer {
       if (this.names.size < 1000) this.names.add(name);
     }
     if (this.rootClosed) this.fail(i, `a second root element <${name}>`);
-    const attributes = name.length < body.length ? this.attributes(body, name.length, i + 1) : {};
+    const attributes = name.length < body.length ? this.attributes(body, name.length, i + 1) : NO_ATTRIBUTES;
     this.sawRoot = true;
     this.stack.push(name);
     this.handler.open(name, attributes);
@@ -311,6 +338,23 @@ export class XmlTokenizer {
     const column = nl === -1 ? this.droppedChars + at - this.lastLineStartBefore + 1 : at - nl;
     throw new RuawatchError('E_XML', `not well-formed XML: ${why} (line ${line}, column ${column})`);
   }
+}
+
+/**
+ * What a text run holds, read once without copying it: BLANK when it is only spaces, tabs and
+ * line ends; SPECIAL when it needs a closer look (a reference, CR, "]", a character XML forbids).
+ */
+function scan(s: string, from: number, to: number): number {
+  let blank = BLANK;
+  let special = 0;
+  for (let k = from; k < to; k++) {
+    const c = s.charCodeAt(k);
+    if (c === 0x20 || c === 0x0a || c === 0x09) continue;
+    if (c === 0x0d) special = SPECIAL;
+    else if (c < 0x20 || c === 0x26 /* & */ || c === 0x5d /* ] */ || c >= 0xfffe) return SPECIAL;
+    else blank = 0;
+  }
+  return blank | special;
 }
 
 function validCodePoint(c: number): boolean {
