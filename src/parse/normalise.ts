@@ -38,7 +38,8 @@ const RESULT_ALIASES: Record<string, string> = {
 
 export function normaliseResult(s: string | null | undefined): string | null {
   const w = normaliseWord(s);
-  if (w === null) return null;
+  // Every alias is 8 characters or longer: the usual "pass" or "none" needs no lookup.
+  if (w === null || w.length < 8) return w;
   return RESULT_ALIASES[w] ?? w;
 }
 

@@ -51,8 +51,11 @@ export class XmlTokenizer {
   private sawRoot = false;
   private rootClosed = false;
   private pendingCr = false;
-  /** Tag names already checked against NAME: reports use a few dozen, over and over. */
-  private readonly names = new Set<string>();
+  /**
+   * Tag names already checked against NAME (reports use a few dozen, over and over), each mapped
+   * to one internalised copy: the handler's comparisons with string literals are then quick.
+   */
+  private readonly names = new Map<string, string>();
   private readonly skipBlank: boolean;
   /** The last markup was a start or end tag (for skipsBlankText). */
   private afterTag = false;
@@ -110,8 +113,11 @@ export class XmlTokenizer {
         let end = n;
         if (!final) {
           // Entity and character references are short; a longer tail is no reference and fails now.
-          const amp = s.lastIndexOf('&');
-          if (amp >= i && n - amp < 40 && s.indexOf(';', amp) === -1) end = amp;
+          for (let k = n - 1; k >= i && k > n - 40; k--) {
+            if (s.charCodeAt(k) !== 38 /* & */) continue;
+            if (s.indexOf(';', k) === -1) end = k;
+            break;
+          }
         }
         if (end > i) this.textRun(s, i, end);
         i = end;
@@ -201,8 +207,8 @@ export class XmlTokenizer {
     // The common case: a tag without attributes, e.g. "<source_ip>".
     const gt = s.indexOf('>', i + 1);
     if (gt !== -1) {
-      const name = s.slice(i + 1, gt);
-      if (this.names.has(name)) {
+      const name = this.names.get(s.slice(i + 1, gt));
+      if (name !== undefined) {
         if (this.rootClosed) this.fail(i, `a second root element <${name}>`);
         this.stack.push(name);
         this.handler.open(name, NO_ATTRIBUTES);
@@ -230,10 +236,14 @@ export class XmlTokenizer {
     const selfClosing = body.endsWith('/');
     if (selfClosing) body = body.slice(0, -1);
     const m = /^[^ \t\r\n]+/.exec(body);
-    const name = m?.[0] ?? '';
-    if (!this.names.has(name)) {
+    let name = m?.[0] ?? '';
+    const known = this.names.get(name);
+    if (known !== undefined) name = known;
+    else {
       if (!NAME.test(name)) this.fail(i, `"<${name.slice(0, 40)}" is not a valid tag`);
-      if (this.names.size < 1000) this.names.add(name);
+      // A property key is an internalised string.
+      name = Object.keys({ [name]: 0 })[0]!;
+      if (this.names.size < 1000) this.names.set(name, name);
     }
     if (this.rootClosed) this.fail(i, `a second root element <${name}>`);
     const attributes = name.length < body.length ? this.attributes(body, name.length, i + 1) : NO_ATTRIBUTES;
