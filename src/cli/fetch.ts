@@ -22,7 +22,7 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
   const limits = limitsOf(loaded.config);
   const dbFile = resolveDbPath(values.db, loaded, io.env);
   const db = openDb(dbFile);
-  const pool = poolFor(loaded.config, dbFile, limits, log);
+  const pool = poolFor(loaded.config, dbFile, limits, log, 'mail');
   try {
     const bar: { progress: Progress | null } = { progress: null };
     const { summary } = await fetchAll(loaded.config.mailbox, {

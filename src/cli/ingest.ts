@@ -27,7 +27,7 @@ export async function ingestCommand(args: string[], io: Io): Promise<number> {
   // Several inputs go to worker threads; standard input can only be read here. All are counted
   // only for a progress bar.
   const total = await countPaths(positionals, io.stderr.isTTY ? Infinity : 2);
-  const pool = total > 1 && !positionals.some((p: string) => p === '-') ? poolFor(loaded.config, dbFile, limits, log) : null;
+  const pool = total > 1 && !positionals.some((p: string) => p === '-') ? poolFor(loaded.config, dbFile, limits, log, 'files') : null;
   try {
     const runner = pool ?? new Ingestor(new ReportStore(db), limits, log);
     const summary = emptySummary();

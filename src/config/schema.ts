@@ -125,7 +125,7 @@ export const configSchema = z.strictObject({
     .refine((w) => (w.user === undefined) === (w.password === undefined), { message: 'set user and password together' })
     .prefault({}),
   limits: limits.prefault({}),
-  // Worker threads that unpack, parse and store in parallel; 0 = one per CPU core, at most 4.
+  // Worker threads that unpack, parse and store in parallel; 0 = chosen by core count (pool.ts autoWorkers).
   ingest: z.strictObject({ workers: z.number().int().min(0).max(64).default(0) }).prefault({}),
   // Unset: one-shot commands log warnings and errors only, `ruawatch run` logs info.
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional() }).prefault({}),

@@ -122,7 +122,7 @@ export class Worker {
     const log = this.log.child({ stage: 'poll' });
     try {
       // Worker threads start only if a mailbox has more than one new message, and end with the pass.
-      const pool = poolFor(this.config, this.db.name, limits, log);
+      const pool = poolFor(this.config, this.db.name, limits, log, 'mail');
       const { summary, mailboxErrors } = await fetchAll(this.config.mailbox, {
         ingestor: new Ingestor(new ReportStore(this.db), limits, log),
         pool,
