@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { rng } from '../bench/corpus.js';
 import { canonicalIp, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, parseCount } from '../src/parse/normalise.js';
 import { uidSet } from '../src/sources/imap.js';
 import { sniff } from '../src/unpack/sniff.js';
@@ -29,6 +30,57 @@ describe('canonicalIp', () => {
     ['', null],
   ];
   for (const [input, want] of cases) it(`${JSON.stringify(input)} -> ${want}`, () => assert.equal(canonicalIp(input), want));
+
+  /**
+   * The WHATWG URL parser, which Node implements natively, reads IPv6 as RFC 4291 writes it (1-4
+   * hex digits a group, "::" for one or more zero groups, a dotted IPv4 tail without leading
+   * zeros) and writes it as RFC 5952 does; it spells IPv4-mapped addresses in hex, which
+   * canonicalIp turns into plain IPv4.
+   */
+  function viaUrl(s: string): string | null {
+    let host: string;
+    try {
+      host = new URL(`http://[${s}]/`).hostname.slice(1, -1);
+    } catch {
+      return null;
+    }
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
+    if (!mapped) return host;
+    const [hi, lo] = [Number.parseInt(mapped[1]!, 16), Number.parseInt(mapped[2]!, 16)];
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+
+  it('reads 20,000 generated IPv6 texts, valid and not, as the URL parser does', () => {
+    const rand = rng(5952);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const hex = '0123456789abcdefABCDEF';
+    const group = () => {
+      const len = rand() < 0.04 ? pick([0, 5]) : pick([1, 1, 2, 3, 4, 4, 4]);
+      let g = '';
+      for (let k = 0; k < len; k++) g += rand() < 0.3 ? '0' : pick([...hex]);
+      return g;
+    };
+    const v4 = () =>
+      Array.from({ length: pick([3, 4, 4, 4, 5]) }, () => String(pick([0, 1, 9, 10, 99, 100, 192, 255, 256, 999]))).map((p) => (rand() < 0.05 ? `0${p}` : p)).join('.');
+    let valid = 0;
+    for (let n = 0; n < 20_000; n++) {
+      const groups = Array.from({ length: pick([2, 3, 5, 6, 7, 8, 8, 8, 9]) }, group);
+      if (rand() < 0.3) groups.splice(pick([0, 1, groups.length - 1, groups.length]), 0, '');
+      let s = groups.join(':');
+      if (s.startsWith(':') && !s.startsWith('::')) s = `:${s}`;
+      if (s.endsWith(':') && !s.endsWith('::')) s = `${s}:`;
+      if (rand() < 0.15) s = `${s.slice(0, s.lastIndexOf(':') + 1)}${v4()}`;
+      if (rand() < 0.1) {
+        const at = Math.floor(rand() * (s.length + 1));
+        s = s.slice(0, at) + pick([':', '::', '.', 'g', '-', '']) + s.slice(at + (rand() < 0.5 ? 1 : 0));
+      }
+      const want = viaUrl(s);
+      if (want !== null) valid++;
+      assert.equal(canonicalIp(s), want, JSON.stringify(s));
+    }
+    // Both kinds are well represented.
+    assert.ok(valid > 4_000 && valid < 16_000, `${valid} of 20,000 valid`);
+  });
 });
 
 describe('normalisers', () => {
