@@ -74,6 +74,8 @@ describe('canonicalIp', () => {
         const at = Math.floor(rand() * (s.length + 1));
         s = s.slice(0, at) + pick([':', '::', '.', 'g', '-', '']) + s.slice(at + (rand() < 0.5 ? 1 : 0));
       }
+      // Without a colon it is not IPv6 text (canonicalIp reads it as IPv4 or nothing).
+      if (!s.includes(':')) continue;
       const want = viaUrl(s);
       if (want !== null) valid++;
       assert.equal(canonicalIp(s), want, JSON.stringify(s));

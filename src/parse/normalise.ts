@@ -88,8 +88,8 @@ function hexDigit(c: number): number {
  * The eight 16-bit groups of IPv6 text (RFC 4291 section 2.2: 1-4 hex digits a group, one "::"
  * standing for one or more zero groups, an optional dotted IPv4 tail for the last 32 bits, written
  * without leading zeros), or null when the text is not one. One pass over the characters: reports
- * from large receivers are full of IPv6 sources, and splitting and regular expressions cost about
- * 20 times as much.
+ * from large receivers are full of IPv6 sources, and splitting and regular expressions took 4-5
+ * times as long (5-6.6 microseconds an address against 1.2).
  */
 function parseIpv6(t: string): number[] | null {
   const n = t.length;
