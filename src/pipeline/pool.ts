@@ -54,9 +54,10 @@ export type PoolUse = 'files' | 'mail';
 /**
  * Worker threads to use when `[ingest] workers` is 0: one per core for files, one per core but
  * one for mail, at most 4. On 2 cores mail is read on one thread: measured with 1,000 mails from
- * a local Dovecot, one thread fetched 228-237 messages/s in 5.6-6.0 CPU-s, two worker threads
- * 192-243 in 7.3-9.3 CPU-s, and one worker thread 162-196 (the IMAP work left the main thread
- * idle 78% of the time, while the two connections' writes emptied each other's page cache).
+ * a local Dovecot, one thread fetched 314-358 messages/s in 3.5-4.1 CPU-s, two worker threads
+ * 307-332 in 5.1-5.5 CPU-s. (Before plain mails were read without mailparser: 228-237 against
+ * 192-243, and one worker thread 162-196: the IMAP work left the main thread idle 78% of the
+ * time, while the two connections' writes emptied each other's page cache.)
  */
 export function autoWorkers(use: PoolUse = 'files'): number {
   return Math.min(4, os.availableParallelism() - (use === 'mail' ? 1 : 0));

@@ -1,5 +1,6 @@
 import type { AddressObject } from 'mailparser';
 import { RuawatchError, errorMessage } from '../errors.js';
+import { parseSimpleMail } from './mime-simple.js';
 
 export interface MailPart {
   /** File name from Content-Disposition / Content-Type (RFC 2231 continuations joined), if any. */
@@ -19,11 +20,17 @@ export interface Mail {
 }
 
 /**
- * Parses an RFC 5322 message held in memory (its size already capped by the caller). mailparser
- * decodes transfer encodings and RFC 2231 / RFC 2047 file names; a report that is the whole body
+ * Parses an RFC 5322 message held in memory (its size already capped by the caller). The usual
+ * shapes of report mail are read directly (mime-simple.ts); the rest by mailparser, which decodes
+ * every transfer encoding and RFC 2231 / RFC 2047 file names. A report that is the whole body
  * (Google sends application/zip as the only part) comes back as an attachment too.
  */
 export async function parseMail(raw: Buffer): Promise<Mail> {
+  return parseSimpleMail(raw) ?? parseWithMailparser(raw);
+}
+
+/** The mailparser path alone (exported for the test that holds both paths to the same result). */
+export async function parseWithMailparser(raw: Buffer): Promise<Mail> {
   // Loaded on first use: mailparser and its dependencies take ~100 ms to load, and a run over
   // plain report files never needs them.
   const { simpleParser } = await import('mailparser');

@@ -1,0 +1,105 @@
+/**
+ * The direct reader of plain report mails (src/unpack/mime-simple.ts) against mailparser: on every
+ * fixture mail and on variations of the ones it reads, whenever it gives a result, the result is
+ * exactly mailparser's; otherwise it gives none and mailparser is used.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { emlMessage, rng } from '../bench/corpus.js';
+import type { Mail } from '../src/unpack/mime.js';
+import { parseMail, parseWithMailparser } from '../src/unpack/mime.js';
+import { parseSimpleMail } from '../src/unpack/mime-simple.js';
+import { FIXTURES as fixturesDir } from './helpers.js';
+
+function mailFixtures(): { name: string; raw: Buffer }[] {
+  const out: { name: string; raw: Buffer }[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) walk(full);
+      else if (e.name.endsWith('.eml')) out.push({ name: path.relative(fixturesDir, full), raw: fs.readFileSync(full) });
+    }
+  };
+  walk(fixturesDir);
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Mail as plain data, so deepEqual compares contents (a Buffer's backing store aside). */
+function plain(m: Mail): unknown {
+  return { ...m, date: m.date?.toISOString() ?? null, parts: m.parts.map((p) => ({ ...p, content: p.content.toString('base64') })) };
+}
+
+async function sameAsMailparser(raw: Buffer, what: string): Promise<boolean> {
+  const simple = parseSimpleMail(raw);
+  if (simple === null) return false;
+  assert.deepEqual(plain(simple), plain(await parseWithMailparser(raw)), what);
+  return true;
+}
+
+describe('plain report mails read directly', () => {
+  const fixtures = mailFixtures();
+
+  it('give what mailparser gives, for every fixture mail read this way', async () => {
+    const direct: string[] = [];
+    for (const f of fixtures) if (await sameAsMailparser(f.raw, f.name)) direct.push(f.name);
+    // The shapes it is for: a zip or gzip as the whole mail (Google), multipart/mixed with a text
+    // part and the report (Yahoo, Mail.ru, Amazon SES, AOL, XS4ALL...). Encoded-word subjects,
+    // HTML bodies, ARF and RFC 2231 names go to mailparser.
+    assert.ok(direct.length >= 16, `${direct.length} of ${fixtures.length} read directly: ${direct.join(', ')}`);
+    for (const name of ['dmarc-eml/mox_mailru.eml', 'dmarc-eml/mailauth_feedback_101.eml', 'dmarc-eml/andreialecu_email-source-with-gz.eml']) {
+      assert.ok(direct.includes(name), `${name} read directly`);
+    }
+    for (const name of ['forensic/mailauth_arf_001.eml', 'dmarc-eml/freitagsrunde_fastmail.eml', 'dmarc-eml/freitagsrunde_outlook.eml']) {
+      assert.ok(!direct.includes(name), `${name} left to mailparser`);
+    }
+  });
+
+  it('give what mailparser gives for the benchmark mail', async () => {
+    assert.ok(await sameAsMailparser(Buffer.from(emlMessage(7, 20)), 'benchmark mail'));
+  });
+
+  it('give what mailparser gives on 2,400 variations of the fixtures, or leave them to it', async () => {
+    const rand = rng(2046);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    const bases = fixtures.filter((f) => parseSimpleMail(f.raw) !== null).map((f) => f.raw.toString('latin1'));
+    bases.push(emlMessage(3, 5));
+    const variations: ((s: string) => string)[] = [
+      (s) => s.replace(/\r?\n/g, '\n'),
+      (s) => s.replace(/\r?\n/g, '\r\n'),
+      // Header names in other cases.
+      (s) => s.replace(/^(content-type|content-transfer-encoding|content-disposition|from|date|message-id|subject):/gim, (m) => (rand() < 0.5 ? m.toUpperCase() : m.toLowerCase())),
+      // Folding: a parameter moved to a continuation line.
+      (s) => s.replace(/; *(boundary|name|filename|charset)=/gi, (_m, p: string) => `;\r\n${pick([' ', '\t', '    '])}${p}=`),
+      // Preamble and epilogue around the parts; white space after boundary lines.
+      (s) => s.replace(/(boundary="?)([^";\r\n]+)/i, '$1$2').replace(/\r?\n\r?\n--/, '\r\n\r\nThis is a multi-part message in MIME format.\r\n\r\n--') + '\r\nepilogue\r\n',
+      (s) => s.replace(/^(--[^\r\n]+?)(\r?\n)/gm, `$1${pick([' ', '\t', '  '])}$2`),
+      // base64 rewrapped, or on one line.
+      (s) => s.replace(/^([A-Za-z0-9+/]{40,}=*\r?\n)+/gm, (b) => b.replace(/\r?\n/g, '').replace(new RegExp(`.{${pick([60, 64, 72, 76, 1000])}}`, 'g'), '$&\r\n') + '\r\n'),
+      // Damage: a character changed, inserted or dropped anywhere.
+      (s) => {
+        const at = Math.floor(rand() * s.length);
+        return s.slice(0, at) + pick(['', '=', '-', '\r\n', ':', '"', ';', '\u00e9', 'A']) + s.slice(at + (rand() < 0.5 ? 1 : 0));
+      },
+      // Truncated.
+      (s) => s.slice(0, Math.floor(rand() * s.length)),
+    ];
+    let direct = 0;
+    for (let n = 0; n < 2400; n++) {
+      let s = pick(bases);
+      const steps = 1 + Math.floor(rand() * 3);
+      for (let k = 0; k < steps; k++) s = pick(variations)(s);
+      if (await sameAsMailparser(Buffer.from(s, 'latin1'), `variation ${n}`)) direct++;
+    }
+    assert.ok(direct > 600, `${direct} of 2,400 variations read directly`);
+  });
+
+  it('leave to mailparser what they do not read, so parseMail gives its result', async () => {
+    const arf = fixtures.find((f) => f.name === 'forensic/mailauth_arf_001.eml')!;
+    assert.equal(parseSimpleMail(arf.raw), null);
+    assert.deepEqual(plain(await parseMail(arf.raw)), plain(await parseWithMailparser(arf.raw)));
+    const noClosingBoundary = emlMessage(1, 3).replace(/--bench--\r\n$/, '');
+    assert.equal(parseSimpleMail(Buffer.from(noClosingBoundary)), null);
+  });
+});
