@@ -99,7 +99,18 @@ describe('plain report mails read directly', () => {
     const arf = fixtures.find((f) => f.name === 'forensic/mailauth_arf_001.eml')!;
     assert.equal(parseSimpleMail(arf.raw), null);
     assert.deepEqual(plain(await parseMail(arf.raw)), plain(await parseWithMailparser(arf.raw)));
-    const noClosingBoundary = emlMessage(1, 3).replace(/--bench--\r\n$/, '');
-    assert.equal(parseSimpleMail(Buffer.from(noClosingBoundary)), null);
+    const left: Record<string, string> = {
+      'no closing boundary': emlMessage(1, 3).replace(/--bench--\r\n$/, ''),
+      'flowed text': emlMessage(1, 3).replace('Content-Type: text/plain', 'Content-Type: text/plain; format=flowed'),
+      'a byte order mark': emlMessage(1, 3).replace('Content-Type: text/plain\r\n\r\n', 'Content-Type: text/plain; charset=utf-8\r\n\r\n\ufeff'),
+      'an encoded-word subject': emlMessage(1, 3).replace(/^Subject: .*$/m, 'Subject: =?utf-8?q?R=C3=A9port?='),
+      'a nested multipart': emlMessage(1, 3).replace('Content-Type: text/plain', 'Content-Type: multipart/alternative; boundary=inner'),
+    };
+    for (const [what, text] of Object.entries(left)) {
+      const raw = Buffer.from(text, 'utf8');
+      assert.notEqual(text, emlMessage(1, 3), `${what}: the variation applies`);
+      assert.equal(parseSimpleMail(raw), null, what);
+      assert.deepEqual(plain(await parseMail(raw)), plain(await parseWithMailparser(raw)), what);
+    }
   });
 });

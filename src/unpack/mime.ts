@@ -26,7 +26,13 @@ export interface Mail {
  * (Google sends application/zip as the only part) comes back as an attachment too.
  */
 export async function parseMail(raw: Buffer): Promise<Mail> {
-  return parseSimpleMail(raw) ?? parseWithMailparser(raw);
+  let simple: Mail | null = null;
+  try {
+    simple = parseSimpleMail(raw);
+  } catch {
+    // Whatever the direct reader cannot take, mailparser reads.
+  }
+  return simple ?? parseWithMailparser(raw);
 }
 
 /** The mailparser path alone (exported for the test that holds both paths to the same result). */
