@@ -19,6 +19,20 @@ export function fixture(rel: string): string {
   return path.join(FIXTURES, rel);
 }
 
+/** Fixture files whose names end with `suffix`, in every folder, as paths relative to FIXTURES. */
+export function fixtureFiles(suffix: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith(suffix)) out.push(path.relative(FIXTURES, p));
+    }
+  };
+  walk(FIXTURES);
+  return out;
+}
+
 export function tempDir(prefix = 'ruawatch-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }

@@ -5,25 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import { emlMessage, rng } from '../bench/corpus.js';
 import type { Mail } from '../src/unpack/mime.js';
 import { parseMail, parseWithMailparser } from '../src/unpack/mime.js';
 import { parseSimpleMail } from '../src/unpack/mime-simple.js';
-import { FIXTURES as fixturesDir } from './helpers.js';
+import { fixture, fixtureFiles } from './helpers.js';
 
 function mailFixtures(): { name: string; raw: Buffer }[] {
-  const out: { name: string; raw: Buffer }[] = [];
-  const walk = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const full = path.join(dir, e.name);
-      if (e.isDirectory()) walk(full);
-      else if (e.name.endsWith('.eml')) out.push({ name: path.relative(fixturesDir, full), raw: fs.readFileSync(full) });
-    }
-  };
-  walk(fixturesDir);
-  return out.sort((a, b) => a.name.localeCompare(b.name));
+  return fixtureFiles('.eml')
+    .sort()
+    .map((name) => ({ name, raw: fs.readFileSync(fixture(name)) }));
 }
 
 /** Mail as plain data, so deepEqual compares contents (a Buffer's backing store aside). */

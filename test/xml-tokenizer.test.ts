@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import { SaxesParser } from 'saxes';
 import { XmlTextDecoder } from '../src/parse/xml-text.js';
 import { XmlTokenizer } from '../src/parse/xml-tokenizer.js';
 import { rng } from '../bench/corpus.js';
-import { FIXTURES } from './helpers.js';
+import { fixture, fixtureFiles } from './helpers.js';
 
 /**
  * The tokenizer against saxes, a general and strict XML parser: on every XML fixture, on thousands
@@ -94,22 +93,15 @@ function viaTokenizer(doc: string, chunk?: () => number, skipsBlankText = false)
 
 function xmlFixtures(): { name: string; text: string }[] {
   const out: { name: string; text: string }[] = [];
-  const walk = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-      const p = path.join(dir, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.xml')) {
-        const bytes = fs.readFileSync(p);
-        try {
-          const d = new XmlTextDecoder(bytes.subarray(0, 1024));
-          out.push({ name: path.relative(FIXTURES, p), text: d.decode(bytes, true) });
-        } catch {
-          // Undecodable (a wrong declared encoding): a decoding test, not a tokenizer one.
-        }
-      }
+  for (const name of fixtureFiles('.xml')) {
+    const bytes = fs.readFileSync(fixture(name));
+    try {
+      const d = new XmlTextDecoder(bytes.subarray(0, 1024));
+      out.push({ name, text: d.decode(bytes, true) });
+    } catch {
+      // Undecodable (a wrong declared encoding): a decoding test, not a tokenizer one.
     }
-  };
-  walk(FIXTURES);
+  }
   return out;
 }
 
