@@ -1,4 +1,4 @@
-import { isUtf8 } from 'node:buffer';
+import { isAscii, isUtf8 } from 'node:buffer';
 import type { Mail, MailPart } from './mime.js';
 
 /**
@@ -259,9 +259,4 @@ function typeByName(filename: string): string | null {
     default:
       return null;
   }
-}
-
-function isAscii(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i]! > 0x7f) return false;
-  return true;
 }
