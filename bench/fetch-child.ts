@@ -22,8 +22,16 @@ const start = process.hrtime.bigint();
 const cpu0 = process.cpuUsage();
 await fetchMailbox(
   {
-    name: 'bench', host: '127.0.0.1', port: Number(port), security: 'none', user: user!, password: password!,
-    folder: 'INBOX', processed_folder: 'Processed', invalid_folder: 'Invalid', mark_seen_only: false,
+    name: 'bench',
+    host: '127.0.0.1',
+    port: Number(port),
+    security: 'none',
+    user: user!,
+    password: password!,
+    folder: 'INBOX',
+    processed_folder: 'Processed',
+    invalid_folder: 'Invalid',
+    mark_seen_only: false,
   },
   {
     ingestor: new Ingestor(new ReportStore(db), defaultLimits, log),
@@ -39,5 +47,14 @@ const seconds = Number(process.hrtime.bigint() - start) / 1e9;
 const cpu = process.cpuUsage(cpu0);
 db.close();
 process.stdout.write(
-  JSON.stringify({ seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, workers, messages: summary.inputs, reports: summary.reports.dmarc, records: summary.records, failed: summary.failed.length, maxRssMiB: process.resourceUsage().maxRSS / 1024 }),
+  JSON.stringify({
+    seconds,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    workers,
+    messages: summary.inputs,
+    reports: summary.reports.dmarc,
+    records: summary.records,
+    failed: summary.failed.length,
+    maxRssMiB: process.resourceUsage().maxRSS / 1024,
+  }),
 );

@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findDovecot, PASSWORD, startDovecot } from '../test/dovecot.js';
-import { emlMessage, writeBigReport, writeDailyCorpus, writeEmlCorpus, writeGzCorpus } from './corpus.js';
+import { findDovecot, PASSWORD, startDovecot } from '../devtools/dovecot.js';
+import { emlMessage, writeBigReport, writeDailyCorpus, writeEmlCorpus, writeGzCorpus } from '../devtools/corpus.js';
 
 const child = fileURLToPath(new URL('./ingest-child.js', import.meta.url));
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ruawatch-bench-'));
@@ -70,10 +70,17 @@ try {
     const db = path.join(work, 'alerts.sqlite');
     const ingested = JSON.parse(execFileSync(process.execPath, [child, db, dir], { encoding: 'utf8' })) as Result;
     const alertsChild = fileURLToPath(new URL('./alerts-child.js', import.meta.url));
-    const r = JSON.parse(execFileSync(process.execPath, [alertsChild, db, String((firstDay + 36) * 86400)], { encoding: 'utf8' })) as { seconds: number; records: number; findings: number; maxRssMiB: number };
+    const r = JSON.parse(execFileSync(process.execPath, [alertsChild, db, String((firstDay + 36) * 86400)], { encoding: 'utf8' })) as {
+      seconds: number;
+      records: number;
+      findings: number;
+      maxRssMiB: number;
+    };
     console.log(
       `${'alerts over 36 days (dry run)'.padEnd(34)} ${ingested.records.toLocaleString('en-US').padStart(9)} records ${r.seconds.toFixed(2).padStart(7)} s ` +
-        `${Math.round(r.records / r.seconds).toLocaleString('en-US').padStart(8)} records/s ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+        `${Math.round(r.records / r.seconds)
+          .toLocaleString('en-US')
+          .padStart(8)} records/s ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
     );
   }
   if (!only || only === 'imap') {
@@ -88,12 +95,26 @@ try {
         for (let n = 0; n < 1000; n++) await client.append('INBOX', Buffer.from(emlMessage(n, 50)));
         await client.logout();
         const fetchChild = fileURLToPath(new URL('./fetch-child.js', import.meta.url));
-        const out = execFileSync(process.execPath, [fetchChild, path.join(work, 'imap.sqlite'), String(dovecot.port), user, PASSWORD], { encoding: 'utf8' });
-        const r = JSON.parse(out) as { seconds: number; cpuSeconds: number; workers: number; messages: number; records: number; failed: number; maxRssMiB: number };
+        const out = execFileSync(process.execPath, [fetchChild, path.join(work, 'imap.sqlite'), String(dovecot.port), user, PASSWORD], {
+          encoding: 'utf8',
+        });
+        const r = JSON.parse(out) as {
+          seconds: number;
+          cpuSeconds: number;
+          workers: number;
+          messages: number;
+          records: number;
+          failed: number;
+          maxRssMiB: number;
+        };
         console.log(
           `${'1,000 report mails over IMAP (fetch)'.padEnd(34)} ${r.messages.toLocaleString('en-US').padStart(7)} messages ` +
-            `${r.seconds.toFixed(2).padStart(7)} s ${Math.round(r.messages / r.seconds).toLocaleString('en-US').padStart(6)} messages/s ` +
-            `${Math.round(r.records / r.seconds).toLocaleString('en-US').padStart(8)} records/s peak RSS ${r.maxRssMiB.toFixed(0)} MiB, ${threads(r)}`,
+            `${r.seconds.toFixed(2).padStart(7)} s ${Math.round(r.messages / r.seconds)
+              .toLocaleString('en-US')
+              .padStart(6)} messages/s ` +
+            `${Math.round(r.records / r.seconds)
+              .toLocaleString('en-US')
+              .padStart(8)} records/s peak RSS ${r.maxRssMiB.toFixed(0)} MiB, ${threads(r)}`,
         );
       } finally {
         await dovecot.stop();

@@ -12,7 +12,17 @@ export function createLogger(level: string): Logger {
       level,
       base: undefined,
       redact: {
-        paths: ['password', 'access_token', 'webhook_url', 'bot_token', '*.password', '*.access_token', '*.webhook_url', '*.bot_token', 'auth.pass'],
+        paths: [
+          'password',
+          'access_token',
+          'webhook_url',
+          'bot_token',
+          '*.password',
+          '*.access_token',
+          '*.webhook_url',
+          '*.bot_token',
+          'auth.pass',
+        ],
         censor: '[redacted]',
       },
     },

@@ -10,9 +10,9 @@ import { createLogger } from '../src/log.js';
 import type { RetryPolicy } from '../src/notify/types.js';
 import { buildDigest, channelsOf, runAlerts, sendDigest, type AlertRun } from '../src/pipeline/alerts.js';
 import { openDb, type Db } from '../src/store/db.js';
-import { startDiscord, startMatrix, startSmtp, type DiscordStub, type MatrixStub, type SmtpSink } from './chat-servers.js';
-import { CLI, count, freshStore, tempDir } from './helpers.js';
-import { D0, dayIso, EXPECTED, ingestDays } from './scenario.js';
+import { startDiscord, startMatrix, startSmtp, type DiscordStub, type MatrixStub, type SmtpSink } from './helpers/chat-servers.js';
+import { CLI, count, freshStore, tempDir } from './helpers/common.js';
+import { D0, dayIso, EXPECTED, ingestDays } from './helpers/scenario.js';
 
 /**
  * The scenario of issue #4: five weeks of daily reports for example.com in which, in week five,
@@ -21,7 +21,10 @@ import { D0, dayIso, EXPECTED, ingestDays } from './scenario.js';
  */
 
 const fast: RetryPolicy = { attempts: 3, baseMs: 20, maxWaitMs: 5000 };
-const names = new Map([['198.51.100.20', 'out.esp.example'], ['203.0.113.66', 'host66.spoof.example']]);
+const names = new Map([
+  ['198.51.100.20', 'out.esp.example'],
+  ['203.0.113.66', 'host66.spoof.example'],
+]);
 const lookups: string[] = [];
 const lookup = async (ip: string) => {
   lookups.push(ip);
@@ -45,10 +48,21 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     await ingestDays(store, 0, 34);
     smtp = await startSmtp();
     matrix = await startMatrix({ token: 'syt_matrix_token', roomId: '!alerts:example.org' });
-    discord = await startDiscord({ webhookId: '123456789012345678', webhookToken: 'hook-token_abc', botToken: 'bot.token', channelId: '987654321098765432' });
+    discord = await startDiscord({
+      webhookId: '123456789012345678',
+      webhookToken: 'hook-token_abc',
+      botToken: 'bot.token',
+      channelId: '987654321098765432',
+    });
     config = configSchema.parse({
       alerts: {
-        email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com', 'ops@example.com'] },
+        email: {
+          host: '127.0.0.1',
+          port: smtp.port,
+          security: 'none',
+          from: 'ruawatch@example.com',
+          to: ['postmaster@example.com', 'ops@example.com'],
+        },
         matrix: { homeserver: matrix.url, access_token: 'syt_matrix_token', room_id: '!alerts:example.org' },
         discord: { webhook_url: discord.webhookUrl },
       },
@@ -75,13 +89,19 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
       'mail from 198.51.100.20 (out.esp.example) for example.com passing DMARC fell from 100.0% to 42.9% over 1,050 messages in the last 7 days; DKIM esp1 (example.com) fails, SPF not aligned',
     );
     assert.equal(byKind.pass_rate_drop!.severity, 'critical');
-    assert.match(byKind.dkim_selector_broken!.summary, /^DKIM selector esp1\._domainkey\.example\.com passed 100\.0% of 4,200 signatures, now 42\.9% of 1,050 \(fail 600\)/);
+    assert.match(
+      byKind.dkim_selector_broken!.summary,
+      /^DKIM selector esp1\._domainkey\.example\.com passed 100\.0% of 4,200 signatures, now 42\.9% of 1,050 \(fail 600\)/,
+    );
     assert.equal(
       byKind.new_failing_source!.summary,
       'new source 203.0.113.66 (host66.spoof.example) sent 400 messages as example.com in the last 7 days, 0.0% passing DMARC (no DKIM signature, SPF not aligned); receivers rejected 400 and quarantined 0',
     );
     assert.equal(byKind.new_failing_source!.severity, 'warning'); // p=reject: the spoofed mail was refused
-    assert.equal(byKind.tls_failures!.summary, 'TLS to mx2.example.com (example.com) failed in 300 of 1,300 sessions (23.1%) over the last 2 days with certificate-expired; reported by Google Inc.');
+    assert.equal(
+      byKind.tls_failures!.summary,
+      'TLS to mx2.example.com (example.com) failed in 300 of 1,300 sessions (23.1%) over the last 2 days with certificate-expired; reported by Google Inc.',
+    );
     assert.deepEqual([...new Set(lookups)].sort(), ['198.51.100.20', '203.0.113.66']);
   });
 
@@ -103,7 +123,10 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     ]);
     for (const m of smtp.messages) {
       assert.equal(m.headers.get('auto-submitted'), 'auto-generated');
-      assert.deepEqual((Array.isArray(m.to) ? m.to : [m.to!]).flatMap((t) => t.value.map((v) => v.address)), ['postmaster@example.com', 'ops@example.com']);
+      assert.deepEqual(
+        (Array.isArray(m.to) ? m.to : [m.to!]).flatMap((t) => t.value.map((v) => v.address)),
+        ['postmaster@example.com', 'ops@example.com'],
+      );
       assert.match(m.text ?? '', /key: [a-z_]+:example\.com/);
       assert.match(String(m.html), /<p><strong>\[(CRITICAL|WARNING)\]/);
     }
@@ -117,28 +140,46 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     assert.equal(colours['[CRITICAL] DKIM selector broken: example.com'], 0xd32f2f);
     assert.equal(colours['[WARNING] TLS failures: example.com'], 0xf9a825);
     const spoof = discord.messages.find((m) => m.embeds[0]!.title!.includes('203.0.113.66'))!.embeds[0]!;
-    assert.deepEqual(spoof.fields!.map((f) => [f.name, f.value]).slice(0, 3), [['Kind', 'new_failing_source'], ['Domain', 'example.com'], ['Source', '203.0.113.66 (host66.spoof.example)']]);
+    assert.deepEqual(spoof.fields!.map((f) => [f.name, f.value]).slice(0, 3), [
+      ['Kind', 'new_failing_source'],
+      ['Domain', 'example.com'],
+      ['Source', '203.0.113.66 (host66.spoof.example)'],
+    ]);
   });
 
   it('builds the weekly digest and sends it once through each channel', async () => {
     const digest = buildDigest(db, 'weekly', at(35));
-    assert.deepEqual(digest.domains, [{
-      domain: 'example.com', messages: 4320, pass_rate: 0.7523, previous_pass_rate: 0.9821, reports: 14,
-      failing: [
-        { ip: '198.51.100.20', name: 'out.esp.example', failed: 600, messages: 1050 },
-        { ip: '203.0.113.66', name: 'host66.spoof.example', failed: 400, messages: 400 },
-        { ip: '192.0.2.200', name: null, failed: 70, messages: 350 },
-      ],
-    }]);
-    assert.deepEqual(digest.tls, [{ policy_domain: 'example.com', successful: 3500, failed: 450, failures: [{ result_type: 'certificate-expired', count: 450 }] }]);
+    assert.deepEqual(digest.domains, [
+      {
+        domain: 'example.com',
+        messages: 4320,
+        pass_rate: 0.7523,
+        previous_pass_rate: 0.9821,
+        reports: 14,
+        failing: [
+          { ip: '198.51.100.20', name: 'out.esp.example', failed: 600, messages: 1050 },
+          { ip: '203.0.113.66', name: 'host66.spoof.example', failed: 400, messages: 400 },
+          { ip: '192.0.2.200', name: null, failed: 70, messages: 350 },
+        ],
+      },
+    ]);
+    assert.deepEqual(digest.tls, [
+      { policy_domain: 'example.com', successful: 3500, failed: 450, failures: [{ result_type: 'certificate-expired', count: 450 }] },
+    ]);
     assert.equal(digest.open_alerts.length, 4);
     const before = [smtp.messages.length, matrix.events.length, discord.messages.length];
     const sent = await sendDigest(db, digest, at(35, 60), { channels: channelsOf(config, fast), retry: fast, log });
     assert.deepEqual(sent, { sent: 3, failed: [], pending: 0 });
-    assert.deepEqual([smtp.messages.length, matrix.events.length, discord.messages.length], before.map((n) => n + 1));
+    assert.deepEqual(
+      [smtp.messages.length, matrix.events.length, discord.messages.length],
+      before.map((n) => n + 1),
+    );
     const mail = smtp.messages.at(-1)!;
     assert.equal(mail.subject, 'ruawatch weekly digest: 2026-11-02 to 2026-11-08');
-    assert.match(mail.text!, /example\.com: 4,320 messages, 75\.2% passing DMARC \(before: 98\.2%\), 14 reports\n {4}198\.51\.100\.20 \(out\.esp\.example\): 600 of 1,050 failing/);
+    assert.match(
+      mail.text!,
+      /example\.com: 4,320 messages, 75\.2% passing DMARC \(before: 98\.2%\), 14 reports\n {4}198\.51\.100\.20 \(out\.esp\.example\): 600 of 1,050 failing/,
+    );
     assert.match(mail.text!, /example\.com: 450 of 3,950 sessions failed \(certificate-expired 450\)/);
     assert.match(mail.text!, /Open alerts: 4\n {2}\[critical\] DKIM selector esp1/);
     assert.equal(discord.messages.at(-1)!.embeds[0]!.color, 0xd32f2f);
@@ -169,14 +210,20 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     assert.deepEqual(r.findings, []);
     assert.deepEqual([...r.resolved].sort(), EXPECTED);
     assert.equal(r.deliveries.sent, 8);
-    assert.deepEqual(r.deliveries.failed.map((f) => [f.channel, f.event]), [['matrix', 'resolved']]);
+    assert.deepEqual(
+      r.deliveries.failed.map((f) => [f.channel, f.event]),
+      [['matrix', 'resolved']],
+    );
     assert.match(r.deliveries.failed[0]!.error, /^matrix: 500 M_UNKNOWN Internal server error$/);
     assert.equal(r.deliveries.pending, 4);
     assert.equal(smtp.messages.length - before.smtp, 4);
     assert.equal(discord.messages.length - before.discord, 4);
     assert.equal(matrix.events.length, before.matrix);
     for (const m of smtp.messages.slice(before.smtp)) assert.match(m.subject ?? '', /^\[RESOLVED\] /);
-    assert.equal(discord.messages.slice(before.discord).every((m) => m.embeds[0]!.color === 0x2e7d32), true);
+    assert.equal(
+      discord.messages.slice(before.discord).every((m) => m.embeds[0]!.color === 0x2e7d32),
+      true,
+    );
 
     matrix.down = false;
     const later = await run(at(42, 600));
@@ -198,14 +245,19 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
   });
 
   it('does not retry a refused message within the run (403), and keeps it for the next', async () => {
-    const q = db.prepare(`INSERT INTO alerts (key, kind, severity, domain, summary, details, first_seen, last_seen) VALUES ('reporter_silent:dmarc:example.org', 'reporter_silent', 'critical', 'example.org', 'x', '{}', 1, 1)`);
+    const q = db.prepare(
+      `INSERT INTO alerts (key, kind, severity, domain, summary, details, first_seen, last_seen) VALUES ('reporter_silent:dmarc:example.org', 'reporter_silent', 'critical', 'example.org', 'x', '{}', 1, 1)`,
+    );
     q.run();
     matrix.script = ['403'];
     const requests = matrix.requests;
     const r = await run(at(43, 60)); // the hand-made alert has no finding behind it: it resolves
     assert.deepEqual(r.resolved, ['reporter_silent:dmarc:example.org']);
     assert.equal(matrix.requests - requests, 1);
-    assert.deepEqual(r.deliveries.failed.map((f) => f.error), ['matrix: 403 M_FORBIDDEN User not in room']);
+    assert.deepEqual(
+      r.deliveries.failed.map((f) => f.error),
+      ['matrix: 403 M_FORBIDDEN User not in room'],
+    );
     const next = await run(at(43, 120));
     assert.deepEqual(next.deliveries, { sent: 1, failed: [], pending: 0 });
   });
@@ -218,10 +270,29 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
       env: { ...process.env, RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' },
     });
     assert.equal(res.status, 0, res.stderr);
-    const out = JSON.parse(res.stdout) as { findings: { key: string; kind: string; severity: string; domain: string; source_ip: string | null; reporter: string | null; summary: string }[] };
+    const out = JSON.parse(res.stdout) as {
+      findings: {
+        key: string;
+        kind: string;
+        severity: string;
+        domain: string;
+        source_ip: string | null;
+        reporter: string | null;
+        summary: string;
+      }[];
+    };
     assert.deepEqual(out.findings.map((f) => f.key).sort(), EXPECTED);
     for (const f of out.findings) {
-      assert.deepEqual(Object.keys(f).slice(0, 8), ['key', 'kind', 'severity', 'domain', 'source_ip', 'source_name', 'reporter', 'summary']);
+      assert.deepEqual(Object.keys(f).slice(0, 8), [
+        'key',
+        'kind',
+        'severity',
+        'domain',
+        'source_ip',
+        'source_name',
+        'reporter',
+        'summary',
+      ]);
       assert.equal(f.domain, 'example.com');
     }
     const text = spawnSync(process.execPath, [CLI, 'alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run'], {
@@ -245,7 +316,12 @@ describe('ruawatch notify test', () => {
   before(async () => {
     smtp = await startSmtp();
     matrix = await startMatrix({ token: 'syt_matrix_token', roomId: '!alerts:example.org' });
-    discord = await startDiscord({ webhookId: '123456789012345678', webhookToken: 'hook-token_abc', botToken: 'bot.token', channelId: '987654321098765432' });
+    discord = await startDiscord({
+      webhookId: '123456789012345678',
+      webhookToken: 'hook-token_abc',
+      botToken: 'bot.token',
+      channelId: '987654321098765432',
+    });
     dir = tempDir();
     fs.writeFileSync(path.join(dir, 'matrix-token'), 'syt_matrix_token\n');
     fs.writeFileSync(path.join(dir, 'discord-bot'), 'bot.token\n');
@@ -254,7 +330,9 @@ describe('ruawatch notify test', () => {
 
   const config = (matrixUrl: string) => {
     const file = path.join(dir, `c-${Math.random().toString(36).slice(2)}.toml`);
-    fs.writeFileSync(file, `
+    fs.writeFileSync(
+      file,
+      `
 [alerts.email]
 host = "127.0.0.1"
 port = ${smtp.port}
@@ -271,7 +349,8 @@ room_id = "!alerts:example.org"
 bot_token_file = "${path.join(dir, 'discord-bot')}"
 channel_id = "987654321098765432"
 api_url = "${discord.url}/api"
-`);
+`,
+    );
     return file;
   };
   // Asynchronous: the stub servers live in this process and must keep answering meanwhile.
@@ -290,14 +369,20 @@ api_url = "${discord.url}/api"
     assert.equal(smtp.messages[0]!.subject, 'ruawatch test message');
     assert.equal(matrix.events.length, 1);
     assert.match(matrix.events[0]!.content.body, /the matrix channel works/);
-    assert.deepEqual(discord.messages.map((m) => m.via), ['bot']);
+    assert.deepEqual(
+      discord.messages.map((m) => m.via),
+      ['bot'],
+    );
     assert.match(discord.messages[0]!.nonce!, /^[\w]{1,25}$/);
     assert.deepEqual([matrix.violations, discord.violations], [[], []]);
   });
 
   it('--channel sends through that channel only; two tests at once are two messages', async () => {
     const file = config(matrix.url);
-    const runs = await Promise.all([cli('--config', file, '--channel', 'discord', '--json'), cli('--config', file, '--channel', 'discord', '--json')]);
+    const runs = await Promise.all([
+      cli('--config', file, '--channel', 'discord', '--json'),
+      cli('--config', file, '--channel', 'discord', '--json'),
+    ]);
     for (const res of runs) {
       assert.equal(res.status, 0, res.stderr);
       assert.deepEqual(JSON.parse(res.stdout), { results: [{ channel: 'discord', ok: true }] });
@@ -312,7 +397,10 @@ api_url = "${discord.url}/api"
     await new Promise((resolve) => probe.close(resolve));
     const res = await cli('--config', config(`http://127.0.0.1:${closed}`));
     assert.equal(res.status, 1);
-    assert.match(res.stdout, /^email: sent\nmatrix: FAILED: matrix: http:\/\/127\.0\.0\.1:\d+ unreachable: fetch failed \(.*ECONNREFUSED.*\)\ndiscord: sent\n$/);
+    assert.match(
+      res.stdout,
+      /^email: sent\nmatrix: FAILED: matrix: http:\/\/127\.0\.0\.1:\d+ unreachable: fetch failed \(.*ECONNREFUSED.*\)\ndiscord: sent\n$/,
+    );
     assert.deepEqual([smtp.messages.length, discord.messages.length], [2, 4]);
   });
 

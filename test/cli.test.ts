@@ -3,8 +3,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CLI, fixture, tempDir } from './helpers.js';
-import { dmarcXml, gzip, record } from './synth.js';
+import { CLI, fixture, tempDir } from './helpers/common.js';
+import { dmarcXml, gzip, record } from './helpers/synth.js';
 
 function run(args: string[], opts: { env?: Record<string, string>; input?: Buffer | string; cwd?: string } = {}) {
   const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...opts.env };
@@ -22,20 +22,45 @@ describe('ruawatch ingest', () => {
   it('prints the JSON summary of the contract and exits 1 when an input failed', () => {
     const dir = tempDir();
     const db = path.join(dir, 'r.sqlite');
-    const args = ['ingest', '--db', db, '--json', fixture('dmarc-aggregate/drv_google.xml'), fixture('tlsrpt/drv_microsoft.json'),
-      fixture('forensic/mailauth_arf_004.eml'), fixture('dmarc-aggregate/kimon_malformed.xml'), fixture('dmarc-eml/pkerrigan_test.none.eml'),
-      fixture('dmarc-aggregate/kimon_multi-report.zip')];
+    const args = [
+      'ingest',
+      '--db',
+      db,
+      '--json',
+      fixture('dmarc-aggregate/drv_google.xml'),
+      fixture('tlsrpt/drv_microsoft.json'),
+      fixture('forensic/mailauth_arf_004.eml'),
+      fixture('dmarc-aggregate/kimon_malformed.xml'),
+      fixture('dmarc-eml/pkerrigan_test.none.eml'),
+      fixture('dmarc-aggregate/kimon_multi-report.zip'),
+    ];
     const first = run(args);
     assert.equal(first.code, 1, first.stderr);
-    const s = json<{ inputs: number; reports: Record<string, number>; records: number; duplicates: number; failed: { input: string; error: string }[]; skipped: { input: string; reason: string }[] }>(first.stdout);
-    assert.deepEqual(Object.keys(s).filter((k) => SUMMARY_KEYS.includes(k)), SUMMARY_KEYS);
+    const s = json<{
+      inputs: number;
+      reports: Record<string, number>;
+      records: number;
+      duplicates: number;
+      failed: { input: string; error: string }[];
+      skipped: { input: string; reason: string }[];
+    }>(first.stdout);
+    assert.deepEqual(
+      Object.keys(s).filter((k) => SUMMARY_KEYS.includes(k)),
+      SUMMARY_KEYS,
+    );
     assert.deepEqual(s.reports, { dmarc: 4, tlsrpt: 1, failure: 1 });
     assert.equal(s.inputs, 6);
     assert.equal(s.records, 1 + 2 + 1 + 6);
     assert.equal(s.duplicates, 0);
-    assert.deepEqual(s.failed.map((f) => path.basename(f.input)), ['kimon_malformed.xml']);
+    assert.deepEqual(
+      s.failed.map((f) => path.basename(f.input)),
+      ['kimon_malformed.xml'],
+    );
     assert.match(s.failed[0]!.error, /not well-formed XML/);
-    assert.deepEqual(s.skipped.map((f) => path.basename(f.input)), ['pkerrigan_test.none.eml']);
+    assert.deepEqual(
+      s.skipped.map((f) => path.basename(f.input)),
+      ['pkerrigan_test.none.eml'],
+    );
     // Idempotent: the same inputs again store nothing and count duplicates.
     const again = json<{ reports: Record<string, number>; duplicates: number }>(run(args).stdout);
     assert.deepEqual(again.reports, { dmarc: 0, tlsrpt: 0, failure: 0 });
@@ -45,13 +70,18 @@ describe('ruawatch ingest', () => {
   it('exits 0 when everything was handled, reads stdin with -, and names zip entries path#entry', () => {
     const dir = tempDir();
     const db = path.join(dir, 'r.sqlite');
-    const r = run(['ingest', '--db', db, '--json', '-', fixture('dmarc-aggregate/avvertix_dmarc.zip')], { input: gzip(dmarcXml({ reportId: 'stdin-1' })) });
+    const r = run(['ingest', '--db', db, '--json', '-', fixture('dmarc-aggregate/avvertix_dmarc.zip')], {
+      input: gzip(dmarcXml({ reportId: 'stdin-1' })),
+    });
     assert.equal(r.code, 0, r.stderr);
     const s = json<{ reports: { dmarc: number }; inputs: number }>(r.stdout);
     assert.deepEqual([s.inputs, s.reports.dmarc], [2, 2]);
     const table = run(['ingest', '--db', db, fixture('dmarc-aggregate/kimon_malformed.xml')]);
     assert.equal(table.code, 1);
-    assert.match(table.stdout, /failed {6}1\n {2}.*kimon_malformed\.xml: not well-formed XML: end tag <\/feedback> does not match <report_metadata> \(line 9, column 1\) \[E_XML\]/);
+    assert.match(
+      table.stdout,
+      /failed {6}1\n {2}.*kimon_malformed\.xml: not well-formed XML: end tag <\/feedback> does not match <report_metadata> \(line 9, column 1\) \[E_XML\]/,
+    );
   });
 
   it('exits 2 on usage and configuration errors', () => {
@@ -85,13 +115,30 @@ describe('ruawatch report', () => {
   const db = path.join(dir, 'r.sqlite');
   const day = (d: string) => Date.parse(`${d}T00:00:00Z`) / 1000;
   const files = {
-    a: dmarcXml({ reportId: 'a', begin: day('2026-03-01'), end: day('2026-03-02') - 1, records: [
-      record({ ip: '2001:DB8::0:1', count: 10, dkim: 'pass', spf: 'fail' }),
-      record({ ip: '192.0.2.1', count: 5, dkim: 'fail', spf: 'pass' }),
-      record({ ip: '198.51.100.9', count: 5, dkim: 'fail', spf: 'fail' }),
-    ] }),
-    b: dmarcXml({ reportId: 'b', orgName: 'other.example', begin: day('2026-03-05'), end: day('2026-03-06') - 1, records: [record({ ip: '2001:db8::1', count: 30, dkim: 'Pass', spf: 'pass' })] }),
-    c: dmarcXml({ reportId: 'c', domain: 'example.org', begin: day('2026-03-05'), end: day('2026-03-06') - 1, records: [record({ ip: '203.0.113.5', count: 4, dkim: 'fail', spf: 'fail' })] }),
+    a: dmarcXml({
+      reportId: 'a',
+      begin: day('2026-03-01'),
+      end: day('2026-03-02') - 1,
+      records: [
+        record({ ip: '2001:DB8::0:1', count: 10, dkim: 'pass', spf: 'fail' }),
+        record({ ip: '192.0.2.1', count: 5, dkim: 'fail', spf: 'pass' }),
+        record({ ip: '198.51.100.9', count: 5, dkim: 'fail', spf: 'fail' }),
+      ],
+    }),
+    b: dmarcXml({
+      reportId: 'b',
+      orgName: 'other.example',
+      begin: day('2026-03-05'),
+      end: day('2026-03-06') - 1,
+      records: [record({ ip: '2001:db8::1', count: 30, dkim: 'Pass', spf: 'pass' })],
+    }),
+    c: dmarcXml({
+      reportId: 'c',
+      domain: 'example.org',
+      begin: day('2026-03-05'),
+      end: day('2026-03-06') - 1,
+      records: [record({ ip: '203.0.113.5', count: 4, dkim: 'fail', spf: 'fail' })],
+    }),
   };
   for (const [k, v] of Object.entries(files)) fs.writeFileSync(path.join(dir, `${k}.xml`), v);
   fs.copyFileSync(fixture('tlsrpt/dmarcanalyzerapp_sample-lenient-tls.json'), path.join(dir, 'tls.json'));
@@ -100,29 +147,51 @@ describe('ruawatch report', () => {
     assert.equal(run(['ingest', '--db', db, dir]).code, 0);
     const r = run(['report', '--db', db, '--json']);
     assert.equal(r.code, 0, r.stderr);
-    const t = json<{ domains: { domain: string; messages: number; dmarc_pass: number; pass_rate: number; sources: Record<string, unknown>[] }[]; tlsrpt: unknown[] }>(r.stdout);
-    assert.deepEqual(t.domains.map((d) => [d.domain, d.messages, d.dmarc_pass, d.pass_rate]), [
-      ['example.com', 50, 45, 0.9],
-      ['example.org', 4, 0, 0],
-    ]);
+    const t = json<{
+      domains: { domain: string; messages: number; dmarc_pass: number; pass_rate: number; sources: Record<string, unknown>[] }[];
+      tlsrpt: unknown[];
+    }>(r.stdout);
+    assert.deepEqual(
+      t.domains.map((d) => [d.domain, d.messages, d.dmarc_pass, d.pass_rate]),
+      [
+        ['example.com', 50, 45, 0.9],
+        ['example.org', 4, 0, 0],
+      ],
+    );
     const src = t.domains[0]!.sources;
-    assert.deepEqual(src.map((s) => [s.ip, s.messages, s.dmarc_pass, s.dkim_aligned_pass, s.spf_aligned_pass, s.pass_rate]), [
-      ['2001:db8::1', 40, 40, 40, 30, 1],
-      ['192.0.2.1', 5, 5, 0, 5, 1],
-      ['198.51.100.9', 5, 0, 0, 0, 0],
-    ]);
+    assert.deepEqual(
+      src.map((s) => [s.ip, s.messages, s.dmarc_pass, s.dkim_aligned_pass, s.spf_aligned_pass, s.pass_rate]),
+      [
+        ['2001:db8::1', 40, 40, 40, 30, 1],
+        ['192.0.2.1', 5, 5, 0, 5, 1],
+        ['198.51.100.9', 5, 0, 0, 0, 0],
+      ],
+    );
     assert.deepEqual(t.tlsrpt, [
-      { policy_domain: 'acme.example', successful: 43, failed: 7, reports: 1, failures: [
-        { result_type: 'quantum-handshake-flux', count: 5 },
-        { result_type: 'certificate-expired', count: 1 },
-      ] },
+      {
+        policy_domain: 'acme.example',
+        successful: 43,
+        failed: 7,
+        reports: 1,
+        failures: [
+          { result_type: 'quantum-handshake-flux', count: 5 },
+          { result_type: 'certificate-expired', count: 1 },
+        ],
+      },
     ]);
   });
 
   it('filters by --domain, --since and --until (inclusive days)', () => {
-    const only = (args: string[]) => json<{ domains: { domain: string; messages: number }[] }>(run(['report', '--db', db, '--json', ...args]).stdout).domains.map((d) => [d.domain, d.messages]);
+    const only = (args: string[]) =>
+      json<{ domains: { domain: string; messages: number }[] }>(run(['report', '--db', db, '--json', ...args]).stdout).domains.map((d) => [
+        d.domain,
+        d.messages,
+      ]);
     assert.deepEqual(only(['--domain', 'Example.ORG']), [['example.org', 4]]);
-    assert.deepEqual(only(['--since', '2026-03-05']), [['example.com', 30], ['example.org', 4]]);
+    assert.deepEqual(only(['--since', '2026-03-05']), [
+      ['example.com', 30],
+      ['example.org', 4],
+    ]);
     assert.deepEqual(only(['--until', '2026-03-01']), [['example.com', 20]]);
     assert.deepEqual(only(['--since', '2026-03-02', '--until', '2026-03-04']), []);
     assert.equal(run(['report', '--db', db, '--since', '2026-13-01']).code, 2);
@@ -146,12 +215,27 @@ describe('ruawatch config check', () => {
       `[[mailbox]]\nname = "dmarc"\nhost = "mail.example.com"\nuser = "dmarc@example.com"\npassword_file = "${path.join(dir, 'pw')}"\n\n[alerts.matrix]\nhomeserver = "https://matrix.example.com"\nroom_id = "!abc:example.com"\n`,
     );
     const r = run(['config', 'check', '--config', path.join(dir, 'c.toml')], {
-      env: { RUAWATCH_ALERTS_MATRIX_ACCESS_TOKEN_FILE: path.join(dir, 'token'), RUAWATCH_SCHEDULE_POLL: '*/5 * * * *', RUAWATCH_MAILBOX_DMARC_PORT: '1993', RUAWATCH_LIMITS_MAX_ZIP_ENTRIES: '7' },
+      env: {
+        RUAWATCH_ALERTS_MATRIX_ACCESS_TOKEN_FILE: path.join(dir, 'token'),
+        RUAWATCH_SCHEDULE_POLL: '*/5 * * * *',
+        RUAWATCH_MAILBOX_DMARC_PORT: '1993',
+        RUAWATCH_LIMITS_MAX_ZIP_ENTRIES: '7',
+      },
     });
     assert.equal(r.code, 0, r.stderr);
     assert.doesNotMatch(r.stdout, /s3cret-imap|matrix-token/);
-    const c = json<{ config: { mailbox: Record<string, unknown>[]; alerts: { matrix: Record<string, unknown> }; schedule: { poll: string }; limits: Record<string, number> } }>(r.stdout).config;
-    assert.deepEqual([c.mailbox[0]!.password, c.mailbox[0]!.port, c.mailbox[0]!.folder, c.mailbox[0]!.security], ['[redacted]', 1993, 'INBOX', 'tls']);
+    const c = json<{
+      config: {
+        mailbox: Record<string, unknown>[];
+        alerts: { matrix: Record<string, unknown> };
+        schedule: { poll: string };
+        limits: Record<string, number>;
+      };
+    }>(r.stdout).config;
+    assert.deepEqual(
+      [c.mailbox[0]!.password, c.mailbox[0]!.port, c.mailbox[0]!.folder, c.mailbox[0]!.security],
+      ['[redacted]', 1993, 'INBOX', 'tls'],
+    );
     assert.equal(c.alerts.matrix.access_token, '[redacted]');
     assert.equal(c.schedule.poll, '*/5 * * * *');
     assert.equal(c.limits.max_zip_entries, 7);
@@ -159,7 +243,10 @@ describe('ruawatch config check', () => {
 
   it('names every bad key by its full path', () => {
     const dir = tempDir();
-    fs.writeFileSync(path.join(dir, 'c.toml'), `[[mailbox]]\nname = "dmarc"\nhost = "h"\nuser = "u"\npassword = "p"\nsecurity = "ssl"\nfoldr = "x"\n\n[alerts.discord]\n`);
+    fs.writeFileSync(
+      path.join(dir, 'c.toml'),
+      `[[mailbox]]\nname = "dmarc"\nhost = "h"\nuser = "u"\npassword = "p"\nsecurity = "ssl"\nfoldr = "x"\n\n[alerts.discord]\n`,
+    );
     const r = run(['config', 'check', '--config', path.join(dir, 'c.toml')]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /mailbox\[0\]\.foldr: unknown key/);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../src/config/load.js';
-import { ROOT, tempDir } from './helpers.js';
+import { ROOT, tempDir } from './helpers/common.js';
 
 const example = fs.readFileSync(path.join(ROOT, 'config.example.toml'), 'utf8');
 
@@ -49,7 +49,13 @@ describe('config.example.toml', () => {
   });
 
   it('reads environment variables over the file, and rejects unknown ones', () => {
-    const { config } = loadConfig(undefined, { RUAWATCH_DATABASE_PATH: '/var/lib/ruawatch/db.sqlite', RUAWATCH_LIMITS_MAX_XML_DEPTH: '12', RUAWATCH_ALERTS_EMAIL_TO: 'a@example.com, b@example.com', RUAWATCH_ALERTS_EMAIL_HOST: 'smtp.example.com', RUAWATCH_ALERTS_EMAIL_FROM: 'r@example.com' });
+    const { config } = loadConfig(undefined, {
+      RUAWATCH_DATABASE_PATH: '/var/lib/ruawatch/db.sqlite',
+      RUAWATCH_LIMITS_MAX_XML_DEPTH: '12',
+      RUAWATCH_ALERTS_EMAIL_TO: 'a@example.com, b@example.com',
+      RUAWATCH_ALERTS_EMAIL_HOST: 'smtp.example.com',
+      RUAWATCH_ALERTS_EMAIL_FROM: 'r@example.com',
+    });
     assert.equal(config.database.path, '/var/lib/ruawatch/db.sqlite');
     assert.equal(config.limits.max_xml_depth, 12);
     assert.deepEqual(config.alerts.email?.to, ['a@example.com', 'b@example.com']);
@@ -59,9 +65,15 @@ describe('config.example.toml', () => {
   it('refuses a secret given twice, and a secret file that cannot be read', () => {
     const dir = tempDir();
     const file = path.join(dir, 'c.toml');
-    fs.writeFileSync(file, '[alerts.matrix]\nhomeserver = "https://m.example"\nroom_id = "!a:m.example"\naccess_token = "x"\naccess_token_file = "/nonexistent"\n');
+    fs.writeFileSync(
+      file,
+      '[alerts.matrix]\nhomeserver = "https://m.example"\nroom_id = "!a:m.example"\naccess_token = "x"\naccess_token_file = "/nonexistent"\n',
+    );
     assert.throws(() => loadConfig(file, {}), /alerts\.matrix\.access_token_file: set either access_token or access_token_file, not both/);
-    fs.writeFileSync(file, '[alerts.matrix]\nhomeserver = "https://m.example"\nroom_id = "!a:m.example"\naccess_token_file = "/nonexistent/token"\n');
+    fs.writeFileSync(
+      file,
+      '[alerts.matrix]\nhomeserver = "https://m.example"\nroom_id = "!a:m.example"\naccess_token_file = "/nonexistent/token"\n',
+    );
     assert.throws(() => loadConfig(file, {}), /alerts\.matrix\.access_token_file: cannot read \/nonexistent\/token/);
   });
 

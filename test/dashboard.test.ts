@@ -9,9 +9,9 @@ import { createLogger } from '../src/log.js';
 import { runAlerts } from '../src/pipeline/alerts.js';
 import { startWeb, type WebServer } from '../src/web/server.js';
 import { Worker } from '../src/worker/worker.js';
-import { bufferInput, freshStore, ROOT } from './helpers.js';
-import { D0, ingestDays } from './scenario.js';
-import { dmarcXml, record } from './synth.js';
+import { bufferInput, freshStore, ROOT } from './helpers/common.js';
+import { D0, ingestDays } from './helpers/scenario.js';
+import { dmarcXml, record } from './helpers/synth.js';
 
 /**
  * The dashboard in a real headless Chromium (Debian's `chromium`, driven by playwright-core),
@@ -35,14 +35,25 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
     await ingestDays(store, 0, 34);
     // A hostile report: markup in the reporter's name and in header_from must stay text.
     const evil = dmarcXml({
-      reportId: 'evil-1', orgName: '&lt;script&gt;window.pwned=1&lt;/script&gt;', begin: (D0 + 34) * DAY + 3600, end: (D0 + 34) * DAY + 7200,
-      records: [record({ ip: '203.0.113.99', count: 5, dkim: 'fail', spf: 'fail', headerFrom: '&lt;img src=x onerror="window.pwned=1"&gt;' })],
+      reportId: 'evil-1',
+      orgName: '&lt;script&gt;window.pwned=1&lt;/script&gt;',
+      begin: (D0 + 34) * DAY + 3600,
+      end: (D0 + 34) * DAY + 7200,
+      records: [
+        record({ ip: '203.0.113.99', count: 5, dkim: 'fail', spf: 'fail', headerFrom: '&lt;img src=x onerror="window.pwned=1"&gt;' }),
+      ],
     });
     assert.equal((await store.ingestor.ingest(bufferInput('evil.xml', evil))).leaves[0]!.status, 'stored');
     const config = configSchema.parse({ web: { listen: '127.0.0.1:0', token: 'dash-token' }, analysis: { reverse_dns: false } });
     const log = createLogger('silent');
     const names = new Map([['198.51.100.20', 'out.esp.example']]);
-    await runAlerts(store.db, config, { now: (D0 + 35) * DAY, dryRun: false, channels: [], lookup: async (ip) => names.get(ip) ?? null, log });
+    await runAlerts(store.db, config, {
+      now: (D0 + 35) * DAY,
+      dryRun: false,
+      channels: [],
+      lookup: async (ip) => names.get(ip) ?? null,
+      log,
+    });
     web = await startWeb(config, store.db, new Worker(config, store.db, log, { lookup: null, channels: [] }), log);
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({ executablePath: CHROMIUM!, args: ['--no-sandbox'] });
@@ -60,10 +71,18 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   });
 
   it('draws the pass-rate chart with a point per day, showing week five', async () => {
-    const data = await page.evaluate(() => (window as unknown as { ruawatch: { charts: Record<string, { data: number[][]; series: { label?: string }[] }> } }).ruawatch.charts['pass-chart']!.data);
+    const data = await page.evaluate(
+      () =>
+        (window as unknown as { ruawatch: { charts: Record<string, { data: number[][]; series: { label?: string }[] }> } }).ruawatch.charts[
+          'pass-chart'
+        ]!.data,
+    );
     assert.equal(data[0]!.length, 35);
     const rates = data[1]!;
-    assert.ok(rates.slice(0, 29).every((r) => r > 98), `weeks 1-4 pass: ${rates.slice(0, 29).join(',')}`);
+    assert.ok(
+      rates.slice(0, 29).every((r) => r > 98),
+      `weeks 1-4 pass: ${rates.slice(0, 29).join(',')}`,
+    );
     assert.ok(rates[34]! < 80, `day 34 fails: ${rates[34]}`);
     const inked = await page.evaluate(() => {
       const c = document.querySelector<HTMLCanvasElement>('#pass-chart canvas')!;
@@ -76,14 +95,18 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   });
 
   it('draws TLS sessions over time, with the failures of the expired certificate', async () => {
-    const data = await page.evaluate(() => (window as unknown as { ruawatch: { charts: Record<string, { data: number[][] }> } }).ruawatch.charts['tls-chart']!.data);
+    const data = await page.evaluate(
+      () => (window as unknown as { ruawatch: { charts: Record<string, { data: number[][] }> } }).ruawatch.charts['tls-chart']!.data,
+    );
     assert.equal(data[0]!.length, 35);
     assert.deepEqual(data[2]!.slice(-4), [0, 150, 150, 150]);
     assert.ok(data[1]!.every((n) => n === 500));
   });
 
   it('lists sources with volume, pass rate, trend and reverse DNS', async () => {
-    const rows = await page.$$eval('#sources tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+    const rows = await page.$$eval('#sources tbody tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+    );
     const esp = rows.find((r) => r[1] === '198.51.100.20')!;
     assert.deepEqual(esp.slice(0, 6), ['example.com', '198.51.100.20', 'out.esp.example', '1,050', '42.9%', '▼ 57.1 pt']);
     const spoofer = rows.find((r) => r[1] === '203.0.113.66')!;
@@ -98,20 +121,28 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   it('drills down from a report to its records, and from a TLS report to its failures', async () => {
     await page.locator('#reports tbody tr', { hasText: 'google.com-2026-11-08' }).click();
     await page.waitForSelector('#detail table');
-    const records = await page.$$eval('#detail tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
-    assert.deepEqual(records.map((r) => [r[0], r[1], r[3]]), [
-      ['192.0.2.10', '300', 'pass'],
-      ['198.51.100.20', '120', 'fail'],
-      ['203.0.113.66', '80', 'fail'],
-      ['192.0.2.200', '40', 'pass'],
-      ['192.0.2.200', '10', 'fail'],
-    ]);
+    const records = await page.$$eval('#detail tbody tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+    );
+    assert.deepEqual(
+      records.map((r) => [r[0], r[1], r[3]]),
+      [
+        ['192.0.2.10', '300', 'pass'],
+        ['198.51.100.20', '120', 'fail'],
+        ['203.0.113.66', '80', 'fail'],
+        ['192.0.2.200', '40', 'pass'],
+        ['192.0.2.200', '10', 'fail'],
+      ],
+    );
     assert.equal(records[1]![6], 'example.com/esp1: fail');
     assert.equal(records[4]![8], 'forwarded');
 
     await page.locator('#reports tbody tr', { hasText: 'tlsrpt' }).first().click();
     await page.waitForFunction(() => document.querySelector('#detail')?.textContent?.includes('certificate-expired'));
-    assert.match((await page.textContent('#detail'))!, /sts policy for example\.com \(MX: mx1\.example\.com, mx2\.example\.com\): 500 successful, 150 failed sessions/);
+    assert.match(
+      (await page.textContent('#detail'))!,
+      /sts policy for example\.com \(MX: mx1\.example\.com, mx2\.example\.com\): 500 successful, 150 failed sessions/,
+    );
   });
 
   it('shows markup from a report as text and runs none of it', async () => {
@@ -123,8 +154,15 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   });
 
   it('loaded every asset from ruawatch itself, without an error, and saves a screenshot', async () => {
-    const sources = await page.evaluate(() => Array.from(document.querySelectorAll('script[src], link[href]')).map((e) => (e as HTMLScriptElement).src || (e as HTMLLinkElement).href));
-    assert.ok(sources.every((s) => s.startsWith(web.url) || s === 'data:,'), sources.join(', '));
+    const sources = await page.evaluate(() =>
+      Array.from(document.querySelectorAll('script[src], link[href]')).map(
+        (e) => (e as HTMLScriptElement).src || (e as HTMLLinkElement).href,
+      ),
+    );
+    assert.ok(
+      sources.every((s) => s.startsWith(web.url) || s === 'data:,'),
+      sources.join(', '),
+    );
     assert.deepEqual(problems, []);
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     const file = path.join(ARTIFACTS, 'dashboard.png');

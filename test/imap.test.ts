@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { CLI, fixture, tempDir } from './helpers.js';
-import { PASSWORD, findDovecot, startDovecot, type Dovecot } from './dovecot.js';
-import { base64Lines, dmarcXml, gzip, mail, record } from './synth.js';
+import { CLI, fixture, tempDir } from './helpers/common.js';
+import { PASSWORD, findDovecot, startDovecot, type Dovecot } from '../devtools/dovecot.js';
+import { base64Lines, dmarcXml, gzip, mail, record } from './helpers/synth.js';
 
 const haveDovecot = findDovecot() !== null;
 if (!haveDovecot) {
@@ -33,11 +33,23 @@ function cli(args: string[]): Promise<Run> {
   });
 }
 
-type Summary = { inputs: number; reports: Record<string, number>; duplicates: number; failed: { input: string; error: string }[]; skipped: { input: string; reason: string }[] };
+type Summary = {
+  inputs: number;
+  reports: Record<string, number>;
+  duplicates: number;
+  failed: { input: string; error: string }[];
+  skipped: { input: string; reason: string }[];
+};
 
 function reportMail(id: string, n = 1): string {
   const xml = dmarcXml({ reportId: id, records: Array.from({ length: n }, (_, i) => record({ ip: `192.0.2.${(i % 250) + 1}` })) });
-  return mail([{ headers: 'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="r.xml.gz"', body: base64Lines(gzip(xml)) }]);
+  return mail([
+    {
+      headers:
+        'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="r.xml.gz"',
+      body: base64Lines(gzip(xml)),
+    },
+  ]);
 }
 
 describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot is not installed' }, () => {
@@ -61,14 +73,23 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     const db = path.join(dir, 'r.sqlite');
     const config = path.join(dir, 'c.toml');
     const write = (box: string) =>
-      fs.writeFileSync(config, `[database]\npath = "${db}"\n\n[ingest]\nworkers = ${workers}\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${u}"\npassword = "${PASSWORD}"\n${box}`);
+      fs.writeFileSync(
+        config,
+        `[database]\npath = "${db}"\n\n[ingest]\nworkers = ${workers}\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${u}"\npassword = "${PASSWORD}"\n${box}`,
+      );
     write(extra);
     return { u, db, config, dir, write };
   }
 
   it('fetches a normal batch, stores every report and moves each message to Processed', async () => {
     const { u, config, db } = setup();
-    const files = ['dmarc-eml/mox_google.eml', 'dmarc-eml/freitagsrunde_yahoo.eml', 'tlsrpt/mox_microsoft.eml', 'forensic/mailauth_arf_004.eml', 'dmarc-eml/pdm_mimecast-weird-gzip.eml'];
+    const files = [
+      'dmarc-eml/mox_google.eml',
+      'dmarc-eml/freitagsrunde_yahoo.eml',
+      'tlsrpt/mox_microsoft.eml',
+      'forensic/mailauth_arf_004.eml',
+      'dmarc-eml/pdm_mimecast-weird-gzip.eml',
+    ];
     for (const f of files) await dovecot.append(u, fs.readFileSync(fixture(f)));
     const r = await cli(['fetch', '--config', config, '--json']);
     assert.equal(r.code, 0, r.stderr);
@@ -77,7 +98,10 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     assert.equal(s.inputs, 5);
     assert.deepEqual([await dovecot.count(u, 'INBOX'), await dovecot.count(u, 'Processed'), await dovecot.count(u, 'Invalid')], [0, 5, 0]);
     const inputs = new Database(db, { readonly: true }).prepare('SELECT input FROM reports ORDER BY input').all() as { input: string }[];
-    assert.deepEqual(inputs.map((x) => x.input.replace(/#.*/, '')), ['dmarc:1', 'dmarc:2', 'dmarc:3', 'dmarc:4', 'dmarc:5']);
+    assert.deepEqual(
+      inputs.map((x) => x.input.replace(/#.*/, '')),
+      ['dmarc:1', 'dmarc:2', 'dmarc:3', 'dmarc:4', 'dmarc:5'],
+    );
     // A second pass finds nothing new.
     const again = JSON.parse((await cli(['fetch', '--config', config, '--json'])).stdout) as Summary;
     assert.equal(again.inputs, 0);
@@ -92,10 +116,25 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     const r = await cli(['fetch', '--config', config, '--json']);
     assert.equal(r.code, 1, 'a malformed report is a failed input');
     const s = JSON.parse(r.stdout) as Summary;
-    assert.deepEqual([s.reports.dmarc, s.duplicates, s.skipped.map((x) => x.input), s.failed.map((x) => x.input)], [1, 1, ['dmarc:3'], ['dmarc:4']]);
+    assert.deepEqual(
+      [s.reports.dmarc, s.duplicates, s.skipped.map((x) => x.input), s.failed.map((x) => x.input)],
+      [1, 1, ['dmarc:3'], ['dmarc:4']],
+    );
     assert.deepEqual([await dovecot.count(u, 'INBOX'), await dovecot.count(u, 'Processed'), await dovecot.count(u, 'Invalid')], [0, 2, 2]);
-    const rows = new Database(db, { readonly: true }).prepare('SELECT uid, outcome, reason FROM mailbox_messages ORDER BY uid').all() as { uid: number; outcome: string; reason: string | null }[];
-    assert.deepEqual(rows.map((x) => [x.uid, x.outcome]), [[1, 'processed'], [2, 'processed'], [3, 'invalid'], [4, 'invalid']]);
+    const rows = new Database(db, { readonly: true }).prepare('SELECT uid, outcome, reason FROM mailbox_messages ORDER BY uid').all() as {
+      uid: number;
+      outcome: string;
+      reason: string | null;
+    }[];
+    assert.deepEqual(
+      rows.map((x) => [x.uid, x.outcome]),
+      [
+        [1, 'processed'],
+        [2, 'processed'],
+        [3, 'invalid'],
+        [4, 'invalid'],
+      ],
+    );
     assert.match(rows[2]!.reason!, /no report in it/);
     assert.match(rows[3]!.reason!, /not well-formed XML.*\[E_XML\]/);
   });
@@ -123,10 +162,17 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     const conn = new Database(db, { readonly: true });
     assert.equal((conn.prepare('SELECT COUNT(*) AS n FROM reports').get() as { n: number }).n, total);
     assert.equal((conn.prepare('SELECT COUNT(*) AS n FROM dmarc_records').get() as { n: number }).n, total * 40);
-    assert.deepEqual([await dovecot.count(u, 'INBOX'), await dovecot.count(u, 'Processed'), await dovecot.count(u, 'Invalid')], [0, total, 0]);
+    assert.deepEqual(
+      [await dovecot.count(u, 'INBOX'), await dovecot.count(u, 'Processed'), await dovecot.count(u, 'Invalid')],
+      [0, total, 0],
+    );
     const a = JSON.parse(first.stdout || '{"reports":{"dmarc":0}}') as Summary;
     const b = JSON.parse(second.stdout) as Summary;
-    assert.equal((a.reports.dmarc ?? 0) + (b.reports.dmarc ?? 0), total, `each report reported as stored exactly once\n${first.stdout}\n${first.stderr}`);
+    assert.equal(
+      (a.reports.dmarc ?? 0) + (b.reports.dmarc ?? 0),
+      total,
+      `each report reported as stored exactly once\n${first.stdout}\n${first.stderr}`,
+    );
   });
 
   it('fails clearly on a wrong password (exit 1)', async () => {
@@ -155,7 +201,7 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     assert.match((JSON.parse(refused.stdout) as Summary).failed[0]!.error, /TLS certificate is not trusted/);
   });
 
-  it('creates nested folders with the server\'s own delimiter and namespace prefix', async () => {
+  it("creates nested folders with the server's own delimiter and namespace prefix", async () => {
     const other = await startDovecot(['dmarc@example.com'], { separator: '.', prefix: 'INBOX.' });
     try {
       const dir = tempDir();
@@ -167,7 +213,12 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
       await other.append('dmarc@example.com', reportMail('ns'));
       const r = await cli(['fetch', '--config', config, '--json']);
       assert.equal(r.code, 0, r.stdout + r.stderr);
-      assert.deepEqual(await other.folders('dmarc@example.com'), ['INBOX', 'INBOX.Archive', 'INBOX.Archive.DMARC', 'INBOX.Archive.Invalid']);
+      assert.deepEqual(await other.folders('dmarc@example.com'), [
+        'INBOX',
+        'INBOX.Archive',
+        'INBOX.Archive.DMARC',
+        'INBOX.Archive.Invalid',
+      ]);
       assert.equal(await other.count('dmarc@example.com', 'INBOX.Archive.DMARC'), 1);
     } finally {
       await other.stop();
@@ -187,11 +238,15 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
     assert.deepEqual([second.inputs, second.reports.dmarc], [1, 1]);
     // Make Dovecot renumber the folder (as after a restore or a migration): a new UIDVALIDITY.
     const maildir = path.join(dovecot.dir, 'home', u, 'Maildir');
-    for (const f of fs.readdirSync(maildir)) if (f.startsWith('dovecot-uidlist') || f.startsWith('dovecot.index')) fs.rmSync(path.join(maildir, f));
+    for (const f of fs.readdirSync(maildir))
+      if (f.startsWith('dovecot-uidlist') || f.startsWith('dovecot.index')) fs.rmSync(path.join(maildir, f));
     const before = new Database(db, { readonly: true }).prepare('SELECT uidvalidity FROM mailbox_state').get() as { uidvalidity: number };
     const third = JSON.parse((await cli(['fetch', '--config', config, '--json'])).stdout) as Summary;
     assert.deepEqual([third.inputs, third.reports.dmarc, third.duplicates], [4, 0, 4]);
-    const afterwards = new Database(db, { readonly: true }).prepare('SELECT uidvalidity, last_uid FROM mailbox_state').get() as { uidvalidity: number; last_uid: number };
+    const afterwards = new Database(db, { readonly: true }).prepare('SELECT uidvalidity, last_uid FROM mailbox_state').get() as {
+      uidvalidity: number;
+      last_uid: number;
+    };
     assert.notEqual(afterwards.uidvalidity, before.uidvalidity);
     assert.equal(afterwards.last_uid, 4);
   });

@@ -4,16 +4,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { CLI, tempDir } from './helpers.js';
-import { PASSWORD, findDovecot, startDovecot, type Dovecot } from './dovecot.js';
-import { base64Lines, dmarcXml, gzip, mail, record } from './synth.js';
+import { CLI, tempDir } from './helpers/common.js';
+import { PASSWORD, findDovecot, startDovecot, type Dovecot } from '../devtools/dovecot.js';
+import { base64Lines, dmarcXml, gzip, mail, record } from './helpers/synth.js';
 
 const haveDovecot = findDovecot() !== null;
 if (!haveDovecot && process.env.CI) throw new Error('dovecot is missing under CI');
 
 function reportMail(id: string, n = 1): string {
   const xml = dmarcXml({ reportId: id, records: Array.from({ length: n }, (_, i) => record({ ip: `198.51.100.${(i % 250) + 1}` })) });
-  return mail([{ headers: 'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="r.xml.gz"', body: base64Lines(gzip(xml)) }]);
+  return mail([
+    {
+      headers:
+        'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="r.xml.gz"',
+      body: base64Lines(gzip(xml)),
+    },
+  ]);
 }
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | null | undefined | false>): Promise<T> {
@@ -44,12 +50,16 @@ async function startRun(config: string): Promise<Running> {
   let stderr = '';
   proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<{ code: number | null; at: number }>((resolve) => proc.on('exit', (code) => resolve({ code, at: Date.now() })));
+  const exited = new Promise<{ code: number | null; at: number }>((resolve) =>
+    proc.on('exit', (code) => resolve({ code, at: Date.now() })),
+  );
   const url = await waitFor('the run banner', 10_000, async () => /on (http:\/\/\S+)/.exec(stdout)?.[1]);
   return { proc, url, stderr: () => stderr, exited };
 }
 
-async function health(url: string): Promise<{ status: number; body: { status: string; last_error: { message: string } | null; last_success: string | null } }> {
+async function health(
+  url: string,
+): Promise<{ status: number; body: { status: string; last_error: { message: string } | null; last_success: string | null } }> {
   const res = await fetch(`${url}/healthz`);
   return { status: res.status, body: (await res.json()) as never };
 }

@@ -128,7 +128,9 @@ export function dailyRollups(records: RecordRow[]): DailyRollup[] {
       addToTally(row, r, share);
     }
   }
-  return [...out.values()].sort((a, b) => a.day.localeCompare(b.day) || a.domain.localeCompare(b.domain) || a.sourceIp.localeCompare(b.sourceIp));
+  return [...out.values()].sort(
+    (a, b) => a.day.localeCompare(b.day) || a.domain.localeCompare(b.domain) || a.sourceIp.localeCompare(b.sourceIp),
+  );
 }
 
 export function isoDay(day: number): string {

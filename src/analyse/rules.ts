@@ -1,15 +1,4 @@
-import {
-  DAY,
-  addToTally,
-  emptyTally,
-  isForwarded,
-  isoDay,
-  judged,
-  passRate,
-  shareIn,
-  type Tally,
-  type Windows,
-} from './rollups.js';
+import { DAY, addToTally, emptyTally, isForwarded, isoDay, judged, passRate, shareIn, type Tally, type Windows } from './rollups.js';
 import type { AnalysisInput, AnalysisSettings, Finding, RecordRow, Severity } from './types.js';
 
 /**
@@ -56,7 +45,10 @@ function failureCause(st: SourceStats): string {
   for (const [sel, results] of st.dkimRecent) {
     let pass = 0;
     let fail = 0;
-    for (const [word, n] of results) (word === 'pass' ? (pass += n) : (fail += n));
+    for (const [word, n] of results) {
+      if (word === 'pass') pass += n;
+      else fail += n;
+    }
     signatures += pass + fail;
     if (fail > pass) failing.push([sel, fail]);
   }
@@ -77,7 +69,15 @@ function sourceStats(records: RecordRow[], w: Windows): Map<string, SourceStats>
     const key = `${r.domain}\0${r.sourceIp}`;
     let st = out.get(key);
     if (!st) {
-      st = { domain: r.domain, ip: r.sourceIp, base: emptyTally(), recent: emptyTally(), dkimRecent: new Map(), spfRecentPass: 0, headerFroms: new Set() };
+      st = {
+        domain: r.domain,
+        ip: r.sourceIp,
+        base: emptyTally(),
+        recent: emptyTally(),
+        dkimRecent: new Map(),
+        spfRecentPass: 0,
+        headerFroms: new Set(),
+      };
       out.set(key, st);
     }
     if (b > 0) addToTally(st.base, r, b);
@@ -120,9 +120,12 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     const now = passRate(st.recent);
     const who = named(st.ip, input.names);
     if (
-      before !== null && now !== null &&
-      judged(st.base) >= s.dropMinMessages && before >= s.dropMinBaselineRate &&
-      judged(st.recent) >= s.dropMinMessages && now <= before - s.dropPoints
+      before !== null &&
+      now !== null &&
+      judged(st.base) >= s.dropMinMessages &&
+      before >= s.dropMinBaselineRate &&
+      judged(st.recent) >= s.dropMinMessages &&
+      now <= before - s.dropPoints
     ) {
       flagged.add(key);
       const cause = failureCause(st);
@@ -136,8 +139,11 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         reporter: null,
         summary: `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(st.recent))} messages in the last ${days} days${cause ? `; ${cause}` : ''}`,
         details: {
-          baseline_pass_rate: round(before * 100), recent_pass_rate: round(now * 100),
-          baseline_messages: Math.round(judged(st.base)), recent_messages: Math.round(judged(st.recent)), cause,
+          baseline_pass_rate: round(before * 100),
+          recent_pass_rate: round(now * 100),
+          baseline_messages: Math.round(judged(st.base)),
+          recent_messages: Math.round(judged(st.recent)),
+          cause,
         },
       });
       continue;
@@ -146,9 +152,10 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     if (watched && st.base.messages === 0 && now !== null && judged(st.recent) >= s.newSourceMinMessages && now <= s.newSourceMaxPassRate) {
       flagged.add(key);
       const p = policyOf(input, st.domain, w);
-      const fate = st.recent.reject + st.recent.quarantine > 0
-        ? `; receivers rejected ${num(st.recent.reject)} and quarantined ${num(st.recent.quarantine)}`
-        : '; receivers delivered them';
+      const fate =
+        st.recent.reject + st.recent.quarantine > 0
+          ? `; receivers rejected ${num(st.recent.reject)} and quarantined ${num(st.recent.quarantine)}`
+          : '; receivers delivered them';
       const cause = failureCause(st);
       out.push({
         key: `new_failing_source:${st.domain}:${st.ip}`,
@@ -162,8 +169,12 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         reporter: null,
         summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
         details: {
-          recent_pass_rate: round(now * 100), recent_messages: Math.round(judged(st.recent)), policy: p, cause,
-          rejected: Math.round(st.recent.reject), quarantined: Math.round(st.recent.quarantine),
+          recent_pass_rate: round(now * 100),
+          recent_messages: Math.round(judged(st.recent)),
+          policy: p,
+          cause,
+          rejected: Math.round(st.recent.reject),
+          quarantined: Math.round(st.recent.quarantine),
         },
       });
     }
@@ -186,11 +197,18 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     const before = passRate(d.base);
     const now = passRate(d.recent);
     if (
-      before === null || now === null ||
-      judged(d.base) < s.dropMinMessages || before < s.dropMinBaselineRate ||
-      judged(d.recent) < s.dropMinMessages || now > before - s.dropPoints
-    ) continue;
-    const top = [...d.failing].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([ip, n]) => `${named(ip, input.names)} ${num(n)}`);
+      before === null ||
+      now === null ||
+      judged(d.base) < s.dropMinMessages ||
+      before < s.dropMinBaselineRate ||
+      judged(d.recent) < s.dropMinMessages ||
+      now > before - s.dropPoints
+    )
+      continue;
+    const top = [...d.failing]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .map(([ip, n]) => `${named(ip, input.names)} ${num(n)}`);
     out.push({
       key: `pass_rate_drop:${domain}`,
       kind: 'pass_rate_drop',
@@ -201,8 +219,11 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       reporter: null,
       summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(d.recent))} messages in the last ${days} days; failing from ${d.failing.size} sources (most: ${top.join(', ')})`,
       details: {
-        baseline_pass_rate: round(before * 100), recent_pass_rate: round(now * 100),
-        baseline_messages: Math.round(judged(d.base)), recent_messages: Math.round(judged(d.recent)), failing_sources: d.failing.size,
+        baseline_pass_rate: round(before * 100),
+        recent_pass_rate: round(now * 100),
+        baseline_messages: Math.round(judged(d.base)),
+        recent_messages: Math.round(judged(d.recent)),
+        failing_sources: d.failing.size,
       },
     });
   }
@@ -235,7 +256,13 @@ function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, n
       source_name: null,
       reporter: null,
       summary: `${num(list.length)} new sources sent ${num(messages)} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}`,
-      details: { sources: list.length, recent_messages: messages, rejected, quarantined, source_ips: list.slice(0, 20).map((f) => f.source_ip!) },
+      details: {
+        sources: list.length,
+        recent_messages: messages,
+        rejected,
+        quarantined,
+        source_ips: list.slice(0, 20).map((f) => f.source_ip!),
+      },
     });
   }
 }
@@ -261,7 +288,17 @@ const DKIM_HINTS: Record<string, string> = {
 export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   const known = new Set<string>();
   for (const r of input.records) if (shareIn(r.begin, r.end, w.baseline) > 0) known.add(`${r.domain}\0${r.sourceIp}`);
-  type Sel = { domain: string; d: string; s: string; basePass: number; base: number; recentPass: number; recent: number; results: Map<string, number>; ips: Map<string, number> };
+  type Sel = {
+    domain: string;
+    d: string;
+    s: string;
+    basePass: number;
+    base: number;
+    recentPass: number;
+    recent: number;
+    results: Map<string, number>;
+    ips: Map<string, number>;
+  };
   const sels = new Map<string, Sel>();
   for (const r of input.records) {
     if (isForwarded(r) || !known.has(`${r.domain}\0${r.sourceIp}`)) continue;
@@ -273,7 +310,17 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
       const key = `${r.domain}\0${sig.domain}\0${sig.selector ?? ''}`;
       let st = sels.get(key);
       if (!st) {
-        st = { domain: r.domain, d: sig.domain, s: sig.selector ?? '', basePass: 0, base: 0, recentPass: 0, recent: 0, results: new Map(), ips: new Map() };
+        st = {
+          domain: r.domain,
+          d: sig.domain,
+          s: sig.selector ?? '',
+          basePass: 0,
+          base: 0,
+          recentPass: 0,
+          recent: 0,
+          results: new Map(),
+          ips: new Map(),
+        };
         sels.set(key, st);
       }
       const pass = sig.result === 'pass';
@@ -297,7 +344,10 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     if (before < s.dkimMinBaselineRate || now > s.dkimMaxPassRate) continue;
     const results = [...st.results].sort((a, b) => b[1] - a[1]);
     const top = results[0]?.[0] ?? 'fail';
-    const ips = [...st.ips].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([ip]) => named(ip, input.names));
+    const ips = [...st.ips]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .map(([ip]) => named(ip, input.names));
     out.push({
       key: `dkim_selector_broken:${st.domain}:${st.d}:${st.s}`,
       kind: 'dkim_selector_broken',
@@ -308,8 +358,14 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
       reporter: null,
       summary: `DKIM selector ${st.s || '(none)'}._domainkey.${st.d} passed ${pct(before)} of ${num(st.base)} signatures, now ${pct(now)} of ${num(st.recent)} (${results.map(([r, n]) => `${r} ${num(n)}`).join(', ')}): ${DKIM_HINTS[top] ?? 'signatures fail'}; seen from ${ips.join(', ')}`,
       details: {
-        signing_domain: st.d, selector: st.s, baseline_pass_rate: round(before * 100), recent_pass_rate: round(now * 100),
-        baseline_signatures: Math.round(st.base), recent_signatures: Math.round(st.recent), result: top, source_ips: [...st.ips.keys()],
+        signing_domain: st.d,
+        selector: st.s,
+        baseline_pass_rate: round(before * 100),
+        recent_pass_rate: round(now * 100),
+        baseline_signatures: Math.round(st.base),
+        recent_signatures: Math.round(st.recent),
+        result: top,
+        source_ips: [...st.ips.keys()],
       },
     });
   }
@@ -356,7 +412,13 @@ export function tlsFindings(input: AnalysisInput, w: Windows, s: AnalysisSetting
       source_name: null,
       reporter: [...f.reporters].sort().join(', '),
       summary: `TLS to ${target} failed in ${num(f.n)} of ${num(total)} sessions (${pct(rate)}) over the last ${s.latestDays} days with ${f.type}; reported by ${[...f.reporters].sort().join(', ')}`,
-      details: { mx: f.mx, result_type: f.type, failed_sessions: Math.round(f.n), sessions: Math.round(total), failure_rate: round(rate * 100) },
+      details: {
+        mx: f.mx,
+        result_type: f.type,
+        failed_sessions: Math.round(f.n),
+        sessions: Math.round(total),
+        failure_rate: round(rate * 100),
+      },
     });
   }
   return out;
@@ -432,7 +494,14 @@ export function silenceFindings(input: AnalysisInput, now: number, w: Windows, s
 const STRENGTH: Record<string, number> = { none: 0, quarantine: 1, reject: 2 };
 
 /** A policy as receivers apply it, with RFC 7489 section 6.3 defaults filled in. */
-function effectivePolicy(p: { p: string | null; sp: string | null; np: string | null; pct: number | null; adkim: string | null; aspf: string | null }): string {
+function effectivePolicy(p: {
+  p: string | null;
+  sp: string | null;
+  np: string | null;
+  pct: number | null;
+  adkim: string | null;
+  aspf: string | null;
+}): string {
   const sp = p.sp ?? p.p;
   const parts = [`p=${p.p ?? 'none'}`, `sp=${sp ?? 'none'}`];
   if (p.np) parts.push(`np=${p.np}`);
@@ -488,4 +557,3 @@ export function policyFindings(input: AnalysisInput, w: Windows): Finding[] {
   }
   return out;
 }
-

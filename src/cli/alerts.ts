@@ -10,11 +10,7 @@ export const alertsUsage = `usage: ruawatch alerts [--db FILE] [--config FILE] [
   could not be delivered (it is kept and sent on the next run).`;
 
 export async function alertsCommand(args: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(
-    args,
-    { ...storeFlags, at: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } },
-    false,
-  );
+  const { values } = parseFlags(args, { ...storeFlags, at: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } }, false);
   const loaded = openConfig(values.config, io);
   const log = loggerFor(loaded, 'warn');
   const now = asOf(values.at);
@@ -28,7 +24,9 @@ export async function alertsCommand(args: string[], io: Io): Promise<number> {
       lookup: loaded.config.analysis.reverse_dns ? systemReverseLookup() : null,
       log,
     });
-    io.stdout.write(values.json ? `${JSON.stringify(jsonOf(run, values['dry-run']))}\n` : formatRun(run, now, values['dry-run'], channels.length));
+    io.stdout.write(
+      values.json ? `${JSON.stringify(jsonOf(run, values['dry-run']))}\n` : formatRun(run, now, values['dry-run'], channels.length),
+    );
     return run.deliveries.failed.length ? EXIT_FAILED : EXIT_OK;
   } finally {
     await Promise.all(channels.map((c) => c.close()));
@@ -44,7 +42,9 @@ function jsonOf(run: AlertRun, dryRun: boolean): Record<string, unknown> {
 
 function formatRun(run: AlertRun, now: number, dryRun: boolean, channels: number): string {
   const lines: string[] = [];
-  lines.push(run.findings.length ? `${plural(run.findings.length, 'finding')} as of ${isoTime(now)}:` : `No findings as of ${isoTime(now)}.`);
+  lines.push(
+    run.findings.length ? `${plural(run.findings.length, 'finding')} as of ${isoTime(now)}:` : `No findings as of ${isoTime(now)}.`,
+  );
   for (const f of run.findings) lines.push(`  ${f.severity.toUpperCase().padEnd(8)} ${f.kind.padEnd(20)} ${f.summary}`);
   if (!dryRun) {
     lines.push('');

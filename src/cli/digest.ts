@@ -31,7 +31,11 @@ export async function digestCommand(args: string[], io: Io): Promise<number> {
     else {
       io.stdout.write(`${message.title}\n\n${message.text}\n`);
       if (deliveries) {
-        io.stdout.write(channels.length ? `\nSent: ${deliveries.sent}, failed: ${deliveries.failed.length}, waiting for the next run: ${deliveries.pending}.\n` : '\nNo [alerts] channel is configured: nothing sent.\n');
+        io.stdout.write(
+          channels.length
+            ? `\nSent: ${deliveries.sent}, failed: ${deliveries.failed.length}, waiting for the next run: ${deliveries.pending}.\n`
+            : '\nNo [alerts] channel is configured: nothing sent.\n',
+        );
         for (const f of deliveries.failed) io.stdout.write(`  ${f.channel}: ${f.error}\n`);
       }
     }

@@ -13,11 +13,7 @@ export const ingestUsage = `usage: ruawatch ingest [--db FILE] [--config FILE] [
   recognised by content. Exit 0 when every input was handled, 1 when any failed, 2 on usage errors.`;
 
 export async function ingestCommand(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parseFlags(
-    args,
-    storeFlags,
-    true,
-  );
+  const { values, positionals } = parseFlags(args, storeFlags, true);
   if (positionals.length === 0) throw new RuawatchError('E_USAGE', `no PATH given\n${ingestUsage}`);
   const loaded = openConfig(values.config, io);
   const log = loggerFor(loaded, 'warn');

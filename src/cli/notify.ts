@@ -14,14 +14,21 @@ const TEST_RETRY: RetryPolicy = { ...defaultRetry, attempts: 2 };
 export async function notifyCommand(args: string[], io: Io): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== 'test') throw new RuawatchError('E_USAGE', `expected "notify test"\n${notifyUsage}`);
-  const { values } = parseFlags(rest, { config: { type: 'string' }, channel: { type: 'string' }, json: { type: 'boolean', default: false } }, false);
+  const { values } = parseFlags(
+    rest,
+    { config: { type: 'string' }, channel: { type: 'string' }, json: { type: 'boolean', default: false } },
+    false,
+  );
   if (values.channel !== undefined && !CHANNEL_NAMES.includes(values.channel as never)) {
     throw new RuawatchError('E_USAGE', `--channel is one of ${CHANNEL_NAMES.join(', ')}, not "${values.channel}"`);
   }
   const loaded = openConfig(values.config, io);
   const channels = channelsOf(loaded.config, TEST_RETRY).filter((c) => values.channel === undefined || c.name === values.channel);
   if (channels.length === 0) {
-    throw new RuawatchError('E_CONFIG', values.channel ? `[alerts.${values.channel}] is not configured` : 'no [alerts] channel is configured');
+    throw new RuawatchError(
+      'E_CONFIG',
+      values.channel ? `[alerts.${values.channel}] is not configured` : 'no [alerts] channel is configured',
+    );
   }
   const results: { channel: string; ok: boolean; error?: string }[] = [];
   try {

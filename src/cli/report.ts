@@ -34,7 +34,9 @@ export function formatTotals(t: ReportTotals): string {
     out.push(
       `${d.domain}: ${plural(d.messages, 'message')} in ${plural(d.reports, 'aggregate report')}, DMARC pass ${formatRate(d.pass_rate)}`,
     );
-    out.push(`  ${'source IP'.padEnd(39)} ${'messages'.padStart(10)} ${'DMARC pass'.padStart(10)} ${'DKIM align'.padStart(10)} ${'SPF align'.padStart(10)}`);
+    out.push(
+      `  ${'source IP'.padEnd(39)} ${'messages'.padStart(10)} ${'DMARC pass'.padStart(10)} ${'DKIM align'.padStart(10)} ${'SPF align'.padStart(10)}`,
+    );
     for (const s of d.sources.slice(0, TABLE_SOURCES)) {
       out.push(
         `  ${s.ip.padEnd(39)} ${formatInt(s.messages).padStart(10)} ${formatRate(s.pass_rate).padStart(10)} ${formatRate(s.messages ? s.dkim_aligned_pass / s.messages : null).padStart(10)} ${formatRate(s.messages ? s.spf_aligned_pass / s.messages : null).padStart(10)}`,
@@ -54,7 +56,8 @@ export function formatTotals(t: ReportTotals): string {
   }
   if (t.failure_reports.length) {
     out.push('DMARC failure reports');
-    for (const x of t.failure_reports) out.push(`  ${x.domain.padEnd(32)} ${plural(x.count, 'report')} from ${plural(x.source_ips, 'source IP')}`);
+    for (const x of t.failure_reports)
+      out.push(`  ${x.domain.padEnd(32)} ${plural(x.count, 'report')} from ${plural(x.source_ips, 'source IP')}`);
     out.push('');
   }
   return out.join('\n');

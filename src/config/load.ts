@@ -67,9 +67,7 @@ export function limitsOf(config: Config): Limits {
 export function redact(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(redact);
   if (value && typeof value === 'object') {
-    return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.has(k) && v !== undefined ? '[redacted]' : redact(v)]),
-    );
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, SECRET_KEYS.has(k) && v !== undefined ? '[redacted]' : redact(v)]));
   }
   return value;
 }
@@ -77,7 +75,10 @@ export function redact(value: unknown): unknown {
 function formatIssues(issues: z.core.$ZodIssue[]): string {
   const lines: string[] = [];
   for (const issue of issues) {
-    const at = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '');
+    const at = issue.path
+      .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
+      .join('')
+      .replace(/^\./, '');
     if (issue.code === 'unrecognized_keys') {
       for (const k of issue.keys) lines.push(`  ${at ? `${at}.` : ''}${k}: unknown key`);
     } else {
@@ -145,7 +146,8 @@ function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
 
 function applyMailboxEnv(tree: Tree, rest: string, raw: string, name: string): void {
   const types = mailboxFieldTypes();
-  const key = [...types.keys()].filter((k) => k !== 'name')
+  const key = [...types.keys()]
+    .filter((k) => k !== 'name')
     .sort((a, b) => b.length - a.length)
     .find((k) => rest.endsWith(`_${k}`) || (SECRET_KEYS.has(k) && rest.endsWith(`_${k}_file`)));
   if (!key) throw new RuawatchError('E_CONFIG', `${name}: no such mailbox setting`);
@@ -165,7 +167,11 @@ function stripFile(k: string): string {
 function convert(raw: string, type: string | undefined): unknown {
   if (type === 'number') return Number(raw);
   if (type === 'boolean') return raw === 'true' || raw === '1' || raw === 'yes';
-  if (type === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
+  if (type === 'array')
+    return raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   return raw;
 }
 

@@ -44,7 +44,10 @@ const matrix = z.strictObject({
 
 const discord = z
   .strictObject({
-    webhook_url: z.url().regex(/\/webhooks\/\d+\/[\w-]+\/?$/, 'expected a webhook URL ending in /webhooks/<id>/<token>').optional(),
+    webhook_url: z
+      .url()
+      .regex(/\/webhooks\/\d+\/[\w-]+\/?$/, 'expected a webhook URL ending in /webhooks/<id>/<token>')
+      .optional(),
     bot_token: z.string().min(1).optional(),
     channel_id: z.string().regex(/^\d+$/).optional(),
     api_url: z.url().optional(),
@@ -54,7 +57,10 @@ const discord = z
   });
 
 const positive = z.number().int().positive();
-const cron = z.string().min(1).refine((v) => validCron(v), 'not a cron expression (five fields, or six with seconds)');
+const cron = z
+  .string()
+  .min(1)
+  .refine((v) => validCron(v), 'not a cron expression (five fields, or six with seconds)');
 
 function validZone(zone: string): boolean {
   try {

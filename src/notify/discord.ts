@@ -1,3 +1,5 @@
+// Types only: the library itself is imported when the first message is sent.
+import type * as DiscordJs from 'discord.js';
 import type { Channel, Message } from './types.js';
 import { DeliveryError } from './types.js';
 import { causeOf } from './matrix.js';
@@ -24,12 +26,15 @@ const clip = (s: string, n: number) => (s.length <= n ? s : `${s.slice(0, n - 1)
  */
 export class DiscordChannel implements Channel {
   readonly name = 'discord' as const;
-  private rest: import('discord.js').REST | null = null;
-  private lib: typeof import('discord.js') | null = null;
+  private rest: DiscordJs.REST | null = null;
+  private lib: typeof DiscordJs | null = null;
   private readonly route: { webhook: { id: string; token: string } } | { channelId: string };
   private readonly api: string;
 
-  constructor(private readonly s: DiscordSettings, private readonly maxWaitMs: number) {
+  constructor(
+    private readonly s: DiscordSettings,
+    private readonly maxWaitMs: number,
+  ) {
     if (s.webhook_url) {
       // https://discord.com/api[/v10]/webhooks/{id}/{token}; the API base is taken from it, so a
       // proxy or a test server can stand in.
@@ -43,7 +48,7 @@ export class DiscordChannel implements Channel {
     }
   }
 
-  private async client(): Promise<{ rest: import('discord.js').REST; lib: typeof import('discord.js') }> {
+  private async client(): Promise<{ rest: DiscordJs.REST; lib: typeof DiscordJs }> {
     if (!this.rest || !this.lib) {
       this.lib = await import('discord.js');
       this.rest = new this.lib.REST({
@@ -70,7 +75,9 @@ export class DiscordChannel implements Channel {
       .setFooter({ text: `ruawatch · ${message.event}` });
     if (message.fields.length) {
       embed.addFields(
-        message.fields.slice(0, LIMIT.fields).map((f) => ({ name: clip(f.name, LIMIT.fieldName), value: clip(f.value || '-', LIMIT.fieldValue), inline: true })),
+        message.fields
+          .slice(0, LIMIT.fields)
+          .map((f) => ({ name: clip(f.name, LIMIT.fieldName), value: clip(f.value || '-', LIMIT.fieldValue), inline: true })),
       );
     }
     // No pings from report data, ever; the nonce lets Discord drop a duplicate bot send.
@@ -88,7 +95,8 @@ export class DiscordChannel implements Channel {
         await rest.post(lib.Routes.channelMessages(this.route.channelId), { body });
       }
     } catch (err) {
-      if (err instanceof lib.RateLimitError) throw new DeliveryError(`discord: rate limited for ${Math.ceil(err.retryAfter / 1000)} s`, true, err.retryAfter);
+      if (err instanceof lib.RateLimitError)
+        throw new DeliveryError(`discord: rate limited for ${Math.ceil(err.retryAfter / 1000)} s`, true, err.retryAfter);
       if (err instanceof lib.DiscordAPIError) throw new DeliveryError(`discord: ${err.status} ${err.message}`, err.status >= 500);
       if (err instanceof lib.HTTPError) throw new DeliveryError(`discord: ${err.status} ${err.message}`, true);
       throw new DeliveryError(`discord: ${this.api} unreachable: ${causeOf(err)}`, true);

@@ -108,7 +108,9 @@ export function renderDigest(d: DigestData, now: number): Message {
     text.push(`  ${line}`);
     const failing = x.failing.map((f) => `${f.ip}${f.name ? ` (${f.name})` : ''}: ${intText(f.failed)} of ${intText(f.messages)} failing`);
     for (const f of failing) text.push(`    ${f}`);
-    html.push(`<li>${escapeHtml(line)}${failing.length ? `<ul>${failing.map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul>` : ''}</li>`);
+    html.push(
+      `<li>${escapeHtml(line)}${failing.length ? `<ul>${failing.map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul>` : ''}</li>`,
+    );
   }
   html.push('</ul>');
 

@@ -60,7 +60,8 @@ export async function withRetry(policy: RetryPolicy, send: () => Promise<void>, 
       const e = err instanceof DeliveryError ? err : new DeliveryError(err instanceof Error ? err.message : String(err), true);
       if (!e.retryable || attempt >= policy.attempts) throw e;
       const wait = e.retryAfterMs ?? policy.baseMs * 2 ** (attempt - 1);
-      if (wait > policy.maxWaitMs) throw new DeliveryError(`${e.message} (asked to wait ${Math.ceil(wait / 1000)} s; trying next run)`, true);
+      if (wait > policy.maxWaitMs)
+        throw new DeliveryError(`${e.message} (asked to wait ${Math.ceil(wait / 1000)} s; trying next run)`, true);
       await sleep(wait);
     }
   }

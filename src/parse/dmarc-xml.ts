@@ -150,7 +150,8 @@ class DmarcState {
         if (parent === 'policy_evaluated' && this.rec) this.rec.reasons.push({ type: null, comment: null });
         break;
       case 'dkim':
-        if (parent === 'auth_results' && this.rec) this.rec.dkimResults.push({ domain: null, selector: null, result: null, humanResult: null });
+        if (parent === 'auth_results' && this.rec)
+          this.rec.dkimResults.push({ domain: null, selector: null, result: null, humanResult: null });
         break;
       case 'spf':
         if (parent === 'auth_results' && this.rec) this.rec.spfResults.push({ domain: null, scope: null, result: null, humanResult: null });
@@ -278,15 +279,17 @@ class DmarcState {
   private buildHeader(): DmarcHeader {
     const m = this.meta;
     const reporterEmail = clean(m.email);
-    const reporter =
-      clean(m.org_name) ?? emailDomain(reporterEmail) ?? emailDomain(this.opts.fallbackReporterEmail ?? null);
+    const reporter = clean(m.org_name) ?? emailDomain(reporterEmail) ?? emailDomain(this.opts.fallbackReporterEmail ?? null);
     if (!reporter) throw new RuawatchError('E_REPORT', 'the report names no reporter: <org_name> and <email> are both empty');
     const reportId = normaliseReportId(m.report_id);
     if (!reportId) throw new RuawatchError('E_REPORT', 'the report has no <report_id>');
     const begin = parseCount(m.begin);
     const end = parseCount(m.end);
     if (begin === null || end === null) {
-      throw new RuawatchError('E_REPORT', `the report has no valid <date_range> (begin "${clean(m.begin) ?? ''}", end "${clean(m.end) ?? ''}")`);
+      throw new RuawatchError(
+        'E_REPORT',
+        `the report has no valid <date_range> (begin "${clean(m.begin) ?? ''}", end "${clean(m.end) ?? ''}")`,
+      );
     }
     const p = this.policy;
     const domain = normaliseDomain(p.domain);

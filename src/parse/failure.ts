@@ -45,7 +45,11 @@ function fromArf(mail: Mail, body: string): FailureParse {
       dkimSelector: one('dkim-selector'),
       spfDns: one('spf-dns'),
       identityAlignment: normaliseWord(one('identity-alignment')),
-      authenticationResults: fields.get('authentication-results')?.map((v) => v.trim()).join('\n') || null,
+      authenticationResults:
+        fields
+          .get('authentication-results')
+          ?.map((v) => v.trim())
+          .join('\n') || null,
     },
   };
 }
@@ -86,7 +90,15 @@ function keyFor(mail: Mail, domain: string, arrival: number, body: string) {
   const reporter = emailDomain(mail.fromAddress) ?? 'unknown';
   // The report mail's Message-ID identifies it; without one, the report's own text does.
   const reportId = normaliseReportId(mail.messageId) ?? `sha256:${createHash('sha256').update(body).digest('hex')}`;
-  return { kind: 'failure' as const, reporter, reporterEmail: mail.fromAddress, reportId, policyDomain: domain, begin: arrival, end: arrival };
+  return {
+    kind: 'failure' as const,
+    reporter,
+    reporterEmail: mail.fromAddress,
+    reportId,
+    policyDomain: domain,
+    begin: arrival,
+    end: arrival,
+  };
 }
 
 /** "Name: value" fields with folded continuation lines (RFC 5322 section 2.2.3); repeated names kept. */

@@ -42,8 +42,7 @@ export function parseTlsReport(bytes: Uint8Array, opts: TlsParseOptions): TlsRep
   const reportId = str(doc['report-id']);
   if (!reportId) throw new RuawatchError('E_REPORT', 'the TLS report has no "report-id"');
   const contactInfo = str(doc['contact-info']);
-  const reporter =
-    str(doc['organization-name']) ?? emailDomain(contactInfo) ?? emailDomain(opts.fallbackReporterEmail ?? null);
+  const reporter = str(doc['organization-name']) ?? emailDomain(contactInfo) ?? emailDomain(opts.fallbackReporterEmail ?? null);
   if (!reporter) throw new RuawatchError('E_REPORT', 'the TLS report names no reporter ("organization-name" is empty)');
 
   let entries = 0;

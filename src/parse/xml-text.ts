@@ -93,7 +93,7 @@ function detectEncoding(head: Uint8Array): string {
 
 /** Index of the first byte that breaks UTF-8 (RFC 3629), or -1. A sequence cut at the end is fine. */
 function firstInvalidUtf8(b: Uint8Array): number {
-  for (let i = 0; i < b.length; ) {
+  for (let i = 0; i < b.length;) {
     const c = b[i]!;
     let n = 0;
     if (c < 0x80) n = 0;

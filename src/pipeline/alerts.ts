@@ -64,7 +64,13 @@ export function systemReverseLookup(): ReverseLookup {
 const NAME_TTL = { found: 7 * 86_400, missing: 86_400 };
 
 /** Names for the IPs that findings mention, from the cache or looked up once and cached. */
-async function namesFor(store: AlertStore, findings: Finding[], lookup: ReverseLookup, now: number, log: Logger): Promise<Map<string, string>> {
+async function namesFor(
+  store: AlertStore,
+  findings: Finding[],
+  lookup: ReverseLookup,
+  now: number,
+  log: Logger,
+): Promise<Map<string, string>> {
   const ips = new Set<string>();
   for (const f of findings) {
     if (f.source_ip) ips.add(f.source_ip);
@@ -141,7 +147,10 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
   run.opened = r.opened.map((f) => f.key);
   run.reminded = r.reminded.map((f) => f.key);
   run.resolved = r.resolved.map((a) => a.key);
-  opts.log.info({ opened: run.opened.length, reminded: run.reminded.length, resolved: run.resolved.length, queued: r.queued }, 'alerts evaluated');
+  opts.log.info(
+    { opened: run.opened.length, reminded: run.reminded.length, resolved: run.resolved.length, queued: r.queued },
+    'alerts evaluated',
+  );
   run.deliveries = await deliverPending(store, opts.channels, opts);
   return run;
 }
@@ -165,10 +174,14 @@ export async function deliverPending(
         const n = queue[i]!;
         let attempts = 0;
         try {
-          await withRetry(opts.retry ?? defaultRetry, () => {
-            attempts++;
-            return channel.send(n.message, n.txn_id);
-          }, opts.sleep ?? defaultSleep);
+          await withRetry(
+            opts.retry ?? defaultRetry,
+            () => {
+              attempts++;
+              return channel.send(n.message, n.txn_id);
+            },
+            opts.sleep ?? defaultSleep,
+          );
           store.markDelivered(n.id, attempts, clock());
           report.sent++;
         } catch (err) {
@@ -176,7 +189,10 @@ export async function deliverPending(
           store.markFailed(n.id, attempts, error, clock());
           report.failed.push({ channel: channel.name, event: n.event, error });
           report.pending += queue.length - i;
-          opts.log.error({ channel: channel.name, event: n.event, attempts, err: error }, 'notification not delivered; will retry next run');
+          opts.log.error(
+            { channel: channel.name, event: n.event, attempts, err: error },
+            'notification not delivered; will retry next run',
+          );
           return;
         }
       }

@@ -15,7 +15,11 @@ export interface FetchAllResult {
  */
 export async function fetchAll(
   boxes: MailboxConfig[],
-  opts: Omit<FetchOptions, 'onResult' | 'onPlan'> & { onPlan?(box: MailboxConfig, count: number): void; onResult?(): void; onMailboxDone?(box: MailboxConfig): void },
+  opts: Omit<FetchOptions, 'onResult' | 'onPlan'> & {
+    onPlan?(box: MailboxConfig, count: number): void;
+    onResult?(): void;
+    onMailboxDone?(box: MailboxConfig): void;
+  },
 ): Promise<FetchAllResult> {
   const summary = emptySummary();
   const mailboxErrors: FetchAllResult['mailboxErrors'] = [];

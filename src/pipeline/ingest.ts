@@ -10,7 +10,7 @@ import type { DmarcWriter, ReportStore } from '../store/reports.js';
 import { inflate, listZip } from '../unpack/archive.js';
 import { fromBuffer, peek, readAll, type ByteStream } from '../unpack/bytes.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
-import { parseMail, type Mail } from '../unpack/mime.js';
+import { parseMail } from '../unpack/mime.js';
 import { SNIFF_BYTES, sniff, type ContentKind } from '../unpack/sniff.js';
 import type { IngestRunner, PortableInput } from './pool.js';
 
@@ -146,12 +146,16 @@ export class Ingestor implements IngestRunner {
         throw new NoReport('an empty part');
       case 'gzip':
       case 'zlib':
-        return this.handle(name, inflate(stream, kind, this.limits, kind === 'gzip' ? 'the gzip data' : 'the zlib data'), inner, leaves, topLevel).catch(
-          (err: unknown) => {
-            if (err instanceof NoReport) throw new NoReport(`${kind} holding ${err.message}`);
-            throw err;
-          },
-        );
+        return this.handle(
+          name,
+          inflate(stream, kind, this.limits, kind === 'gzip' ? 'the gzip data' : 'the zlib data'),
+          inner,
+          leaves,
+          topLevel,
+        ).catch((err: unknown) => {
+          if (err instanceof NoReport) throw new NoReport(`${kind} holding ${err.message}`);
+          throw err;
+        });
       case 'zip':
         return this.handleZip(name, stream, inner, leaves);
       case 'xml':
@@ -182,7 +186,10 @@ export class Ingestor implements IngestRunner {
       const sub: Leaf[] = [];
       await this.guarded(entryName, sub, () => this.handle(entryName, entry.open(), ctx, sub, false));
       // Entries that hold nothing (a README next to the report) are noted only if nothing else is found.
-      for (const l of sub) (l.status === 'none' ? empty.push(`${entry.path}: ${l.reason}`) : leaves.push(l));
+      for (const l of sub) {
+        if (l.status === 'none') empty.push(`${entry.path}: ${l.reason}`);
+        else leaves.push(l);
+      }
     }
     if (leaves.length === before) throw new NoReport(`a zip archive with no report (${empty.join('; ')})`);
   }
@@ -233,7 +240,10 @@ export class Ingestor implements IngestRunner {
         }
         await this.guarded(partName, sub, () => this.handle(partName, fromBuffer(part.content), mctx, sub, false));
       }
-      for (const l of sub) (l.status === 'none' ? notes.push(`${label}: ${l.reason}`) : found.push(l));
+      for (const l of sub) {
+        if (l.status === 'none') notes.push(`${label}: ${l.reason}`);
+        else found.push(l);
+      }
     }
     if (found.length === 0) {
       const what = candidates.length === 0 ? 'no attachment' : notes.join('; ');
@@ -247,20 +257,28 @@ export class Ingestor implements IngestRunner {
     let writer: DmarcWriter | null = null;
     let duplicate = false;
     try {
-      const res = await parseDmarcXml(tap.stream(), head, { limits: this.limits, fallbackReporterEmail: ctx.fromAddress }, {
-        header: (h) => {
-          writer = this.store.beginDmarc(h, name);
-          if (writer) return 'continue';
-          duplicate = true;
-          return 'stop';
+      const res = await parseDmarcXml(
+        tap.stream(),
+        head,
+        { limits: this.limits, fallbackReporterEmail: ctx.fromAddress },
+        {
+          header: (h) => {
+            writer = this.store.beginDmarc(h, name);
+            if (writer) return 'continue';
+            duplicate = true;
+            return 'stop';
+          },
+          record: (r) => writer!.record(r),
         },
-        record: (r) => writer!.record(r),
-      });
+      );
       if (duplicate) return { input: name, status: 'duplicate', kind: 'dmarc' };
       const w = writer as DmarcWriter | null;
       if (!w) throw new RuawatchError('E_REPORT', 'the report ended before its metadata');
       if (!w.commit(tap.sha256(), tap.size)) return { input: name, status: 'duplicate', kind: 'dmarc' };
-      this.log.debug({ stage: 'store', input: name, reporter: res.header.reporter, reportId: res.header.reportId }, 'aggregate report committed');
+      this.log.debug(
+        { stage: 'store', input: name, reporter: res.header.reporter, reportId: res.header.reportId },
+        'aggregate report committed',
+      );
       return { input: name, status: 'stored', kind: 'dmarc', records: w.records };
     } catch (err) {
       (writer as DmarcWriter | null)?.rollback();
@@ -294,7 +312,9 @@ function describeKind(kind: ContentKind): string {
 function describeOther(head: Uint8Array): string {
   const text = Buffer.from(head.subarray(0, 40)).toString('latin1');
   const printable = /^[\x20-\x7e\t\r\n]*$/.test(text);
-  return printable ? `plain text, not a report (starts "${text.replace(/\s+/g, ' ').trim().slice(0, 30)}")` : 'binary data that is neither gzip, zip, XML nor JSON';
+  return printable
+    ? `plain text, not a report (starts "${text.replace(/\s+/g, ' ').trim().slice(0, 30)}")`
+    : 'binary data that is neither gzip, zip, XML nor JSON';
 }
 
 /** SHA-256 of a whole input, read again from its source, so a failure can be matched to its bytes. */
@@ -330,4 +350,3 @@ class Tap {
     return this.hash.digest('hex');
   }
 }
-

@@ -258,5 +258,10 @@ export function ingestEach(
   runner: IngestRunner,
   onResult: (result: InputResult) => void | Promise<void>,
 ): Promise<void> {
-  return inOrder(inputs, (input) => runner.ingest(input), runner.inFlight, (_, result) => onResult(result));
+  return inOrder(
+    inputs,
+    (input) => runner.ingest(input),
+    runner.inFlight,
+    (_, result) => onResult(result),
+  );
 }

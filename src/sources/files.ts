@@ -23,7 +23,13 @@ export async function* expandPaths(paths: string[], maxBytes: number): AsyncGene
     try {
       stat = await fs.promises.stat(p);
     } catch (err) {
-      yield brokenInput(p, new RuawatchError('E_IO', `cannot read ${p}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or folder' : (err as Error).message}`));
+      yield brokenInput(
+        p,
+        new RuawatchError(
+          'E_IO',
+          `cannot read ${p}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or folder' : (err as Error).message}`,
+        ),
+      );
       continue;
     }
     if (stat.isDirectory()) yield* walk(p, maxBytes);

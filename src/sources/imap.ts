@@ -90,10 +90,8 @@ async function readMailbox(
     const uidvalidity = Number(mailbox.uidValidity);
     const pos = opts.positions.position(box.name, box.folder, uidvalidity);
     // "N:*" always matches the highest UID, even below N (RFC 3501 section 6.4.8): filter again.
-    const found = mailbox.exists ? ((await client.search({ uid: `${pos.lastUid + 1}:*` }, { uid: true })) || []) : [];
-    const todo = found
-      .filter((uid) => uid > pos.lastUid && !opts.positions.handled(box.name, uidvalidity, uid))
-      .sort((a, b) => a - b);
+    const found = mailbox.exists ? (await client.search({ uid: `${pos.lastUid + 1}:*` }, { uid: true })) || [] : [];
+    const todo = found.filter((uid) => uid > pos.lastUid && !opts.positions.handled(box.name, uidvalidity, uid)).sort((a, b) => a - b);
     opts.onPlan?.(todo.length);
     log.info({ uidvalidity, lastUid: pos.lastUid, messages: todo.length }, 'reading mailbox');
     if (todo.length === 0) return;
@@ -107,7 +105,11 @@ async function readMailbox(
     // Two batches in flight: the next one downloads while this one is parsed. A batch holds at
     // most half of max_message_bytes (or one message, itself at most max_message_bytes).
     const all = [...batches(todo, sizes, opts.limits.maxMessageBytes / 2, opts.batchMessages ?? 50)];
-    const download = (batch: number[]) => downloadBatch(client, batch.filter((uid) => (sizes.get(uid) ?? 0) <= opts.limits.maxMessageBytes));
+    const download = (batch: number[]) =>
+      downloadBatch(
+        client,
+        batch.filter((uid) => (sizes.get(uid) ?? 0) <= opts.limits.maxMessageBytes),
+      );
     let next = all.length ? download(all[0]!) : null;
     for (const [i, batch] of all.entries()) {
       const sources = await next!;
@@ -123,24 +125,30 @@ async function readMailbox(
         if (!source) return Promise.resolve(tooLarge(name, sizes.get(uid)));
         return runner.ingest({ name, open: () => fromBuffer(source), portable: { name, bytes: source } });
       };
-      await inOrder(batch, ingest, runner.inFlight, async (uid, result) => {
-        const verdict = decide(result.leaves);
-        if (verdict.to === 'retry') {
-          log.warn({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
-          blocked ??= uid;
-          opts.onResult(result);
-          return;
-        }
-        unacked.set(uid, unacked.get(uid) ?? result);
-        acks.push({ uid, verdict });
-        // Long parses: keep the connection alive (servers drop idle clients after 30 minutes).
-        // A failure here must not cut this loop short while other messages are still being
-        // ingested: their results are needed below. A dead connection fails the MOVE instead.
-        if (Date.now() - lastCommand > 60_000) {
-          await client.noop().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'keep-alive NOOP failed'));
-          lastCommand = Date.now();
-        }
-      }, () => opts.signal?.aborted === true);
+      await inOrder(
+        batch,
+        ingest,
+        runner.inFlight,
+        async (uid, result) => {
+          const verdict = decide(result.leaves);
+          if (verdict.to === 'retry') {
+            log.warn({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
+            blocked ??= uid;
+            opts.onResult(result);
+            return;
+          }
+          unacked.set(uid, unacked.get(uid) ?? result);
+          acks.push({ uid, verdict });
+          // Long parses: keep the connection alive (servers drop idle clients after 30 minutes).
+          // A failure here must not cut this loop short while other messages are still being
+          // ingested: their results are needed below. A dead connection fails the MOVE instead.
+          if (Date.now() - lastCommand > 60_000) {
+            await client.noop().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'keep-alive NOOP failed'));
+            lastCommand = Date.now();
+          }
+        },
+        () => opts.signal?.aborted === true,
+      );
       // Every report of these messages is committed (and synced to disk): now, and only now,
       // acknowledge them, one command per destination. A crash before this line re-reads them next
       // time as duplicates.
@@ -203,7 +211,7 @@ async function acknowledge(client: ImapFlow, box: MailboxConfig, uids: number[],
  */
 export function uidSet(uids: number[]): string {
   const parts: string[] = [];
-  for (let i = 0; i < uids.length; ) {
+  for (let i = 0; i < uids.length;) {
     let j = i;
     while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
     parts.push(j === i ? String(uids[i]) : `${uids[i]}:${uids[j]}`);
@@ -240,7 +248,14 @@ function decide(leaves: Leaf[]): Verdict {
 function tooLarge(name: string, size: number | undefined): InputResult {
   return {
     input: name,
-    leaves: [{ input: name, status: 'failed', code: 'E_LIMIT', error: overLimit('maxMessageBytes', `the mail is ${formatBytes(size ?? 0)}; not downloaded`).message }],
+    leaves: [
+      {
+        input: name,
+        status: 'failed',
+        code: 'E_LIMIT',
+        error: overLimit('maxMessageBytes', `the mail is ${formatBytes(size ?? 0)}; not downloaded`).message,
+      },
+    ],
   };
 }
 
@@ -282,7 +297,10 @@ function readCa(box: MailboxConfig): Buffer {
 function checkSecurity(box: MailboxConfig): void {
   const loopback = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i.test(box.host);
   if (box.security === 'none' && !loopback) {
-    throw new RuawatchError('E_CONFIG', `mailbox ${box.name}: security = "none" sends the password in clear; it is allowed only for a loopback host, not ${box.host}`);
+    throw new RuawatchError(
+      'E_CONFIG',
+      `mailbox ${box.name}: security = "none" sends the password in clear; it is allowed only for a loopback host, not ${box.host}`,
+    );
   }
 }
 

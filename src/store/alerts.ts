@@ -114,7 +114,9 @@ export class AlertStore {
   /** Undelivered notifications of a channel, oldest first: they are sent in the order queued. */
   pending(channel: ChannelName): PendingNotification[] {
     const rows = this.db
-      .prepare(`SELECT id, channel, event, message, txn_id, attempts FROM notifications WHERE channel = ? AND delivered_at IS NULL ORDER BY id`)
+      .prepare(
+        `SELECT id, channel, event, message, txn_id, attempts FROM notifications WHERE channel = ? AND delivered_at IS NULL ORDER BY id`,
+      )
       .all(channel) as (Omit<PendingNotification, 'message'> & { message: string })[];
     return rows.map((r) => ({ ...r, message: JSON.parse(r.message) as Message }));
   }
@@ -126,11 +128,14 @@ export class AlertStore {
   }
 
   markFailed(id: number, attempts: number, error: string, now: number): void {
-    this.db.prepare(`UPDATE notifications SET last_attempt = ?, attempts = attempts + ?, last_error = ? WHERE id = ?`).run(now, attempts, error, id);
+    this.db
+      .prepare(`UPDATE notifications SET last_attempt = ?, attempts = attempts + ?, last_error = ? WHERE id = ?`)
+      .run(now, attempts, error, id);
   }
 
   cachedName(ip: string, now: number, maxAge: { found: number; missing: number }): { hit: boolean; name: string | null } {
-    const row = this.db.prepare(`SELECT name, looked_up_at FROM reverse_dns WHERE ip = ?`).get(ip) as { name: string | null; looked_up_at: number } | undefined;
+    const row = this.db.prepare(`SELECT name, looked_up_at FROM reverse_dns WHERE ip = ?`).get(ip) as
+      { name: string | null; looked_up_at: number } | undefined;
     if (!row) return { hit: false, name: null };
     const age = now - row.looked_up_at;
     return age <= (row.name ? maxAge.found : maxAge.missing) ? { hit: true, name: row.name } : { hit: false, name: null };
@@ -138,7 +143,9 @@ export class AlertStore {
 
   cacheName(ip: string, name: string | null, now: number): void {
     this.db
-      .prepare(`INSERT INTO reverse_dns (ip, name, looked_up_at) VALUES (?, ?, ?) ON CONFLICT (ip) DO UPDATE SET name = excluded.name, looked_up_at = excluded.looked_up_at`)
+      .prepare(
+        `INSERT INTO reverse_dns (ip, name, looked_up_at) VALUES (?, ?, ?) ON CONFLICT (ip) DO UPDATE SET name = excluded.name, looked_up_at = excluded.looked_up_at`,
+      )
       .run(ip, name, now);
   }
 }

@@ -82,7 +82,11 @@ export function sourceRows(db: Db, from: number, to: number): SourceRow[] {
         WHERE r.kind = 'dmarc' AND r.begin_ts >= @prev AND r.begin_ts < @to
         GROUP BY 1, 2 HAVING messages > 0 ORDER BY 1, messages DESC, 2`,
     )
-    .all({ from, to, prev: from - span }) as (Omit<SourceRow, 'pass_rate' | 'previous_pass_rate'> & { pass: number; prev_messages: number; prev_pass: number })[];
+    .all({ from, to, prev: from - span }) as (Omit<SourceRow, 'pass_rate' | 'previous_pass_rate'> & {
+    pass: number;
+    prev_messages: number;
+    prev_pass: number;
+  })[];
   return rows.map(({ pass, prev_messages, prev_pass, ...r }) => ({
     ...r,
     pass_rate: rate(pass, r.messages),
@@ -120,18 +124,24 @@ export function reportDetail(db: Db, id: number): Record<string, unknown> | null
   const json = (s: unknown) => JSON.parse(String(s)) as unknown;
   if (report.kind === 'dmarc') {
     const policy = db.prepare(`SELECT * FROM dmarc_policies WHERE report_id = ?`).get(id) ?? null;
-    const records = (db
-      .prepare(`SELECT source_ip, count, disposition, dkim_aligned, spf_aligned, header_from, envelope_from, reasons, dkim_results, spf_results FROM dmarc_records WHERE report_id = ? ORDER BY count DESC, id LIMIT 1000`)
-      .all(id) as Record<string, unknown>[]).map((r) => ({ ...r, reasons: json(r.reasons), dkim_results: json(r.dkim_results), spf_results: json(r.spf_results) }));
+    const records = (
+      db
+        .prepare(
+          `SELECT source_ip, count, disposition, dkim_aligned, spf_aligned, header_from, envelope_from, reasons, dkim_results, spf_results FROM dmarc_records WHERE report_id = ? ORDER BY count DESC, id LIMIT 1000`,
+        )
+        .all(id) as Record<string, unknown>[]
+    ).map((r) => ({ ...r, reasons: json(r.reasons), dkim_results: json(r.dkim_results), spf_results: json(r.spf_results) }));
     return { report, policy, records };
   }
   if (report.kind === 'tlsrpt') {
-    const policies = (db.prepare(`SELECT * FROM tls_policies WHERE report_id = ? ORDER BY id`).all(id) as Record<string, unknown>[]).map((p) => ({
-      ...p,
-      policy_strings: json(p.policy_strings),
-      mx_hosts: json(p.mx_hosts),
-      failures: db.prepare(`SELECT * FROM tls_failures WHERE policy_id = ?`).all(p.id),
-    }));
+    const policies = (db.prepare(`SELECT * FROM tls_policies WHERE report_id = ? ORDER BY id`).all(id) as Record<string, unknown>[]).map(
+      (p) => ({
+        ...p,
+        policy_strings: json(p.policy_strings),
+        mx_hosts: json(p.mx_hosts),
+        failures: db.prepare(`SELECT * FROM tls_failures WHERE policy_id = ?`).all(p.id),
+      }),
+    );
     return { report, policies };
   }
   return { report, failure: db.prepare(`SELECT * FROM failure_reports WHERE report_id = ?`).get(id) ?? null };

@@ -52,9 +52,7 @@ export class ReportStore {
        generator, contact_info, errors, record_count, message_count, raw_sha256, raw_size, input, ingested_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT DO NOTHING`);
-    this.finishReport = db.prepare(
-      `UPDATE reports SET record_count = ?, message_count = ?, raw_sha256 = ?, raw_size = ? WHERE id = ?`,
-    );
+    this.finishReport = db.prepare(`UPDATE reports SET record_count = ?, message_count = ?, raw_sha256 = ?, raw_size = ? WHERE id = ?`);
     this.insertPolicy = db.prepare(`INSERT INTO dmarc_policies
       (report_id, domain, adkim, aspf, p, sp, np, pct, fo, testing, discovery_method)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
@@ -103,15 +101,19 @@ export class ReportStore {
       throw err;
     }
     try {
-      const id = this.insertReportRow(h, {
-        schema: h.schema,
-        version: h.version,
-        generator: h.generator,
-        contactInfo: h.extraContactInfo,
-        reporterEmail: h.reporterEmail,
-        errors: h.errors.length ? JSON.stringify(h.errors) : null,
-        input,
-      }, final);
+      const id = this.insertReportRow(
+        h,
+        {
+          schema: h.schema,
+          version: h.version,
+          generator: h.generator,
+          contactInfo: h.extraContactInfo,
+          reporterEmail: h.reporterEmail,
+          errors: h.errors.length ? JSON.stringify(h.errors) : null,
+          input,
+        },
+        final,
+      );
       if (id !== null) {
         const p = h.policy;
         this.insertPolicy.run(id, p.domain, p.adkim, p.aspf, p.p, p.sp, p.np, p.pct, p.fo, p.testing, p.discoveryMethod);
@@ -128,7 +130,14 @@ export class ReportStore {
   /** @internal used by DmarcWriter: a record as the values of its row, report id left out. */
   recordRow(r: DmarcRecord): unknown[] {
     return [
-      r.sourceIp, r.count, r.disposition, r.dkim, r.spf, r.headerFrom, r.envelopeFrom, r.envelopeTo,
+      r.sourceIp,
+      r.count,
+      r.disposition,
+      r.dkim,
+      r.spf,
+      r.headerFrom,
+      r.envelopeFrom,
+      r.envelopeTo,
       r.reasons.length ? JSON.stringify(r.reasons) : '[]',
       resultsJson(r.dkimResults, 'selector'),
       resultsJson(r.spfResults, 'scope'),
@@ -169,12 +178,25 @@ export class ReportStore {
       if (id === null) return false;
       for (const p of r.policies) {
         const pid = this.insertTlsPolicy.run(
-          id, p.policyType, p.policyDomain, JSON.stringify(p.policyStrings), JSON.stringify(p.mxHosts), p.successful, p.failed,
+          id,
+          p.policyType,
+          p.policyDomain,
+          JSON.stringify(p.policyStrings),
+          JSON.stringify(p.mxHosts),
+          p.successful,
+          p.failed,
         ).lastInsertRowid;
         for (const f of p.failures) {
           this.insertTlsFailure.run(
-            pid, f.resultType, f.sendingMtaIp, f.receivingMxHostname, f.receivingMxHelo, f.receivingIp, f.failedSessions,
-            f.additionalInformation, f.failureReasonCode,
+            pid,
+            f.resultType,
+            f.sendingMtaIp,
+            f.receivingMxHostname,
+            f.receivingMxHelo,
+            f.receivingIp,
+            f.failedSessions,
+            f.additionalInformation,
+            f.failureReasonCode,
           );
         }
       }
@@ -185,7 +207,11 @@ export class ReportStore {
   /** Stores a failure report summary in one transaction; false when it was already stored. */
   storeFailure(r: FailureReport, meta: StoredMeta): boolean {
     return this.locked(() => {
-      const id = this.insertReportRow(r, { reporterEmail: r.reporterEmail, input: meta.input }, { records: 1, messages: 1, sha256: meta.sha256, size: meta.size });
+      const id = this.insertReportRow(
+        r,
+        { reporterEmail: r.reporterEmail, input: meta.input },
+        { records: 1, messages: 1, sha256: meta.sha256, size: meta.size },
+      );
       if (id === null) return false;
       this.insertFailureReport.run({ ...r, id });
       return true;
@@ -228,9 +254,24 @@ export class ReportStore {
     final: ReportTotals | null,
   ): number | null {
     const res = this.insertReport.run(
-      key.kind, key.reporter, extra.reporterEmail ?? null, key.reportId, key.policyDomain, key.begin, key.end,
-      extra.schema ?? null, extra.version ?? null, extra.generator ?? null, extra.contactInfo ?? null, extra.errors ?? null,
-      final?.records ?? 0, final?.messages ?? 0, final?.sha256 ?? '', final?.size ?? 0, extra.input, Math.floor(Date.now() / 1000),
+      key.kind,
+      key.reporter,
+      extra.reporterEmail ?? null,
+      key.reportId,
+      key.policyDomain,
+      key.begin,
+      key.end,
+      extra.schema ?? null,
+      extra.version ?? null,
+      extra.generator ?? null,
+      extra.contactInfo ?? null,
+      extra.errors ?? null,
+      final?.records ?? 0,
+      final?.messages ?? 0,
+      final?.sha256 ?? '',
+      final?.size ?? 0,
+      extra.input,
+      Math.floor(Date.now() / 1000),
     );
     return res.changes === 0 ? null : Number(res.lastInsertRowid);
   }

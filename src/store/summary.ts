@@ -84,15 +84,24 @@ export function reportTotals(db: Db, f: ReportFilter): ReportTotals {
     .all(clean(params('dmarc'))) as (Omit<SourceTotals, 'pass_rate'> & { domain: string })[];
   const reportCounts = new Map(
     (
-      db.prepare(`SELECT r.policy_domain AS domain, COUNT(*) AS n FROM reports r WHERE ${cond} GROUP BY r.policy_domain`).all(
-        clean(params('dmarc')),
-      ) as { domain: string; n: number }[]
+      db
+        .prepare(`SELECT r.policy_domain AS domain, COUNT(*) AS n FROM reports r WHERE ${cond} GROUP BY r.policy_domain`)
+        .all(clean(params('dmarc'))) as { domain: string; n: number }[]
     ).map((r) => [r.domain, r.n]),
   );
 
   const domains = new Map<string, DomainTotals>();
   for (const [domain, reports] of reportCounts) {
-    domains.set(domain, { domain, messages: 0, dmarc_pass: 0, dkim_aligned_pass: 0, spf_aligned_pass: 0, pass_rate: null, reports, sources: [] });
+    domains.set(domain, {
+      domain,
+      messages: 0,
+      dmarc_pass: 0,
+      dkim_aligned_pass: 0,
+      spf_aligned_pass: 0,
+      pass_rate: null,
+      reports,
+      sources: [],
+    });
   }
   for (const { domain, ...s } of sources) {
     const d = domains.get(domain)!;

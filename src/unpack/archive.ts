@@ -65,7 +65,8 @@ function inflateAtOnce(data: Uint8Array, format: Format, limits: Limits): Buffer
   const maxOutputLength = Math.min(AT_ONCE_OUTPUT, limits.maxDecompressedBytes, byRatio);
   try {
     const opts = { maxOutputLength };
-    const out = format === 'gzip' ? zlib.gunzipSync(data, opts) : format === 'zlib' ? zlib.inflateSync(data, opts) : zlib.inflateRawSync(data, opts);
+    const out =
+      format === 'gzip' ? zlib.gunzipSync(data, opts) : format === 'zlib' ? zlib.inflateSync(data, opts) : zlib.inflateRawSync(data, opts);
     return out.length > 0 ? out : null;
   } catch {
     return null;
@@ -135,10 +136,16 @@ class SizeGuard {
     this.total += n;
     const { maxDecompressedBytes, maxCompressionRatio, ratioCheckAfterBytes } = this.limits;
     if (this.total > maxDecompressedBytes) {
-      throw overLimit('maxDecompressedBytes', `${this.what} decompresses to more than ${formatBytes(maxDecompressedBytes)}; refused as a possible decompression bomb`);
+      throw overLimit(
+        'maxDecompressedBytes',
+        `${this.what} decompresses to more than ${formatBytes(maxDecompressedBytes)}; refused as a possible decompression bomb`,
+      );
     }
     if (this.total >= ratioCheckAfterBytes && compressedSoFar > 0 && this.total / compressedSoFar > maxCompressionRatio) {
-      throw overLimit('maxCompressionRatio', `${this.what} expands more than ${maxCompressionRatio}:1; refused as a possible decompression bomb`);
+      throw overLimit(
+        'maxCompressionRatio',
+        `${this.what} expands more than ${maxCompressionRatio}:1; refused as a possible decompression bomb`,
+      );
     }
   }
 }
@@ -232,7 +239,7 @@ function parseEntries(buf: Buffer, dir: { offset: number; size: number; total: n
       uncompressedSize: buf.readUInt32LE(p + 24),
       localHeader: buf.readUInt32LE(p + 42),
     };
-    for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen; ) {
+    for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen;) {
       const id = buf.readUInt16LE(e);
       const len = buf.readUInt16LE(e + 2);
       if (id === 0x0001) {
@@ -268,7 +275,8 @@ async function* zipEntryStream(buf: Buffer, file: ZipFile, limits: Limits, what:
   }
   if (file.flags & 0x01) throw new RuawatchError('E_ZIP', `${what}: the entry is encrypted`);
   const at = file.localHeader;
-  if (at + 30 > buf.length || buf.readUInt32LE(at) !== 0x04034b50) throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry (no local header)`);
+  if (at + 30 > buf.length || buf.readUInt32LE(at) !== 0x04034b50)
+    throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry (no local header)`);
   const start = at + 30 + buf.readUInt16LE(at + 26) + buf.readUInt16LE(at + 28);
   const data = buf.subarray(start, start + file.compressedSize);
   if (data.length !== file.compressedSize) throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry (data cut short)`);

@@ -199,7 +199,16 @@ const BASE64_BODY = /^[A-Za-z0-9+/\r\n\t ]*(?:=[\r\n\t ]*){0,2}$/;
  * One leaf part: plain text into `texts`, anything else into `parts`. False when it is a kind this
  * reader leaves to mailparser.
  */
-function readPart(raw: Buffer, s: string, headers: Headers, type: ContentType, start: number, end: number, texts: string[], parts: MailPart[]): boolean {
+function readPart(
+  raw: Buffer,
+  s: string,
+  headers: Headers,
+  type: ContentType,
+  start: number,
+  end: number,
+  texts: string[],
+  parts: MailPart[],
+): boolean {
   // Reports come as application/* (a zip, gzip, XML or JSON) next to plain text; mailparser has
   // its own rules for the rest (it reads "multipartX/..." as multipart, for one).
   if (!type.value.startsWith('application/') && type.value !== 'text/plain') return false;

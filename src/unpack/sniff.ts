@@ -52,7 +52,11 @@ function looksLikeMailHeader(text: string): boolean {
   const first = lines[0] ?? '';
   if (!/^[!-9;-~]+:/.test(first)) return false;
   // One header line could be anything ("Note: ..."); want a second header or a known name.
-  if (/^(received|return-path|from|to|subject|date|message-id|mime-version|content-type|delivered-to|x-[^:]*|dkim-signature|arc-[^:]*|authentication-results):/i.test(first)) {
+  if (
+    /^(received|return-path|from|to|subject|date|message-id|mime-version|content-type|delivered-to|x-[^:]*|dkim-signature|arc-[^:]*|authentication-results):/i.test(
+      first,
+    )
+  ) {
     return true;
   }
   return lines.slice(1).some((l) => /^[!-9;-~]+:/.test(l));

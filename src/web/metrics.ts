@@ -24,32 +24,77 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
   const m = new Exposition();
   const stored = db.prepare(`SELECT kind, COUNT(*) AS n FROM reports GROUP BY kind`).all() as { kind: string; n: number }[];
   const byKind = new Map(stored.map((r) => [r.kind, r.n]));
-  m.metric('ruawatch_reports_stored', 'gauge', 'Reports in the database, by kind.', ['dmarc', 'tlsrpt', 'failure'].map((k) => [{ kind: k }, byKind.get(k) ?? 0]));
+  m.metric(
+    'ruawatch_reports_stored',
+    'gauge',
+    'Reports in the database, by kind.',
+    ['dmarc', 'tlsrpt', 'failure'].map((k) => [{ kind: k }, byKind.get(k) ?? 0]),
+  );
   m.metric('ruawatch_reports_ingested_total', 'counter', 'Reports newly stored by this process, by kind.', [
     [{ kind: 'dmarc' }, state.ingested.dmarc],
     [{ kind: 'tlsrpt' }, state.ingested.tlsrpt],
     [{ kind: 'failure' }, state.ingested.failure],
   ]);
-  m.metric('ruawatch_duplicate_reports_total', 'counter', 'Reports received again and not stored twice.', [[{}, state.ingested.duplicates]]);
-  m.metric('ruawatch_inputs_failed_total', 'counter', 'Messages or files that could not be read as reports.', [[{}, state.ingested.failed]]);
+  m.metric('ruawatch_duplicate_reports_total', 'counter', 'Reports received again and not stored twice.', [
+    [{}, state.ingested.duplicates],
+  ]);
+  m.metric('ruawatch_inputs_failed_total', 'counter', 'Messages or files that could not be read as reports.', [
+    [{}, state.ingested.failed],
+  ]);
   m.metric('ruawatch_inputs_skipped_total', 'counter', 'Messages that held no report.', [[{}, state.ingested.skipped]]);
-  m.metric('ruawatch_polls_total', 'counter', 'Mailbox polls, by result.', [[{ result: 'ok' }, state.polls.ok], [{ result: 'failed' }, state.polls.failed]]);
+  m.metric('ruawatch_polls_total', 'counter', 'Mailbox polls, by result.', [
+    [{ result: 'ok' }, state.polls.ok],
+    [{ result: 'failed' }, state.polls.failed],
+  ]);
   m.metric('ruawatch_last_poll_timestamp_seconds', 'gauge', 'When the last poll started.', [[{}, state.lastPollAt]]);
   m.metric('ruawatch_last_successful_poll_timestamp_seconds', 'gauge', 'When the last poll succeeded.', [[{}, state.lastSuccessAt]]);
   m.metric('ruawatch_consecutive_failed_polls', 'gauge', 'Polls failed in a row.', [[{}, state.consecutiveFailures]]);
 
   const since = (Math.floor(now / DAY) - config.analysis.recent_days) * DAY;
   const totals = reportTotals(db, { since, until: now });
-  m.metric('ruawatch_dmarc_messages', 'gauge', `Messages in aggregate reports over the last ${config.analysis.recent_days} days, by policy domain.`,
-    totals.domains.map((d) => [{ domain: d.domain }, d.messages]));
-  m.metric('ruawatch_dmarc_pass_rate', 'gauge', `Share of messages passing DMARC over the last ${config.analysis.recent_days} days, by policy domain (0-1).`,
-    totals.domains.map((d) => [{ domain: d.domain }, d.pass_rate]));
-  m.metric('ruawatch_tls_sessions', 'gauge', `TLS sessions reported over the last ${config.analysis.recent_days} days, by policy domain and result.`,
-    totals.tlsrpt.flatMap((t) => [[{ domain: t.policy_domain, result: 'successful' }, t.successful], [{ domain: t.policy_domain, result: 'failed' }, t.failed]] as [Record<string, string>, number][]));
+  m.metric(
+    'ruawatch_dmarc_messages',
+    'gauge',
+    `Messages in aggregate reports over the last ${config.analysis.recent_days} days, by policy domain.`,
+    totals.domains.map((d) => [{ domain: d.domain }, d.messages]),
+  );
+  m.metric(
+    'ruawatch_dmarc_pass_rate',
+    'gauge',
+    `Share of messages passing DMARC over the last ${config.analysis.recent_days} days, by policy domain (0-1).`,
+    totals.domains.map((d) => [{ domain: d.domain }, d.pass_rate]),
+  );
+  m.metric(
+    'ruawatch_tls_sessions',
+    'gauge',
+    `TLS sessions reported over the last ${config.analysis.recent_days} days, by policy domain and result.`,
+    totals.tlsrpt.flatMap(
+      (t) =>
+        [
+          [{ domain: t.policy_domain, result: 'successful' }, t.successful],
+          [{ domain: t.policy_domain, result: 'failed' }, t.failed],
+        ] as [Record<string, string>, number][],
+    ),
+  );
 
-  const open = db.prepare(`SELECT severity, kind, COUNT(*) AS n FROM alerts WHERE resolved_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2`).all() as { severity: string; kind: string; n: number }[];
-  m.metric('ruawatch_open_alerts', 'gauge', 'Open alerts, by severity and kind.', open.map((a) => [{ severity: a.severity, kind: a.kind }, a.n]));
-  const pending = db.prepare(`SELECT channel, COUNT(*) AS n FROM notifications WHERE delivered_at IS NULL GROUP BY 1 ORDER BY 1`).all() as { channel: string; n: number }[];
-  m.metric('ruawatch_notifications_pending', 'gauge', 'Notifications not delivered yet, by channel.', pending.map((p) => [{ channel: p.channel }, p.n]));
+  const open = db
+    .prepare(`SELECT severity, kind, COUNT(*) AS n FROM alerts WHERE resolved_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2`)
+    .all() as { severity: string; kind: string; n: number }[];
+  m.metric(
+    'ruawatch_open_alerts',
+    'gauge',
+    'Open alerts, by severity and kind.',
+    open.map((a) => [{ severity: a.severity, kind: a.kind }, a.n]),
+  );
+  const pending = db.prepare(`SELECT channel, COUNT(*) AS n FROM notifications WHERE delivered_at IS NULL GROUP BY 1 ORDER BY 1`).all() as {
+    channel: string;
+    n: number;
+  }[];
+  m.metric(
+    'ruawatch_notifications_pending',
+    'gauge',
+    'Notifications not delivered yet, by channel.',
+    pending.map((p) => [{ channel: p.channel }, p.n]),
+  );
   return m.text();
 }

@@ -63,7 +63,12 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
         return send(failing ? 503 : 200, 'application/json', `${JSON.stringify(body)}\n`);
       }
       if (!authorised(req, config.web)) {
-        return send(401, 'text/plain', 'authentication required\n', config.web.user ? { 'www-authenticate': 'Basic realm="ruawatch", charset="UTF-8"' } : { 'www-authenticate': 'Bearer' });
+        return send(
+          401,
+          'text/plain',
+          'authentication required\n',
+          config.web.user ? { 'www-authenticate': 'Basic realm="ruawatch", charset="UTF-8"' } : { 'www-authenticate': 'Bearer' },
+        );
       }
       if (url.pathname === '/metrics') {
         return send(200, 'text/plain; version=0.0.4; charset=utf-8', metricsText(db, worker.state, config, Math.floor(Date.now() / 1000)));
@@ -112,7 +117,10 @@ const uplotDir = path.dirname(require.resolve('uplot/package.json'));
 const ASSETS: Record<string, { file: string; type: string }> = {
   '/assets/uPlot.iife.min.js': { file: path.join(uplotDir, 'dist/uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
   '/assets/uPlot.min.css': { file: path.join(uplotDir, 'dist/uPlot.min.css'), type: 'text/css; charset=utf-8' },
-  '/assets/dashboard.js': { file: fileURLToPath(new URL('./client/dashboard.js', import.meta.url)), type: 'text/javascript; charset=utf-8' },
+  '/assets/dashboard.js': {
+    file: fileURLToPath(new URL('./client/dashboard.js', import.meta.url)),
+    type: 'text/javascript; charset=utf-8',
+  },
 };
 const assetCache = new Map<string, string>();
 

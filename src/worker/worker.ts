@@ -86,7 +86,10 @@ export class Worker {
         }
       }
     }
-    this.log.info({ poll: s.poll, digest: this.config.alerts.digest === 'off' ? 'off' : s.digest, timezone: s.timezone, idle: s.idle }, 'schedules started');
+    this.log.info(
+      { poll: s.poll, digest: this.config.alerts.digest === 'off' ? 'off' : s.digest, timezone: s.timezone, idle: s.idle },
+      'schedules started',
+    );
     // The first poll runs now rather than at the first tick.
     void this.tick('start');
   }
@@ -141,14 +144,23 @@ export class Worker {
       // One mailbox that cannot be read (a wrong password on tlsrpt@) must not silence the alerts
       // on what the others brought: evaluate first, then count the poll as failed.
       if (!this.abort.signal.aborted) {
-        const run = await runAlerts(this.db, this.config, { now: now(), dryRun: false, channels: this.channels, lookup: this.opts.lookup, log });
+        const run = await runAlerts(this.db, this.config, {
+          now: now(),
+          dryRun: false,
+          channels: this.channels,
+          lookup: this.opts.lookup,
+          log,
+        });
         if (run.deliveries.failed.length) log.warn({ failed: run.deliveries.failed }, 'some notifications wait for the next poll');
       }
       if (mailboxErrors.length) throw new Error(mailboxErrors.map((e) => e.error).join('; '));
       st.polls.ok++;
       st.lastSuccessAt = now();
       st.consecutiveFailures = 0;
-      log.info({ reports: summary.reports, duplicates: summary.duplicates, failed: summary.failed.length, skipped: summary.skipped.length }, 'poll done');
+      log.info(
+        { reports: summary.reports, duplicates: summary.duplicates, failed: summary.failed.length, skipped: summary.skipped.length },
+        'poll done',
+      );
     } catch (err) {
       st.polls.failed++;
       st.consecutiveFailures++;

@@ -14,18 +14,47 @@ interface Overview {
   domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] }[];
   tls: { domain: string; days: { day: string; successful: number; failed: number }[] }[];
   sources: {
-    domain: string; ip: string; name: string | null; messages: number; pass_rate: number | null; previous_pass_rate: number | null;
-    dkim_aligned_pass: number; spf_aligned_pass: number; reporters: number;
+    domain: string;
+    ip: string;
+    name: string | null;
+    messages: number;
+    pass_rate: number | null;
+    previous_pass_rate: number | null;
+    dkim_aligned_pass: number;
+    spf_aligned_pass: number;
+    reporters: number;
   }[];
   alerts: { open: AlertRow[]; recent: AlertRow[] };
-  reports: { id: number; kind: string; reporter: string; report_id: string; policy_domain: string; begin: number; end: number; record_count: number; message_count: number }[];
+  reports: {
+    id: number;
+    kind: string;
+    reporter: string;
+    report_id: string;
+    policy_domain: string;
+    begin: number;
+    end: number;
+    record_count: number;
+    message_count: number;
+  }[];
 }
 
 interface AlertRow {
-  key: string; kind: string; severity: string; domain: string; source_ip: string | null; summary: string; first_seen: number; last_seen: number; resolved_at: number | null;
+  key: string;
+  kind: string;
+  severity: string;
+  domain: string;
+  source_ip: string | null;
+  summary: string;
+  first_seen: number;
+  last_seen: number;
+  resolved_at: number | null;
 }
 
-const state: { charts: Record<string, uPlotType>; overview: Overview | null; detail: unknown } = { charts: {}, overview: null, detail: null };
+const state: { charts: Record<string, uPlotType>; overview: Overview | null; detail: unknown } = {
+  charts: {},
+  overview: null,
+  detail: null,
+};
 (window as unknown as { ruawatch: typeof state }).ruawatch = state;
 
 const COLOURS = ['#1976d2', '#d32f2f', '#2e7d32', '#f9a825', '#6a1b9a', '#00838f', '#5d4037', '#c2185b'];
@@ -70,7 +99,14 @@ function table(head: string[], rows: (string | number | null | Node)[][], onRow?
   return t;
 }
 
-function chart(id: string, title: string, days: string[], series: { label: string; values: (number | null)[]; colour: string }[], yLabel: string, range?: [number, number]): void {
+function chart(
+  id: string,
+  title: string,
+  days: string[],
+  series: { label: string; values: (number | null)[]; colour: string }[],
+  yLabel: string,
+  range?: [number, number],
+): void {
   const box = document.getElementById(id)!;
   box.replaceChildren();
   if (days.length === 0) {
@@ -84,7 +120,10 @@ function chart(id: string, title: string, days: string[], series: { label: strin
     height: 260,
     scales: { x: { time: true }, y: range ? { range } : {} },
     axes: [{}, { label: yLabel }],
-    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.colour, width: 2, spanGaps: true, points: { show: days.length < 60 } }))],
+    series: [
+      {},
+      ...series.map((s) => ({ label: s.label, stroke: s.colour, width: 2, spanGaps: true, points: { show: days.length < 60 } })),
+    ],
   };
   const data = [days.map(epochDay), ...series.map((s) => s.values)] as uPlotType.AlignedData;
   state.charts[id]?.destroy();
@@ -97,17 +136,30 @@ function allDays(lists: { day: string }[][]): string[] {
 
 function renderCharts(o: Overview): void {
   const days = allDays(o.domains.map((d) => d.days));
-  chart('pass-chart', 'DMARC pass rate per domain', days, o.domains.map((d, i) => {
-    const by = new Map(d.days.map((x) => [x.day, x.pass_rate === null ? null : x.pass_rate * 100]));
-    return { label: d.domain, values: days.map((x) => by.get(x) ?? null), colour: COLOURS[i % COLOURS.length]! };
-  }), '% passing', [0, 100]);
+  chart(
+    'pass-chart',
+    'DMARC pass rate per domain',
+    days,
+    o.domains.map((d, i) => {
+      const by = new Map(d.days.map((x) => [x.day, x.pass_rate === null ? null : x.pass_rate * 100]));
+      return { label: d.domain, values: days.map((x) => by.get(x) ?? null), colour: COLOURS[i % COLOURS.length]! };
+    }),
+    '% passing',
+    [0, 100],
+  );
   const tlsDays = allDays(o.tls.map((d) => d.days));
   const sum = (field: 'successful' | 'failed') =>
     tlsDays.map((day) => o.tls.reduce((n, d) => n + (d.days.find((x) => x.day === day)?.[field] ?? 0), 0));
-  chart('tls-chart', 'TLS sessions (all policy domains)', tlsDays, [
-    { label: 'successful', values: sum('successful'), colour: '#2e7d32' },
-    { label: 'failed', values: sum('failed'), colour: '#d32f2f' },
-  ], 'sessions');
+  chart(
+    'tls-chart',
+    'TLS sessions (all policy domains)',
+    tlsDays,
+    [
+      { label: 'successful', values: sum('successful'), colour: '#2e7d32' },
+      { label: 'failed', values: sum('failed'), colour: '#d32f2f' },
+    ],
+    'sessions',
+  );
 }
 
 function trend(s: Overview['sources'][number]): Node {
@@ -118,28 +170,63 @@ function trend(s: Overview['sources'][number]): Node {
 }
 
 function renderSources(o: Overview): void {
-  const rows = o.sources.slice(0, 200).map((s) => [
-    s.domain, s.ip, s.name, int(s.messages), pct(s.pass_rate), trend(s),
-    pct(s.messages ? s.dkim_aligned_pass / s.messages : null), pct(s.messages ? s.spf_aligned_pass / s.messages : null), s.reporters,
-  ]);
-  document.getElementById('sources')!.replaceChildren(
-    rows.length ? table(['Domain', 'Source IP', 'Reverse DNS', 'Messages', 'Pass rate', 'Trend', 'DKIM aligned', 'SPF aligned', 'Reporters'], rows) : el('p', 'No aggregate reports in this period.', 'empty'),
-  );
+  const rows = o.sources
+    .slice(0, 200)
+    .map((s) => [
+      s.domain,
+      s.ip,
+      s.name,
+      int(s.messages),
+      pct(s.pass_rate),
+      trend(s),
+      pct(s.messages ? s.dkim_aligned_pass / s.messages : null),
+      pct(s.messages ? s.spf_aligned_pass / s.messages : null),
+      s.reporters,
+    ]);
+  document
+    .getElementById('sources')!
+    .replaceChildren(
+      rows.length
+        ? table(['Domain', 'Source IP', 'Reverse DNS', 'Messages', 'Pass rate', 'Trend', 'DKIM aligned', 'SPF aligned', 'Reporters'], rows)
+        : el('p', 'No aggregate reports in this period.', 'empty'),
+    );
 }
 
 function renderAlerts(o: Overview): void {
   const sev = (s: string) => el('span', s, `sev sev-${s}`);
   const open = o.alerts.open.map((a) => [sev(a.severity), a.kind, a.summary, time(a.first_seen)]);
-  const recent = o.alerts.recent.filter((a) => a.resolved_at !== null).map((a) => [sev(a.severity), a.kind, a.summary, `${time(a.first_seen)} – ${time(a.resolved_at!)}`]);
-  document.getElementById('alerts-open')!.replaceChildren(open.length ? table(['Severity', 'Kind', 'Summary', 'Since'], open) : el('p', 'No open alerts.', 'empty'));
-  document.getElementById('alerts-recent')!.replaceChildren(recent.length ? table(['Severity', 'Kind', 'Summary', 'Open'], recent) : el('p', 'None resolved recently.', 'empty'));
+  const recent = o.alerts.recent
+    .filter((a) => a.resolved_at !== null)
+    .map((a) => [sev(a.severity), a.kind, a.summary, `${time(a.first_seen)} – ${time(a.resolved_at!)}`]);
+  document
+    .getElementById('alerts-open')!
+    .replaceChildren(open.length ? table(['Severity', 'Kind', 'Summary', 'Since'], open) : el('p', 'No open alerts.', 'empty'));
+  document
+    .getElementById('alerts-recent')!
+    .replaceChildren(recent.length ? table(['Severity', 'Kind', 'Summary', 'Open'], recent) : el('p', 'None resolved recently.', 'empty'));
 }
 
 function renderReports(o: Overview): void {
-  const rows = o.reports.map((r) => [date(r.begin), r.kind, r.reporter, r.policy_domain, r.kind === 'dmarc' ? int(r.record_count) : '-', r.kind === 'dmarc' ? int(r.message_count) : '-', r.report_id]);
-  document.getElementById('reports')!.replaceChildren(
-    rows.length ? table(['Day', 'Kind', 'Reporter', 'Policy domain', 'Records', 'Messages', 'Report id'], rows, (i) => void openReport(o.reports[i]!.id)) : el('p', 'No reports yet.', 'empty'),
-  );
+  const rows = o.reports.map((r) => [
+    date(r.begin),
+    r.kind,
+    r.reporter,
+    r.policy_domain,
+    r.kind === 'dmarc' ? int(r.record_count) : '-',
+    r.kind === 'dmarc' ? int(r.message_count) : '-',
+    r.report_id,
+  ]);
+  document
+    .getElementById('reports')!
+    .replaceChildren(
+      rows.length
+        ? table(
+            ['Day', 'Kind', 'Reporter', 'Policy domain', 'Records', 'Messages', 'Report id'],
+            rows,
+            (i) => void openReport(o.reports[i]!.id),
+          )
+        : el('p', 'No reports yet.', 'empty'),
+    );
 }
 
 type Json = Record<string, unknown>;
@@ -156,32 +243,83 @@ async function openReport(id: number): Promise<void> {
   state.detail = d;
   const r = d.report;
   const head = el('h3', `${String(r.kind)} report ${String(r.report_id)} from ${String(r.reporter)}`);
-  const meta = el('p', `${String(r.policy_domain)}, ${time(Number(r.begin_ts))} to ${time(Number(r.end_ts))} UTC, received as ${String(r.input)}`);
+  const meta = el(
+    'p',
+    `${String(r.policy_domain)}, ${time(Number(r.begin_ts))} to ${time(Number(r.end_ts))} UTC, received as ${String(r.input)}`,
+  );
   const parts: Node[] = [head, meta];
   if (d.policy) {
     const p = d.policy;
-    parts.push(el('p', `Published policy: p=${String(p.p ?? '-')} sp=${String(p.sp ?? '-')} pct=${String(p.pct ?? '-')} adkim=${String(p.adkim ?? '-')} aspf=${String(p.aspf ?? '-')}`));
+    parts.push(
+      el(
+        'p',
+        `Published policy: p=${String(p.p ?? '-')} sp=${String(p.sp ?? '-')} pct=${String(p.pct ?? '-')} adkim=${String(p.adkim ?? '-')} aspf=${String(p.aspf ?? '-')}`,
+      ),
+    );
   }
   if (d.records) {
     const results = (list: unknown, key: string) =>
       (list as Json[]).map((x) => `${String(x.domain ?? '?')}${x[key] ? `/${String(x[key])}` : ''}: ${String(x.result ?? '?')}`).join(', ');
-    parts.push(table(['Source IP', 'Messages', 'Disposition', 'DKIM aligned', 'SPF aligned', 'Header from', 'DKIM results', 'SPF results', 'Reasons'],
-      d.records.map((x) => [String(x.source_ip), int(Number(x.count)), x.disposition as string, x.dkim_aligned as string, x.spf_aligned as string, x.header_from as string,
-        results(x.dkim_results, 'selector'), results(x.spf_results, 'scope'), (x.reasons as Json[]).map((y) => String(y.type)).join(', ')])));
+    parts.push(
+      table(
+        ['Source IP', 'Messages', 'Disposition', 'DKIM aligned', 'SPF aligned', 'Header from', 'DKIM results', 'SPF results', 'Reasons'],
+        d.records.map((x) => [
+          String(x.source_ip),
+          int(Number(x.count)),
+          x.disposition as string,
+          x.dkim_aligned as string,
+          x.spf_aligned as string,
+          x.header_from as string,
+          results(x.dkim_results, 'selector'),
+          results(x.spf_results, 'scope'),
+          (x.reasons as Json[]).map((y) => String(y.type)).join(', '),
+        ]),
+      ),
+    );
   }
   if (d.policies) {
     for (const p of d.policies) {
-      parts.push(el('p', `${String(p.policy_type)} policy for ${String(p.policy_domain ?? '-')} (MX: ${(p.mx_hosts as string[]).join(', ') || '-'}): ${int(Number(p.successful))} successful, ${int(Number(p.failed))} failed sessions`));
+      parts.push(
+        el(
+          'p',
+          `${String(p.policy_type)} policy for ${String(p.policy_domain ?? '-')} (MX: ${(p.mx_hosts as string[]).join(', ') || '-'}): ${int(Number(p.successful))} successful, ${int(Number(p.failed))} failed sessions`,
+        ),
+      );
       const failures = p.failures as Json[];
       if (failures.length) {
-        parts.push(table(['Result', 'Sending MTA', 'Receiving MX', 'Receiving IP', 'Sessions', 'Details'],
-          failures.map((f) => [f.result_type as string, f.sending_mta_ip as string, f.receiving_mx_hostname as string, f.receiving_ip as string, int(Number(f.failed_sessions)), (f.additional_information ?? f.failure_reason_code) as string])));
+        parts.push(
+          table(
+            ['Result', 'Sending MTA', 'Receiving MX', 'Receiving IP', 'Sessions', 'Details'],
+            failures.map((f) => [
+              f.result_type as string,
+              f.sending_mta_ip as string,
+              f.receiving_mx_hostname as string,
+              f.receiving_ip as string,
+              int(Number(f.failed_sessions)),
+              (f.additional_information ?? f.failure_reason_code) as string,
+            ]),
+          ),
+        );
       }
     }
   }
   if (d.failure) {
     const f = d.failure;
-    parts.push(table(['Field', 'Value'], ['feedback_type', 'source_ip', 'reported_domain', 'header_from', 'auth_failure', 'dkim_domain', 'dkim_selector', 'delivery_result'].map((k) => [k, f[k] as string])));
+    parts.push(
+      table(
+        ['Field', 'Value'],
+        [
+          'feedback_type',
+          'source_ip',
+          'reported_domain',
+          'header_from',
+          'auth_failure',
+          'dkim_domain',
+          'dkim_selector',
+          'delivery_result',
+        ].map((k) => [k, f[k] as string]),
+      ),
+    );
   }
   const close = el('button', 'Close');
   close.addEventListener('click', () => box.replaceChildren());

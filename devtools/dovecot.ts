@@ -1,12 +1,12 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
-import { tempDir } from './helpers.js';
 
 /**
- * A real Dovecot IMAP server for the tests: its own throwaway configuration, a passwd-file user per
+ * A real Dovecot IMAP server for the tests and the IMAP benchmark: its own throwaway configuration, a passwd-file user per
  * mailbox, maildirs in a temp folder, plain IMAP and implicit TLS (self-signed) on free loopback
  * ports. Started and stopped by the tests themselves.
  */
@@ -70,7 +70,7 @@ export interface DovecotOptions {
 export async function startDovecot(users: string[], opts: DovecotOptions = {}): Promise<Dovecot> {
   const binary = findDovecot();
   if (!binary) throw new Error('dovecot is not installed (Debian package dovecot-imapd)');
-  const dir = tempDir('ruawatch-dovecot-');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ruawatch-dovecot-'));
   fs.chmodSync(dir, 0o755);
   for (const sub of ['run', 'state', 'home']) fs.mkdirSync(path.join(dir, sub), { mode: 0o755 });
   // Mail processes may not run as root; as root, run them as nobody.
@@ -80,10 +80,27 @@ export async function startDovecot(users: string[], opts: DovecotOptions = {}): 
   fs.writeFileSync(path.join(dir, 'passwd'), users.map((u) => `${u}:{PLAIN}${PASSWORD}\n`).join(''));
   const certFile = path.join(dir, 'cert.pem');
   const keyFile = path.join(dir, 'key.pem');
-  const ssl = spawnSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', keyFile, '-out', certFile,
-  ], { encoding: 'utf8' });
+  const ssl = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { encoding: 'utf8' },
+  );
   if (ssl.status !== 0) throw new Error(`openssl failed: ${ssl.stderr}`);
   const port = await freePort();
   const tlsPort = await freePort();

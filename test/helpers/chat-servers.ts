@@ -65,7 +65,9 @@ interface HttpStub {
   close(): Promise<void>;
 }
 
-async function listen(handler: (req: http.IncomingMessage, body: string, res: http.ServerResponse) => void): Promise<{ port: number; close: () => Promise<void> }> {
+async function listen(
+  handler: (req: http.IncomingMessage, body: string, res: http.ServerResponse) => void,
+): Promise<{ port: number; close: () => Promise<void> }> {
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -74,7 +76,11 @@ async function listen(handler: (req: http.IncomingMessage, body: string, res: ht
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: (server.address() as AddressInfo).port,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -105,7 +111,8 @@ export async function startMatrix(opts: { token: string; roomId: string }): Prom
     const m = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/send\/m\.room\.message\/([^/?]+)$/.exec(req.url ?? '');
     if (req.method !== 'PUT' || !m) return bad('expected PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}');
     if (decodeURIComponent(m[1]!) !== opts.roomId) return bad(`room id ${decodeURIComponent(m[1]!)} is not ${opts.roomId}`);
-    if (req.headers.authorization !== `Bearer ${opts.token}`) return json(res, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token' });
+    if (req.headers.authorization !== `Bearer ${opts.token}`)
+      return json(res, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token' });
     if (!String(req.headers['content-type']).startsWith('application/json')) return bad('content-type is not application/json');
     let content: MatrixEvent['content'];
     try {
@@ -113,7 +120,8 @@ export async function startMatrix(opts: { token: string; roomId: string }): Prom
     } catch {
       return bad('body is not JSON');
     }
-    if (!['m.notice', 'm.text'].includes(content.msgtype) || typeof content.body !== 'string' || !content.body) return bad('msgtype/body missing');
+    if (!['m.notice', 'm.text'].includes(content.msgtype) || typeof content.body !== 'string' || !content.body)
+      return bad('msgtype/body missing');
     if (content.format !== undefined && (content.format !== 'org.matrix.custom.html' || typeof content.formatted_body !== 'string')) {
       return bad('format must be org.matrix.custom.html with a formatted_body');
     }
@@ -148,8 +156,23 @@ export interface DiscordStub extends HttpStub {
   webhookUrl: string;
 }
 
-export async function startDiscord(opts: { webhookId: string; webhookToken: string; botToken: string; channelId: string }): Promise<DiscordStub> {
-  const stub: DiscordStub = { port: 0, url: '', requests: 0, violations: [], script: [], down: false, messages: [], webhookUrl: '', close: async () => {} };
+export async function startDiscord(opts: {
+  webhookId: string;
+  webhookToken: string;
+  botToken: string;
+  channelId: string;
+}): Promise<DiscordStub> {
+  const stub: DiscordStub = {
+    port: 0,
+    url: '',
+    requests: 0,
+    violations: [],
+    script: [],
+    down: false,
+    messages: [],
+    webhookUrl: '',
+    close: async () => {},
+  };
   const nonces = new Set<string>();
   const { port, close } = await listen((req, body, res) => {
     stub.requests++;
@@ -160,9 +183,11 @@ export async function startDiscord(opts: { webhookId: string; webhookToken: stri
     const url = new URL(req.url ?? '/', 'http://x');
     const hook = /^\/api\/v10\/webhooks\/(\d+)\/([\w-]+)$/.exec(url.pathname);
     const chan = /^\/api\/v10\/channels\/(\d+)\/messages$/.exec(url.pathname);
-    if (req.method !== 'POST' || (!hook && !chan)) return bad('expected POST /api/v10/webhooks/{id}/{token} or /api/v10/channels/{id}/messages');
+    if (req.method !== 'POST' || (!hook && !chan))
+      return bad('expected POST /api/v10/webhooks/{id}/{token} or /api/v10/channels/{id}/messages');
     if (hook) {
-      if (hook[1] !== opts.webhookId || hook[2] !== opts.webhookToken) return json(res, 401, { code: 50027, message: 'Invalid Webhook Token' });
+      if (hook[1] !== opts.webhookId || hook[2] !== opts.webhookToken)
+        return json(res, 401, { code: 50027, message: 'Invalid Webhook Token' });
       if (req.headers.authorization) return bad('a webhook request carries no Authorization header');
     } else {
       if (req.headers.authorization !== `Bot ${opts.botToken}`) return json(res, 401, { code: 0, message: '401: Unauthorized' });
@@ -180,13 +205,21 @@ export async function startDiscord(opts: { webhookId: string; webhookToken: stri
     if (!msg.content && embeds.length === 0) return bad('content or embeds required');
     if (embeds.length > 10) return bad('at most 10 embeds');
     for (const e of embeds) {
-      if ((e.title?.length ?? 0) > 256 || (e.description?.length ?? 0) > 4096 || (e.fields?.length ?? 0) > 25) return bad('embed over its limits');
-      if (e.color !== undefined && (!Number.isInteger(e.color) || e.color < 0 || e.color > 0xffffff)) return bad('color must be an integer 0..0xffffff');
-      for (const f of e.fields ?? []) if (!f.name || !f.value || f.name.length > 256 || f.value.length > 1024) return bad('field name/value empty or too long');
+      if ((e.title?.length ?? 0) > 256 || (e.description?.length ?? 0) > 4096 || (e.fields?.length ?? 0) > 25)
+        return bad('embed over its limits');
+      if (e.color !== undefined && (!Number.isInteger(e.color) || e.color < 0 || e.color > 0xffffff))
+        return bad('color must be an integer 0..0xffffff');
+      for (const f of e.fields ?? [])
+        if (!f.name || !f.value || f.name.length > 256 || f.value.length > 1024) return bad('field name/value empty or too long');
     }
     const next = stub.down ? '500' : stub.script.shift();
     if (next === '429') {
-      return json(res, 429, { message: 'You are being rate limited.', retry_after: 1, global: false }, { 'retry-after': '1', 'x-ratelimit-scope': 'user' });
+      return json(
+        res,
+        429,
+        { message: 'You are being rate limited.', retry_after: 1, global: false },
+        { 'retry-after': '1', 'x-ratelimit-scope': 'user' },
+      );
     }
     if (next === '500') return json(res, 500, { message: 'Internal Server Error', code: 0 });
     if (next === '403') return json(res, 403, { code: 50013, message: 'Missing Permissions' });

@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { describe, it } from 'node:test';
-import { rng } from '../bench/corpus.js';
-import { inflate, inflateSliced } from '../src/unpack/archive.js';
-import { fromBuffer, type ByteStream } from '../src/unpack/bytes.js';
-import { defaultLimits } from '../src/unpack/limits.js';
-import { FIXTURES } from './helpers.js';
+import { rng } from '../../devtools/corpus.js';
+import { inflate, inflateSliced } from '../../src/unpack/archive.js';
+import { fromBuffer, type ByteStream } from '../../src/unpack/bytes.js';
+import { defaultLimits } from '../../src/unpack/limits.js';
+import { FIXTURES } from '../helpers/common.js';
 
 /**
  * Small compressed streams are inflated in one zlib call, everything else in fflate slices
@@ -49,7 +49,10 @@ function damage(good: Buffer, random: () => number): Buffer {
 
 describe('inflate in one call and in slices', () => {
   const dir = path.join(FIXTURES, 'dmarc-aggregate');
-  const gz = fs.readdirSync(dir).filter((f) => f.endsWith('.gz')).map((f) => fs.readFileSync(path.join(dir, f)));
+  const gz = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.gz'))
+    .map((f) => fs.readFileSync(path.join(dir, f)));
   gz.push(fs.readFileSync(path.join(FIXTURES, 'tlsrpt/mailtlsrpt_report.json.gz')));
   const xml = zlib.gunzipSync(gz[0]!);
   const streams: ['gzip' | 'zlib' | 'deflate', Buffer][] = [

@@ -39,7 +39,13 @@ export const expectations: Record<string, Expectation> = {
   'dmarc-aggregate/drv_yahoo.xml': { stored: [['dmarc', 1, 1]] },
   'dmarc-aggregate/ietfwg_dmarc-xml-0.2.xml': { stored: [['dmarc', 1, 123]] },
   'dmarc-aggregate/ietfwg_dmarc-xmlalt-0.2.xml': { stored: [['dmarc', 1, 123]] },
-  'dmarc-aggregate/kimon_multi-report.zip': { stored: [['dmarc', 2, 13], ['dmarc', 2, 28], ['dmarc', 2, 8]] },
+  'dmarc-aggregate/kimon_multi-report.zip': {
+    stored: [
+      ['dmarc', 2, 13],
+      ['dmarc', 2, 28],
+      ['dmarc', 2, 8],
+    ],
+  },
   'dmarc-aggregate/lighthouse_aggregate-report-dmarc2.xml': { stored: [['dmarc', 1, 7]] },
   'dmarc-aggregate/lighthouse_aggregate-report-v1.xml': { stored: [['dmarc', 1, 12]] },
   'dmarc-aggregate/mailauth_agg-report_001_v2-in-metadata.xml': { stored: [['dmarc', 1, 123]] },
@@ -151,9 +157,18 @@ export const expectations: Record<string, Expectation> = {
   'dmarc-aggregate/andreialecu_report-invalid.xml': { failed: 'E_NOT_REPORT', error: /root element is <invalid>, not <feedback>/ },
   'dmarc-aggregate/kimon_non-dmarc.xml': { failed: 'E_NOT_REPORT', error: /root element is <root>, not <feedback>/ },
   'dmarc-aggregate/trollbyte_malformed_report.xml': { failed: 'E_NOT_REPORT', error: /root element is <invalid_root>/ },
-  'dmarc-aggregate/kimon_malformed.xml': { failed: 'E_XML', error: /^not well-formed XML: end tag <\/feedback> does not match <report_metadata> \(line 9, column 1\)$/ },
-  'dmarc-aggregate/trollbyte_malformed.xml': { failed: 'E_XML', error: /^not well-formed XML: unclosed tag <feedback>: the document ends inside it/ },
-  'dmarc-aggregate/pdm_invalid_xml.xml': { failed: 'E_XML', error: /^not well-formed XML: "<bad-xml@bad-xml.net" is not a valid tag \(line 5, column 10\)$/ },
+  'dmarc-aggregate/kimon_malformed.xml': {
+    failed: 'E_XML',
+    error: /^not well-formed XML: end tag <\/feedback> does not match <report_metadata> \(line 9, column 1\)$/,
+  },
+  'dmarc-aggregate/trollbyte_malformed.xml': {
+    failed: 'E_XML',
+    error: /^not well-formed XML: unclosed tag <feedback>: the document ends inside it/,
+  },
+  'dmarc-aggregate/pdm_invalid_xml.xml': {
+    failed: 'E_XML',
+    error: /^not well-formed XML: "<bad-xml@bad-xml.net" is not a valid tag \(line 5, column 10\)$/,
+  },
   'dmarc-aggregate/pdm_invalid_utf_8.xml': { failed: 'E_ENCODING', error: /invalid utf-8 byte sequence at byte 706 \(0x91\)/ },
   'dmarc-aggregate/pdm_empty.xml': { failed: 'E_EMPTY', error: /empty \(0 bytes\)/ },
   'dmarc-aggregate/dmarcgo_notes.txt': { skipped: /^plain text, not a report \(starts "This unrelated/ },

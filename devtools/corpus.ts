@@ -1,3 +1,4 @@
+/** Deterministic report corpora, shared by the benchmarks and the tests. */
 import fs from 'node:fs';
 import path from 'node:path';
 import { gzipSync, zipSync } from 'fflate';
@@ -102,7 +103,9 @@ export function writeEmlCorpus(dir: string, count: number, records: number): voi
 export function emlMessage(n: number, records: number): string {
   {
     const name = `${REPORTERS[n % REPORTERS.length]}!example.com!${n}.xml`;
-    const z = Buffer.from(zipSync({ [name]: Buffer.from(reportXml(n, records)) })).toString('base64').replace(/.{76}/g, '$&\r\n');
+    const z = Buffer.from(zipSync({ [name]: Buffer.from(reportXml(n, records)) }))
+      .toString('base64')
+      .replace(/.{76}/g, '$&\r\n');
     const mail = [
       `From: noreply-dmarc-support@${REPORTERS[n % REPORTERS.length]}`,
       'To: dmarc@example.com',

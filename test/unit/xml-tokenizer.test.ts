@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { SaxesParser } from 'saxes';
-import { XmlTextDecoder } from '../src/parse/xml-text.js';
-import { XmlTokenizer } from '../src/parse/xml-tokenizer.js';
-import { rng } from '../bench/corpus.js';
-import { fixture, fixtureFiles } from './helpers.js';
+import { XmlTextDecoder } from '../../src/parse/xml-text.js';
+import { XmlTokenizer } from '../../src/parse/xml-tokenizer.js';
+import { rng } from '../../devtools/corpus.js';
+import { fixture, fixtureFiles } from '../helpers/common.js';
 
 /**
  * The tokenizer against saxes, a general and strict XML parser: on every XML fixture, on thousands
@@ -29,7 +29,12 @@ function collector() {
     open(name: string, attrs: Record<string, string>) {
       flush();
       depth++;
-      events.push(`<${name}${Object.keys(attrs).sort().map((k) => ` ${k}=${JSON.stringify(attrs[k])}`).join('')}>`);
+      events.push(
+        `<${name}${Object.keys(attrs)
+          .sort()
+          .map((k) => ` ${k}=${JSON.stringify(attrs[k])}`)
+          .join('')}>`,
+      );
     },
     text(t: string) {
       text += t;
@@ -75,11 +80,12 @@ function viaTokenizer(doc: string, chunk?: () => number, skipsBlankText = false)
   const t = new XmlTokenizer({ ...c, skipsBlankText });
   try {
     if (!chunk) t.write(doc);
-    else for (let i = 0; i < doc.length; ) {
-      const n = chunk();
-      t.write(doc.slice(i, i + n));
-      i += n;
-    }
+    else
+      for (let i = 0; i < doc.length;) {
+        const n = chunk();
+        t.write(doc.slice(i, i + n));
+        i += n;
+      }
     t.close();
   } catch (err) {
     const code = (err as { code?: string }).code;
@@ -108,7 +114,11 @@ function xmlFixtures(): { name: string; text: string }[] {
 function agree(doc: string, what: string): void {
   const a = viaSaxes(doc);
   const b = viaTokenizer(doc);
-  assert.equal(b.ok, a.ok, `${what}: saxes says ${a.ok ? 'well-formed' : `not well-formed (${a.error})`}, the tokenizer ${b.ok ? 'well-formed' : `not (${b.error})`}: ${JSON.stringify(doc.slice(0, 300))}`);
+  assert.equal(
+    b.ok,
+    a.ok,
+    `${what}: saxes says ${a.ok ? 'well-formed' : `not well-formed (${a.error})`}, the tokenizer ${b.ok ? 'well-formed' : `not (${b.error})`}: ${JSON.stringify(doc.slice(0, 300))}`,
+  );
   if (a.ok) assert.deepEqual(b.events, a.events, what);
   // A handler that skips blank text between tags sees the same document less its blank text.
   const c = viaTokenizer(doc, undefined, true);
@@ -134,15 +144,51 @@ describe('XML tokenizer against saxes', () => {
     for (const d of docs) {
       const whole = viaTokenizer(d.text);
       for (const max of [1, 3, 17, 4096]) {
-        assert.deepEqual(viaTokenizer(d.text, () => 1 + Math.floor(rand() * max)), whole, `${d.name} in chunks of up to ${max}`);
+        assert.deepEqual(
+          viaTokenizer(d.text, () => 1 + Math.floor(rand() * max)),
+          whole,
+          `${d.name} in chunks of up to ${max}`,
+        );
       }
     }
   });
 
   it('agrees on thousands of damaged copies', () => {
     const rand = rng(42);
-    const pieces = ['<', '>', '&', '"', "'", '/', '=', '\u0001', '\r', '\r\n', ']]>', '<!--x-->', '<!-- a -- b -->', '<![CDATA[a<b]]>', '&#0;', '&#x41;', '&#65;', '&amp;', '&lt;x', '&nbsp;',
-      '<a/>', '</a>', '<a b="1" b="2">', '<a b=1>', '<a b="<">', '<?pi x?>', '<?xml version="1.0"?>', '<!DOCTYPE x>', 'ü', '\uFFFE', ' ', '\t'];
+    const pieces = [
+      '<',
+      '>',
+      '&',
+      '"',
+      "'",
+      '/',
+      '=',
+      '\u0001',
+      '\r',
+      '\r\n',
+      ']]>',
+      '<!--x-->',
+      '<!-- a -- b -->',
+      '<![CDATA[a<b]]>',
+      '&#0;',
+      '&#x41;',
+      '&#65;',
+      '&amp;',
+      '&lt;x',
+      '&nbsp;',
+      '<a/>',
+      '</a>',
+      '<a b="1" b="2">',
+      '<a b=1>',
+      '<a b="<">',
+      '<?pi x?>',
+      '<?xml version="1.0"?>',
+      '<!DOCTYPE x>',
+      'ü',
+      '\uFFFE',
+      ' ',
+      '\t',
+    ];
     let checked = 0;
     for (const d of docs) {
       const s = d.text;
@@ -150,9 +196,12 @@ describe('XML tokenizer against saxes', () => {
         const at = Math.floor(rand() * s.length);
         const r = rand();
         let doc: string;
-        if (r < 0.3) doc = s.slice(0, at); // truncated
-        else if (r < 0.6) doc = s.slice(0, at) + pieces[Math.floor(rand() * pieces.length)]! + s.slice(at); // inserted
-        else if (r < 0.8) doc = s.slice(0, at) + s.slice(at + 1 + Math.floor(rand() * 8)); // bytes dropped
+        if (r < 0.3)
+          doc = s.slice(0, at); // truncated
+        else if (r < 0.6)
+          doc = s.slice(0, at) + pieces[Math.floor(rand() * pieces.length)]! + s.slice(at); // inserted
+        else if (r < 0.8)
+          doc = s.slice(0, at) + s.slice(at + 1 + Math.floor(rand() * 8)); // bytes dropped
         else doc = s.slice(0, at) + pieces[Math.floor(rand() * pieces.length)]! + s.slice(at + 1); // replaced
         agree(doc, `${d.name} damaged at ${at}`);
         checked++;
@@ -178,7 +227,10 @@ describe('XML tokenizer against saxes', () => {
   it('reports where the document breaks, by line and column', () => {
     assert.throws(() => viaTokenizerStrict('<a>\n  <b>\n</a>'), /end tag <\/a> does not match <b> \(line 3, column 1\)/);
     assert.throws(() => viaTokenizerStrict('<a>x &bogus; y</a>'), /undefined entity &bogus; \(line 1, column 6\)/);
-    assert.throws(() => viaTokenizerStrict('<!DOCTYPE a [<!ENTITY x "y">]><a/>'), (e: Error & { code?: string }) => e.code === 'E_XML_DOCTYPE');
+    assert.throws(
+      () => viaTokenizerStrict('<!DOCTYPE a [<!ENTITY x "y">]><a/>'),
+      (e: Error & { code?: string }) => e.code === 'E_XML_DOCTYPE',
+    );
   });
 });
 

@@ -1,25 +1,30 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
-import { parseDmarcXml } from '../src/parse/dmarc-xml.js';
-import { parseTlsReport } from '../src/parse/tlsrpt-json.js';
-import type { DmarcHeader, DmarcRecord } from '../src/parse/types.js';
-import { fromBuffer } from '../src/unpack/bytes.js';
-import { defaultLimits } from '../src/unpack/limits.js';
-import { fixture } from './helpers.js';
-import { dmarcXml, record } from './synth.js';
+import { parseDmarcXml } from '../../src/parse/dmarc-xml.js';
+import { parseTlsReport } from '../../src/parse/tlsrpt-json.js';
+import type { DmarcHeader, DmarcRecord } from '../../src/parse/types.js';
+import { fromBuffer } from '../../src/unpack/bytes.js';
+import { defaultLimits } from '../../src/unpack/limits.js';
+import { fixture } from '../helpers/common.js';
+import { dmarcXml, record } from '../helpers/synth.js';
 
 async function parse(bytes: Buffer | string, fallbackReporterEmail: string | null = null) {
   const buf = typeof bytes === 'string' ? Buffer.from(bytes) : bytes;
   const records: DmarcRecord[] = [];
   let header: DmarcHeader | null = null;
-  await parseDmarcXml(fromBuffer(buf), buf.subarray(0, 4096), { limits: defaultLimits, fallbackReporterEmail }, {
-    header: (h) => {
-      header = h;
-      return 'continue';
+  await parseDmarcXml(
+    fromBuffer(buf),
+    buf.subarray(0, 4096),
+    { limits: defaultLimits, fallbackReporterEmail },
+    {
+      header: (h) => {
+        header = h;
+        return 'continue';
+      },
+      record: (r) => records.push(r),
     },
-    record: (r) => records.push(r),
-  });
+  );
   return { header: header! as DmarcHeader, records };
 }
 
@@ -58,7 +63,10 @@ describe('DMARC aggregate reports', () => {
     assert.equal(upper.header.reporter, 'example.com');
     assert.ok(upper.records.every((r) => r.dkimResults.every((d) => d.result === d.result?.toLowerCase())));
     const hard = await parse(file('dmarc-aggregate/drv_hardfail.xml'));
-    assert.deepEqual(hard.records[0]!.spfResults.map((s) => s.result), ['fail']);
+    assert.deepEqual(
+      hard.records[0]!.spfResults.map((s) => s.result),
+      ['fail'],
+    );
     const untrimmed = await parse(file('dmarc-aggregate/pkerrigan_dmarc-1-untrimmed.xml'));
     const plain = await parse(file('dmarc-aggregate/pkerrigan_dmarc-1.xml'));
     assert.deepEqual(untrimmed.records, plain.records);
@@ -71,20 +79,30 @@ describe('DMARC aggregate reports', () => {
     const { records } = await parse(file('dmarc-aggregate/trollbyte_multiple_auth_results.xml'));
     assert.ok(records[0]!.dkimResults.length >= 2, JSON.stringify(records[0]));
     const reasons = `<reason><type>forwarded</type><comment>list</comment></reason><reason><type>Local_Policy</type></reason><reason><type></type><comment></comment></reason>`;
-    const multi = await parse(dmarcXml({ records: [record({ reasons, extra: '<dkim><domain>esp.example</domain><selector>k2</selector><result>Fail</result></dkim>' })] }));
+    const multi = await parse(
+      dmarcXml({
+        records: [record({ reasons, extra: '<dkim><domain>esp.example</domain><selector>k2</selector><result>Fail</result></dkim>' })],
+      }),
+    );
     assert.deepEqual(multi.records[0]!.reasons, [
       { type: 'forwarded', comment: 'list' },
       { type: 'local_policy', comment: null },
     ]);
-    assert.deepEqual(multi.records[0]!.dkimResults.map((d) => [d.domain, d.selector, d.result]), [
-      ['example.com', 's1', 'pass'],
-      ['esp.example', 'k2', 'fail'],
-    ]);
+    assert.deepEqual(
+      multi.records[0]!.dkimResults.map((d) => [d.domain, d.selector, d.result]),
+      [
+        ['example.com', 's1', 'pass'],
+        ['esp.example', 'k2', 'fail'],
+      ],
+    );
   });
 
   it('stores IPv6 sources canonically', async () => {
     const { records } = await parse(dmarcXml({ records: [record({ ip: '2001:DB8:0000::00A1' }), record({ ip: '::ffff:198.51.100.7' })] }));
-    assert.deepEqual(records.map((r) => r.sourceIp), ['2001:db8::a1', '198.51.100.7']);
+    assert.deepEqual(
+      records.map((r) => r.sourceIp),
+      ['2001:db8::a1', '198.51.100.7'],
+    );
     const real = await parse(file('dmarc-aggregate/trollbyte_multiple_records.xml'));
     assert.ok(real.records.some((r) => r.sourceIp === '2001:db8::1'));
   });
@@ -103,12 +121,20 @@ describe('DMARC aggregate reports', () => {
       Buffer.from([0x93]),
       Buffer.from('GmbH', 'latin1'),
       Buffer.from([0x94]),
-      Buffer.from(dmarcXml().split('<org_name>receiver.example')[1]!.replace(/^[^<]*/, ''), 'latin1'),
+      Buffer.from(
+        dmarcXml()
+          .split('<org_name>receiver.example')[1]!
+          .replace(/^[^<]*/, ''),
+        'latin1',
+      ),
     ]);
     assert.equal((await parse(cp1252)).header.reporter, name);
     const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(dmarcXml({ orgName: name }))]);
     assert.equal((await parse(bom)).header.reporter, name);
-    const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(dmarcXml({ orgName: name, decl: '<?xml version="1.0" encoding="UTF-16"?>' }), 'utf16le')]);
+    const utf16 = Buffer.concat([
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from(dmarcXml({ orgName: name, decl: '<?xml version="1.0" encoding="UTF-16"?>' }), 'utf16le'),
+    ]);
     assert.equal((await parse(utf16)).header.reporter, name);
     const real = await parse(file('dmarc-aggregate/bbustin_dmarc.xml'));
     assert.equal(real.header.reporter, 'AOL');
@@ -160,12 +186,20 @@ describe('TLS reports', () => {
   });
 
   it('keeps sts, tlsa and no-policy-found policies and unknown types as sent', () => {
-    assert.deepEqual(tls('tlsrpt/drv_microsoft.json').policies.map((p) => p.policyType), ['sts', 'tlsa']);
-    assert.deepEqual(tls('tlsrpt/mailauth_rpt03.json').policies.map((p) => p.policyType), ['no-policy-found', 'invalid-policy-type']);
+    assert.deepEqual(
+      tls('tlsrpt/drv_microsoft.json').policies.map((p) => p.policyType),
+      ['sts', 'tlsa'],
+    );
+    assert.deepEqual(
+      tls('tlsrpt/mailauth_rpt03.json').policies.map((p) => p.policyType),
+      ['no-policy-found', 'invalid-policy-type'],
+    );
     const rfc = tls('tlsrpt/pdm_rfc8460.json');
     assert.equal(rfc.policies[0]!.failures.find((f) => f.sendingMtaIp?.includes(':'))?.sendingMtaIp, '2001:db8:abcd:12::1');
     // The drafts called it failure-error-code; RFC 8460 calls it failure-reason-code.
-    assert.ok(tls('tlsrpt/danmarg_sample.json').policies[0]!.failures.some((f) => f.failureReasonCode === 'X509_V_ERR_PROXY_PATH_LENGTH_EXCEEDED'));
+    assert.ok(
+      tls('tlsrpt/danmarg_sample.json').policies[0]!.failures.some((f) => f.failureReasonCode === 'X509_V_ERR_PROXY_PATH_LENGTH_EXCEEDED'),
+    );
   });
 
   it('reads Mail.ru failures without sending-mta-ip', () => {

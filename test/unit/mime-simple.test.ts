@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
-import { emlMessage, rng } from '../bench/corpus.js';
-import type { Mail } from '../src/unpack/mime.js';
-import { parseMail, parseWithMailparser } from '../src/unpack/mime.js';
-import { parseSimpleMail } from '../src/unpack/mime-simple.js';
-import { fixture, fixtureFiles } from './helpers.js';
+import { emlMessage, rng } from '../../devtools/corpus.js';
+import type { Mail } from '../../src/unpack/mime.js';
+import { parseMail, parseWithMailparser } from '../../src/unpack/mime.js';
+import { parseSimpleMail } from '../../src/unpack/mime-simple.js';
+import { fixture, fixtureFiles } from '../helpers/common.js';
 
 function mailFixtures(): { name: string; raw: Buffer }[] {
   return fixtureFiles('.eml')
@@ -40,7 +40,11 @@ describe('plain report mails read directly', () => {
     // part and the report (Yahoo, Mail.ru, Amazon SES, AOL, XS4ALL...). Encoded-word subjects,
     // HTML bodies, ARF and RFC 2231 names go to mailparser.
     assert.ok(direct.length >= 16, `${direct.length} of ${fixtures.length} read directly: ${direct.join(', ')}`);
-    for (const name of ['dmarc-eml/mox_mailru.eml', 'dmarc-eml/mailauth_feedback_101.eml', 'dmarc-eml/andreialecu_email-source-with-gz.eml']) {
+    for (const name of [
+      'dmarc-eml/mox_mailru.eml',
+      'dmarc-eml/mailauth_feedback_101.eml',
+      'dmarc-eml/andreialecu_email-source-with-gz.eml',
+    ]) {
       assert.ok(direct.includes(name), `${name} read directly`);
     }
     for (const name of ['forensic/mailauth_arf_001.eml', 'dmarc-eml/freitagsrunde_fastmail.eml', 'dmarc-eml/freitagsrunde_outlook.eml']) {
@@ -61,14 +65,21 @@ describe('plain report mails read directly', () => {
       (s) => s.replace(/\r?\n/g, '\n'),
       (s) => s.replace(/\r?\n/g, '\r\n'),
       // Header names in other cases.
-      (s) => s.replace(/^(content-type|content-transfer-encoding|content-disposition|from|date|message-id|subject):/gim, (m) => (rand() < 0.5 ? m.toUpperCase() : m.toLowerCase())),
+      (s) =>
+        s.replace(/^(content-type|content-transfer-encoding|content-disposition|from|date|message-id|subject):/gim, (m) =>
+          rand() < 0.5 ? m.toUpperCase() : m.toLowerCase(),
+        ),
       // Folding: a parameter moved to a continuation line.
       (s) => s.replace(/; *(boundary|name|filename|charset)=/gi, (_m, p: string) => `;\r\n${pick([' ', '\t', '    '])}${p}=`),
       // Preamble and epilogue around the parts; white space after boundary lines.
       (s) => s.replace(/\r?\n\r?\n--/, '\r\n\r\nThis is a multi-part message in MIME format.\r\n\r\n--') + '\r\nepilogue\r\n',
       (s) => s.replace(/^(--[^\r\n]+?)(\r?\n)/gm, `$1${pick([' ', '\t', '  '])}$2`),
       // base64 rewrapped, or on one line.
-      (s) => s.replace(/^([A-Za-z0-9+/]{40,}=*\r?\n)+/gm, (b) => b.replace(/\r?\n/g, '').replace(new RegExp(`.{${pick([60, 64, 72, 76, 1000])}}`, 'g'), '$&\r\n') + '\r\n'),
+      (s) =>
+        s.replace(
+          /^([A-Za-z0-9+/]{40,}=*\r?\n)+/gm,
+          (b) => b.replace(/\r?\n/g, '').replace(new RegExp(`.{${pick([60, 64, 72, 76, 1000])}}`, 'g'), '$&\r\n') + '\r\n',
+        ),
       // Damage: a character changed, inserted or dropped anywhere.
       (s) => {
         const at = Math.floor(rand() * s.length);
@@ -94,7 +105,10 @@ describe('plain report mails read directly', () => {
     const left: Record<string, string> = {
       'no closing boundary': emlMessage(1, 3).replace(/--bench--\r\n$/, ''),
       'flowed text': emlMessage(1, 3).replace('Content-Type: text/plain', 'Content-Type: text/plain; format=flowed'),
-      'a byte order mark': emlMessage(1, 3).replace('Content-Type: text/plain\r\n\r\n', 'Content-Type: text/plain; charset=utf-8\r\n\r\n\ufeff'),
+      'a byte order mark': emlMessage(1, 3).replace(
+        'Content-Type: text/plain\r\n\r\n',
+        'Content-Type: text/plain; charset=utf-8\r\n\r\n\ufeff',
+      ),
       'an encoded-word subject': emlMessage(1, 3).replace(/^Subject: .*$/m, 'Subject: =?utf-8?q?R=C3=A9port?='),
       'a nested multipart': emlMessage(1, 3).replace('Content-Type: text/plain', 'Content-Type: multipart/alternative; boundary=inner'),
     };

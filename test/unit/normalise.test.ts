@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { rng } from '../bench/corpus.js';
-import { canonicalIp, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, parseCount } from '../src/parse/normalise.js';
-import { uidSet } from '../src/sources/imap.js';
-import { sniff } from '../src/unpack/sniff.js';
+import { rng } from '../../devtools/corpus.js';
+import { canonicalIp, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, parseCount } from '../../src/parse/normalise.js';
+import { uidSet } from '../../src/sources/imap.js';
+import { sniff } from '../../src/unpack/sniff.js';
 
 describe('canonicalIp', () => {
   const cases: [string, string | null][] = [
@@ -61,7 +61,9 @@ describe('canonicalIp', () => {
       return g;
     };
     const v4 = () =>
-      Array.from({ length: pick([3, 4, 4, 4, 5]) }, () => String(pick([0, 1, 9, 10, 99, 100, 192, 255, 256, 999]))).map((p) => (rand() < 0.05 ? `0${p}` : p)).join('.');
+      Array.from({ length: pick([3, 4, 4, 4, 5]) }, () => String(pick([0, 1, 9, 10, 99, 100, 192, 255, 256, 999])))
+        .map((p) => (rand() < 0.05 ? `0${p}` : p))
+        .join('.');
     let valid = 0;
     for (let n = 0; n < 20_000; n++) {
       const groups = Array.from({ length: pick([2, 3, 5, 6, 7, 8, 8, 8, 9]) }, group);

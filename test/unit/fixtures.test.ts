@@ -2,11 +2,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { expectations } from './fixture-expectations.js';
-import { FIXTURES, count, freshStore, ingestFile } from './helpers.js';
+import { expectations } from '../helpers/fixture-expectations.js';
+import { FIXTURES, count, freshStore, ingestFile } from '../helpers/common.js';
 
 const FOLDERS = ['dmarc-aggregate', 'dmarc-eml', 'tlsrpt', 'forensic'];
-const files = FOLDERS.flatMap((d) => fs.readdirSync(path.join(FIXTURES, d)).sort().map((f) => `${d}/${f}`));
+const files = FOLDERS.flatMap((d) =>
+  fs
+    .readdirSync(path.join(FIXTURES, d))
+    .sort()
+    .map((f) => `${d}/${f}`),
+);
 
 /** Independent recount from the raw bytes: <record> elements and the sum of their <count>. */
 function recountXml(text: string): { records: number; messages: number } {
@@ -27,8 +32,16 @@ function recountJson(text: string): { records: number; messages: number } {
 
 describe('every fixture has an expected outcome', () => {
   it('lists each fixture file exactly once', () => {
-    assert.deepEqual(files.filter((f) => !(f in expectations)), [], 'fixtures without an expectation');
-    assert.deepEqual(Object.keys(expectations).filter((f) => !files.includes(f)), [], 'expectations without a fixture');
+    assert.deepEqual(
+      files.filter((f) => !(f in expectations)),
+      [],
+      'fixtures without an expectation',
+    );
+    assert.deepEqual(
+      Object.keys(expectations).filter((f) => !files.includes(f)),
+      [],
+      'expectations without a fixture',
+    );
   });
 
   for (const rel of files) {

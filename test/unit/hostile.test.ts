@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { zipSync } from 'fflate';
-import { defaultLimits } from '../src/unpack/limits.js';
-import { ROOT, bufferInput, count, fixture, freshStore, tempDir } from './helpers.js';
-import { dmarcXml, gzip, gzipBomb, record, zip, zip64 } from './synth.js';
+import { defaultLimits } from '../../src/unpack/limits.js';
+import { bufferInput, count, fixture, freshStore, tempDir } from '../helpers/common.js';
+import { dmarcXml, gzip, gzipBomb, record, zip, zip64 } from '../helpers/synth.js';
 
 async function ingestOne(name: string, bytes: Uint8Array | string) {
   const { db, ingestor } = freshStore();
@@ -25,7 +24,11 @@ describe('hostile and broken input', () => {
     const bomb = gzipBomb(1024 * 1024 * 1024, '<?xml version="1.0"?><feedback>', '<x/>');
     assert.ok(bomb.length < 2 * 1024 * 1024, `bomb is ${bomb.length} bytes`);
     const { leaf, db } = await ingestOne('bomb.xml.gz', bomb);
-    assertFailed(leaf, 'E_LIMIT', /expands more than 500:1; refused as a possible decompression bomb \(limit: \[limits\] max_compression_ratio\)/);
+    assertFailed(
+      leaf,
+      'E_LIMIT',
+      /expands more than 500:1; refused as a possible decompression bomb \(limit: \[limits\] max_compression_ratio\)/,
+    );
     assert.equal(count(db, 'SELECT COUNT(*) FROM reports'), 0);
     // A bomb of zeros stops within the first slices: refused by its ratio, or found to hold no
     // report by its first bytes (which comes first depends on the slice size).
@@ -39,48 +42,12 @@ describe('hostile and broken input', () => {
     // About 6 MiB of report-like XML that compresses far less than 500:1.
     const records = Array.from({ length: 20_000 }, (_, i) => record({ ip: `10.${(i >> 8) & 255}.${i & 255}.${(i * 7) & 255}`, count: i }));
     const result = await ingestor.ingest(bufferInput('big.xml.gz', gzip(dmarcXml({ records }))));
-    assertFailed(result.leaves[0]!, 'E_LIMIT', /decompresses to more than 4 MiB; refused as a possible decompression bomb \(limit: \[limits\] max_decompressed_bytes\)/);
+    assertFailed(
+      result.leaves[0]!,
+      'E_LIMIT',
+      /decompresses to more than 4 MiB; refused as a possible decompression bomb \(limit: \[limits\] max_decompressed_bytes\)/,
+    );
     assert.equal(count(db, 'SELECT COUNT(*) FROM dmarc_records'), 0);
-  });
-
-  it('streams a bomb of well-formed XML up to the size cap without holding it, in a heap smaller than the data', (t) => {
-    const dir = tempDir();
-    const file = path.join(dir, 'bomb.xml.gz');
-    // Valid, endless XML (<x/> repeated), so neither sniffing nor parsing stops it: only the cap does.
-    fs.writeFileSync(file, gzipBomb(1024 * 1024 * 1024, '<?xml version="1.0"?><feedback>', '<x/>'));
-    const mod = (m: string) => JSON.stringify(path.join(ROOT, 'dist/src', m));
-    const peakGrowth = (capMiB: number, heapMiB: number) => {
-      const script = `
-        const { Ingestor } = await import(${mod('pipeline/ingest.js')});
-        const { openDb } = await import(${mod('store/db.js')});
-        const { ReportStore } = await import(${mod('store/reports.js')});
-        const { fileInput } = await import(${mod('sources/files.js')});
-        const { defaultLimits } = await import(${mod('unpack/limits.js')});
-        const { createLogger } = await import(${mod('log.js')});
-        const limits = { ...defaultLimits, maxCompressionRatio: 1e9, maxDecompressedBytes: ${capMiB} * 1048576 };
-        const ing = new Ingestor(new ReportStore(openDb(${JSON.stringify(path.join(dir, `db${capMiB}.sqlite`))})), limits, createLogger('silent'));
-        const before = process.resourceUsage().maxRSS;
-        const r = await ing.ingest(fileInput(${JSON.stringify(file)}, 1e12));
-        console.log(JSON.stringify({ before, after: process.resourceUsage().maxRSS, leaf: r.leaves[0] }));`;
-      const args = [`--max-old-space-size=${heapMiB}`, '--input-type=module', '-e', script];
-      const out = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as {
-        before: number;
-        after: number;
-        leaf: { code: string; error: string };
-      };
-      assert.equal(out.leaf.code, 'E_LIMIT');
-      assert.match(out.leaf.error, new RegExp(`decompresses to more than ${capMiB} MiB`));
-      return (out.after - out.before) / 1024;
-    };
-    // 256 MiB of XML through a 64 MiB JavaScript heap: were any of it held, the process would die
-    // out of memory instead of refusing the input at the cap.
-    const grew = peakGrowth(256, 64);
-    t.diagnostic(`peak RSS grew by ${grew.toFixed(0)} MiB while streaming 256 MiB to the cap with a 64 MiB heap`);
-    assert.ok(grew < 120, `peak RSS grew by ${grew.toFixed(0)} MiB`);
-    // At the default cap and heap, the growth stays well under the 200 MiB budget.
-    const atDefault = peakGrowth(50, 2048);
-    t.diagnostic(`peak RSS grew by ${atDefault.toFixed(0)} MiB at the default 50 MiB cap`);
-    assert.ok(atDefault < 120, `peak RSS grew by ${atDefault.toFixed(0)} MiB`);
   });
 
   it('refuses a zip entry that declares a huge size before decompressing it', async () => {
@@ -181,7 +148,11 @@ describe('hostile and broken input', () => {
     const { result, db } = await ingestOne('mixed.zip', z);
     assert.deepEqual(
       result.leaves.map((l) => [l.input, l.status]),
-      [['mixed.zip#a.xml', 'stored'], ['mixed.zip#b.xml', 'failed'], ['mixed.zip#c.xml', 'stored']],
+      [
+        ['mixed.zip#a.xml', 'stored'],
+        ['mixed.zip#b.xml', 'failed'],
+        ['mixed.zip#c.xml', 'stored'],
+      ],
     );
     assert.equal(count(db, 'SELECT COUNT(*) FROM reports'), 2);
   });
@@ -192,7 +163,7 @@ describe('hostile and broken input', () => {
     fs.writeFileSync(path.join(dir, 'a-cut.xml'), good.subarray(0, 3000));
     fs.copyFileSync(fixture('dmarc-aggregate/drv_yahoo.xml'), path.join(dir, 'b-good.xml'));
     const { db, ingestor } = freshStore();
-    const { expandPaths } = await import('../src/sources/files.js');
+    const { expandPaths } = await import('../../src/sources/files.js');
     const statuses: string[] = [];
     for await (const input of expandPaths([dir], 1e9)) statuses.push(...(await ingestor.ingest(input)).leaves.map((l) => l.status));
     assert.deepEqual(statuses, ['failed', 'stored']);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bufferInput, count, freshStore } from './helpers.js';
-import { base64Lines, dmarcXml, gzip, mail, zip } from './synth.js';
+import { bufferInput, count, freshStore } from '../helpers/common.js';
+import { base64Lines, dmarcXml, gzip, mail, zip } from '../helpers/synth.js';
 
 const PNG = Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex');
 
@@ -14,7 +14,10 @@ async function ingest(name: string, text: string) {
 describe('report mails', () => {
   it('joins RFC 2231 continued file names and ignores the logo next to the report', async () => {
     const m = mail([
-      { headers: 'Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: inline; filename="logo.png"', body: base64Lines(PNG) },
+      {
+        headers: 'Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: inline; filename="logo.png"',
+        body: base64Lines(PNG),
+      },
       {
         headers: [
           'Content-Type: application/gzip',
@@ -32,11 +35,25 @@ describe('report mails', () => {
   });
 
   it('finds the report whatever the Content-Type says: text/plain carrying gzip, octet-stream carrying zip', async () => {
-    const asText = mail([{ headers: 'Content-Type: text/plain; name="report.txt"\r\nContent-Disposition: attachment; filename="report.txt"\r\nContent-Transfer-Encoding: base64', body: base64Lines(gzip(dmarcXml({ reportId: 't' }))) }]);
+    const asText = mail([
+      {
+        headers:
+          'Content-Type: text/plain; name="report.txt"\r\nContent-Disposition: attachment; filename="report.txt"\r\nContent-Transfer-Encoding: base64',
+        body: base64Lines(gzip(dmarcXml({ reportId: 't' }))),
+      },
+    ]);
     assert.equal((await ingest('a.eml', asText)).result.leaves[0]!.status, 'stored');
-    const asOctets = mail([{ headers: 'Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64', body: base64Lines(zip({ report: dmarcXml({ reportId: 'o' }) })) }]);
+    const asOctets = mail([
+      {
+        headers: 'Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64',
+        body: base64Lines(zip({ report: dmarcXml({ reportId: 'o' }) })),
+      },
+    ]);
     const r = (await ingest('b.eml', asOctets)).result;
-    assert.deepEqual(r.leaves.map((l) => [l.input, l.status]), [['b.eml#report', 'stored']]);
+    assert.deepEqual(
+      r.leaves.map((l) => [l.input, l.status]),
+      [['b.eml#report', 'stored']],
+    );
   });
 
   it('reads a report that is the whole body', async () => {
@@ -52,28 +69,53 @@ describe('report mails', () => {
   });
 
   it('reads a report mail forwarded inside message/rfc822, using the inner sender as reporter', async () => {
-    const inner = mail([{ headers: 'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64', body: base64Lines(gzip(dmarcXml({ orgName: '', email: '' }))) }], {
-      from: 'noreply-dmarc@inner-reporter.example',
-      boundary: 'inner-b0undary',
-    });
+    const inner = mail(
+      [
+        {
+          headers: 'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64',
+          body: base64Lines(gzip(dmarcXml({ orgName: '', email: '' }))),
+        },
+      ],
+      {
+        from: 'noreply-dmarc@inner-reporter.example',
+        boundary: 'inner-b0undary',
+      },
+    );
     const outer = mail([
       { headers: 'Content-Type: text/plain', body: 'Forwarding the report below.' },
       { headers: 'Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename="fwd.eml"', body: inner },
     ]);
     const { db, result } = await ingest('fwd.eml', outer);
-    assert.deepEqual(result.leaves.map((l) => l.status), ['stored'], JSON.stringify(result.leaves));
+    assert.deepEqual(
+      result.leaves.map((l) => l.status),
+      ['stored'],
+      JSON.stringify(result.leaves),
+    );
     assert.equal((db.prepare('SELECT reporter FROM reports').get() as { reporter: string }).reporter, 'inner-reporter.example');
   });
 
   it('splits an mbox and names each message path#N; one broken message does not stop the others', async () => {
-    const good = (id: string) => mail([{ headers: 'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64', body: base64Lines(gzip(dmarcXml({ reportId: id }))) }]);
+    const good = (id: string) =>
+      mail([
+        {
+          headers: 'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64',
+          body: base64Lines(gzip(dmarcXml({ reportId: id }))),
+        },
+      ]);
     const broken = mail([{ headers: 'Content-Type: application/xml', body: '<feedback><report_metadata>' }]);
     const empty = mail([{ headers: 'Content-Type: text/plain', body: 'Hello' }]);
-    const mbox = [good('m1'), broken, empty, good('m4')].map((m) => `From MAILER-DAEMON Tue Nov 14 12:00:00 2023\n${m.replace(/\r\n/g, '\n')}\n`).join('');
+    const mbox = [good('m1'), broken, empty, good('m4')]
+      .map((m) => `From MAILER-DAEMON Tue Nov 14 12:00:00 2023\n${m.replace(/\r\n/g, '\n')}\n`)
+      .join('');
     const { db, result } = await ingest('box.mbox', mbox);
     assert.deepEqual(
       result.leaves.map((l) => [l.input, l.status]),
-      [['box.mbox#1', 'stored'], ['box.mbox#2', 'failed'], ['box.mbox#3', 'none'], ['box.mbox#4', 'stored']],
+      [
+        ['box.mbox#1', 'stored'],
+        ['box.mbox#2', 'failed'],
+        ['box.mbox#3', 'none'],
+        ['box.mbox#4', 'stored'],
+      ],
     );
     assert.equal(count(db, 'SELECT COUNT(*) FROM reports'), 2);
   });
@@ -84,20 +126,34 @@ describe('report mails', () => {
         { headers: 'Content-Type: text/plain', body: 'This is an authentication failure report.' },
         {
           headers: 'Content-Type: message/feedback-report',
-          body: ['Feedback-Type: auth-failure', 'Version: 1', 'Auth-Failure: dmarc', 'Source-IP: 2001:DB8::25', 'Reported-Domain: example.com', 'Arrival-Date: Tue, 14 Nov 2023 11:59:00 +0000', 'Authentication-Results: mx.receiver.example; dmarc=fail header.from=example.com'].join('\r\n'),
+          body: [
+            'Feedback-Type: auth-failure',
+            'Version: 1',
+            'Auth-Failure: dmarc',
+            'Source-IP: 2001:DB8::25',
+            'Reported-Domain: example.com',
+            'Arrival-Date: Tue, 14 Nov 2023 11:59:00 +0000',
+            'Authentication-Results: mx.receiver.example; dmarc=fail header.from=example.com',
+          ].join('\r\n'),
         },
         { headers: 'Content-Type: message/rfc822', body: 'From: ceo@example.com\r\nSubject: wire transfer\r\n\r\nSECRET BODY TEXT' },
       ],
       { from: 'dmarc-failures@receiver.example' },
     );
     const { db, result } = await ingest('ruf.eml', arf);
-    assert.deepEqual(result.leaves.map((l) => [l.status, l.status === 'stored' ? l.kind : '']), [['stored', 'failure']]);
-    const row = db.prepare('SELECT r.reporter, r.begin_ts, f.* FROM failure_reports f JOIN reports r ON r.id = f.report_id').get() as Record<string, unknown>;
+    assert.deepEqual(
+      result.leaves.map((l) => [l.status, l.status === 'stored' ? l.kind : '']),
+      [['stored', 'failure']],
+    );
+    const row = db
+      .prepare('SELECT r.reporter, r.begin_ts, f.* FROM failure_reports f JOIN reports r ON r.id = f.report_id')
+      .get() as Record<string, unknown>;
     assert.deepEqual(
       [row.reporter, row.source_ip, row.reported_domain, row.header_from, row.auth_failure, row.begin_ts],
       ['receiver.example', '2001:db8::25', 'example.com', 'example.com', 'dmarc', Date.UTC(2023, 10, 14, 11, 59) / 1000],
     );
-    const everything = JSON.stringify(db.prepare('SELECT * FROM failure_reports').all()) + JSON.stringify(db.prepare('SELECT * FROM reports').all());
+    const everything =
+      JSON.stringify(db.prepare('SELECT * FROM failure_reports').all()) + JSON.stringify(db.prepare('SELECT * FROM reports').all());
     assert.doesNotMatch(everything, /SECRET BODY TEXT|wire transfer/);
   });
 });

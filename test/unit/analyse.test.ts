@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { analyse, dailyRollups, dayShares, DAY, defaultSettings, windowsAt, type AnalysisInput, type Finding, type RecordRow, type TlsRow } from '../src/analyse/index.js';
+import {
+  analyse,
+  dailyRollups,
+  dayShares,
+  DAY,
+  defaultSettings,
+  windowsAt,
+  type AnalysisInput,
+  type Finding,
+  type RecordRow,
+  type TlsRow,
+} from '../../src/analyse/index.js';
 
 /** Evaluations below happen at the end of day 100: recent = days 93-99, baseline = days 65-92. */
 const NOW = 100 * DAY;
@@ -38,7 +49,13 @@ function rows(...sources: Src[]): RecordRow[] {
       };
       const sel = s.selector ?? 's1';
       if (pass > 0) {
-        out.push({ ...base, count: pass, dkimAligned: 'pass', spfAligned: s.spfAligned ? 'pass' : 'fail', dkim: [{ domain: 'example.com', selector: sel, result: 'pass' }] });
+        out.push({
+          ...base,
+          count: pass,
+          dkimAligned: 'pass',
+          spfAligned: s.spfAligned ? 'pass' : 'fail',
+          dkim: [{ domain: 'example.com', selector: sel, result: 'pass' }],
+        });
       }
       if (s.perDay - pass > 0) {
         out.push({
@@ -63,8 +80,25 @@ const keys = (fs: Finding[]) => fs.map((f) => f.key).sort();
 describe('windows and pro-rata rollups', () => {
   const cases: [string, number, number, [number, number][]][] = [
     ['a report inside one day', 10 * DAY, 11 * DAY - 1, [[10, 1]]],
-    ['noon to noon: half on each day', 10 * DAY + DAY / 2, 11 * DAY + DAY / 2, [[10, 0.5], [11, 0.5]]],
-    ['three days', 10 * DAY, 13 * DAY, [[10, 1 / 3], [11, 1 / 3], [12, 1 / 3]]],
+    [
+      'noon to noon: half on each day',
+      10 * DAY + DAY / 2,
+      11 * DAY + DAY / 2,
+      [
+        [10, 0.5],
+        [11, 0.5],
+      ],
+    ],
+    [
+      'three days',
+      10 * DAY,
+      13 * DAY,
+      [
+        [10, 1 / 3],
+        [11, 1 / 3],
+        [12, 1 / 3],
+      ],
+    ],
     ['inverted range counts on its first day', 12 * DAY + 5, 12 * DAY, [[12, 1]]],
     ['empty range', 12 * DAY, 12 * DAY, [[12, 1]]],
   ];
@@ -81,14 +115,27 @@ describe('windows and pro-rata rollups', () => {
 
   it('shares a two-day report out over its days in the daily rollups', () => {
     const r: RecordRow = {
-      domain: 'example.com', reporter: 'x', begin: 10 * DAY + DAY / 2, end: 11 * DAY + DAY / 2, sourceIp: '192.0.2.1', headerFrom: 'example.com',
-      count: 100, disposition: 'reject', dkimAligned: 'fail', spfAligned: 'pass', reasons: [], dkim: [],
+      domain: 'example.com',
+      reporter: 'x',
+      begin: 10 * DAY + DAY / 2,
+      end: 11 * DAY + DAY / 2,
+      sourceIp: '192.0.2.1',
+      headerFrom: 'example.com',
+      count: 100,
+      disposition: 'reject',
+      dkimAligned: 'fail',
+      spfAligned: 'pass',
+      reasons: [],
+      dkim: [],
     };
     const got = dailyRollups([r, { ...r, count: 10, spfAligned: 'fail', reasons: ['forwarded'], disposition: 'none' }]);
-    assert.deepEqual(got.map((g) => [g.day, g.messages, g.dmarcPass, g.spfAlignedPass, g.forwarded, g.reject, g.none]), [
-      ['1970-01-11', 55, 50, 50, 5, 50, 5],
-      ['1970-01-12', 55, 50, 50, 5, 50, 5],
-    ]);
+    assert.deepEqual(
+      got.map((g) => [g.day, g.messages, g.dmarcPass, g.spfAlignedPass, g.forwarded, g.reject, g.none]),
+      [
+        ['1970-01-11', 55, 50, 50, 5, 50, 5],
+        ['1970-01-12', 55, 50, 50, 5, 50, 5],
+      ],
+    );
   });
 
   it('leaves the current, incomplete day out of the windows', () => {
@@ -158,11 +205,13 @@ describe('pass-rate rules', () => {
     },
     {
       name: 'many small failing sources: a domain-wide drop',
-      records: rows(
-        good,
-        ...Array.from({ length: 20 }, (_, i) => ({ ip: `203.0.113.${i + 1}`, from: 93, to: 99, perDay: 2, pass: 0 })),
-        { ip: '192.0.2.11', from: 65, to: 99, perDay: 30, spfAligned: true },
-      ),
+      records: rows(good, ...Array.from({ length: 20 }, (_, i) => ({ ip: `203.0.113.${i + 1}`, from: 93, to: 99, perDay: 2, pass: 0 })), {
+        ip: '192.0.2.11',
+        from: 65,
+        to: 99,
+        perDay: 30,
+        spfAligned: true,
+      }),
       want: ['pass_rate_drop:example.com'],
     },
   ];
@@ -173,9 +222,15 @@ describe('pass-rate rules', () => {
   }
 
   it('says what fell, by how much, over how many messages, and why', () => {
-    const records = rows({ ...good, to: 92, spfAligned: false }, { ...good, from: 93, pass: 0.3, spfAligned: false, dkimFailResult: 'permerror' });
+    const records = rows(
+      { ...good, to: 92, spfAligned: false },
+      { ...good, from: 93, pass: 0.3, spfAligned: false, dkimFailResult: 'permerror' },
+    );
     const all = analyse({ ...input(records), names: new Map([['192.0.2.10', 'mx1.example.net']]) }, NOW, defaultSettings);
-    assert.deepEqual(all.map((x) => x.kind), ['dkim_selector_broken', 'pass_rate_drop']);
+    assert.deepEqual(
+      all.map((x) => x.kind),
+      ['dkim_selector_broken', 'pass_rate_drop'],
+    );
     const f = all.find((x) => x.kind === 'pass_rate_drop');
     assert.equal(f!.severity, 'critical');
     assert.equal(f!.source_name, 'mx1.example.net');
@@ -183,22 +238,60 @@ describe('pass-rate rules', () => {
       f!.summary,
       'mail from 192.0.2.10 (mx1.example.net) for example.com passing DMARC fell from 100.0% to 30.0% over 700 messages in the last 7 days; DKIM s1 (example.com) fails, SPF not aligned',
     );
-    assert.deepEqual(f!.details, { baseline_pass_rate: 100, recent_pass_rate: 30, baseline_messages: 2800, recent_messages: 700, cause: 'DKIM s1 (example.com) fails, SPF not aligned' });
+    assert.deepEqual(f!.details, {
+      baseline_pass_rate: 100,
+      recent_pass_rate: 30,
+      baseline_messages: 2800,
+      recent_messages: 700,
+      cause: 'DKIM s1 (example.com) fails, SPF not aligned',
+    });
     assert.match(all[0]!.summary, /seen from 192\.0\.2\.10 \(mx1\.example\.net\)$/);
   });
 
   it('grades a new failing source by the policy receivers applied', () => {
-    const records = rows(good, { ip: '203.0.113.66', from: 95, to: 99, perDay: 40, pass: 0, dkimFailResult: 'none', disposition: 'reject' });
-    const policy = (p: string) => [{ domain: 'example.com', reporter: 'google.com', begin: 98 * DAY, end: 99 * DAY, p, sp: null, np: null, pct: null, adkim: null, aspf: null }];
+    const records = rows(good, {
+      ip: '203.0.113.66',
+      from: 95,
+      to: 99,
+      perDay: 40,
+      pass: 0,
+      dkimFailResult: 'none',
+      disposition: 'reject',
+    });
+    const policy = (p: string) => [
+      {
+        domain: 'example.com',
+        reporter: 'google.com',
+        begin: 98 * DAY,
+        end: 99 * DAY,
+        p,
+        sp: null,
+        np: null,
+        pct: null,
+        adkim: null,
+        aspf: null,
+      },
+    ];
     const [reject] = analyse(input(records, { policies: policy('reject') }), NOW, defaultSettings);
     assert.equal(reject!.severity, 'warning');
-    assert.match(reject!.summary, /^new source 203\.0\.113\.66 sent 200 messages as example\.com in the last 7 days, 0\.0% passing DMARC \(no DKIM signature, SPF not aligned\); receivers rejected 200 and quarantined 0$/);
+    assert.match(
+      reject!.summary,
+      /^new source 203\.0\.113\.66 sent 200 messages as example\.com in the last 7 days, 0\.0% passing DMARC \(no DKIM signature, SPF not aligned\); receivers rejected 200 and quarantined 0$/,
+    );
     const [none] = analyse(input(records, { policies: policy('none') }), NOW, defaultSettings);
     assert.equal(none!.severity, 'critical');
   });
 
   it('folds a botnet of new failing sources into one finding for the domain', () => {
-    const bots = Array.from({ length: 40 }, (_, i) => ({ ip: `203.0.113.${i + 1}`, from: 97, to: 99, perDay: 10 + i, pass: 0, dkimFailResult: 'none', disposition: 'reject' }));
+    const bots = Array.from({ length: 40 }, (_, i) => ({
+      ip: `203.0.113.${i + 1}`,
+      from: 97,
+      to: 99,
+      perDay: 10 + i,
+      pass: 0,
+      dkimFailResult: 'none',
+      disposition: 'reject',
+    }));
     const few = analyse(input(rows(good, ...bots.slice(0, 10))), NOW, defaultSettings);
     assert.equal(few.length, 10);
     const fs = analyse(input(rows(good, ...bots)), NOW, defaultSettings);
@@ -221,7 +314,10 @@ describe('dkim_selector_broken', () => {
     const records = rows({ ...good, to: 92 }, { ...good, from: 93, pass: 0, dkimFailResult: 'permerror' });
     const fs = analyse(input(records), NOW, defaultSettings);
     assert.deepEqual(keys(fs), ['dkim_selector_broken:example.com:example.com:s1']);
-    assert.match(fs[0]!.summary, /^DKIM selector s1\._domainkey\.example\.com passed 100\.0% of 2,800 signatures, now 0\.0% of 700 \(permerror 700\): the key record is missing or broken in DNS; seen from 192\.0\.2\.10$/);
+    assert.match(
+      fs[0]!.summary,
+      /^DKIM selector s1\._domainkey\.example\.com passed 100\.0% of 2,800 signatures, now 0\.0% of 700 \(permerror 700\): the key record is missing or broken in DNS; seen from 192\.0\.2\.10$/,
+    );
   });
 
   it('a spoofer forging the selector does not make it broken', () => {
@@ -236,33 +332,75 @@ describe('dkim_selector_broken', () => {
 });
 
 describe('tls_failures', () => {
-  const tls = (day: number, failures: TlsRow['failures'], failed: number, successful = 500, mxHosts = ['mx1.example.com', 'mx2.example.com']): TlsRow => ({
-    domain: 'example.com', reporter: 'google.com', begin: day * DAY, end: (day + 1) * DAY - 1, policyType: 'sts', mxHosts, successful, failed, failures,
+  const tls = (
+    day: number,
+    failures: TlsRow['failures'],
+    failed: number,
+    successful = 500,
+    mxHosts = ['mx1.example.com', 'mx2.example.com'],
+  ): TlsRow => ({
+    domain: 'example.com',
+    reporter: 'google.com',
+    begin: day * DAY,
+    end: (day + 1) * DAY - 1,
+    policyType: 'sts',
+    mxHosts,
+    successful,
+    failed,
+    failures,
   });
   const cases: { name: string; tls: TlsRow[]; want: string[] }[] = [
     { name: 'no failures', tls: [tls(98, [], 0), tls(99, [], 0)], want: [] },
     {
       name: 'an expired certificate on one MX',
-      tls: [tls(98, [{ resultType: 'certificate-expired', mx: 'MX2.example.com.', sessions: 150 }], 150), tls(99, [{ resultType: 'certificate-expired', mx: 'mx2.example.com', sessions: 150 }], 150)],
+      tls: [
+        tls(98, [{ resultType: 'certificate-expired', mx: 'MX2.example.com.', sessions: 150 }], 150),
+        tls(99, [{ resultType: 'certificate-expired', mx: 'mx2.example.com', sessions: 150 }], 150),
+      ],
       want: ['tls_failures:example.com:mx2.example.com:certificate-expired'],
     },
-    { name: 'a handful of failures under the rate', tls: [tls(99, [{ resultType: 'validation-failure', mx: 'mx1.example.com', sessions: 12 }], 12, 5000)], want: [] },
-    { name: 'failures older than the latest window', tls: [tls(90, [{ resultType: 'starttls-not-supported', mx: 'mx1.example.com', sessions: 400 }], 400)], want: [] },
-    { name: 'failed sessions without details', tls: [tls(99, [], 80, 100, ['mx.example.com'])], want: ['tls_failures:example.com:mx.example.com:unspecified'] },
+    {
+      name: 'a handful of failures under the rate',
+      tls: [tls(99, [{ resultType: 'validation-failure', mx: 'mx1.example.com', sessions: 12 }], 12, 5000)],
+      want: [],
+    },
+    {
+      name: 'failures older than the latest window',
+      tls: [tls(90, [{ resultType: 'starttls-not-supported', mx: 'mx1.example.com', sessions: 400 }], 400)],
+      want: [],
+    },
+    {
+      name: 'failed sessions without details',
+      tls: [tls(99, [], 80, 100, ['mx.example.com'])],
+      want: ['tls_failures:example.com:mx.example.com:unspecified'],
+    },
   ];
   for (const c of cases) {
     it(c.name, () => assert.deepEqual(keys(analyse(input([], { tls: c.tls }), NOW, defaultSettings)), c.want));
   }
 
   it('says which MX, how many sessions and why', () => {
-    const [f] = analyse(input([], { tls: [tls(99, [{ resultType: 'certificate-expired', mx: 'mx2.example.com', sessions: 150 }], 150)] }), NOW, defaultSettings);
-    assert.equal(f!.summary, 'TLS to mx2.example.com (example.com) failed in 150 of 650 sessions (23.1%) over the last 2 days with certificate-expired; reported by google.com');
+    const [f] = analyse(
+      input([], { tls: [tls(99, [{ resultType: 'certificate-expired', mx: 'mx2.example.com', sessions: 150 }], 150)] }),
+      NOW,
+      defaultSettings,
+    );
+    assert.equal(
+      f!.summary,
+      'TLS to mx2.example.com (example.com) failed in 150 of 650 sessions (23.1%) over the last 2 days with certificate-expired; reported by google.com',
+    );
     assert.equal(f!.severity, 'warning');
   });
 });
 
 describe('reporter_silent', () => {
-  const report = (reporter: string, day: number, domain = 'example.com', kind: 'dmarc' | 'tlsrpt' = 'dmarc') => ({ kind, domain, reporter, begin: day * DAY, end: (day + 1) * DAY });
+  const report = (reporter: string, day: number, domain = 'example.com', kind: 'dmarc' | 'tlsrpt' = 'dmarc') => ({
+    kind,
+    domain,
+    reporter,
+    begin: day * DAY,
+    end: (day + 1) * DAY,
+  });
   const daily = (reporter: string, from: number, to: number, kind: 'dmarc' | 'tlsrpt' = 'dmarc') =>
     Array.from({ length: to - from + 1 }, (_, i) => report(reporter, from + i, 'example.com', kind));
   const cases: { name: string; reports: ReturnType<typeof report>[]; want: string[] }[] = [
@@ -296,19 +434,45 @@ describe('reporter_silent', () => {
 
 describe('policy_changed', () => {
   const pol = (day: number, p: string, extra: Partial<{ sp: string | null; pct: number | null }> = {}) => ({
-    domain: 'example.com', reporter: 'google.com', begin: day * DAY, end: (day + 1) * DAY - 1, p, sp: null, np: null, pct: null, adkim: null, aspf: null, ...extra,
+    domain: 'example.com',
+    reporter: 'google.com',
+    begin: day * DAY,
+    end: (day + 1) * DAY - 1,
+    p,
+    sp: null,
+    np: null,
+    pct: null,
+    adkim: null,
+    aspf: null,
+    ...extra,
   });
-  const span = (from: number, to: number, p: string, extra = {}) => Array.from({ length: to - from + 1 }, (_, i) => pol(from + i, p, extra));
+  const span = (from: number, to: number, p: string, extra = {}) =>
+    Array.from({ length: to - from + 1 }, (_, i) => pol(from + i, p, extra));
   const cases: { name: string; policies: ReturnType<typeof pol>[]; want: [string, string][] }[] = [
     { name: 'unchanged', policies: span(65, 99, 'reject'), want: [] },
-    { name: 'sp spelled out the same as p is no change', policies: [...span(65, 95, 'reject'), ...span(96, 99, 'reject', { sp: 'reject', pct: 100 })], want: [] },
-    { name: 'weakened to none', policies: [...span(65, 97, 'reject'), ...span(98, 99, 'none')], want: [['policy_changed:example.com:p=none; sp=none; pct=100; adkim=r; aspf=r', 'warning']] },
-    { name: 'strengthened to reject', policies: [...span(65, 97, 'quarantine'), ...span(98, 99, 'reject')], want: [['policy_changed:example.com:p=reject; sp=reject; pct=100; adkim=r; aspf=r', 'info']] },
+    {
+      name: 'sp spelled out the same as p is no change',
+      policies: [...span(65, 95, 'reject'), ...span(96, 99, 'reject', { sp: 'reject', pct: 100 })],
+      want: [],
+    },
+    {
+      name: 'weakened to none',
+      policies: [...span(65, 97, 'reject'), ...span(98, 99, 'none')],
+      want: [['policy_changed:example.com:p=none; sp=none; pct=100; adkim=r; aspf=r', 'warning']],
+    },
+    {
+      name: 'strengthened to reject',
+      policies: [...span(65, 97, 'quarantine'), ...span(98, 99, 'reject')],
+      want: [['policy_changed:example.com:p=reject; sp=reject; pct=100; adkim=r; aspf=r', 'info']],
+    },
   ];
   for (const c of cases) {
     it(c.name, () => {
       const fs = analyse(input([], { policies: c.policies }), NOW, defaultSettings);
-      assert.deepEqual(fs.map((f) => [f.key, f.severity]), c.want);
+      assert.deepEqual(
+        fs.map((f) => [f.key, f.severity]),
+        c.want,
+      );
     });
   }
 });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { TextDecoder } from 'node:util';
-import { rng } from '../bench/corpus.js';
-import { XmlTextDecoder } from '../src/parse/xml-text.js';
+import { rng } from '../../devtools/corpus.js';
+import { XmlTextDecoder } from '../../src/parse/xml-text.js';
 
 /**
  * The UTF-8 path of XmlTextDecoder (Node's validator and decoder, a character cut by a chunk
@@ -10,12 +10,21 @@ import { XmlTextDecoder } from '../src/parse/xml-text.js';
  * the same refusal, whatever the chunk boundaries.
  */
 
-const PIECES = [
-  'a', '<r>', ' ', 'é', 'ü', '€', '中', '😀', '\uFEFF',
-].map((s) => Buffer.from(s, 'utf8'));
+const PIECES = ['a', '<r>', ' ', 'é', 'ü', '€', '中', '😀', '\uFEFF'].map((s) => Buffer.from(s, 'utf8'));
 const BAD = [
-  [0x80], [0xbf], [0xc0, 0x80], [0xc1, 0xbf], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf0, 0x80, 0x80, 0x80],
-  [0xf4, 0x90, 0x80, 0x80], [0xf5, 0x80, 0x80, 0x80], [0xff], [0xe2, 0x82], [0xf0, 0x9f, 0x98], [0xc3],
+  [0x80],
+  [0xbf],
+  [0xc0, 0x80],
+  [0xc1, 0xbf],
+  [0xe0, 0x80, 0x80],
+  [0xed, 0xa0, 0x80],
+  [0xf0, 0x80, 0x80, 0x80],
+  [0xf4, 0x90, 0x80, 0x80],
+  [0xf5, 0x80, 0x80, 0x80],
+  [0xff],
+  [0xe2, 0x82],
+  [0xf0, 0x9f, 0x98],
+  [0xc3],
 ].map((b) => Buffer.from(b));
 
 function viaTextDecoder(bytes: Buffer): string | 'error' {
@@ -55,7 +64,9 @@ describe('XML text decoding', () => {
         parts.push(list[Math.floor(rand() * list.length)]!);
       }
       const bytes = Buffer.concat(parts);
-      const cuts = [...new Set(Array.from({ length: Math.floor(rand() * 4) }, () => Math.floor(rand() * bytes.length)))].sort((a, b) => a - b);
+      const cuts = [...new Set(Array.from({ length: Math.floor(rand() * 4) }, () => Math.floor(rand() * bytes.length)))].sort(
+        (a, b) => a - b,
+      );
       const want = viaTextDecoder(bytes);
       if (want === 'error') errors++;
       assert.equal(viaXmlTextDecoder(bytes, cuts), want, `${bytes.toString('hex')} cut at ${cuts.join(',')}`);

@@ -2,18 +2,20 @@ import zlib from 'node:zlib';
 import { gzipSync, zipSync } from 'fflate';
 
 /** A small, valid RFC 7489 aggregate report to vary in tests. */
-export function dmarcXml(opts: {
-  reportId?: string;
-  orgName?: string;
-  email?: string;
-  domain?: string;
-  begin?: number;
-  end?: number;
-  records?: string[];
-  decl?: string;
-  rootAttrs?: string;
-  extraPolicy?: string;
-} = {}): string {
+export function dmarcXml(
+  opts: {
+    reportId?: string;
+    orgName?: string;
+    email?: string;
+    domain?: string;
+    begin?: number;
+    end?: number;
+    records?: string[];
+    decl?: string;
+    rootAttrs?: string;
+    extraPolicy?: string;
+  } = {},
+): string {
   const records = opts.records ?? [record({})];
   return `${opts.decl ?? '<?xml version="1.0" encoding="UTF-8"?>'}
 <feedback${opts.rootAttrs ?? ''}>
@@ -29,7 +31,15 @@ ${records.join('\n')}
 `;
 }
 
-export function record(r: { ip?: string; count?: number; dkim?: string; spf?: string; extra?: string; reasons?: string; headerFrom?: string }): string {
+export function record(r: {
+  ip?: string;
+  count?: number;
+  dkim?: string;
+  spf?: string;
+  extra?: string;
+  reasons?: string;
+  headerFrom?: string;
+}): string {
   return `  <record>
     <row><source_ip>${r.ip ?? '192.0.2.10'}</source_ip><count>${r.count ?? 3}</count>
       <policy_evaluated><disposition>none</disposition><dkim>${r.dkim ?? 'pass'}</dkim><spf>${r.spf ?? 'fail'}</spf>${r.reasons ?? ''}</policy_evaluated></row>
@@ -54,9 +64,7 @@ export function gzip(data: string | Uint8Array): Buffer {
 }
 
 export function zip(entries: Record<string, string | Uint8Array>): Buffer {
-  return Buffer.from(
-    zipSync(Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, typeof v === 'string' ? Buffer.from(v) : v]))),
-  );
+  return Buffer.from(zipSync(Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, typeof v === 'string' ? Buffer.from(v) : v]))));
 }
 
 /** A mail with the given MIME parts (already encoded bodies). */

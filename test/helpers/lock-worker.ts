@@ -1,8 +1,13 @@
 /** A thread for test/pool.test.ts: increments a shared counter under the write lock, or dies holding it. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { SharedLock } from '../src/store/lock.js';
+import { SharedLock } from '../../src/store/lock.js';
 
-const { lock, counter, iterations, die } = workerData as { lock: SharedArrayBuffer; counter: SharedArrayBuffer; iterations: number; die: boolean };
+const { lock, counter, iterations, die } = workerData as {
+  lock: SharedArrayBuffer;
+  counter: SharedArrayBuffer;
+  iterations: number;
+  die: boolean;
+};
 const mutex = new SharedLock(lock);
 const cell = new Int32Array(counter);
 

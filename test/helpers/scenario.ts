@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { DAY } from '../src/analyse/index.js';
-import type { Ingestor } from '../src/pipeline/ingest.js';
-import { bufferInput } from './helpers.js';
+import { DAY } from '../../src/analyse/index.js';
+import type { Ingestor } from '../../src/pipeline/ingest.js';
+import { bufferInput } from './common.js';
 import { gzip } from './synth.js';
 
 /**
@@ -27,7 +27,8 @@ interface Rec {
 
 function aggregateXml(reporter: string, email: string, day: number, recs: Rec[]): string {
   const records = recs.map(
-    (r) => `<record><row><source_ip>${r.ip}</source_ip><count>${r.count}</count><policy_evaluated><disposition>${r.disposition ?? 'none'}</disposition>` +
+    (r) =>
+      `<record><row><source_ip>${r.ip}</source_ip><count>${r.count}</count><policy_evaluated><disposition>${r.disposition ?? 'none'}</disposition>` +
       `<dkim>${r.dkimAligned}</dkim><spf>${r.spfAligned}</spf>${r.reason ? `<reason><type>${r.reason}</type></reason>` : ''}</policy_evaluated></row>` +
       `<identifiers><header_from>example.com</header_from></identifiers><auth_results>` +
       r.dkim.map((k) => `<dkim><domain>${k.d}</domain><selector>${k.s}</selector><result>${k.result}</result></dkim>`).join('') +
@@ -45,14 +46,29 @@ function tlsJson(day: number, failures: { mx: string; type: string; sessions: nu
   const failed = failures.reduce((n, f) => n + f.sessions, 0);
   return JSON.stringify({
     'organization-name': 'Google Inc.',
-    'date-range': { 'start-datetime': new Date(day * DAY * 1000).toISOString(), 'end-datetime': new Date(((day + 1) * DAY - 1) * 1000).toISOString() },
+    'date-range': {
+      'start-datetime': new Date(day * DAY * 1000).toISOString(),
+      'end-datetime': new Date(((day + 1) * DAY - 1) * 1000).toISOString(),
+    },
     'contact-info': 'smtp-tls-reporting@google.com',
     'report-id': `${dayIso(day)}T00:00:00Z_example.com`,
-    policies: [{
-      policy: { 'policy-type': 'sts', 'policy-string': ['version: STSv1', 'mode: enforce', 'mx: mx1.example.com', 'mx: mx2.example.com', 'max_age: 86400'], 'policy-domain': 'example.com', 'mx-host': ['mx1.example.com', 'mx2.example.com'] },
-      summary: { 'total-successful-session-count': 500, 'total-failure-session-count': failed },
-      'failure-details': failures.map((f) => ({ 'result-type': f.type, 'sending-mta-ip': '209.85.220.41', 'receiving-mx-hostname': f.mx, 'failed-session-count': f.sessions })),
-    }],
+    policies: [
+      {
+        policy: {
+          'policy-type': 'sts',
+          'policy-string': ['version: STSv1', 'mode: enforce', 'mx: mx1.example.com', 'mx: mx2.example.com', 'max_age: 86400'],
+          'policy-domain': 'example.com',
+          'mx-host': ['mx1.example.com', 'mx2.example.com'],
+        },
+        summary: { 'total-successful-session-count': 500, 'total-failure-session-count': failed },
+        'failure-details': failures.map((f) => ({
+          'result-type': f.type,
+          'sending-mta-ip': '209.85.220.41',
+          'receiving-mx-hostname': f.mx,
+          'failed-session-count': f.sessions,
+        })),
+      },
+    ],
   });
 }
 
@@ -60,20 +76,54 @@ function tlsJson(day: number, failures: { mx: string; type: string; sessions: nu
 export function reportsFor(d: number): { name: string; bytes: Buffer }[] {
   const day = D0 + d;
   const espBroken = d >= 31 && d <= 34;
-  const own = (n: number): Rec => ({ ip: '192.0.2.10', count: n, dkim: [{ d: 'example.com', s: 's1', result: 'pass' }], spf: { d: 'example.com', result: 'pass' }, dkimAligned: 'pass', spfAligned: 'pass' });
+  const own = (n: number): Rec => ({
+    ip: '192.0.2.10',
+    count: n,
+    dkim: [{ d: 'example.com', s: 's1', result: 'pass' }],
+    spf: { d: 'example.com', result: 'pass' },
+    dkimAligned: 'pass',
+    spfAligned: 'pass',
+  });
   const esp = (n: number): Rec => ({
-    ip: '198.51.100.20', count: n, dkim: [{ d: 'example.com', s: 'esp1', result: espBroken ? 'fail' : 'pass' }], spf: { d: 'bounces.esp.example', result: 'pass' },
-    dkimAligned: espBroken ? 'fail' : 'pass', spfAligned: 'fail',
+    ip: '198.51.100.20',
+    count: n,
+    dkim: [{ d: 'example.com', s: 'esp1', result: espBroken ? 'fail' : 'pass' }],
+    spf: { d: 'bounces.esp.example', result: 'pass' },
+    dkimAligned: espBroken ? 'fail' : 'pass',
+    spfAligned: 'fail',
   });
   const google: Rec[] = [
     own(300),
     esp(120),
     // The forwarder: DKIM survives, SPF fails as always; some list mail fails both, with a reason.
-    { ip: '192.0.2.200', count: 40, dkim: [{ d: 'example.com', s: 's1', result: 'pass' }], spf: { d: 'forwarder.example', result: 'fail' }, dkimAligned: 'pass', spfAligned: 'fail' },
-    { ip: '192.0.2.200', count: 10, dkim: [{ d: 'example.com', s: 's1', result: 'fail' }], spf: { d: 'forwarder.example', result: 'fail' }, dkimAligned: 'fail', spfAligned: 'fail', reason: 'forwarded' },
+    {
+      ip: '192.0.2.200',
+      count: 40,
+      dkim: [{ d: 'example.com', s: 's1', result: 'pass' }],
+      spf: { d: 'forwarder.example', result: 'fail' },
+      dkimAligned: 'pass',
+      spfAligned: 'fail',
+    },
+    {
+      ip: '192.0.2.200',
+      count: 10,
+      dkim: [{ d: 'example.com', s: 's1', result: 'fail' }],
+      spf: { d: 'forwarder.example', result: 'fail' },
+      dkimAligned: 'fail',
+      spfAligned: 'fail',
+      reason: 'forwarded',
+    },
   ];
   if (d >= 30 && d <= 34) {
-    google.push({ ip: '203.0.113.66', count: 80, dkim: [], spf: { d: 'example.com', result: 'fail' }, dkimAligned: 'fail', spfAligned: 'fail', disposition: 'reject' });
+    google.push({
+      ip: '203.0.113.66',
+      count: 80,
+      dkim: [],
+      spf: { d: 'example.com', result: 'fail' },
+      dkimAligned: 'fail',
+      spfAligned: 'fail',
+      disposition: 'reject',
+    });
   }
   const yahoo = [own(60), esp(30)];
   const certExpired = d >= 32 && d <= 34 ? [{ mx: 'mx2.example.com', type: 'certificate-expired', sessions: 150 }] : [];
@@ -95,8 +145,11 @@ export async function ingestDays(db: { ingestor: Ingestor }, from: number, to: n
   for (let d = from; d <= to; d++) {
     for (const r of reportsFor(d)) {
       const res = await db.ingestor.ingest(bufferInput(r.name, r.bytes));
-      assert.deepEqual(res.leaves.map((l) => l.status), ['stored'], `${r.name}: ${JSON.stringify(res.leaves)}`);
+      assert.deepEqual(
+        res.leaves.map((l) => l.status),
+        ['stored'],
+        `${r.name}: ${JSON.stringify(res.leaves)}`,
+      );
     }
   }
 }
-

@@ -2,16 +2,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger } from '../src/log.js';
-import { Ingestor, type IngestInput, type InputResult } from '../src/pipeline/ingest.js';
-import { fileInput } from '../src/sources/files.js';
-import { openDb, type Db } from '../src/store/db.js';
-import { ReportStore } from '../src/store/reports.js';
-import { fromBuffer } from '../src/unpack/bytes.js';
-import { defaultLimits, type Limits } from '../src/unpack/limits.js';
+import { createLogger } from '../../src/log.js';
+import { Ingestor, type IngestInput, type InputResult } from '../../src/pipeline/ingest.js';
+import { fileInput } from '../../src/sources/files.js';
+import { openDb, type Db } from '../../src/store/db.js';
+import { ReportStore } from '../../src/store/reports.js';
+import { fromBuffer } from '../../src/unpack/bytes.js';
+import { defaultLimits, type Limits } from '../../src/unpack/limits.js';
 
-/** The repository root (tests run from dist/test/). */
-export const ROOT = path.resolve(fileURLToPath(new URL('../../', import.meta.url)));
+/** The repository root (this file runs from dist/test/helpers/). */
+export const ROOT = path.resolve(fileURLToPath(new URL('../../../', import.meta.url)));
 export const FIXTURES = path.join(ROOT, 'fixtures');
 export const CLI = path.join(ROOT, 'dist/src/cli/main.js');
 

@@ -2,25 +2,28 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { openDb } from '../src/store/db.js';
-import { loadMigrations, migrate } from '../src/store/migrate.js';
-import { expandPaths } from '../src/sources/files.js';
-import { bufferInput, count, fixture, FIXTURES, freshStore, ingestFile, tempDir } from './helpers.js';
-import { dmarcXml, record } from './synth.js';
+import { openDb } from '../../src/store/db.js';
+import { loadMigrations, migrate } from '../../src/store/migrate.js';
+import { expandPaths } from '../../src/sources/files.js';
+import { bufferInput, count, fixture, FIXTURES, freshStore, ingestFile, tempDir } from '../helpers/common.js';
+import { dmarcXml, record } from '../helpers/synth.js';
 
 describe('database', () => {
   it('applies the migrations once, records them, and uses WAL', () => {
     const file = path.join(tempDir(), 'm.sqlite');
     const db = openDb(file);
     const ids = loadMigrations().map((m) => m.id);
-    assert.deepEqual((db.prepare('SELECT id FROM schema_migrations ORDER BY id').all() as { id: number }[]).map((r) => r.id), ids);
+    assert.deepEqual(
+      (db.prepare('SELECT id FROM schema_migrations ORDER BY id').all() as { id: number }[]).map((r) => r.id),
+      ids,
+    );
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     assert.deepEqual(migrate(db), []);
     db.close();
   });
 
   it('makes committed reports durable before an acknowledgement without changing the position', async () => {
-    const { MailboxStore } = await import('../src/store/mailboxes.js');
+    const { MailboxStore } = await import('../../src/store/mailboxes.js');
     const file = path.join(tempDir(), 'd.sqlite');
     const db = openDb(file);
     const boxes = new MailboxStore(db);
@@ -74,14 +77,18 @@ describe('database', () => {
 
   it('writes DKIM and SPF results as exactly the JSON that JSON.stringify gives, escapes included', async () => {
     const { db, ingestor } = freshStore();
-    const odd = '<dkim><domain>example.com</domain><selector>q"uote\\back&lt;\u2028é</selector><result>fail</result><human_result>a\tb</human_result></dkim>';
+    const odd =
+      '<dkim><domain>example.com</domain><selector>q"uote\\back&lt;\u2028é</selector><result>fail</result><human_result>a\tb</human_result></dkim>';
     await ingestor.ingest(bufferInput('odd.xml', dmarcXml({ records: [record({ extra: odd })] })));
     for await (const input of expandPaths([FIXTURES], 1 << 30)) await ingestor.ingest(input);
     const rows = db.prepare('SELECT dkim_results AS dkim, spf_results AS spf FROM dmarc_records').all() as { dkim: string; spf: string }[];
     assert.ok(rows.length > 2000, `${rows.length} records`);
     let results = 0;
     for (const row of rows) {
-      for (const [text, keys] of [[row.dkim, 'domain,selector,result,human_result'], [row.spf, 'domain,scope,result,human_result']] as const) {
+      for (const [text, keys] of [
+        [row.dkim, 'domain,selector,result,human_result'],
+        [row.spf, 'domain,scope,result,human_result'],
+      ] as const) {
         const parsed = JSON.parse(text) as Record<string, unknown>[];
         assert.equal(text, JSON.stringify(parsed));
         for (const r of parsed) assert.equal(Object.keys(r).join(), keys);
@@ -89,7 +96,11 @@ describe('database', () => {
       }
     }
     assert.ok(results > rows.length, `${results} results`);
-    const selectors = db.prepare("SELECT d.value ->> 'selector' AS s FROM dmarc_records, json_each(dkim_results) d WHERE d.value ->> 'result' = 'fail' AND d.value ->> 'selector' LIKE 'q%'").all();
+    const selectors = db
+      .prepare(
+        "SELECT d.value ->> 'selector' AS s FROM dmarc_records, json_each(dkim_results) d WHERE d.value ->> 'result' = 'fail' AND d.value ->> 'selector' LIKE 'q%'",
+      )
+      .all();
     assert.deepEqual(selectors, [{ s: 'q"uote\\back<\u2028é' }]);
   });
 });
