@@ -13,6 +13,10 @@ export type Db = Database.Database;
 export function openDb(file: string, opts: { migrate?: boolean } = {}): Db {
   if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const db = new Database(file);
+  // A new database gives the space of deleted rows back a step at a time (PRAGMA
+  // incremental_vacuum, store/prune.ts); it must be set before WAL writes the first page. No
+  // effect on an existing database.
+  db.pragma('auto_vacuum = INCREMENTAL');
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');

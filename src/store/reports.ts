@@ -2,6 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
+import { policyText, RollupWriter } from './rollups.js';
 
 /**
  * Records of an aggregate report are held in memory (as ready-made rows) up to this many, and the
@@ -38,6 +39,7 @@ export class ReportStore {
   private readonly insertTlsFailure: Statement;
   private readonly insertFailureReport: Statement;
   private readonly insertIngestFailure: Statement;
+  private readonly rollups: RollupWriter;
 
   constructor(
     private readonly db: Db,
@@ -72,6 +74,7 @@ export class ReportStore {
        @authFailure, @deliveryResult, @dkimDomain, @dkimSelector, @spfDns, @identityAlignment, @authenticationResults)`);
     this.insertIngestFailure = db.prepare(`INSERT INTO ingest_failures
       (input, outcome, error_code, message, sha256, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`);
+    this.rollups = new RollupWriter(db);
   }
 
   exists(key: ReportKey): boolean {
@@ -120,10 +123,10 @@ export class ReportStore {
         return id;
       }
     } catch (err) {
-      this.endDmarc(0, null, false);
+      this.endDmarc(0, null, null);
       throw err;
     }
-    this.endDmarc(0, null, false);
+    this.endDmarc(0, null, null);
     return null;
   }
 
@@ -150,13 +153,24 @@ export class ReportStore {
   }
 
   /**
-   * @internal used by DmarcWriter: commits (setting the totals of a report opened without them)
-   * or rolls back, and releases the lock.
+   * @internal used by DmarcWriter: commits (setting the totals of a report opened without them,
+   * and adding the report to the daily rollups) when given the report's header, else rolls back;
+   * and releases the lock.
    */
-  endDmarc(reportId: number, totals: ReportTotals | null, commit: boolean): void {
+  endDmarc(reportId: number, totals: ReportTotals | null, commit: DmarcHeader | null): void {
     try {
       if (commit) {
         if (totals) this.finishReport.run(totals.records, totals.messages, totals.sha256, totals.size, reportId);
+        this.rollups.dmarc([
+          {
+            id: reportId,
+            domain: commit.policyDomain,
+            reporter: commit.reporter,
+            begin: commit.begin,
+            end: commit.end,
+            policy: policyText(commit.policy),
+          },
+        ]);
         this.db.exec('COMMIT');
       } else {
         this.db.exec('ROLLBACK');
@@ -200,6 +214,19 @@ export class ReportStore {
           );
         }
       }
+      this.rollups.tls({
+        domain: r.policyDomain,
+        reporter: r.reporter,
+        begin: r.begin,
+        end: r.end,
+        policies: r.policies.map((p) => ({
+          policyDomain: p.policyDomain,
+          mxHosts: p.mxHosts,
+          successful: p.successful,
+          failed: p.failed,
+          failures: p.failures.map((f) => ({ resultType: f.resultType, mx: f.receivingMxHostname, sessions: f.failedSessions })),
+        })),
+      });
       return true;
     });
   }
@@ -214,6 +241,13 @@ export class ReportStore {
       );
       if (id === null) return false;
       this.insertFailureReport.run({ ...r, id });
+      this.rollups.failure({
+        domain: r.policyDomain,
+        begin: r.begin,
+        sourceIp: r.sourceIp,
+        dkimDomain: r.dkimDomain,
+        dkimSelector: r.dkimSelector,
+      });
       return true;
     });
   }
@@ -336,14 +370,14 @@ export class DmarcWriter {
     if (!opened) this.begin(totals);
     this.open = false;
     if (this.id === 'duplicate') return false;
-    this.store.endDmarc(this.id as number, opened ? totals : null, true);
+    this.store.endDmarc(this.id as number, opened ? totals : null, this.header);
     return true;
   }
 
   rollback(): void {
     if (!this.open) return;
     this.open = false;
-    if (typeof this.id === 'number') this.store.endDmarc(this.id, null, false);
+    if (typeof this.id === 'number') this.store.endDmarc(this.id, null, null);
   }
 
   private begin(totals: ReportTotals | null = null): void {
