@@ -2,7 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
-import { policyText, RollupWriter } from './rollups.js';
+import { DmarcRecordTally, policyText, RollupWriter } from './rollups.js';
 
 /**
  * Records of an aggregate report are held in memory (as ready-made rows) up to this many, and the
@@ -147,9 +147,9 @@ export class ReportStore {
     ];
   }
 
-  /** @internal used by DmarcWriter, inside the transaction */
-  writeRow(reportId: number, row: unknown[]): void {
-    this.insertRecord.run(reportId, ...row);
+  /** @internal used by DmarcWriter, inside the transaction: the new record's id */
+  writeRow(reportId: number, row: unknown[]): number {
+    return Number(this.insertRecord.run(reportId, ...row).lastInsertRowid);
   }
 
   /**
@@ -157,20 +157,24 @@ export class ReportStore {
    * and adding the report to the daily rollups) when given the report's header, else rolls back;
    * and releases the lock.
    */
-  endDmarc(reportId: number, totals: ReportTotals | null, commit: DmarcHeader | null): void {
+  endDmarc(
+    reportId: number,
+    totals: ReportTotals | null,
+    commit: DmarcHeader | null,
+    noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number },
+  ): void {
     try {
       if (commit) {
         if (totals) this.finishReport.run(totals.records, totals.messages, totals.sha256, totals.size, reportId);
-        this.rollups.dmarc([
-          {
-            id: reportId,
-            domain: commit.policyDomain,
-            reporter: commit.reporter,
-            begin: commit.begin,
-            end: commit.end,
-            policy: policyText(commit.policy),
-          },
-        ]);
+        const report = {
+          id: reportId,
+          domain: commit.policyDomain,
+          reporter: commit.reporter,
+          begin: commit.begin,
+          end: commit.end,
+          policy: policyText(commit.policy),
+        };
+        this.rollups.dmarc(report, noted);
         this.db.exec('COMMIT');
       } else {
         this.db.exec('ROLLBACK');
@@ -339,6 +343,11 @@ export class DmarcWriter {
   records = 0;
   messages = 0;
   private buffer: unknown[][] = [];
+  /** What the daily rollups need to know of the records, noted as they come. */
+  private readonly tally = new DmarcRecordTally();
+  /** Ids of the first and last records written. */
+  private firstId = 0;
+  private lastId = 0;
   /** Report id once the transaction is open; null before; 'duplicate' when another copy won. */
   private id: number | 'duplicate' | null = null;
   private open = true;
@@ -352,9 +361,10 @@ export class DmarcWriter {
     this.records++;
     this.messages += r.count;
     if (this.id === 'duplicate') return;
+    this.tally.add(r);
     const row = this.store.recordRow(r);
     if (this.id !== null) {
-      this.store.writeRow(this.id, row);
+      this.wrote(this.store.writeRow(this.id, row));
       return;
     }
     this.buffer.push(row);
@@ -370,7 +380,12 @@ export class DmarcWriter {
     if (!opened) this.begin(totals);
     this.open = false;
     if (this.id === 'duplicate') return false;
-    this.store.endDmarc(this.id as number, opened ? totals : null, this.header);
+    this.store.endDmarc(this.id as number, opened ? totals : null, this.header, {
+      tally: this.tally,
+      firstId: this.firstId,
+      lastId: this.lastId,
+      records: this.records,
+    });
     return true;
   }
 
@@ -378,6 +393,11 @@ export class DmarcWriter {
     if (!this.open) return;
     this.open = false;
     if (typeof this.id === 'number') this.store.endDmarc(this.id, null, null);
+  }
+
+  private wrote(id: number): void {
+    if (this.firstId === 0) this.firstId = id;
+    this.lastId = id;
   }
 
   private begin(totals: ReportTotals | null = null): void {
@@ -389,7 +409,7 @@ export class DmarcWriter {
     }
     this.id = id;
     try {
-      for (const row of this.buffer) this.store.writeRow(id, row);
+      for (const row of this.buffer) this.wrote(this.store.writeRow(id, row));
     } catch (err) {
       this.rollback();
       throw err;

@@ -1,7 +1,7 @@
 import type { Statement } from 'better-sqlite3';
-import { countDay, dayShares, effectivePolicy, FORWARDED_REASONS, rollupTls } from '../analyse/rollups.js';
+import { asciiLower, countDay, dayShares, effectivePolicy, FORWARDED_REASONS, rollupTls } from '../analyse/rollups.js';
 import type { TlsRow } from '../analyse/types.js';
-import type { DmarcPolicyPublished } from '../parse/types.js';
+import type { DmarcPolicyPublished, DmarcRecord } from '../parse/types.js';
 import type { Db } from './db.js';
 
 /**
@@ -48,87 +48,147 @@ export interface FailureRollupReport {
   dkimSelector: string | null;
 }
 
+/** An aggregate report's message totals, for the per-day rollups. */
+export interface DmarcTotals {
+  messages: number;
+  dmarcPass: number;
+  dkimAlignedPass: number;
+  spfAlignedPass: number;
+  forwarded: number;
+  quarantine: number;
+  reject: number;
+}
+
+export function emptyDmarcTotals(): DmarcTotals {
+  return { messages: 0, dmarcPass: 0, dkimAlignedPass: 0, spfAlignedPass: 0, forwarded: 0, quarantine: 0, reject: 0 };
+}
+
+const FORWARDED = new Set<string>(FORWARDED_REASONS);
+
+/**
+ * What the rollups need to know of an aggregate report's records that is cheaper to note as they
+ * are parsed than to ask SQLite for afterwards: the report's totals, and which records are the
+ * first from their source IP (a report counts once per source IP). The rows themselves are rolled
+ * up by SQLite from the stored records. Past MAX_FLAGGED records the flags are dropped (memory
+ * stays bounded) and SQLite finds the first records itself, at the cost of a sort.
+ */
+export class DmarcRecordTally {
+  static readonly MAX_FLAGGED = 50_000;
+  readonly totals = emptyDmarcTotals();
+  private ips: Set<string> | null = new Set();
+  private flags: Uint8Array | null = new Uint8Array(1024);
+  private count = 0;
+
+  add(r: DmarcRecord): void {
+    const t = this.totals;
+    const n = r.count;
+    t.messages += n;
+    if (r.dkim === 'pass' || r.spf === 'pass') t.dmarcPass += n;
+    else if (r.reasons.some((x) => x.type !== null && FORWARDED.has(x.type))) t.forwarded += n;
+    if (r.dkim === 'pass') t.dkimAlignedPass += n;
+    if (r.spf === 'pass') t.spfAlignedPass += n;
+    if (r.disposition === 'quarantine') t.quarantine += n;
+    else if (r.disposition === 'reject') t.reject += n;
+    const i = this.count++;
+    if (!this.ips || !this.flags) return;
+    if (i >= DmarcRecordTally.MAX_FLAGGED) {
+      this.ips = null;
+      this.flags = null;
+      return;
+    }
+    if (i >= this.flags.length) {
+      const grown = new Uint8Array(this.flags.length * 2);
+      grown.set(this.flags);
+      this.flags = grown;
+    }
+    const first = !this.ips.has(r.sourceIp);
+    if (first) this.ips.add(r.sourceIp);
+    this.flags[i] = first ? 0x31 : 0x30;
+  }
+
+  /** "1" or "0" per record in order, "1" for the first record of its source IP; null when not kept. */
+  firsts(): string | null {
+    return this.flags ? Buffer.from(this.flags.buffer, 0, this.count).toString('latin1') : null;
+  }
+}
+
 /** Bits of dmarc_daily.reporters: 0-61 one reporter each, 62 shared by any further ones. */
 const LAST_BIT = 62;
 
 const FORWARDED_SQL = `(d.reasons <> '[]' AND EXISTS (SELECT 1 FROM json_each(d.reasons) WHERE value ->> 'type' IN (${FORWARDED_REASONS.map((r) => `'${r}'`).join(', ')})))`;
 const PASS_SQL = `(d.dkim_aligned = 'pass' OR d.spf_aligned = 'pass')`;
 
+/**
+ * The columns of a dmarc_daily row from one stored record `d`, for the day and share given as
+ * parameters; `first` says whether the record is its report's first from its source IP.
+ */
+function sourceRow(first: string): string {
+  const part = (cond: string) => `CASE WHEN ${cond} THEN d.count * @share ELSE 0 END`;
+  return `@domain, @day, d.source_ip, lower(coalesce(d.header_from, '')), d.count * @share, ${part(PASS_SQL)},
+    ${part(`d.dkim_aligned = 'pass'`)}, ${part(`d.spf_aligned = 'pass'`)}, ${part(`NOT ${PASS_SQL} AND ${FORWARDED_SQL}`)},
+    ${part(`d.disposition = 'quarantine'`)}, ${part(`d.disposition = 'reject'`)}, CASE WHEN @last AND ${first} THEN 1 ELSE 0 END, @bits`;
+}
+
+const SOURCE_SUMS = ['messages', 'dmarc_pass', 'dkim_aligned_pass', 'spf_aligned_pass', 'forwarded', 'quarantine', 'reject', 'reports'];
+
 export class RollupWriter {
   private readonly s: Record<string, Statement>;
 
   constructor(private readonly db: Db) {
-    // One temporary table per connection: the day shares of the reports being rolled up.
-    db.exec(`CREATE TEMP TABLE IF NOT EXISTS rollup_shares (
-      report_id INTEGER NOT NULL, domain TEXT NOT NULL, reporter TEXT NOT NULL, day INTEGER NOT NULL,
-      share REAL NOT NULL, last INTEGER NOT NULL, bit INTEGER NOT NULL, policy TEXT, end_ts INTEGER NOT NULL)`);
-    db.exec(`CREATE INDEX IF NOT EXISTS temp.rollup_shares_report ON rollup_shares (report_id)`);
     const n = (col: string) => `${col} = ${col} + excluded.${col}`;
+    const intoSources = `INSERT INTO dmarc_daily (domain, day, source_ip, header_from, ${SOURCE_SUMS.join(', ')}, reporters)`;
+    const intoDkim = `INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)`;
+    const onDkim = `ON CONFLICT (domain, day, source_ip, signing_domain, selector, result) DO UPDATE SET ${n('messages')}`;
+    const onSource = `ON CONFLICT (domain, day, source_ip, header_from) DO UPDATE SET ${SOURCE_SUMS.map(n).join(', ')},
+      reporters = reporters | excluded.reporters`;
+    // One row written per record (and per DKIM signature): SQLite merges rows with the same key
+    // as it upserts them, which costs less than grouping them first.
     this.s = {
-      clear: db.prepare(`DELETE FROM temp.rollup_shares`),
-      share: db.prepare(`INSERT INTO temp.rollup_shares (report_id, domain, reporter, day, share, last, bit, policy, end_ts)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       bitOf: db.prepare(`SELECT bit FROM domain_reporters WHERE domain = ? AND reporter = ?`).pluck(),
-      newBit: db.prepare(`INSERT INTO domain_reporters (domain, reporter, bit)
-        SELECT @domain, @reporter, min(COUNT(*), ${LAST_BIT}) FROM domain_reporters WHERE domain = @domain RETURNING bit`),
-      // A report is counted once per source IP: on the row of its first record from that IP, on
-      // the last day it is shared out over (rollup_shares.last).
-      sources: db.prepare(`INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass,
-          spf_aligned_pass, forwarded, quarantine, reject, reports, reporters)
-        SELECT s.domain, s.day, d.source_ip, d.hf, SUM(d.count * s.share), SUM(d.pass * d.count * s.share),
-          SUM(d.dkim_pass * d.count * s.share), SUM(d.spf_pass * d.count * s.share), SUM(d.fwd * d.count * s.share),
-          SUM(d.quarantine * d.count * s.share), SUM(d.reject * d.count * s.share), SUM(s.last * d.first),
-          SUM(DISTINCT 1 << s.bit)
-        FROM temp.rollup_shares s JOIN (
-          SELECT d.report_id, d.source_ip, lower(coalesce(d.header_from, '')) AS hf, d.count,
-            CASE WHEN ${PASS_SQL} THEN 1 ELSE 0 END AS pass,
-            CASE WHEN d.dkim_aligned = 'pass' THEN 1 ELSE 0 END AS dkim_pass,
-            CASE WHEN d.spf_aligned = 'pass' THEN 1 ELSE 0 END AS spf_pass,
-            CASE WHEN NOT ${PASS_SQL} AND ${FORWARDED_SQL} THEN 1 ELSE 0 END AS fwd,
-            CASE WHEN d.disposition = 'quarantine' THEN 1 ELSE 0 END AS quarantine,
-            CASE WHEN d.disposition = 'reject' THEN 1 ELSE 0 END AS reject,
-            CASE WHEN d.id = min(d.id) OVER (PARTITION BY d.report_id, d.source_ip) THEN 1 ELSE 0 END AS first
-          FROM dmarc_records d WHERE d.report_id IN (SELECT report_id FROM temp.rollup_shares)
-        ) d ON d.report_id = s.report_id
-        WHERE true
-        GROUP BY s.domain, s.day, d.source_ip, d.hf
-        ON CONFLICT (domain, day, source_ip, header_from) DO UPDATE SET ${['messages', 'dmarc_pass', 'dkim_aligned_pass', 'spf_aligned_pass', 'forwarded', 'quarantine', 'reject', 'reports'].map(n).join(', ')},
-          reporters = reporters | excluded.reporters`),
-      dkim: db.prepare(`INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)
-        SELECT s.domain, s.day, d.source_ip, lower(coalesce(k.value ->> 'domain', '')), lower(coalesce(k.value ->> 'selector', '')),
-          coalesce(k.value ->> 'result', 'none'), SUM(d.count * s.share)
-        FROM temp.rollup_shares s JOIN dmarc_records d ON d.report_id = s.report_id JOIN json_each(d.dkim_results) k
-        WHERE d.dkim_results <> '[]' AND NOT ${FORWARDED_SQL}
-        GROUP BY 1, 2, 3, 4, 5, 6
-        ON CONFLICT (domain, day, source_ip, signing_domain, selector, result) DO UPDATE SET ${n('messages')}`),
-      domains: db.prepare(`INSERT INTO domain_daily (day, domain, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass, forwarded,
-          quarantine, reject, dmarc_reports)
-        SELECT s.day, s.domain, coalesce(SUM(d.count * s.share), 0),
-          coalesce(SUM(CASE WHEN ${PASS_SQL} THEN d.count * s.share END), 0),
-          coalesce(SUM(CASE WHEN d.dkim_aligned = 'pass' THEN d.count * s.share END), 0),
-          coalesce(SUM(CASE WHEN d.spf_aligned = 'pass' THEN d.count * s.share END), 0),
-          coalesce(SUM(CASE WHEN NOT ${PASS_SQL} AND ${FORWARDED_SQL} THEN d.count * s.share END), 0),
-          coalesce(SUM(CASE WHEN d.disposition = 'quarantine' THEN d.count * s.share END), 0),
-          coalesce(SUM(CASE WHEN d.disposition = 'reject' THEN d.count * s.share END), 0),
-          COUNT(DISTINCT CASE WHEN s.last THEN s.report_id END)
-        FROM temp.rollup_shares s LEFT JOIN dmarc_records d ON d.report_id = s.report_id
-        WHERE true
-        GROUP BY s.day, s.domain
+      newBit: db
+        .prepare(
+          `INSERT INTO domain_reporters (domain, reporter, bit)
+           SELECT @domain, @reporter, min(COUNT(*), ${LAST_BIT}) FROM domain_reporters WHERE domain = @domain RETURNING bit`,
+        )
+        .pluck(),
+      // Which record is the first from its source IP: from the flags the writer noted (records
+      // are numbered from @first_id), or found with a window over the report's records.
+      sourcesFlagged: db.prepare(`${intoSources}
+        SELECT ${sourceRow(`substr(@firsts, d.id - @first_id + 1, 1) = '1'`)}
+        FROM dmarc_records d WHERE d.report_id = @id AND true ${onSource}`),
+      sourcesWindowed: db.prepare(`${intoSources}
+        SELECT ${sourceRow('d.first')}
+        FROM (SELECT id, source_ip, header_from, count, dkim_aligned, spf_aligned, disposition, reasons,
+                     id = min(id) OVER (PARTITION BY source_ip) AS first
+                FROM dmarc_records WHERE report_id = @id) d
+        WHERE true ${onSource}`),
+      // Nearly every record has one or two signatures: the first is read straight from the JSON
+      // text (parsed once per record), the others through json_each, only for records with more.
+      dkimFirst: db.prepare(`${intoDkim}
+        SELECT @domain, @day, d.source_ip, lower(coalesce(d.dkim_results ->> '$[0].domain', '')),
+          lower(coalesce(d.dkim_results ->> '$[0].selector', '')), coalesce(d.dkim_results ->> '$[0].result', 'none'), d.count * @share
+        FROM dmarc_records d WHERE d.report_id = @id AND d.dkim_results <> '[]' AND NOT ${FORWARDED_SQL} ${onDkim}`),
+      dkimMore: db.prepare(`${intoDkim}
+        SELECT @domain, @day, d.source_ip, lower(coalesce(k.value ->> 'domain', '')), lower(coalesce(k.value ->> 'selector', '')),
+          coalesce(k.value ->> 'result', 'none'), d.count * @share
+        FROM dmarc_records d JOIN json_each(d.dkim_results) k
+        WHERE d.report_id = @id AND d.dkim_results LIKE '[{%},{%' AND k.key > 0 AND NOT ${FORWARDED_SQL} ${onDkim}`),
+      totals: db.prepare(`SELECT coalesce(SUM(d.count), 0) AS messages,
+          coalesce(SUM(CASE WHEN ${PASS_SQL} THEN d.count END), 0) AS dmarcPass,
+          coalesce(SUM(CASE WHEN d.dkim_aligned = 'pass' THEN d.count END), 0) AS dkimAlignedPass,
+          coalesce(SUM(CASE WHEN d.spf_aligned = 'pass' THEN d.count END), 0) AS spfAlignedPass,
+          coalesce(SUM(CASE WHEN NOT ${PASS_SQL} AND ${FORWARDED_SQL} THEN d.count END), 0) AS forwarded,
+          coalesce(SUM(CASE WHEN d.disposition = 'quarantine' THEN d.count END), 0) AS quarantine,
+          coalesce(SUM(CASE WHEN d.disposition = 'reject' THEN d.count END), 0) AS reject
+        FROM dmarc_records d WHERE d.report_id = ?`),
+      domainDay: db.prepare(`INSERT INTO domain_daily (day, domain, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass, forwarded,
+          quarantine, reject, dmarc_reports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (day, domain) DO UPDATE SET ${['messages', 'dmarc_pass', 'dkim_aligned_pass', 'spf_aligned_pass', 'forwarded', 'quarantine', 'reject', 'dmarc_reports'].map(n).join(', ')}`),
-      totals: db.prepare(`INSERT INTO daily_totals (day, messages, dmarc_pass, dmarc_reports)
-        SELECT s.day, coalesce(SUM(d.count * s.share), 0), coalesce(SUM(CASE WHEN ${PASS_SQL} THEN d.count * s.share END), 0),
-          COUNT(DISTINCT CASE WHEN s.last THEN s.report_id END)
-        FROM temp.rollup_shares s LEFT JOIN dmarc_records d ON d.report_id = s.report_id
-        WHERE true
-        GROUP BY s.day
+      totalsDay: db.prepare(`INSERT INTO daily_totals (day, messages, dmarc_pass, dmarc_reports) VALUES (?, ?, ?, ?)
         ON CONFLICT (day) DO UPDATE SET ${['messages', 'dmarc_pass', 'dmarc_reports'].map(n).join(', ')}`),
-      policies: db.prepare(`INSERT INTO policy_daily (domain, day, policy, weight, reports)
-        SELECT domain, day, policy, SUM(share), SUM(last) FROM temp.rollup_shares WHERE policy IS NOT NULL GROUP BY 1, 2, 3
+      policyDay: db.prepare(`INSERT INTO policy_daily (domain, day, policy, weight, reports) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (domain, day, policy) DO UPDATE SET ${n('weight')}, ${n('reports')}`),
-      coverage: db.prepare(`INSERT INTO report_daily (domain, kind, day, reporter, reports, last_end)
-        SELECT domain, 'dmarc', day, reporter, COUNT(*), MAX(end_ts) FROM temp.rollup_shares WHERE last GROUP BY 1, 3, 4
-        ON CONFLICT (domain, kind, day, reporter) DO UPDATE SET ${n('reports')}, last_end = max(last_end, excluded.last_end)`),
-      oneCoverage: db.prepare(`INSERT INTO report_daily (domain, kind, day, reporter, reports, last_end) VALUES (?, ?, ?, ?, 1, ?)
+      coverage: db.prepare(`INSERT INTO report_daily (domain, kind, day, reporter, reports, last_end) VALUES (?, ?, ?, ?, 1, ?)
         ON CONFLICT (domain, kind, day, reporter) DO UPDATE SET reports = reports + 1, last_end = max(last_end, excluded.last_end)`),
       tls: db.prepare(`INSERT INTO tls_daily (domain, day, mx, successful, failed) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (domain, day, mx) DO UPDATE SET ${n('successful')}, ${n('failed')}`),
@@ -144,22 +204,40 @@ export class RollupWriter {
   }
 
   /**
-   * Adds aggregate reports, already stored with their records, to the rollups. Call inside the
-   * transaction that stored them.
+   * Adds an aggregate report, already stored with its records, to the rollups. Call inside the
+   * transaction that stored it. `noted` is what its writer noted of the records as they passed,
+   * with the ids its records were stored under; without it (the migration) SQLite works it out.
    */
-  dmarc(reports: DmarcRollupReport[]): void {
-    if (reports.length === 0) return;
+  dmarc(r: DmarcRollupReport, noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number }): void {
     const s = this.s;
-    s.clear!.run();
-    for (const r of reports) {
-      const bit = this.bitOf(r.domain, r.reporter);
-      const shares = dayShares(r.begin, r.end);
-      shares.forEach(([day, share], i) =>
-        s.share!.run(r.id, r.domain, r.reporter, day, share, i === shares.length - 1 ? 1 : 0, bit, r.policy, r.end),
+    const bits = 1n << BigInt(this.bitOf(r.domain, r.reporter));
+    const totals = noted?.tally.totals ?? (s.totals!.get(r.id) as DmarcTotals);
+    // The flags index records by id from the first: only when the ids follow one another.
+    const flags = noted && noted.lastId - noted.firstId + 1 === noted.records ? noted.tally.firsts() : null;
+    const shares = dayShares(r.begin, r.end);
+    shares.forEach(([day, share], i) => {
+      const last = i === shares.length - 1 ? 1 : 0;
+      const p = { id: r.id, domain: r.domain, day, share, last, bits };
+      if (flags !== null) s.sourcesFlagged!.run({ ...p, firsts: flags, first_id: noted!.firstId });
+      else s.sourcesWindowed!.run(p);
+      s.dkimFirst!.run({ id: r.id, domain: r.domain, day, share });
+      s.dkimMore!.run({ id: r.id, domain: r.domain, day, share });
+      s.domainDay!.run(
+        day,
+        r.domain,
+        totals.messages * share,
+        totals.dmarcPass * share,
+        totals.dkimAlignedPass * share,
+        totals.spfAlignedPass * share,
+        totals.forwarded * share,
+        totals.quarantine * share,
+        totals.reject * share,
+        last,
       );
-    }
-    for (const name of ['sources', 'dkim', 'domains', 'totals', 'policies', 'coverage']) s[name]!.run();
-    s.clear!.run();
+      s.totalsDay!.run(day, totals.messages * share, totals.dmarcPass * share, last);
+      if (r.policy !== null) s.policyDay!.run(r.domain, day, r.policy, share, last);
+      if (last) s.coverage!.run(r.domain, 'dmarc', day, r.reporter, r.end);
+    });
   }
 
   /** Adds a TLS report to the rollups. */
@@ -202,13 +280,18 @@ export class RollupWriter {
     }
     if (!totals.has(day)) totals.set(day, { successful: 0, failed: 0 });
     for (const [d, t] of totals) s.tlsTotals!.run(d, t.successful, t.failed, d === day ? 1 : 0);
-    s.oneCoverage!.run(reportDomain, 'tlsrpt', day, r.reporter, r.end);
+    s.coverage!.run(reportDomain, 'tlsrpt', day, r.reporter, r.end);
   }
 
   /** Adds a failure report to the rollups. */
   failure(r: FailureRollupReport): void {
-    const lower = (v: string | null) => (v ?? '').replace(/[A-Z]+/g, (m) => m.toLowerCase());
-    this.s.failure!.run(r.domain, countDay(r.begin, r.begin), r.sourceIp ?? '', lower(r.dkimDomain), lower(r.dkimSelector));
+    this.s.failure!.run(
+      r.domain,
+      countDay(r.begin, r.begin),
+      r.sourceIp ?? '',
+      asciiLower(r.dkimDomain ?? ''),
+      asciiLower(r.dkimSelector ?? ''),
+    );
   }
 
   private bitOf(domain: string, reporter: string): number {
@@ -237,21 +320,19 @@ export function buildRollups(db: Db, progress?: (done: number, total: number) =>
     progress?.(done, total);
   };
 
+  // Read a page at a time: the connection cannot run the writes while a query is being iterated.
   const dmarc = db.prepare(
-    `SELECT r.id, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, r.record_count AS records,
+    `SELECT r.id, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end,
             p.p, p.sp, p.np, p.pct, p.adkim, p.aspf, p.report_id AS has_policy
        FROM reports r LEFT JOIN dmarc_policies p ON p.report_id = r.id
-      WHERE r.kind = 'dmarc' AND r.id > ? ORDER BY r.id LIMIT 2000`,
+      WHERE r.kind = 'dmarc' AND r.id > ? ORDER BY r.id LIMIT 1000`,
   );
-  type Row = { id: number; domain: string; reporter: string; begin: number; end: number; records: number; has_policy: number | null };
-  let after = 0;
-  for (;;) {
-    const rows = dmarc.all(after) as (Row & Parameters<typeof effectivePolicy>[0])[];
-    if (rows.length === 0) break;
-    let batch: DmarcRollupReport[] = [];
-    let records = 0;
-    for (const r of rows) {
-      batch.push({
+  type Row = { id: number; domain: string; reporter: string; begin: number; end: number; has_policy: number | null };
+  for (let last = 0; ;) {
+    const page = dmarc.all(last) as (Row & Parameters<typeof effectivePolicy>[0])[];
+    if (page.length === 0) break;
+    for (const r of page) {
+      writer.dmarc({
         id: r.id,
         domain: r.domain,
         reporter: r.reporter,
@@ -259,20 +340,11 @@ export function buildRollups(db: Db, progress?: (done: number, total: number) =>
         end: r.end,
         policy: r.has_policy ? effectivePolicy(r) : null,
       });
-      records += r.records;
-      if (records >= 200_000) {
-        writer.dmarc(batch);
-        tick(batch.length);
-        batch = [];
-        records = 0;
-      }
     }
-    writer.dmarc(batch);
-    tick(batch.length);
-    after = rows[rows.length - 1]!.id;
+    tick(page.length);
+    last = page[page.length - 1]!.id;
   }
 
-  // Read a page at a time: the connection cannot run the writes while a query is being iterated.
   const tlsReports = db.prepare(
     `SELECT id, policy_domain AS domain, reporter, begin_ts AS begin, end_ts AS end FROM reports
       WHERE kind = 'tlsrpt' AND id > ? ORDER BY id LIMIT 2000`,

@@ -20,7 +20,11 @@ const REPORTERS = ['google.com', 'Yahoo', 'outlook.com', 'mail.ru'];
 const DOMAINS = ['example.com', 'example.org', 'shop.example.net'];
 const IPS = ['192.0.2.1', '192.0.2.77', '198.51.100.20', '2001:DB8::1', '2001:db8:0:0::a', '::ffff:203.0.113.9', '203.0.113.66'];
 
-function reportXml(rand: () => number, n: number, opts: { records?: number } = {}): { xml: string; domain: string; reporter: string } {
+function reportXml(
+  rand: () => number,
+  n: number,
+  opts: { records?: number; manySources?: boolean } = {},
+): { xml: string; domain: string; reporter: string } {
   const pick = <T>(list: readonly T[]) => list[Math.floor(rand() * list.length)]!;
   const domain = pick(DOMAINS);
   const reporter = pick(REPORTERS);
@@ -41,7 +45,7 @@ function reportXml(rand: () => number, n: number, opts: { records?: number } = {
     }).join('');
     const hf = rand() < 0.1 ? '' : `<header_from>${pick([domain, domain.toUpperCase(), `news.${domain}`])}</header_from>`;
     records.push(
-      `<record><row><source_ip>${pick(IPS)}</source_ip><count>${Math.floor(rand() * 200)}</count><policy_evaluated>` +
+      `<record><row><source_ip>${opts.manySources ? (i % 5 ? `10.${i >> 8}.${i & 255}.1` : `2001:db8::${i.toString(16)}`) : pick(IPS)}</source_ip><count>${Math.floor(rand() * 200)}</count><policy_evaluated>` +
         `<disposition>${pick(['none', 'quarantine', 'reject'])}</disposition><dkim>${pass < 0.6 ? 'pass' : 'fail'}</dkim>` +
         `<spf>${pass < 0.3 || pass > 0.9 ? 'pass' : 'fail'}</spf>${reason ? `<reason><type>${reason}</type></reason>` : ''}</policy_evaluated></row>` +
         `<identifiers>${hf}</identifiers><auth_results>${sigs}<spf><domain>${domain}</domain><result>pass</result></spf></auth_results></record>`,
@@ -203,10 +207,12 @@ function assertRollups(db: Db, what: string): void {
 
 describe('daily rollups equal the pro-rata sums of the records', () => {
   for (const seed of [1, 2, 3]) {
-    it(`seed ${seed}: 120 generated reports, 25 of them delivered twice, one past the write buffer`, async () => {
+    it(`seed ${seed}: 120 generated reports, 25 of them delivered twice, two past the write buffer (one from 6,000 sources)`, async () => {
       const rand = rng(seed);
       const { db, ingestor, file } = freshStore();
-      const reports = Array.from({ length: 120 }, (_, n) => reportXml(rand, seed * 1000 + n, n === 7 ? { records: 6000 } : {}));
+      const reports = Array.from({ length: 120 }, (_, n) =>
+        reportXml(rand, seed * 1000 + n, n === 7 ? { records: 6000, manySources: true } : n === 9 ? { records: 5500 } : {}),
+      );
       for (const [i, r] of reports.entries()) {
         const res = await ingestor.ingest(bufferInput(`r${i}.xml.gz`, gzip(r.xml)));
         assert.equal(res.leaves[0]!.status, 'stored', JSON.stringify(res.leaves));
@@ -269,7 +275,7 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
       ranges.forEach(([begin, end], i) => {
         const id = Number(add.run(`evil-${i}`, begin, end).lastInsertRowid);
         rec.run(id);
-        writer.dmarc([{ id, domain: 'example.com', reporter: 'evil.example', begin, end, policy: null }]);
+        writer.dmarc({ id, domain: 'example.com', reporter: 'evil.example', begin, end, policy: null });
         writer.tls({
           domain: 'example.com',
           reporter: 'evil.example',
