@@ -62,6 +62,7 @@ CREATE TABLE domain_daily (
   tls_reports        INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (day, domain)
 ) WITHOUT ROWID;
+CREATE INDEX domain_daily_domain ON domain_daily (domain, day);
 
 -- Per day: the same over every domain (the dashboard's all-domains lines).
 CREATE TABLE daily_totals (

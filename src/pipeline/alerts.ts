@@ -1,5 +1,5 @@
 import dns from 'node:dns';
-import { CLOSES_SILENTLY, DAY, sortFindings, type AnalysisSettings, type Finding } from '../analyse/index.js';
+import { CLOSES_SILENTLY, DAY, lastDays, sortFindings, type AnalysisSettings, type Finding } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -204,10 +204,10 @@ export async function deliverPending(
   return report;
 }
 
-/** The digest's period as of `now`: the last whole day, or the last seven whole days. */
+/** The digest's period as of `now`: the last whole UTC day, or the last seven (lastDays). */
 export function digestPeriod(period: 'daily' | 'weekly', now: number): { from: number; to: number } {
-  const to = Math.floor(now / DAY) * DAY;
-  return { from: to - (period === 'daily' ? 1 : 7) * DAY, to };
+  const w = lastDays(now, period === 'daily' ? 1 : 7);
+  return { from: w.from * DAY, to: w.to * DAY };
 }
 
 export function buildDigest(db: Db, period: 'daily' | 'weekly', now: number): DigestData {

@@ -9,8 +9,7 @@ import { DAY } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { AlertStore } from '../store/alerts.js';
-import { passRateSeries, recentReports, reportDetail, sourceRows, tlsSeries } from '../store/dashboard.js';
+import { overview, reportDetail } from '../store/dashboard.js';
 import type { Db } from '../store/db.js';
 import type { Worker } from '../worker/worker.js';
 import { metricsText } from './metrics.js';
@@ -78,11 +77,13 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
       if (asset) return send(200, asset.type, assetText(asset.file), { 'cache-control': 'max-age=3600' });
       if (url.pathname === '/api/overview') {
         const days = Math.min(400, Math.max(1, Number(url.searchParams.get('days')) || 30));
-        // ?at=YYYY-MM-DD shows the dashboard as it was at the end of that day.
+        // ?at=YYYY-MM-DD shows the dashboard as it was at the end of that day (as `alerts --at`);
+        // ?domain=D shows one policy domain.
         const at = url.searchParams.get('at');
         const day = at && /^\d{4}-\d{2}-\d{2}$/.test(at) ? Date.parse(`${at}T00:00:00Z`) / 1000 : NaN;
-        const now = Number.isNaN(day) ? Math.floor(Date.now() / 1000) : day + DAY - 1;
-        return sendJson(send, overview(db, days, now));
+        const now = Number.isNaN(day) ? Math.floor(Date.now() / 1000) : day + DAY;
+        const domain = url.searchParams.get('domain')?.slice(0, 253) || null;
+        return sendJson(send, overview(db, { days, now, recentDays: config.analysis.recent_days, domain }));
       }
       const report = /^\/api\/reports\/(\d+)$/.exec(url.pathname);
       if (report) {
@@ -139,21 +140,6 @@ const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inl
 
 function sendJson(send: (status: number, type: string, body: string) => void, value: unknown): void {
   send(200, 'application/json; charset=utf-8', `${JSON.stringify(value)}\n`);
-}
-
-function overview(db: Db, days: number, now: number) {
-  const today = Math.floor(now / DAY) * DAY;
-  const from = today - days * DAY;
-  const store = new AlertStore(db);
-  return {
-    generated_at: new Date(now * 1000).toISOString(),
-    days,
-    domains: passRateSeries(db, from, today + DAY),
-    tls: tlsSeries(db, from, today + DAY),
-    sources: sourceRows(db, today - 6 * DAY, today + DAY),
-    alerts: { open: store.openAlerts(), recent: store.recentAlerts(50) },
-    reports: recentReports(db, 100, now),
-  };
 }
 
 function iso(t: number | null): string | null {
