@@ -7,6 +7,7 @@ import { digestCommand, digestUsage } from './digest.js';
 import { fetchCommand, fetchUsage } from './fetch.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
+import { pruneCommand, pruneUsage } from './prune.js';
 import { reportCommand, reportUsage } from './report.js';
 import { runCommand, runUsage } from './run.js';
 
@@ -18,6 +19,7 @@ ${fetchUsage}
 ${alertsUsage}
 ${digestUsage}
 ${notifyUsage}
+${pruneUsage}
 ${runUsage}
 ${configUsage}`;
 
@@ -28,6 +30,7 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   alerts: alertsCommand,
   digest: digestCommand,
   notify: notifyCommand,
+  prune: pruneCommand,
   run: runCommand,
   config: configCommand,
 };

@@ -119,6 +119,16 @@ export const configSchema = z.strictObject({
       timezone: z.string().min(1).refine(validZone, 'an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
       retry_seconds: positive.default(30),
       idle: z.boolean().default(false),
+      // When `ruawatch run` applies [retention] (store/prune.ts).
+      prune: cron.default('30 3 * * *'),
+    })
+    .prefault({}),
+  // How long per-record rows are kept; reports' metadata, their hashes and the daily rollups stay.
+  // 0 keeps them for ever. README "Retention" explains the defaults.
+  retention: z
+    .strictObject({
+      records_days: z.number().int().min(0).default(400),
+      failure_reports_days: z.number().int().min(0).default(30),
     })
     .prefault({}),
   web: z
