@@ -75,6 +75,8 @@ const FORWARDED = new Set<string>(FORWARDED_REASONS);
 export class DmarcRecordTally {
   static readonly MAX_FLAGGED = 50_000;
   readonly totals = emptyDmarcTotals();
+  /** Records with more than one DKIM signature (most have one or none). */
+  multiSigned = 0;
   private ips: Set<string> | null = new Set();
   private flags: Uint8Array | null = new Uint8Array(1024);
   private count = 0;
@@ -89,6 +91,7 @@ export class DmarcRecordTally {
     if (r.spf === 'pass') t.spfAlignedPass += n;
     if (r.disposition === 'quarantine') t.quarantine += n;
     else if (r.disposition === 'reject') t.reject += n;
+    if (r.dkimResults.length > 1) this.multiSigned++;
     const i = this.count++;
     if (!this.ips || !this.flags) return;
     if (i >= DmarcRecordTally.MAX_FLAGGED) {
@@ -221,7 +224,7 @@ export class RollupWriter {
       if (flags !== null) s.sourcesFlagged!.run({ ...p, firsts: flags, first_id: noted!.firstId });
       else s.sourcesWindowed!.run(p);
       s.dkimFirst!.run({ id: r.id, domain: r.domain, day, share });
-      s.dkimMore!.run({ id: r.id, domain: r.domain, day, share });
+      if (!noted || noted.tally.multiSigned > 0) s.dkimMore!.run({ id: r.id, domain: r.domain, day, share });
       s.domainDay!.run(
         day,
         r.domain,
