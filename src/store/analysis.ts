@@ -1,26 +1,23 @@
 import { analyse, sortFindings, windowsAt } from '../analyse/index.js';
 import { DAY } from '../analyse/rollups.js';
-import type {
-  AnalysisInput,
-  AnalysisSettings,
-  CoverageDay,
-  DkimDay,
-  Finding,
-  PolicyDay,
-  SourceDay,
-  TlsDay,
-  TlsFailureDay,
-} from '../analyse/types.js';
+import type { AnalysisInput, AnalysisSettings, CoverageDay, DkimDay, Finding, PolicyDay, TlsDay, TlsFailureDay } from '../analyse/types.js';
 import type { Db } from './db.js';
 
 /**
  * What the drift rules read: the daily rollups (migrations/0004) of the days the windows cover,
  * one policy domain at a time. Every rule judges one domain, so an evaluation holds the rows of a
  * single domain at once, and costs (domains x sources x days), whatever the number of records.
+ *
+ * Per-source rows (sources, DKIM) are summed by SQLite over each window the rules compare them on:
+ * the baseline's days come as one row dated with the baseline's first day, the recent days as one
+ * row dated with the recent window's first day (the rules only ask which window a row's day falls
+ * in). That is 2 rows per source instead of 35, which a domain with hundreds of sources needs.
+ * TLS, policy and coverage rows, one per domain and day or so, come by day.
  */
 export class AnalysisReader {
   readonly from: number;
   readonly to: number;
+  private readonly recent: number;
   private readonly q: ReturnType<typeof statements>;
 
   constructor(
@@ -31,6 +28,7 @@ export class AnalysisReader {
     const w = windowsAt(now, settings);
     this.from = Math.min(w.baseline.from, w.recent.from, w.latest.from);
     this.to = Math.floor(now / DAY);
+    this.recent = w.recent.from;
     this.q = statements(db);
   }
 
@@ -39,46 +37,67 @@ export class AnalysisReader {
     return (this.q.domains.all(this.from, this.to) as { domain: string }[]).map((r) => r.domain);
   }
 
-  /** The rollups of one policy domain over the windows. */
-  load(domain: string): AnalysisInput {
-    const p = [domain, this.from, this.to];
+  /** The rollups of some policy domains over the windows. */
+  load(domains: string[]): AnalysisInput {
+    const p = { domains: JSON.stringify(domains), from: this.from, to: this.to, recent: this.recent };
     return {
-      sources: (this.q.sources.all(...p) as Omit<SourceDay, 'none'>[]).map((r) => ({ ...r, none: r.messages - r.quarantine - r.reject })),
-      dkim: this.q.dkim.all(...p) as DkimDay[],
-      tls: this.q.tls.all(...p) as TlsDay[],
-      tlsFailures: this.q.tlsFailures.all(...p) as TlsFailureDay[],
-      coverage: this.q.coverage.all(...p) as CoverageDay[],
-      policies: this.q.policies.all(...p) as PolicyDay[],
+      sources: (this.q.sources.all(p) as SourceRow[]).map((r) => ({
+        domain: r[0],
+        day: r[1],
+        sourceIp: r[2],
+        headerFrom: r[3],
+        messages: r[4],
+        dmarcPass: r[5],
+        dkimAlignedPass: r[6],
+        spfAlignedPass: r[7],
+        forwarded: r[8],
+        quarantine: r[9],
+        reject: r[10],
+        none: r[4] - r[9] - r[10],
+      })),
+      dkim: this.q.dkim.all(p) as DkimDay[],
+      tls: this.q.tls.all(p) as TlsDay[],
+      tlsFailures: this.q.tlsFailures.all(p) as TlsFailureDay[],
+      coverage: this.q.coverage.all(p) as CoverageDay[],
+      policies: this.q.policies.all(p) as PolicyDay[],
     };
   }
 }
 
+type SourceRow = [string, number, string, string, number, number, number, number, number, number, number];
+
 function statements(db: Db) {
-  const range = 'domain = ? AND day >= ? AND day < ?';
+  // For each domain of the list, its rows of the days in range: the primary keys' order.
+  const range = 'domain IN (SELECT value FROM json_each(@domains)) AND day >= @from AND day < @to';
+  const window = `CASE WHEN day >= @recent THEN @recent ELSE @from END`;
   return {
     domains: db.prepare(`SELECT DISTINCT domain FROM domain_daily WHERE day >= ? AND day < ? ORDER BY domain`),
-    sources: db.prepare(
-      `SELECT domain, day, source_ip AS sourceIp, header_from AS headerFrom, messages, dmarc_pass AS dmarcPass,
-              dkim_aligned_pass AS dkimAlignedPass, spf_aligned_pass AS spfAlignedPass, forwarded, quarantine, reject
-         FROM dmarc_daily WHERE ${range}`,
-    ),
+    sources: db
+      .prepare(
+        `SELECT domain, ${window} AS day, source_ip AS sourceIp, header_from AS headerFrom, SUM(messages) AS messages,
+              SUM(dmarc_pass) AS dmarcPass, SUM(dkim_aligned_pass) AS dkimAlignedPass, SUM(spf_aligned_pass) AS spfAlignedPass,
+              SUM(forwarded) AS forwarded, SUM(quarantine) AS quarantine, SUM(reject) AS reject
+         FROM dmarc_daily WHERE ${range} GROUP BY domain, 2, source_ip, header_from`,
+      )
+      .raw(true),
     dkim: db.prepare(
-      `SELECT domain, day, source_ip AS sourceIp, signing_domain AS signingDomain, selector, result, messages
-         FROM dkim_daily WHERE ${range}`,
+      `SELECT domain, ${window} AS day, source_ip AS sourceIp, signing_domain AS signingDomain, selector, result, SUM(messages) AS messages
+         FROM dkim_daily WHERE ${range} GROUP BY domain, 2, source_ip, signing_domain, selector, result`,
     ),
     tls: db.prepare(`SELECT domain, day, mx, successful, failed FROM tls_daily WHERE ${range}`),
     tlsFailures: db.prepare(`SELECT domain, day, mx, result_type AS resultType, reporter, sessions FROM tls_failure_daily WHERE ${range}`),
     coverage: db.prepare(
-      `SELECT kind, domain, reporter, day, reports, last_end AS lastEnd FROM report_daily
-        WHERE domain = ? AND kind IN ('dmarc', 'tlsrpt') AND day >= ? AND day < ?`,
+      `SELECT kind, domain, reporter, day, reports, last_end AS lastEnd FROM report_daily WHERE ${range} AND kind IN ('dmarc', 'tlsrpt')`,
     ),
     policies: db.prepare(`SELECT domain, day, policy, weight, reports FROM policy_daily WHERE ${range}`),
   };
 }
 
+const ROWS_PER_GROUP = 20_000;
+
 /**
- * Every finding as of `now`, evaluated one policy domain at a time (or only the domains given),
- * in the order analyse() gives.
+ * Every finding as of `now`, evaluated a group of policy domains at a time (or only the domains
+ * given), in the order analyse() gives.
  */
 export function evaluateRules(
   db: Db,
@@ -88,10 +107,18 @@ export function evaluateRules(
 ): Finding[] {
   const reader = new AnalysisReader(db, now, settings);
   const findings: Finding[] = [];
-  for (const domain of opts.domains ?? reader.domains()) {
-    const input = reader.load(domain);
+  const domains = opts.domains ? [...opts.domains] : reader.domains();
+  // Domains go in groups, so the many small ones cost a few queries rather than a few each; the
+  // group shrinks when its rows grow, keeping memory to about ROWS_PER_GROUP rows.
+  let size = 1;
+  for (let i = 0; i < domains.length;) {
+    const group = domains.slice(i, i + size);
+    i += group.length;
+    const input = reader.load(group);
     if (opts.names) input.names = opts.names;
     for (const f of analyse(input, now, settings)) findings.push(f);
+    const rows = input.sources.length + input.dkim.length;
+    size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;
   }
   return sortFindings(findings);
 }
