@@ -149,18 +149,16 @@ async function dashboard(file: string): Promise<Record<string, unknown>> {
     `/api/reports/${report}`,
     `/metrics`,
   ];
-  const results: Record<string, { p50: number; p95: number; max: number; bytes: number }> = {};
+  // The first request of each kind reads the rollups (cold); the next 40 are served as after the
+  // first look at the page following a poll (the overview is cached until a report is added).
+  const results: Record<string, { first: number; p50: number; p95: number; max: number; bytes: number }> = {};
   for (const p of paths) {
+    const first = await get(p);
+    if (first.status !== 200) throw new Error(`${p}: ${first.status}`);
     const times: number[] = [];
-    let bytes = 0;
-    for (let i = 0; i < 40; i++) {
-      const r = await get(p);
-      if (r.status !== 200) throw new Error(`${p}: ${r.status}`);
-      times.push(r.ms);
-      bytes = r.bytes;
-    }
+    for (let i = 0; i < 40; i++) times.push((await get(p)).ms);
     times.sort((a, b) => a - b);
-    results[p] = { p50: times[19]!, p95: times[37]!, max: times[39]!, bytes };
+    results[p] = { first: first.ms, p50: times[19]!, p95: times[37]!, max: times[39]!, bytes: first.bytes };
   }
   await web.close();
   db.close();

@@ -110,6 +110,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
     );
     const esp = rows.find((r) => r[1] === '198.51.100.20')!;
     assert.deepEqual(esp.slice(0, 6), ['example.com', '198.51.100.20', 'out.esp.example', '1,050', '42.9%', '▼ 57.1 pt']);
+    assert.equal(esp[8], '2'); // Google and Yahoo
     const spoofer = rows.find((r) => r[1] === '203.0.113.66')!;
     assert.deepEqual([spoofer[4], spoofer[5]], ['0.0%', 'new']);
   });

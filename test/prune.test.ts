@@ -123,7 +123,10 @@ describe('retention: ruawatch prune', () => {
   });
 
   it('leaves trends, report totals and the dashboard as they were', async () => {
-    const after = snapshot(db);
+    // A connection of its own: nothing cached from before.
+    const fresh = openDb(file);
+    const after = snapshot(fresh);
+    fresh.close();
     assert.deepEqual(after.rollups, before_.rollups);
     assert.deepEqual(after.totals, before_.totals);
     assert.deepEqual(after.weeks, before_.weeks);

@@ -1,7 +1,7 @@
 import { isoDay, lastDays, type Window } from '../analyse/rollups.js';
 import { AlertStore } from './alerts.js';
 import type { Db } from './db.js';
-import { registerReporterCount, tidy } from './summary.js';
+import { reporterBits, reporterCountSql, tidy } from './summary.js';
 
 /**
  * Read-only queries behind the dashboard's JSON API (web/server.ts), from the daily rollups. Days
@@ -115,23 +115,26 @@ export function topDomains(db: Db, w: Window, limit: number): { domains: string[
  * before; the MAX_SOURCES with the most messages.
  */
 export function sourceRows(db: Db, w: Window, domains: string[]): SourceRow[] {
-  registerReporterCount(db);
   const prev = w.from - (w.to - w.from);
-  const q = db.prepare(
-    `SELECT domain, source_ip AS ip,
+  const q = (bits: number) =>
+    db.prepare(
+      `SELECT domain, source_ip AS ip,
             SUM(CASE WHEN day >= @from THEN messages ELSE 0 END) AS messages,
             SUM(CASE WHEN day >= @from THEN dmarc_pass ELSE 0 END) AS pass,
             SUM(CASE WHEN day < @from THEN messages ELSE 0 END) AS prev_messages,
             SUM(CASE WHEN day < @from THEN dmarc_pass ELSE 0 END) AS prev_pass,
             SUM(CASE WHEN day >= @from THEN dkim_aligned_pass ELSE 0 END) AS dkim_aligned_pass,
             SUM(CASE WHEN day >= @from THEN spf_aligned_pass ELSE 0 END) AS spf_aligned_pass,
-            ruawatch_reporters(CASE WHEN day >= @from THEN reporters ELSE 0 END) AS reporters
+            ${reporterCountSql('CASE WHEN day >= @from THEN reporters ELSE 0 END', bits)} AS reporters
        FROM dmarc_daily WHERE domain = @domain AND day >= @prev AND day < @to
       GROUP BY source_ip HAVING messages > 0 ORDER BY messages DESC, source_ip LIMIT ${MAX_SOURCES}`,
-  );
+    );
   const rows = domains.flatMap(
     (domain) =>
-      q.all({ domain, from: w.from, to: w.to, prev }) as (Omit<SourceRow, 'pass_rate' | 'previous_pass_rate' | 'name'> & {
+      q(reporterBits(db, domain)).all({ domain, from: w.from, to: w.to, prev }) as (Omit<
+        SourceRow,
+        'pass_rate' | 'previous_pass_rate' | 'name'
+      > & {
         pass: number;
         prev_messages: number;
         prev_pass: number;
@@ -205,11 +208,15 @@ export interface OverviewOptions {
   domain?: string | null;
 }
 
-/** Everything the dashboard page shows, bounded whatever the database holds. */
-export function overview(db: Db, o: OverviewOptions) {
-  const period = lastDays(o.now, o.days);
-  const recent = lastDays(o.now, o.recentDays);
-  const one = o.domain ? o.domain.toLowerCase().replace(/\.$/, '') : null;
+/**
+ * What the rollups give the dashboard for a period, cached per database until a report is added
+ * (reports are never deleted, so the highest report id says whether the rollups changed): the
+ * page is read far more often than mail arrives, and the first read after a poll pays for the rest.
+ */
+const cache = new WeakMap<Db, Map<string, { version: number; value: ReturnType<typeof fromRollups> }>>();
+const CACHED = 32;
+
+function fromRollups(db: Db, period: Window, recent: Window, one: string | null) {
   const ranked = one === null ? topDomains(db, recent, MAX_DOMAINS) : { domains: [one], count: 1 };
   // Domains that had mail in the period but none in the recent days still get their line when
   // there is room for them (a small installation, or a period in the past).
@@ -219,13 +226,7 @@ export function overview(db: Db, o: OverviewOptions) {
     ranked.count = Math.max(ranked.count, more.count);
   }
   const totals = one === null ? totalSeries(db, period) : null;
-  const store = new AlertStore(db);
-  const span = (w: Window) => ({ from: isoDay(w.from), to: isoDay(w.to - 1), days: w.to - w.from });
   return {
-    generated_at: new Date(o.now * 1000).toISOString(),
-    days: o.days,
-    period: span(period),
-    recent: span(recent),
     data: dataExtent(db, one),
     domain: one,
     /** Domains with aggregate reports in the recent days (or the period, when fewer than MAX_DOMAINS). */
@@ -234,6 +235,33 @@ export function overview(db: Db, o: OverviewOptions) {
     all_domains: totals && totals.dmarc.length ? { domain: 'all domains', days: totals.dmarc } : null,
     tls: one === null ? [{ domain: 'all policy domains', days: totals!.tls }] : [tlsSeries(db, period, one)],
     sources: sourceRows(db, recent, ranked.domains),
+  };
+}
+
+/** Everything the dashboard page shows, bounded whatever the database holds. */
+export function overview(db: Db, o: OverviewOptions) {
+  const period = lastDays(o.now, o.days);
+  const recent = lastDays(o.now, o.recentDays);
+  const one = o.domain ? o.domain.toLowerCase().replace(/\.$/, '') : null;
+  const version = (db.prepare(`SELECT max(id) FROM reports`).pluck().get() as number | null) ?? 0;
+  const key = JSON.stringify([period, recent, one]);
+  let entries = cache.get(db);
+  if (!entries) cache.set(db, (entries = new Map()));
+  let hit = entries.get(key);
+  if (!hit || hit.version !== version) {
+    hit = { version, value: fromRollups(db, period, recent, one) };
+    entries.delete(key);
+    entries.set(key, hit);
+    if (entries.size > CACHED) entries.delete(entries.keys().next().value!);
+  }
+  const store = new AlertStore(db);
+  const span = (w: Window) => ({ from: isoDay(w.from), to: isoDay(w.to - 1), days: w.to - w.from });
+  return {
+    generated_at: new Date(o.now * 1000).toISOString(),
+    days: o.days,
+    period: span(period),
+    recent: span(recent),
+    ...hit.value,
     alerts: { open: store.openAlerts(), recent: store.recentAlerts(50) },
     reports: recentReports(db, 100, o.now, one),
   };

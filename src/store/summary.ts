@@ -1,4 +1,5 @@
 import { DAY } from '../analyse/rollups.js';
+import type { Statement } from 'better-sqlite3';
 import type { Db } from './db.js';
 
 export interface ReportFilter {
@@ -61,7 +62,6 @@ export interface ReportTotals {
  * suffices). `sources` limits the sources listed per domain (all by default).
  */
 export function reportTotals(db: Db, f: ReportFilter, opts: { sources?: number } = {}): ReportTotals {
-  registerReporterCount(db);
   const where = ['1'];
   if (f.domain) where.push('domain = @domain');
   if (f.since !== undefined) where.push('day >= @from');
@@ -82,14 +82,22 @@ export function reportTotals(db: Db, f: ReportFilter, opts: { sources?: number }
     )
     .all(params) as (Omit<DomainTotals, 'pass_rate' | 'sources'> & { tls_successful: number; tls_failed: number; tls_reports: number })[];
 
-  const sources = db.prepare(
-    `SELECT source_ip AS ip, SUM(messages) AS messages, SUM(dmarc_pass) AS dmarc_pass, SUM(dkim_aligned_pass) AS dkim_aligned_pass,
-            SUM(spf_aligned_pass) AS spf_aligned_pass, SUM(quarantine) AS quarantined, SUM(reject) AS rejected,
-            SUM(reports) AS reports, ruawatch_reporters(reporters) AS reporters
-       FROM dmarc_daily WHERE domain = @one${f.since === undefined ? '' : ' AND day >= @from'}${f.until === undefined ? '' : ' AND day < @to'}
-      GROUP BY source_ip HAVING SUM(messages) > 0
-      ORDER BY messages DESC, source_ip ${opts.sources === undefined ? '' : `LIMIT ${Math.max(0, Math.floor(opts.sources))}`}`,
-  );
+  const statements = new Map<number, Statement>();
+  const sources = (bits: number) => {
+    let st = statements.get(bits);
+    if (!st) {
+      st = db.prepare(
+        `SELECT source_ip AS ip, SUM(messages) AS messages, SUM(dmarc_pass) AS dmarc_pass, SUM(dkim_aligned_pass) AS dkim_aligned_pass,
+                SUM(spf_aligned_pass) AS spf_aligned_pass, SUM(quarantine) AS quarantined, SUM(reject) AS rejected,
+                SUM(reports) AS reports, ${reporterCountSql('reporters', bits)} AS reporters
+           FROM dmarc_daily WHERE domain = @one${f.since === undefined ? '' : ' AND day >= @from'}${f.until === undefined ? '' : ' AND day < @to'}
+          GROUP BY source_ip HAVING SUM(messages) > 0
+          ORDER BY messages DESC, source_ip ${opts.sources === undefined ? '' : `LIMIT ${Math.max(0, Math.floor(opts.sources))}`}`,
+      );
+      statements.set(bits, st);
+    }
+    return st;
+  };
   const domains: DomainTotals[] = [];
   for (const d of domainRows) {
     if (d.reports === 0 && d.messages === 0) continue;
@@ -101,7 +109,12 @@ export function reportTotals(db: Db, f: ReportFilter, opts: { sources?: number }
       spf_aligned_pass: tidy(d.spf_aligned_pass),
       pass_rate: rate(d.dmarc_pass, d.messages),
       reports: d.reports,
-      sources: (sources.all(clean({ from: params.from, to: params.to, one: d.domain })) as Omit<SourceTotals, 'pass_rate'>[]).map((s) => ({
+      sources: (
+        sources(reporterBits(db, d.domain)).all(clean({ from: params.from, to: params.to, one: d.domain })) as Omit<
+          SourceTotals,
+          'pass_rate'
+        >[]
+      ).map((s) => ({
         ip: s.ip,
         messages: tidy(s.messages),
         dmarc_pass: tidy(s.dmarc_pass),
@@ -163,23 +176,18 @@ function clean(p: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined));
 }
 
-const registered = new WeakSet<Db>();
-
 /**
- * ruawatch_reporters(bits): how many reporters the dmarc_daily.reporters bit sets of a group name
- * (their union). SQLite has no bitwise-or aggregate; the sets are 63 bits, so BigInt.
+ * The SQL that counts the reporters in the union of dmarc_daily.reporters bit sets of a group,
+ * for a domain whose reporters use `bits` bits (domain_reporters): one MAX per bit, which SQLite
+ * computes as it aggregates (it has no bitwise-or aggregate).
  */
-export function registerReporterCount(db: Db): void {
-  if (registered.has(db)) return;
-  registered.add(db);
-  db.aggregate('ruawatch_reporters', {
-    safeIntegers: true,
-    start: () => 0n,
-    step: (acc: bigint, bits: bigint | null) => (bits === null ? acc : acc | bits),
-    result: (acc: bigint) => {
-      let n = 0;
-      for (let x = acc; x > 0n; x &= x - 1n) n++;
-      return n;
-    },
-  });
+export function reporterCountSql(column: string, bits: number): string {
+  if (bits <= 0) return '0';
+  return `(${Array.from({ length: bits }, (_, b) => `MAX((${column}) >> ${b} & 1)`).join(' + ')})`;
+}
+
+/** Bits the reporters of a domain use in dmarc_daily.reporters. */
+export function reporterBits(db: Db, domain: string): number {
+  const top = db.prepare(`SELECT max(bit) FROM domain_reporters WHERE domain = ?`).pluck().get(domain) as number | null;
+  return top === null ? 0 : top + 1;
 }
