@@ -458,6 +458,22 @@ describe('delivery: a receiver that takes a message but answers too late', () =>
     );
   });
 
+  it('two deliveries at once (the digest schedule meeting a poll) send each message once', async () => {
+    const hook = new DiscordChannel({ webhook_url: discord.webhookUrl }, 5000, fast.timeoutMs);
+    closers.push(hook);
+    open('discord', 'both-1', 'both-2', 'both-3');
+    const before = discord.messages.length;
+    const [a, b] = await Promise.all([
+      deliverPending(store, [hook], { retry: fast, log }),
+      deliverPending(store, [hook], { retry: fast, log }),
+    ]);
+    assert.equal(a.sent + b.sent, 3);
+    assert.deepEqual(
+      discord.messages.slice(before).map((m) => m.embeds[0]!.title),
+      ['both-1', 'both-2', 'both-3'],
+    );
+  });
+
   it('an SMTP failure before the data went out is retried as usual', async () => {
     const [mail] = channelsOf(
       configSchema.parse({

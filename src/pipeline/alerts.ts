@@ -175,49 +175,67 @@ export async function deliverPending(
   const report: DeliveryReport = { sent: 0, failed: [], pending: 0 };
   const clock = () => Math.floor(Date.now() / 1000);
   await Promise.all(
-    channels.map(async (channel) => {
-      const queue = store.pending(channel.name);
-      for (let i = 0; i < queue.length; i++) {
-        const n = queue[i]!;
-        const o = await deliverOne(channel, n, opts.retry ?? defaultRetry, {
-          now: () => Date.now(),
-          sleep: opts.sleep ?? defaultSleep,
-          onUnanswered: (at) => store.noteUnanswered(n.id, at),
-        });
-        const log = { channel: channel.name, event: n.event, notification: n.id, attempts: o.attempts };
-        if (o.result === 'delivered') {
-          store.markDelivered(n.id, o.attempts, clock());
-          store.channelDelivered(channel.name, clock());
-          report.sent++;
-          continue;
-        }
-        if (o.result === 'parked') {
-          store.park(n.id, o.attempts, o.reason, clock());
-          report.failed.push({ channel: channel.name, event: n.event, error: o.reason, outcome: 'parked' });
-          opts.log.error({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
-          // A notice stands for a refused message, sent next; a refused notice stands for itself.
-          if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock()));
-          // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
-          if (!o.refused && o.attempts > 0) {
-            store.channelFailed(channel.name, o.reason, false, clock());
-            report.pending += queue.length - i - 1;
-            return;
+    channels.map((channel) =>
+      oneAtATime(channel, async () => {
+        const queue = store.pending(channel.name);
+        for (let i = 0; i < queue.length; i++) {
+          const n = queue[i]!;
+          const o = await deliverOne(channel, n, opts.retry ?? defaultRetry, {
+            now: () => Date.now(),
+            sleep: opts.sleep ?? defaultSleep,
+            onUnanswered: (at) => store.noteUnanswered(n.id, at),
+          });
+          const log = { channel: channel.name, event: n.event, notification: n.id, attempts: o.attempts };
+          if (o.result === 'delivered') {
+            store.markDelivered(n.id, o.attempts, clock());
+            store.channelDelivered(channel.name, clock());
+            report.sent++;
+            continue;
           }
-          continue;
+          if (o.result === 'parked') {
+            store.park(n.id, o.attempts, o.reason, clock());
+            report.failed.push({ channel: channel.name, event: n.event, error: o.reason, outcome: 'parked' });
+            opts.log.error({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
+            // A notice stands for a refused message, sent next; a refused notice stands for itself.
+            if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock()));
+            // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
+            if (!o.refused && o.attempts > 0) {
+              store.channelFailed(channel.name, o.reason, false, clock());
+              report.pending += queue.length - i - 1;
+              return;
+            }
+            continue;
+          }
+          store.markFailed(n.id, o.attempts, o.error, clock());
+          store.channelFailed(channel.name, o.error, o.held, clock());
+          report.failed.push({ channel: channel.name, event: n.event, error: o.error, outcome: 'kept' });
+          report.pending += queue.length - i;
+          opts.log.error(
+            { ...log, held: o.held, err: o.error },
+            o.held ? 'channel refuses every message; held until the next run' : 'notification not delivered; will retry next run',
+          );
+          return;
         }
-        store.markFailed(n.id, o.attempts, o.error, clock());
-        store.channelFailed(channel.name, o.error, o.held, clock());
-        report.failed.push({ channel: channel.name, event: n.event, error: o.error, outcome: 'kept' });
-        report.pending += queue.length - i;
-        opts.log.error(
-          { ...log, held: o.held, err: o.error },
-          o.held ? 'channel refuses every message; held until the next run' : 'notification not delivered; will retry next run',
-        );
-        return;
-      }
-    }),
+      }),
+    ),
   );
   return report;
+}
+
+const busy = new WeakMap<Channel, Promise<void>>();
+
+/**
+ * Runs deliveries on one channel one after the other: in `ruawatch run` the digest's schedule and
+ * a poll's alerts can meet, and two passes reading the same queue would each send its messages.
+ */
+async function oneAtATime(channel: Channel, task: () => Promise<void>): Promise<void> {
+  const before = busy.get(channel) ?? Promise.resolve();
+  const mine = before.then(task, task);
+  busy.set(
+    channel,
+    mine.catch(() => {}),
+  );
+  return mine;
 }
 
 /** The digest's period as of `now`: the last whole day, or the last seven whole days. */
