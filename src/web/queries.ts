@@ -16,7 +16,7 @@ export type Query =
   | { kind: 'metrics'; state: WorkerState; config: Config; now: number };
 
 /** Rows /api/overview returns at most per list; the JSON states them, with what was cut. */
-export const OVERVIEW_LIMITS = { domains: 20, sources: 200, reports: 100, open_alerts: 200, recent_alerts: 50 } as const;
+export const OVERVIEW_LIMITS = { domains: 20, sources: 200, reports: 100, open_alerts: 200, recent_alerts: 50, parked: 50 } as const;
 
 export function runQuery(db: Db, q: Query): string | null {
   switch (q.kind) {
@@ -67,6 +67,8 @@ export function overview(db: Db, days: number, now: number) {
     tls,
     sources,
     alerts: { open, recent: store.recentAlerts(L.recent_alerts) },
+    // Per channel: waiting, parked, failing or held; the latest parked messages with their reasons.
+    notifications: { channels: store.channelStatus(), parked: store.parked(L.parked) },
     reports,
   };
 }
