@@ -9,6 +9,7 @@ import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
 import { reportCommand, reportUsage } from './report.js';
 import { runCommand, runUsage } from './run.js';
+import { whoisCommand, whoisUsage } from './whois.js';
 
 const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
 
@@ -19,7 +20,8 @@ ${alertsUsage}
 ${digestUsage}
 ${notifyUsage}
 ${runUsage}
-${configUsage}`;
+${configUsage}
+${whoisUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   ingest: ingestCommand,
@@ -30,6 +32,7 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   notify: notifyCommand,
   run: runCommand,
   config: configCommand,
+  whois: whoisCommand,
 };
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
