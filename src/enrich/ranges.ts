@@ -106,14 +106,16 @@ export class RangeTable {
   }
 
   private find6(x: V6): number {
+    // As find4, comparing four words in place (a subarray per step cost more than the search).
+    const starts = this.v6Start;
     let lo = 0;
     let hi = this.v6Value.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (compareV6(this.v6Start.subarray(mid * 4, mid * 4 + 4), x) > 0) hi = mid - 1;
+      if (compareAt(starts, mid * 4, x) > 0) hi = mid - 1;
       else lo = mid + 1;
     }
-    return hi >= 0 && compareV6(this.v6End.subarray(hi * 4, hi * 4 + 4), x) >= 0 ? this.v6Value[hi]! : -1;
+    return hi >= 0 && compareAt(this.v6End, hi * 4, x) >= 0 ? this.v6Value[hi]! : -1;
   }
 
   /** The table in its binary form, to write to a file. */
@@ -190,9 +192,8 @@ export class RangeTable {
       if (v4Start[i]! > v4End[i]! || (i > 0 && v4Start[i]! <= v4End[i - 1]!) || v4Value[i]! >= values) fail(`IPv4 range ${i}`);
     }
     for (let i = 0; i < n6; i++) {
-      const s = v6Start.subarray(i * 4, i * 4 + 4);
-      const e = v6End.subarray(i * 4, i * 4 + 4);
-      if (compareV6(s, e) > 0 || (i > 0 && compareV6(s, v6End.subarray(i * 4 - 4, i * 4)) <= 0) || v6Value[i]! >= values) {
+      const at = i * 4;
+      if (compareWords(v6Start, at, v6End, at) > 0 || (i > 0 && compareWords(v6Start, at, v6End, at - 4) <= 0) || v6Value[i]! >= values) {
         fail(`IPv6 range ${i}`);
       }
     }
@@ -237,6 +238,25 @@ export class RangeTable {
 }
 
 const DECODER = new TextDecoder();
+
+/** compareV6 of the four words of `a` from `i` with those of `b` from `j`. */
+function compareWords(a: Uint32Array, i: number, b: Uint32Array, j: number): number {
+  for (let k = 0; k < 4; k++) {
+    const x = a[i + k]!;
+    const y = b[j + k]!;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
+/** compareV6 of the four words of `a` from `at` with `x`. */
+function compareAt(a: Uint32Array, at: number, x: V6): number {
+  for (let i = 0; i < 4; i++) {
+    const w = a[at + i]!;
+    if (w !== x[i]) return w < x[i]! ? -1 : 1;
+  }
+  return 0;
+}
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 export interface Row<K> {

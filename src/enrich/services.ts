@@ -97,6 +97,7 @@ export class ServiceMap {
   private readonly spf = new Map<string, ServiceEntry>();
   private readonly asn = new Map<number, ServiceEntry>();
   private readonly orgs: { words: string[]; entry: ServiceEntry }[] = [];
+  private readonly orgMemo = new Map<string, ServiceEntry[]>();
   private readonly ranges: { range: Range; size: number; text: string; entry: ServiceEntry }[] = [];
 
   /**
@@ -144,12 +145,21 @@ export class ServiceMap {
     for (const d of q.dkimDomains ?? []) this.bySuffix(this.dkim, normalise(d), (e, m) => add(e, 'dkim', m));
     for (const d of q.spfDomains ?? []) this.bySuffix(this.spf, normalise(d), (e, m) => add(e, 'spf', m));
     if (byAsn) add(byAsn, 'asn', `AS${q.asn}`);
-    if (q.asOrg) {
-      const org = words(q.asOrg);
-      for (const o of this.orgs) if (containsRun(org, o.words)) add(o.entry, 'as_org', q.asOrg);
-    }
+    if (q.asOrg) for (const e of this.byOrg(q.asOrg)) add(e, 'as_org', q.asOrg);
     if (ptr && !q.ptrConfirmed) this.bySuffix(this.ptr, ptr, (e, d) => add(e, 'ptr_unconfirmed', d));
     return out;
+  }
+
+  /** Entries whose organisation words occur in an AS organisation name, remembered per name (there are some 90,000). */
+  private byOrg(org: string): ServiceEntry[] {
+    let found = this.orgMemo.get(org);
+    if (!found) {
+      const w = words(org);
+      found = this.orgs.filter((o) => containsRun(w, o.words)).map((o) => o.entry);
+      if (this.orgMemo.size >= 100_000) this.orgMemo.clear();
+      this.orgMemo.set(org, found);
+    }
+    return found;
   }
 
   /** The entry of the longest listed domain that `name` is or ends in (on a label boundary). */
