@@ -99,9 +99,13 @@ export async function whoisCommand(args: string[], io: Io): Promise<number> {
   }
   out.push('');
   out.push(`data: ${sources.map((s) => `${s.kind} from ${s.source}${s.built ? `, built ${s.built}` : ''}`).join('; ')}`);
+  // CC BY 4.0 asks for attribution wherever the data is shown (docs/enrichment.md, "Licences").
+  if (sources.some((s) => s.source.startsWith('@ip-location-db/'))) out.push(ATTRIBUTION);
   io.stdout.write(`${out.join('\n')}\n`);
   return EXIT_OK;
 }
+
+const ATTRIBUTION = 'network data: ip-location-db, from RouteViews (routeviews.org), NRO (nro.net) and DB-IP (db-ip.com), CC BY 4.0';
 
 function confirmWord(c: boolean | null): string {
   return c === true ? 'forward-confirmed' : c === false ? 'does not resolve back to this address' : 'forward lookup failed';

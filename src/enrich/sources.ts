@@ -49,17 +49,36 @@ export function bundledDescriptions(): Partial<Record<TableKind, string>> {
 }
 
 function openAnyFormat(kind: TableKind, file: string, cacheDir: string | null): DataSource {
-  let bytes: Buffer;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (err) {
+  const fail = (err: unknown): never => {
     throw new RuawatchError('E_ENRICH', `cannot read the ${kind} data file ${file}: ${errorMessage(err)}`);
+  };
+  // The first bytes and the last 128 KiB tell the format; a CSV whose table is cached is not read at all.
+  let head: Buffer;
+  let tail: Buffer;
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      head = Buffer.alloc(Math.min(4, size));
+      fs.readSync(fd, head, 0, head.length, 0);
+      tail = Buffer.alloc(Math.min(MMDB_METADATA_MAX, size));
+      fs.readSync(fd, tail, 0, tail.length, size - tail.length);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    return fail(err);
   }
-  if (bytes.length >= 4 && bytes.toString('latin1', 0, 4) === TABLE_MAGIC)
-    return tableSource(RangeTable.deserialize(bytes, file), file, 'table');
-  const tail = bytes.subarray(Math.max(0, bytes.length - MMDB_METADATA_MAX));
-  if (tail.lastIndexOf(MMDB_MARKER) >= 0) return mmdbSource(kind, file, bytes);
-  return tableSource(compileCached(kind, file, bytes, cacheDir), file, 'csv');
+  const whole = () => {
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      return fail(err);
+    }
+  };
+  if (head.toString('latin1') === TABLE_MAGIC) return tableSource(RangeTable.deserialize(whole(), file), file, 'table');
+  if (tail.lastIndexOf(MMDB_MARKER) >= 0) return mmdbSource(kind, file, whole());
+  return tableSource(compileCached(kind, file, whole, cacheDir), file, 'csv');
 }
 
 function tableSource(table: RangeTable, file: string, format: 'table' | 'csv'): DataSource {
@@ -122,7 +141,7 @@ function countryOf(rec: MmdbRecord): RangeValue | null {
 }
 
 /** The compiled table of a CSV file, from the cache when it is still that file's. */
-function compileCached(kind: TableKind, file: string, bytes: Buffer, cacheDir: string | null): RangeTable {
+function compileCached(kind: TableKind, file: string, read: () => Buffer, cacheDir: string | null): RangeTable {
   const stat = fs.statSync(file);
   const abs = path.resolve(file);
   const stamp = { source: path.basename(file), path: abs, size: stat.size, mtime: Math.floor(stat.mtimeMs) };
@@ -138,7 +157,7 @@ function compileCached(kind: TableKind, file: string, bytes: Buffer, cacheDir: s
       // Missing, stale or damaged: compiled again below and rewritten.
     }
   }
-  const table = RangeTable.compile(kind, [{ name: file, bytes }], { ...stamp, built: stat.mtime.toISOString().slice(0, 10) });
+  const table = RangeTable.compile(kind, [{ name: file, bytes: read() }], { ...stamp, built: stat.mtime.toISOString().slice(0, 10) });
   if (cache) {
     // Written beside and renamed, so a reader never sees half a file. A cache that cannot be
     // written costs the compile again next time, nothing else.
