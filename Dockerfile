@@ -10,6 +10,8 @@ COPY tsconfig.json ./
 COPY src ./src
 COPY test ./test
 COPY bench ./bench
+# devtools: imported by the tests and benchmarks, and enrich-data.ts compiles the bundled network data.
+COPY devtools ./devtools
 COPY migrations ./migrations
 RUN npm run build && npm prune --omit=dev
 
