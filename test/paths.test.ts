@@ -9,19 +9,13 @@ import { loadConfig } from '../src/config/load.js';
 import { healthzUrl } from '../src/cli/healthcheck.js';
 import { CLI, fixture, tempDir } from './helpers/common.js';
 
-function run(args: string[], opts: { env?: Record<string, string>; cwd?: string; asUser?: number; timeoutMs?: number } = {}) {
+function run(args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}) {
   const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...opts.env };
-  // Root passes every permission check; a folder that is read-only for ruawatch is tried as nobody.
-  const [cmd, argv] =
-    opts.asUser !== undefined
-      ? ['setpriv', [`--reuid=${opts.asUser}`, `--regid=${opts.asUser}`, '--clear-groups', process.execPath, CLI, ...args]]
-      : [process.execPath, [CLI, ...args]];
-  const r = spawnSync(cmd, argv, { env, cwd: opts.cwd, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], { env, cwd: opts.cwd, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000 });
   return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
 const isRoot = process.getuid?.() === 0;
-const NOBODY = 65534;
 
 describe('paths in the config file, the environment and on the command line', () => {
   it('reads a relative path in a config file from that file’s folder, whatever the working directory', () => {
@@ -115,28 +109,41 @@ describe('paths in the config file, the environment and on the command line', ()
     assert.deepEqual(fs.readdirSync(dir), []);
   });
 
-  it('names the database file when its folder cannot be written or created', { skip: !isRoot && 'needs root to switch user' }, () => {
-    const dir = tempDir();
-    fs.chmodSync(dir, 0o755);
-    const ro = path.join(dir, 'ro');
-    fs.mkdirSync(ro, { mode: 0o555 });
-    const input = path.join(dir, 'in.xml');
-    fs.copyFileSync(fixture('dmarc-aggregate/drv_google.xml'), input);
-    fs.chmodSync(input, 0o644);
-    const inRo = run(['ingest', '--db', path.join(ro, 'r.sqlite'), input], { asUser: NOBODY, cwd: '/' });
-    assert.equal(inRo.code, 1, inRo.stderr);
-    assert.match(inRo.stderr, new RegExp(`database ${ro}/r\\.sqlite: the folder ${ro} is not writable by uid ${NOBODY}`));
-    const below = run(['ingest', '--db', path.join(ro, 'sub/r.sqlite'), input], { asUser: NOBODY, cwd: '/' });
-    assert.match(below.stderr, new RegExp(`database ${ro}/sub/r\\.sqlite: cannot create the folder ${ro}/sub by uid ${NOBODY}`));
-    // An existing database the user may not write.
-    const locked = path.join(dir, 'locked');
-    fs.mkdirSync(locked);
-    fs.chmodSync(locked, 0o777);
-    fs.writeFileSync(path.join(locked, 'r.sqlite'), '');
-    fs.chmodSync(path.join(locked, 'r.sqlite'), 0o444);
-    const ro2 = run(['ingest', '--db', path.join(locked, 'r.sqlite'), input], { asUser: NOBODY, cwd: '/' });
-    assert.match(ro2.stderr, new RegExp(`database ${locked}/r\\.sqlite: not readable and writable by uid ${NOBODY}`));
-  });
+  it(
+    'names the database file when its folder cannot be written or created',
+    { skip: !isRoot && 'needs root for a read-only mount' },
+    () => {
+      const dir = tempDir();
+      const ro = path.join(dir, 'ro');
+      fs.mkdirSync(ro);
+      // A read-only mount refuses root too (EROFS), as a read-only volume or folder refuses ruawatch.
+      const inRo = (db: string) => {
+        const script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"';
+        const argv = [
+          '--mount',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          script,
+          ro,
+          process.execPath,
+          CLI,
+          'ingest',
+          '--db',
+          db,
+          fixture('dmarc-aggregate/drv_google.xml'),
+        ];
+        const r = spawnSync('unshare', argv, { encoding: 'utf8', timeout: 60_000 });
+        return { code: r.status, stderr: r.stderr };
+      };
+      const flat = inRo(path.join(ro, 'r.sqlite'));
+      assert.equal(flat.code, 1, flat.stderr);
+      assert.match(flat.stderr, new RegExp(`database ${ro}/r\\.sqlite: the folder ${ro} is not writable by uid 0 .*EROFS`));
+      const below = inRo(path.join(ro, 'sub/r.sqlite'));
+      assert.match(below.stderr, new RegExp(`database ${ro}/sub/r\\.sqlite: cannot create the folder ${ro}/sub by uid 0: EROFS`));
+    },
+  );
 
   it('stops at once with the file named for a path under /proc, where recursive mkdir would spin forever', () => {
     const r = run(['ingest', '--db', '/proc/ruawatch/data/r.sqlite', fixture('dmarc-aggregate/drv_google.xml')], { timeoutMs: 15_000 });
