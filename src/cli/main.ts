@@ -5,6 +5,7 @@ import { alertsCommand, alertsUsage } from './alerts.js';
 import { configCommand, configUsage } from './config-check.js';
 import { digestCommand, digestUsage } from './digest.js';
 import { fetchCommand, fetchUsage } from './fetch.js';
+import { healthcheckCommand, healthcheckUsage } from './healthcheck.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
 import { reportCommand, reportUsage } from './report.js';
@@ -21,6 +22,7 @@ ${digestUsage}
 ${notifyUsage}
 ${runUsage}
 ${configUsage}
+${healthcheckUsage}
 ${whoisUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
@@ -32,6 +34,7 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   notify: notifyCommand,
   run: runCommand,
   config: configCommand,
+  healthcheck: healthcheckCommand,
   whois: whoisCommand,
 };
 

@@ -6,7 +6,7 @@ import { compareV6, parseAddress, type Address, type V6 } from './ip.js';
  * its organisation, or a country code). Built from the CSV files of the ip-location-db project (one
  * range a line: first address, last address, then the value's fields) and kept in a compact binary
  * form that loads without parsing: typed arrays over one buffer. The bundled ASN data is compiled at
- * build time (devtools/enrich-data.ts); a user's newer CSV is compiled on first use and cached.
+ * build time (build-data.ts); a user's newer CSV is compiled on first use and cached.
  *
  * Binary layout, little-endian, every section 4-byte aligned:
  *   "RWRT" | u32 version | u32 n4 | u32 n6 | u32 values | u32 string bytes | u32 meta bytes | u32 0

@@ -613,6 +613,12 @@ describe('[enrich] configuration', () => {
     const fromEnv = loadConfig(undefined, { RUAWATCH_ENRICH_COUNTRY_FILES: '/a.mmdb, /b.csv', RUAWATCH_ENRICH_KNOWN_SERVICES: 'false' })
       .config.enrich;
     assert.deepEqual([fromEnv.country_files, fromEnv.known_services], [['/a.mmdb', '/b.csv'], false]);
+    // Relative paths in the file are relative to its folder; from the environment, to the working directory.
+    fs.writeFileSync(toml, '[enrich]\nasn_files = ["data/asn-ipv4.csv"]\nservices_file = "services.toml"\n');
+    const relative = loadConfig(toml, { RUAWATCH_ENRICH_COUNTRY_FILES: 'c.mmdb' }).config.enrich;
+    assert.deepEqual(relative.asn_files, [path.join(dir, 'data/asn-ipv4.csv')]);
+    assert.equal(relative.services_file, path.join(dir, 'services.toml'));
+    assert.deepEqual(relative.country_files, [path.resolve('c.mmdb')]);
     fs.writeFileSync(toml, '[enrich]\nasn_file = "/x.csv"\n');
     assert.throws(() => loadConfig(toml, {}), { code: 'E_CONFIG', message: /enrich\.asn_file: unknown key/ });
   });

@@ -1,16 +1,16 @@
 /**
- * Build step (`npm run build`): the network data bundled with ruawatch, from the ip-location-db
+ * Build step (`npm run build`, `npm run build:app`): the network data bundled with ruawatch, from the ip-location-db
  * packages (dev dependencies) into dist/src/enrich/data/, which is what ships:
  *   asn.rwrt      @ip-location-db/asn's asn-ipv4.csv + asn-ipv6.csv compiled into a range table
  *   country.mmdb  @ip-location-db/geo-whois-asn-country-mmdb's geo-whois-asn-country.mmdb, as is
- *   and the licence texts the data comes with, with SOURCES.md naming versions and dates.
+ *   and the licence texts the data comes with, with SOURCES.json naming the package versions.
  * Skipped when the outputs already come from the installed package versions.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { RangeTable } from '../src/enrich/ranges.js';
-import { BUNDLED_ASN, BUNDLED_COUNTRY, BUNDLED_DIR } from '../src/enrich/sources.js';
+import { RangeTable } from './ranges.js';
+import { BUNDLED_ASN, BUNDLED_COUNTRY, BUNDLED_DIR } from './sources.js';
 
 const require = createRequire(import.meta.url);
 const pkgDir = (name: string) => path.dirname(require.resolve(`${name}/package.json`));
