@@ -5,10 +5,12 @@ import { alertsCommand, alertsUsage } from './alerts.js';
 import { configCommand, configUsage } from './config-check.js';
 import { digestCommand, digestUsage } from './digest.js';
 import { fetchCommand, fetchUsage } from './fetch.js';
+import { healthcheckCommand, healthcheckUsage } from './healthcheck.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
 import { reportCommand, reportUsage } from './report.js';
 import { runCommand, runUsage } from './run.js';
+import { whoisCommand, whoisUsage } from './whois.js';
 
 const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
 
@@ -19,7 +21,9 @@ ${alertsUsage}
 ${digestUsage}
 ${notifyUsage}
 ${runUsage}
-${configUsage}`;
+${configUsage}
+${healthcheckUsage}
+${whoisUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   ingest: ingestCommand,
@@ -30,6 +34,8 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   notify: notifyCommand,
   run: runCommand,
   config: configCommand,
+  healthcheck: healthcheckCommand,
+  whois: whoisCommand,
 };
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
