@@ -12,12 +12,20 @@ export type Db = Database.Database;
  */
 export function openDb(file: string, opts: { migrate?: boolean } = {}): Db {
   if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const created = file !== ':memory:' && !fs.existsSync(file);
   const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  // Ingest worker threads open a database their parent has already brought up to date.
-  if (opts.migrate !== false) migrate(db);
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    // Ingest worker threads open a database their parent has already brought up to date.
+    if (opts.migrate !== false) migrate(db);
+  } catch (err) {
+    db.close();
+    // A database this call created and could not set up (a full disk) is not left behind empty.
+    if (created) for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${file}${suffix}`, { force: true });
+    throw err;
+  }
   return db;
 }
