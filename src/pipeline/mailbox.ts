@@ -201,64 +201,63 @@ async function pass(mailbox: Mailbox, session: MailboxSession, opts: MailboxPass
   };
   // The order of the first message left in place: the position never moves past it.
   let blocked: number | null = null;
+  // A prefetch that fails is reported when it is awaited, not as an unhandled rejection; one left
+  // behind when the pass fails ends with the session, which the caller destroys.
   let next: Promise<Map<string, Buffer>> | null = download(all[0]!);
-  try {
-    for (const [i, batch] of all.entries()) {
-      const sources: Map<string, Buffer> = await next!;
-      next = i + 1 < all.length ? download(all[i + 1]!) : null;
-      // A failed prefetch is reported when it is awaited, not as an unhandled rejection now.
-      next?.catch(() => undefined);
-      const acks: { m: WaitingMessage; verdict: Extract<Verdict, { to: Destination }> }[] = [];
-      let stop: Extract<Verdict, { to: 'stop' }> | null = null;
-      const ingest = (m: WaitingMessage): Promise<InputResult | null> => {
-        const input = `${name}:${m.id}`;
-        const source = sources.get(m.id);
-        sources.delete(m.id);
-        if (source) return runner.ingest({ name: input, open: () => fromBuffer(source), portable: { name: input, bytes: source } });
-        // Listed, not too large, yet not downloaded: moved or deleted meanwhile by someone else.
-        return Promise.resolve(m.size > limits.maxMessageBytes ? tooLarge(input, m.size) : null);
-      };
-      await inOrder(
-        batch,
-        ingest,
-        runner.inFlight,
-        (m, result) => {
-          if (stop) return; // finished after the pass was stopped: neither acknowledged nor counted
-          if (result === null) {
-            log.info({ uid: m.id }, 'message no longer in the folder; skipped');
-            blocked ??= m.order;
-            return;
-          }
-          const verdict = decide(result.leaves);
-          if (verdict.to === 'stop' || verdict.to === 'retry') {
-            if (verdict.to === 'stop') stop = verdict;
-            else log.warn({ uid: m.id, reason: verdict.reason }, 'message left in place, to be tried again');
-            blocked ??= m.order;
-            opts.onResult(result);
-            return;
-          }
-          unacked.set(m.id, unacked.get(m.id) ?? result);
-          acks.push({ m, verdict });
-        },
-        () => opts.signal?.aborted === true || stop !== null,
+  next.catch(() => undefined);
+  for (const [i, batch] of all.entries()) {
+    const sources: Map<string, Buffer> = await next!;
+    next = i + 1 < all.length ? download(all[i + 1]!) : null;
+    next?.catch(() => undefined);
+    const acks: { m: WaitingMessage; verdict: Extract<Verdict, { to: Destination }> }[] = [];
+    let stop: Extract<Verdict, { to: 'stop' }> | null = null;
+    const ingest = (m: WaitingMessage): Promise<InputResult | null> => {
+      const input = `${name}:${m.id}`;
+      const source = sources.get(m.id);
+      sources.delete(m.id);
+      if (source) return runner.ingest({ name: input, open: () => fromBuffer(source), portable: { name: input, bytes: source } });
+      // Listed, not too large, yet not downloaded: moved or deleted meanwhile by someone else.
+      return Promise.resolve(m.size > limits.maxMessageBytes ? tooLarge(input, m.size) : null);
+    };
+    await inOrder(
+      batch,
+      ingest,
+      runner.inFlight,
+      (m, result) => {
+        if (stop) return; // finished after the pass was stopped: neither acknowledged nor counted
+        if (result === null) {
+          log.info({ uid: m.id }, 'message no longer in the folder; skipped');
+          blocked ??= m.order;
+          return;
+        }
+        const verdict = decide(result.leaves);
+        if (verdict.to === 'stop' || verdict.to === 'retry') {
+          if (verdict.to === 'stop') stop = verdict;
+          else log.warn({ uid: m.id, reason: verdict.reason }, 'message left in place, to be tried again');
+          blocked ??= m.order;
+          opts.onResult(result);
+          return;
+        }
+        unacked.set(m.id, unacked.get(m.id) ?? result);
+        acks.push({ m, verdict });
+      },
+      () => opts.signal?.aborted === true || stop !== null,
+    );
+    if (stop) {
+      const s = stop as Extract<Verdict, { to: 'stop' }>;
+      // The database cannot take more: nothing of this batch is acknowledged; what was committed
+      // comes back next time as a duplicate.
+      throw new RuawatchError(
+        'E_DB',
+        `database ${positions.file}: ${s.reason} (${s.code}); the pass stopped, the messages wait in the folder`,
       );
-      if (stop) {
-        const s = stop as Extract<Verdict, { to: 'stop' }>;
-        // The database cannot take more: nothing of this batch is acknowledged; what was committed
-        // comes back next time as a duplicate.
-        throw new RuawatchError(
-          'E_DB',
-          `database ${positions.file}: ${s.reason} (${s.code}); the pass stopped, the messages wait in the folder`,
-        );
-      }
-      if (acks.length) await acknowledge(mailbox, session, opts, acks, epoch, blocked, unacked, db);
-      if (opts.signal?.aborted) {
-        log.info('stopping: the rest of the mailbox is read on the next pass');
-        break;
-      }
     }
-  } finally {
-    await next?.catch(() => undefined);
+    if (acks.length) await acknowledge(mailbox, session, opts, acks, epoch, blocked, unacked, db);
+    if (opts.signal?.aborted) {
+      log.info('stopping: the rest of the mailbox is read on the next pass');
+      await next?.catch(() => undefined);
+      break;
+    }
   }
 }
 
