@@ -60,12 +60,13 @@ export function isInfrastructure(code: string): boolean {
 
 /**
  * A database error as the operator needs it: the database's own message and code, and the file.
- * ("database /var/lib/ruawatch/ruawatch.sqlite: database or disk is full (SQLITE_FULL)").
+ * ("database /var/lib/ruawatch/ruawatch.sqlite: database or disk is full [SQLITE_FULL]"), as store/db.ts
+ * names the errors of opening it.
  */
 export function databaseError(file: string, err: unknown): RuawatchError {
   if (err instanceof RuawatchError && (err.code === 'E_DB' || err.code === 'E_BUSY')) return err;
   const code = errorCode(err);
-  return new RuawatchError('E_DB', `database ${file}: ${errorMessage(err)}${code.startsWith('SQLITE_') ? ` (${code})` : ''}`, {
+  return new RuawatchError('E_DB', `database ${file}: ${errorMessage(err)}${code.startsWith('SQLITE_') ? ` [${code}]` : ''}`, {
     cause: err,
   });
 }

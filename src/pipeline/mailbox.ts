@@ -249,7 +249,7 @@ async function pass(mailbox: Mailbox, session: MailboxSession, opts: MailboxPass
       // comes back next time as a duplicate.
       throw new RuawatchError(
         'E_DB',
-        `database ${positions.file}: ${s.reason} (${s.code}); the pass stopped, the messages wait in the folder`,
+        `database ${positions.file}: ${s.reason} [${s.code}]; the pass stopped, the messages wait in the folder`,
       );
     }
     if (acks.length) await acknowledge(mailbox, session, opts, acks, epoch, blocked, unacked, db);

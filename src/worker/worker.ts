@@ -130,7 +130,7 @@ export class Worker {
     st.polling = true;
     st.lastPollAt = st.pollStartedAt = now();
     // Past this, /healthz says the poll is stuck. The pass stops itself at the deadline (and cuts a
-    // server that does not answer off KILL_GRACE_MS later): one still running after is hung.
+    // server that does not answer off soon after): one still running then is hung.
     st.pollDeadlineAt = timeout ? st.pollStartedAt + timeout : null;
     const limits = limitsOf(this.config);
     const log = this.log.child({ stage: 'poll' });

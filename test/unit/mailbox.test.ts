@@ -192,7 +192,7 @@ describe('mailbox loop (pipeline/mailbox.ts) over a mailbox in memory', () => {
     );
     assert.ok(err instanceof RuawatchError);
     assert.equal(err.code, 'E_DB');
-    assert.equal(err.message, `database ${file}: injected SQLITE_FULL (SQLITE_FULL); the pass stopped, the messages wait in the folder`);
+    assert.equal(err.message, `database ${file}: injected SQLITE_FULL [SQLITE_FULL]; the pass stopped, the messages wait in the folder`);
     // The first batch (1-3) was acknowledged; the batch holding the failure (4-6) is not, not even 4.
     assert.deepEqual([box.processed, box.invalid, [...box.inbox.keys()]], [[1, 2, 3], [], [4, 5, 6, 7, 8, 9]]);
     assert.equal(box.events.filter((e) => e.op === 'open').length, 1);
