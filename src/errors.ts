@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'E_USAGE' // command-line usage
   | 'E_DB' // database problem (infrastructure, retry later)
   | 'E_WORKER' // an ingest worker thread stopped (infrastructure, retry later)
+  | 'E_ENRICH' // an enrichment data file ([enrich]) is missing, unreadable or malformed
   | 'E_IMAP' // the mail server refused or failed
   | 'E_BUSY' // the mailbox is being read by another ruawatch process (store/mailboxes.ts lease)
   | 'E_TIMEOUT'; // a pass ran past its deadline ([schedule] poll_timeout_seconds)
