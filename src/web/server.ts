@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
 import type { Worker } from '../worker/worker.js';
 import { Credentials, DEFAULT_THROTTLE, LoginThrottle, type ThrottleOptions } from './auth.js';
-import { DEFAULT_POLL_DEADLINE_SECONDS, healthOf } from './health.js';
+import { healthOf } from './health.js';
 import { dashboardHtml } from './page.js';
 import { BusyError, QueryRunner } from './query-runner.js';
 import { clientKey, PAGE_CSP, parseTarget, PLAIN_CSP, rawResponse, SECURITY_HEADERS, type Target } from './request.js';
@@ -25,8 +25,6 @@ export interface WebServer {
 }
 
 export interface WebOptions {
-  /** A poll running longer is unhealthy on /healthz, unless the worker states its own deadline. */
-  pollDeadlineSeconds?: number;
   throttle?: ThrottleOptions;
   /** How long one /api/overview answer is shared with later callers. */
   overviewCacheMs?: number;
@@ -59,9 +57,8 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
     maxPending: MAX_PENDING_QUERIES,
     inline: opts.inlineQueries ?? false,
   });
-  const pollDeadlineSeconds = opts.pollDeadlineSeconds ?? DEFAULT_POLL_DEADLINE_SECONDS;
   const warnings: string[] = [];
-  const health = () => healthOf(worker.state, { now: nowSeconds(), pollDeadlineSeconds, warnings });
+  const health = () => healthOf(worker.state, { now: nowSeconds(), warnings });
 
   async function handle(req: http.IncomingMessage, send: Send): Promise<void> {
     // RFC 9112 section 3.2: an HTTP/1.1 request without Host is answered 400 (here rather than by
