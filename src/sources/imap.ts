@@ -240,7 +240,10 @@ function* batches(uids: number[], sizes: Map<number, number>, maxBytes: number, 
 function decide(leaves: Leaf[]): Verdict {
   const infra = leaves.find((l) => l.status === 'failed' && isInfrastructure(l.code));
   if (infra && infra.status === 'failed') return { to: 'retry', reason: infra.error };
-  if (leaves.some((l) => l.status === 'stored' || l.status === 'duplicate')) return { to: 'processed' };
+  // A mail refused whole (past a budget: ingest.ts) is invalid, whatever was read before that.
+  const refused = leaves.find((l) => l.status === 'failed' && l.scope === 'input');
+  if (refused && refused.status === 'failed') return { to: 'invalid', reason: `${refused.error} [${refused.code}]` };
+  if (leaves.some((l) => l.status === 'stored' || l.status === 'duplicate' || l.status === 'conflict')) return { to: 'processed' };
   const reasons = leaves.map((l) => (l.status === 'failed' ? `${l.error} [${l.code}]` : l.status === 'none' ? l.reason : ''));
   return { to: 'invalid', reason: reasons.filter(Boolean).join('; ') || 'no report' };
 }
