@@ -111,6 +111,32 @@ describe('ruawatch ingest', () => {
     );
   });
 
+  it('lists a report whose key is already stored with other bytes under conflicts, naming both inputs, and exits 0', () => {
+    const dir = tempDir();
+    const first = path.join(dir, 'a.xml');
+    const second = path.join(dir, 'b.xml');
+    const copy = path.join(dir, 'c.xml');
+    fs.writeFileSync(first, dmarcXml({ reportId: 'same-key', records: [record({ count: 5 })] }));
+    fs.writeFileSync(second, dmarcXml({ reportId: 'same-key', records: [record({ count: 7 })] }));
+    fs.copyFileSync(first, copy);
+    const db = path.join(tempDir(), 'r.sqlite');
+    const r = run(['ingest', '--db', db, '--json', dir]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const s = json<{ reports: { dmarc: number }; duplicates: number; conflicts: unknown[] }>(r.stdout);
+    assert.deepEqual(
+      [s.reports.dmarc, s.duplicates, s.conflicts],
+      [1, 1, [{ input: second, stored_input: first, kind: 'dmarc', reporter: 'receiver.example', report_id: 'same-key' }]],
+    );
+    const table = run(['ingest', '--db', db, second]);
+    assert.equal(table.code, 0);
+    assert.match(
+      table.stdout,
+      new RegExp(
+        `conflicts {3}1\\n {2}.*b\\.xml: not stored; .*a\\.xml holds another report with the same key \\(receiver\\.example same-key\\)`,
+      ),
+    );
+  });
+
   it('exits 2 on usage and configuration errors', () => {
     assert.equal(run(['ingest']).code, 2);
     assert.equal(run(['ingest', '--bogus', 'x']).code, 2);
