@@ -29,7 +29,7 @@ describe('ruawatch ingest', () => {
       '--json',
       fixture('dmarc-aggregate/drv_google.xml'),
       fixture('tlsrpt/drv_microsoft.json'),
-      fixture('forensic/mailauth_arf_004.eml'),
+      fixture('failure/mailauth_arf_004.eml'),
       fixture('dmarc-aggregate/kimon_malformed.xml'),
       fixture('dmarc-eml/pkerrigan_test.none.eml'),
       fixture('dmarc-aggregate/kimon_multi-report.zip'),

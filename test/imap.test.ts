@@ -92,7 +92,7 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
       'dmarc-eml/mox_google.eml',
       'dmarc-eml/freitagsrunde_yahoo.eml',
       'tlsrpt/mox_microsoft.eml',
-      'forensic/mailauth_arf_004.eml',
+      'failure/mailauth_arf_004.eml',
       'dmarc-eml/pdm_mimecast-weird-gzip.eml',
     ];
     for (const f of files) await dovecot.append(u, fs.readFileSync(fixture(f)));

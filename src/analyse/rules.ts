@@ -3,7 +3,7 @@ import type { AnalysisInput, AnalysisSettings, Finding, RecordRow, Severity } fr
 
 /**
  * The drift rules. Each reads the rows and the windows and returns findings; none does I/O.
- * Thresholds come from AnalysisSettings ([analysis] in the config); README explains each.
+ * Thresholds come from AnalysisSettings ([analysis] in the config); docs/findings.md explains each.
  */
 
 export function pct(r: number | null): string {

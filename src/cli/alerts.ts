@@ -53,7 +53,7 @@ function formatRun(run: AlertRun, now: number, dryRun: boolean, channels: number
     else {
       const d = run.deliveries;
       lines.push(`Notifications: ${d.sent} sent, ${d.failed.length} failed, ${d.pending} waiting for the next run.`);
-      for (const f of d.failed) lines.push(`  ${f.channel}: ${f.error}`);
+      for (const f of d.failed) lines.push(`  ${f.channel}${f.outcome === 'parked' ? ' (parked)' : ''}: ${f.error}`);
     }
   }
   return `${lines.join('\n')}\n`;

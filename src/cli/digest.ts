@@ -36,7 +36,7 @@ export async function digestCommand(args: string[], io: Io): Promise<number> {
             ? `\nSent: ${deliveries.sent}, failed: ${deliveries.failed.length}, waiting for the next run: ${deliveries.pending}.\n`
             : '\nNo [alerts] channel is configured: nothing sent.\n',
         );
-        for (const f of deliveries.failed) io.stdout.write(`  ${f.channel}: ${f.error}\n`);
+        for (const f of deliveries.failed) io.stdout.write(`  ${f.channel}${f.outcome === 'parked' ? ' (parked)' : ''}: ${f.error}\n`);
       }
     }
     return deliveries?.failed.length ? EXIT_FAILED : EXIT_OK;

@@ -72,7 +72,7 @@ function validZone(zone: string): boolean {
 }
 const percent = z.number().min(0).max(100);
 
-// Thresholds of the drift rules (analyse/rules.ts); README "Findings" explains each.
+// Thresholds of the drift rules (analyse/rules.ts); docs/findings.md explains each.
 const analysis = z.strictObject({
   recent_days: positive.default(7),
   baseline_days: positive.default(28),

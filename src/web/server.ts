@@ -152,6 +152,8 @@ function overview(db: Db, days: number, now: number) {
     tls: tlsSeries(db, from, today + DAY),
     sources: sourceRows(db, today - 6 * DAY, today + DAY),
     alerts: { open: store.openAlerts(), recent: store.recentAlerts(50) },
+    // Per channel: waiting, parked, failing or held; the latest parked messages with their reasons.
+    notifications: { channels: store.channelStatus(), parked: store.parked(50) },
     reports: recentReports(db, 100, now),
   };
 }

@@ -138,14 +138,14 @@ export const expectations: Record<string, Expectation> = {
   'tlsrpt/tlsrptbe_report.json': { stored: [['tlsrpt', 1, 201]] },
   'tlsrpt/tlsrptbe_test.eml': { stored: [['tlsrpt', 1, 5629]] },
   'tlsrpt/tlsrptbe_testing.json': { stored: [['tlsrpt', 1, 5629]] },
-  'forensic/mailauth_arf_003.eml': { stored: [['failure', 1, 1]] },
-  'forensic/mailauth_arf_004.eml': { stored: [['failure', 1, 1]] },
-  'forensic/mailauth_arf_005.eml': { stored: [['failure', 1, 1]] },
-  'forensic/pdm_DMARC_Failure_Report_for_domain.de_(mail-from=sharepoint@domain.de,_ip=10.10.10.10).eml': { stored: [['failure', 1, 1]] },
-  'forensic/pdm_[Netease_DMARC_Failure_Report]_Rent_Reminder.eml': { stored: [['failure', 1, 1]] },
-  'forensic/pdm_dmarc_ruf_report_linkedin.crlf.eml': { stored: [['failure', 1, 1]] },
-  'forensic/pdm_dmarc_ruf_report_linkedin.eml': { stored: [['failure', 1, 1]] },
-  'forensic/pdm_exim_plain_text_only_no_arf_part.eml': { stored: [['failure', 1, 1]] },
+  'failure/mailauth_arf_003.eml': { stored: [['failure', 1, 1]] },
+  'failure/mailauth_arf_004.eml': { stored: [['failure', 1, 1]] },
+  'failure/mailauth_arf_005.eml': { stored: [['failure', 1, 1]] },
+  'failure/pdm_DMARC_Failure_Report_for_domain.de_(mail-from=sharepoint@domain.de,_ip=10.10.10.10).eml': { stored: [['failure', 1, 1]] },
+  'failure/pdm_[Netease_DMARC_Failure_Report]_Rent_Reminder.eml': { stored: [['failure', 1, 1]] },
+  'failure/pdm_dmarc_ruf_report_linkedin.crlf.eml': { stored: [['failure', 1, 1]] },
+  'failure/pdm_dmarc_ruf_report_linkedin.eml': { stored: [['failure', 1, 1]] },
+  'failure/pdm_exim_plain_text_only_no_arf_part.eml': { stored: [['failure', 1, 1]] },
   // Spec examples and synthetic reports whose dates cannot be a real report's: the RFC 9990 /
   // draft examples are dated 1975 and 1979, one test file 1970, another spans three years.
   'dmarc-aggregate/ietfwg_dmarc-xml-0.2.xml': {
@@ -205,6 +205,6 @@ export const expectations: Record<string, Expectation> = {
   'dmarc-eml/pkerrigan_test.none.eml': { skipped: /^a mail with no report in it \(no attachment\)/ },
   'dmarc-eml/pkerrigan_test.gz.eml': { skipped: /^a mail with no report in it \(test\.gz: gzip holding plain text/ },
   'dmarc-eml/pkerrigan_test.txt.eml': { skipped: /^a mail with no report in it \(test\.txt: a zip archive with no report/ },
-  'forensic/mailauth_arf_001.eml': { skipped: /ARF feedback report of type "abuse", not a DMARC failure report/ },
-  'forensic/mailauth_arf_002.eml': { skipped: /ARF feedback report of type "abuse", not a DMARC failure report/ },
+  'failure/mailauth_arf_001.eml': { skipped: /ARF feedback report of type "abuse", not a DMARC failure report/ },
+  'failure/mailauth_arf_002.eml': { skipped: /ARF feedback report of type "abuse", not a DMARC failure report/ },
 };

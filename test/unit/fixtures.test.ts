@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { expectations } from '../helpers/fixture-expectations.js';
 import { FIXTURES, count, freshStore, ingestFile } from '../helpers/common.js';
 
-const FOLDERS = ['dmarc-aggregate', 'dmarc-eml', 'tlsrpt', 'forensic'];
+const FOLDERS = ['dmarc-aggregate', 'dmarc-eml', 'tlsrpt', 'failure'];
 const files = FOLDERS.flatMap((d) =>
   fs
     .readdirSync(path.join(FIXTURES, d))

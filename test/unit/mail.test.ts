@@ -162,7 +162,7 @@ describe('report mails', () => {
     const fixtureText = (rel: string) => fs.readFileSync(fixture(rel), 'latin1');
 
     it('reads a mail whose first line holds only spaces (255 of them) before Delivered-To', async () => {
-      for (const rel of ['dmarc-eml/mox_google.eml', 'tlsrpt/mox_microsoft.eml', 'forensic/mailauth_arf_004.eml']) {
+      for (const rel of ['dmarc-eml/mox_google.eml', 'tlsrpt/mox_microsoft.eml', 'failure/mailauth_arf_004.eml']) {
         const text = `${' '.repeat(255)}\r\nDelivered-To: dmarc@example.com\r\n${fixtureText(rel)}`;
         const { result } = await ingest('ws.eml', Buffer.from(text, 'latin1'));
         assert.deepEqual(
@@ -181,7 +181,7 @@ describe('report mails', () => {
 
     it("ends a MIME part's headers at a line holding only a space or a tab, so an ARF report keeps its fields", async () => {
       for (const blank of [' ', '\t', ' \t ']) {
-        const text = fixtureText('forensic/mailauth_arf_004.eml').replace(
+        const text = fixtureText('failure/mailauth_arf_004.eml').replace(
           /(Content-Type: (message\/feedback-report|text\/rfc822-headers)\r?\n)\r?\n/g,
           `$1${blank}\r\n`,
         );
@@ -217,7 +217,7 @@ describe('report mails', () => {
         'dmarc-eml/freitagsrunde_yahoo.eml',
         'dmarc-eml/mailauth_feedback_101.eml',
         'tlsrpt/mox_microsoft.eml',
-        'forensic/mailauth_arf_004.eml',
+        'failure/mailauth_arf_004.eml',
       ]) {
         const text = fixtureText(rel).replace(/\r?\n/g, '\r');
         const { result } = await ingest('cr.eml', Buffer.from(text, 'latin1'));

@@ -47,7 +47,7 @@ describe('plain report mails read directly', () => {
     ]) {
       assert.ok(direct.includes(name), `${name} read directly`);
     }
-    for (const name of ['forensic/mailauth_arf_001.eml', 'dmarc-eml/freitagsrunde_fastmail.eml', 'dmarc-eml/freitagsrunde_outlook.eml']) {
+    for (const name of ['failure/mailauth_arf_001.eml', 'dmarc-eml/freitagsrunde_fastmail.eml', 'dmarc-eml/freitagsrunde_outlook.eml']) {
       assert.ok(!direct.includes(name), `${name} left to mailparser`);
     }
   });
@@ -99,7 +99,7 @@ describe('plain report mails read directly', () => {
   });
 
   it('leave to mailparser what they do not read, so parseMail gives its result', async () => {
-    const arf = fixtures.find((f) => f.name === 'forensic/mailauth_arf_001.eml')!;
+    const arf = fixtures.find((f) => f.name === 'failure/mailauth_arf_001.eml')!;
     assert.equal(parseSimpleMail(arf.raw), null);
     assert.deepEqual(plain(await parseMail(arf.raw)), plain(await parseWithMailparser(arf.raw)));
     const left: Record<string, string> = {

@@ -31,7 +31,7 @@ function bigTls(): string {
 /** An ARF failure report whose Authentication-Results is long enough to need new pages. */
 function bigFailure(): string {
   return fs
-    .readFileSync(fixture('forensic/mailauth_arf_004.eml'), 'latin1')
+    .readFileSync(fixture('failure/mailauth_arf_004.eml'), 'latin1')
     .replace(/^Authentication-Results: (.*)$/m, (_m, v: string) => `Authentication-Results: ${v}${' dkim=fail'.repeat(6000)}`);
 }
 
