@@ -273,13 +273,13 @@ class DmarcState {
   private finishRecord(r: PartialRecord): DmarcRecord | null {
     const n = this.recordCount;
     const limits = this.opts.limits;
-    const count = readCount(r.count, `record ${n}: <count>`, limits);
+    const count = readCount(r.count, () => `record ${n}: <count>`, limits);
     const ipText = clean(r.sourceIp);
     if (ipText === null) {
       if (!count) return null;
       throw new RuawatchError('E_ADDRESS', `record ${n} counts ${count} messages but has no <source_ip>`);
     }
-    const sourceIp = readIp(ipText, `record ${n}: <source_ip>`);
+    const sourceIp = readIp(ipText, () => `record ${n}: <source_ip>`);
     if (count === null) throw new RuawatchError('E_COUNT', `record ${n} has no <count>`);
     this.messages += count;
     checkTotal(this.messages, 'the counts of the records', limits);
@@ -289,7 +289,13 @@ class DmarcState {
   private emit(r: DmarcRecord): void {
     if (this.stopped) return;
     if (this.header) {
-      this.toSink(() => this.sink.record(r));
+      // As toSink, without a closure per record.
+      try {
+        this.sink.record(r);
+      } catch (err) {
+        this.sinkError = { error: err };
+        throw err;
+      }
       return;
     }
     this.pending.push(r);

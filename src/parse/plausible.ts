@@ -20,6 +20,16 @@ export const FUTURE_SLACK_SECONDS = 2 * 86_400;
 
 const DAY = 86_400;
 
+/**
+ * What a value is, for an error message; a function when building the text for every value read
+ * would cost more than the check (per record of a report of millions).
+ */
+export type Label = string | (() => string);
+
+function label(what: Label): string {
+  return typeof what === 'string' ? what : what();
+}
+
 /** The clock a report is judged by, in epoch seconds. */
 export function nowSeconds(now?: number): number {
   return now ?? Math.floor(Date.now() / 1000);
@@ -48,26 +58,30 @@ export function checkTime(t: number, now: number, what: string): void {
   }
 }
 
+/** Digits, with a plus sign and a ".0" tail as some reporters write them. */
+const COUNT_TEXT = /^\+?(\d+)(?:\.0*)?$/;
+
 /**
  * A message or session count: null when absent (null, or empty text), else a whole number from 0
  * to [limits] max_message_count. Anything else (negative, a fraction, 1e30, 29 digits, a word) is
  * refused with E_COUNT. Text may carry a plus sign and a ".0" tail, as some reporters write it.
  */
-export function readCount(v: string | number | null | undefined, what: string, limits: Limits): number | null {
+export function readCount(v: string | number | null | undefined, what: Label, limits: Limits): number | null {
   let n: number;
   if (typeof v === 'number') {
     n = v;
-    if (!Number.isInteger(n) || n < 0) throw new RuawatchError('E_COUNT', `${what} is ${quote(String(v))}, not a whole number`);
+    if (!Number.isInteger(n) || n < 0) throw new RuawatchError('E_COUNT', `${label(what)} is ${quote(String(v))}, not a whole number`);
   } else {
     const t = clean(v);
     if (t === null) return null;
-    if (!/^\+?\d+(\.0*)?$/.test(t)) throw new RuawatchError('E_COUNT', `${what} is ${quote(t)}, not a whole number`);
-    n = Number(t.replace(/\.0*$/, ''));
+    const m = COUNT_TEXT.exec(t);
+    if (!m) throw new RuawatchError('E_COUNT', `${label(what)} is ${quote(t)}, not a whole number`);
+    n = Number(m[1]);
   }
   if (n > limits.maxMessageCount || !Number.isSafeInteger(n)) {
     throw new RuawatchError(
       'E_COUNT',
-      `${what} is ${quote(String(v).trim())}, more than ${limits.maxMessageCount} (limit: [limits] ${limitSetting('maxMessageCount')})`,
+      `${label(what)} is ${quote(String(v).trim())}, more than ${limits.maxMessageCount} (limit: [limits] ${limitSetting('maxMessageCount')})`,
     );
   }
   return n;
@@ -85,9 +99,9 @@ export function checkTotal(total: number, what: string, limits: Limits): void {
 }
 
 /** The canonical form of an IP address, or E_ADDRESS for text that is not one. */
-export function readIp(text: string, what: string): string {
+export function readIp(text: string, what: Label): string {
   const ip = canonicalIp(text);
-  if (ip === null) throw new RuawatchError('E_ADDRESS', `${what} ${quote(text)} is not an IP address`);
+  if (ip === null) throw new RuawatchError('E_ADDRESS', `${label(what)} ${quote(text)} is not an IP address`);
   return ip;
 }
 
