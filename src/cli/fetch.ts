@@ -1,12 +1,11 @@
-import { limitsOf, resolveDbPath } from '../config/load.js';
+import { limitsOf } from '../config/load.js';
 import { RuawatchError } from '../errors.js';
 import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
 import { poolFor } from '../pipeline/pool.js';
-import { openDb } from '../store/db.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
-import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, storeFlags, type Io } from './common.js';
+import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, parseFlags, storeFlags, type Io } from './common.js';
 import { formatSummary } from './ingest.js';
 import { Progress } from './progress.js';
 
@@ -20,8 +19,7 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
   if (loaded.config.mailbox.length === 0) throw new RuawatchError('E_CONFIG', 'no [[mailbox]] is configured');
   const log = loggerFor(loaded, 'warn');
   const limits = limitsOf(loaded.config);
-  const dbFile = resolveDbPath(values.db, loaded, io.env);
-  const db = openDb(dbFile);
+  const { db, file: dbFile } = openDatabase(values.db, loaded, log);
   const pool = poolFor(loaded.config, dbFile, limits, log, 'mail');
   try {
     const bar: { progress: Progress | null } = { progress: null };

@@ -5,6 +5,7 @@ import { alertsCommand, alertsUsage } from './alerts.js';
 import { configCommand, configUsage } from './config-check.js';
 import { digestCommand, digestUsage } from './digest.js';
 import { fetchCommand, fetchUsage } from './fetch.js';
+import { healthcheckCommand, healthcheckUsage } from './healthcheck.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
 import { reportCommand, reportUsage } from './report.js';
@@ -19,7 +20,8 @@ ${alertsUsage}
 ${digestUsage}
 ${notifyUsage}
 ${runUsage}
-${configUsage}`;
+${configUsage}
+${healthcheckUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   ingest: ingestCommand,
@@ -30,6 +32,7 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   notify: notifyCommand,
   run: runCommand,
   config: configCommand,
+  healthcheck: healthcheckCommand,
 };
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {
