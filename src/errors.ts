@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'E_USAGE' // command-line usage
   | 'E_DB' // database problem (infrastructure, retry later)
   | 'E_WORKER' // an ingest worker thread stopped (infrastructure, retry later)
+  | 'E_ENRICH' // an enrichment data file ([enrich]) is missing, unreadable or malformed
   | 'E_IMAP'; // the mail server refused or failed
 
 export class RuawatchError extends Error {

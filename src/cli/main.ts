@@ -10,6 +10,7 @@ import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
 import { reportCommand, reportUsage } from './report.js';
 import { runCommand, runUsage } from './run.js';
+import { whoisCommand, whoisUsage } from './whois.js';
 
 const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
 
@@ -21,7 +22,8 @@ ${digestUsage}
 ${notifyUsage}
 ${runUsage}
 ${configUsage}
-${healthcheckUsage}`;
+${healthcheckUsage}
+${whoisUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   ingest: ingestCommand,
@@ -33,6 +35,7 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   run: runCommand,
   config: configCommand,
   healthcheck: healthcheckCommand,
+  whois: whoisCommand,
 };
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {

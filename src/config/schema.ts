@@ -133,6 +133,18 @@ export const configSchema = z.strictObject({
   limits: limits.prefault({}),
   // Worker threads that unpack, parse and store in parallel; 0 = chosen by core count (pool.ts autoWorkers).
   ingest: z.strictObject({ workers: z.number().int().min(0).max(64).default(0) }).prefault({}),
+  // Who is sending (src/enrich): network, country and known service of source IPs, from data on disk.
+  enrich: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      // Empty: the data bundled with ruawatch. Each file CSV, MaxMind DB or compiled, told apart by content.
+      asn_files: z.array(z.string().min(1)).default([]),
+      country_files: z.array(z.string().min(1)).default([]),
+      // Services of the user's own, added to or replacing the bundled map (TOML or JSON).
+      services_file: z.string().min(1).optional(),
+      known_services: z.boolean().default(true),
+    })
+    .prefault({}),
   // Unset: one-shot commands log warnings and errors only, `ruawatch run` logs info.
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional() }).prefault({}),
 });
