@@ -3,6 +3,7 @@ import { RuawatchError } from '../errors.js';
 import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
 import { poolFor } from '../pipeline/pool.js';
+import { mailboxesOf } from '../sources/mailboxes.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
 import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, parseFlags, storeFlags, type Io } from './common.js';
@@ -11,7 +12,8 @@ import { Progress } from './progress.js';
 
 export const fetchUsage = `usage: ruawatch fetch [--db FILE] [--config FILE] [--json]
   One pass over every [[mailbox]] in the config; the same summary and exit codes as ingest,
-  inputs named mailbox-name:uid.`;
+  inputs named mailbox-name:uid. A mailbox that another ruawatch is reading is skipped (listed
+  under skipped, not a failure); the pass stops at [schedule] poll_timeout_seconds.`;
 
 export async function fetchCommand(args: string[], io: Io): Promise<number> {
   const { values } = parseFlags(args, storeFlags, false);
@@ -23,7 +25,9 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
   const pool = poolFor(loaded.config, dbFile, limits, log, 'mail');
   try {
     const bar: { progress: Progress | null } = { progress: null };
-    const { summary } = await fetchAll(loaded.config.mailbox, {
+    const { summary } = await fetchAll(mailboxesOf(loaded.config, log), {
+      command: 'fetch',
+      timeoutMs: loaded.config.schedule.poll_timeout_seconds * 1000,
       ingestor: new Ingestor(new ReportStore(db), limits, log),
       pool,
       positions: new MailboxStore(db),

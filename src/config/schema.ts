@@ -10,6 +10,7 @@ import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. "127.0.0.1:8080"');
 const security = z.enum(['tls', 'starttls', 'none']);
+const positive = z.number().int().positive();
 
 const mailbox = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, ".", "_" and "-" only'),
@@ -23,6 +24,8 @@ const mailbox = z.strictObject({
   invalid_folder: z.string().min(1).default('Invalid'),
   ca_file: z.string().min(1).optional(),
   mark_seen_only: z.boolean().default(false),
+  // A connection, greeting or command with no answer for this long: the server is taken as hung.
+  timeout_seconds: positive.default(60),
 });
 
 const email = z.strictObject({
@@ -56,7 +59,6 @@ const discord = z
     message: 'set webhook_url, or bot_token together with channel_id',
   });
 
-const positive = z.number().int().positive();
 const cron = z
   .string()
   .min(1)
@@ -119,6 +121,8 @@ export const configSchema = z.strictObject({
       timezone: z.string().min(1).refine(validZone, 'an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
       retry_seconds: positive.default(30),
       idle: z.boolean().default(false),
+      // A pass over the mailboxes (a poll of `run`, or `fetch`) stops at this deadline; 0 = none.
+      poll_timeout_seconds: z.number().int().min(0).default(600),
     })
     .prefault({}),
   web: z

@@ -170,8 +170,8 @@ export class ReportStore {
         if (totals) this.finishReport.run(totals.records, totals.messages, totals.sha256, totals.size, reportId);
         this.db.exec('COMMIT');
       } else if (this.db.inTransaction) {
-        // SQLite has rolled back by itself after some errors (SQLITE_FULL); a ROLLBACK then would
-        // fail and its error ("no transaction is active") hide the one that matters.
+        // SQLite may have rolled back by itself (SQLITE_FULL, an I/O error): then there is nothing
+        // to roll back, and "no transaction is active" must not hide the error that caused it.
         this.db.exec('ROLLBACK');
       }
     } catch (err) {

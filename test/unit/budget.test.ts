@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Leaf } from '../../src/pipeline/ingest.js';
+import { decide } from '../../src/pipeline/mailbox.js';
 import { defaultLimits, type Limits } from '../../src/unpack/limits.js';
 import { bufferInput, count, freshStore } from '../helpers/common.js';
 import { base64Lines, dmarcXml, gzip, mail, nestedZip, record, zip } from '../helpers/synth.js';
@@ -143,5 +144,15 @@ describe('the budget of one input', () => {
         ['box.mbox#2', 'failed'],
       ],
     );
+  });
+
+  it('sends a mail refused by its budget to Invalid even with reports stored before, and a mail whose report lost to an earlier one to Processed', () => {
+    const stored: Leaf = { input: 'box:1#a.xml', status: 'stored', kind: 'dmarc', records: 1 };
+    const refused: Leaf = { input: 'box:1', status: 'failed', code: 'E_LIMIT', error: 'too many', scope: 'input' };
+    assert.deepEqual(decide([stored, refused]), { to: 'invalid', reason: 'too many [E_LIMIT]' });
+    // A failed piece of a mail that also held a report is not a refusal of the mail.
+    assert.deepEqual(decide([stored, { ...refused, scope: undefined }]), { to: 'processed' });
+    const conflict: Leaf = { input: 'box:2', status: 'conflict', kind: 'dmarc', storedInput: 'box:1', reporter: 'r', reportId: 'id' };
+    assert.deepEqual(decide([conflict]), { to: 'processed' });
   });
 });
