@@ -1,4 +1,4 @@
-import { RuawatchError, errorCode, errorMessage } from '../errors.js';
+import { RuawatchError, errorMessage } from '../errors.js';
 import type { ByteStream } from '../unpack/bytes.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
 import { clean, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, normaliseWord, parseCount } from './normalise.js';
