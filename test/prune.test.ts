@@ -45,7 +45,7 @@ function snapshot(db: Db) {
     rollups: Object.fromEntries(ROLLUPS.map((t) => [t, db.prepare(`SELECT * FROM ${t}`).all()])),
     totals: reportTotals(db, {}),
     weeks: [0, 1, 2, 3, 4, 5].map((w) => reportTotals(db, { since: (D0 + 7 * w) * DAY, until: (D0 + 7 * w + 7) * DAY })),
-    dashboard: (({ generated_at, reports, ...o }) => o)(overview(db, { days: 42, now: (D0 + 42) * DAY, recentDays: 7 })),
+    dashboard: (({ generated_at, ...o }) => o)(overview(db, { days: 42, now: (D0 + 42) * DAY, recentDays: 7 })),
     config,
   };
 }

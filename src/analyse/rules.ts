@@ -5,8 +5,8 @@ import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types
  * The drift rules. Each reads the daily rollups and the windows and returns findings; none does
  * I/O. Every finding belongs to one policy domain, so the rules give the same findings whether
  * they see one domain at a time or all at once. Thresholds come from AnalysisSettings ([analysis]
- * in the config); README explains each. Ties are broken by name, so the order rows come in never
- * changes a finding.
+ * in the config); docs/findings.md explains each. Ties are broken by name, so the order rows come
+ * in never changes a finding.
  */
 
 export function pct(r: number | null): string {

@@ -1,8 +1,6 @@
-import { resolveDbPath } from '../config/load.js';
 import { isoTime } from '../notify/render.js';
 import { channelsOf, runAlerts, systemReverseLookup, type AlertRun } from '../pipeline/alerts.js';
-import { openDb } from '../store/db.js';
-import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, plural, storeFlags, type Io } from './common.js';
+import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, parseFlags, plural, storeFlags, type Io } from './common.js';
 
 export const alertsUsage = `usage: ruawatch alerts [--db FILE] [--config FILE] [--at YYYY-MM-DD] [--dry-run] [--json]
   Evaluates the drift rules as of the end of --at (default: now), updates the alert state and
@@ -14,7 +12,7 @@ export async function alertsCommand(args: string[], io: Io): Promise<number> {
   const loaded = openConfig(values.config, io);
   const log = loggerFor(loaded, 'warn');
   const now = asOf(values.at);
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
+  const { db } = openDatabase(values.db, loaded, log, { mustExist: true });
   const channels = values['dry-run'] ? [] : channelsOf(loaded.config);
   try {
     const run = await runAlerts(db, loaded.config, {
@@ -53,7 +51,7 @@ function formatRun(run: AlertRun, now: number, dryRun: boolean, channels: number
     else {
       const d = run.deliveries;
       lines.push(`Notifications: ${d.sent} sent, ${d.failed.length} failed, ${d.pending} waiting for the next run.`);
-      for (const f of d.failed) lines.push(`  ${f.channel}: ${f.error}`);
+      for (const f of d.failed) lines.push(`  ${f.channel}${f.outcome === 'parked' ? ' (parked)' : ''}: ${f.error}`);
     }
   }
   return `${lines.join('\n')}\n`;

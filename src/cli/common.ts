@@ -1,8 +1,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { loadConfig, type LoadedConfig } from '../config/load.js';
+import { loadConfig, resolveDbPath, type LoadedConfig } from '../config/load.js';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { DAY } from '../analyse/index.js';
+import { openDb, type Db, type OpenOptions } from '../store/db.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -31,6 +32,21 @@ export function openConfig(file: string | undefined, io: Io): LoadedConfig {
 
 export function loggerFor(loaded: LoadedConfig, fallbackLevel: string): Logger {
   return createLogger(loaded.config.log.level ?? fallbackLevel);
+}
+
+/**
+ * Opens the database a command uses (--db, else the config's, see resolveDbPath) and logs which
+ * file that is, so a run in the wrong folder shows at once.
+ */
+export function openDatabase(
+  flag: string | undefined,
+  loaded: LoadedConfig,
+  log: Logger,
+  opts: OpenOptions = {},
+): { db: Db; file: string } {
+  const file = resolveDbPath(flag, loaded);
+  log.info({ database: file, config: loaded.source }, 'database');
+  return { db: openDb(file, opts), file };
 }
 
 /** --db, --config and --json, which most commands take. */

@@ -1,9 +1,7 @@
-import { resolveDbPath } from '../config/load.js';
 import { RuawatchError } from '../errors.js';
 import { renderDigest } from '../notify/render.js';
 import { buildDigest, channelsOf, sendDigest } from '../pipeline/alerts.js';
-import { openDb } from '../store/db.js';
-import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, storeFlags, type Io } from './common.js';
+import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, parseFlags, storeFlags, type Io } from './common.js';
 
 export const digestUsage = `usage: ruawatch digest [--db FILE] [--config FILE] [--period daily|weekly] [--at YYYY-MM-DD] [--dry-run] [--json]
   Sends the digest (pass rates per domain, top failing sources, TLS results, open alerts) for the
@@ -21,12 +19,13 @@ export async function digestCommand(args: string[], io: Io): Promise<number> {
   const period = values.period ?? (configured === 'off' ? 'daily' : configured);
   if (period !== 'daily' && period !== 'weekly') throw new RuawatchError('E_USAGE', `--period is daily or weekly, not "${period}"`);
   const now = asOf(values.at);
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
+  const log = loggerFor(loaded, 'warn');
+  const { db } = openDatabase(values.db, loaded, log, { mustExist: true });
   const channels = values['dry-run'] ? [] : channelsOf(loaded.config);
   try {
     const digest = buildDigest(db, period, now);
     const message = renderDigest(digest, now);
-    const deliveries = values['dry-run'] ? null : await sendDigest(db, digest, now, { channels, log: loggerFor(loaded, 'warn') });
+    const deliveries = values['dry-run'] ? null : await sendDigest(db, digest, now, { channels, log });
     if (values.json) io.stdout.write(`${JSON.stringify({ digest, ...(deliveries ? { deliveries } : {}) })}\n`);
     else {
       io.stdout.write(`${message.title}\n\n${message.text}\n`);
@@ -36,7 +35,7 @@ export async function digestCommand(args: string[], io: Io): Promise<number> {
             ? `\nSent: ${deliveries.sent}, failed: ${deliveries.failed.length}, waiting for the next run: ${deliveries.pending}.\n`
             : '\nNo [alerts] channel is configured: nothing sent.\n',
         );
-        for (const f of deliveries.failed) io.stdout.write(`  ${f.channel}: ${f.error}\n`);
+        for (const f of deliveries.failed) io.stdout.write(`  ${f.channel}${f.outcome === 'parked' ? ' (parked)' : ''}: ${f.error}\n`);
       }
     }
     return deliveries?.failed.length ? EXIT_FAILED : EXIT_OK;

@@ -1,18 +1,19 @@
-import { limitsOf, resolveDbPath } from '../config/load.js';
+import { limitsOf } from '../config/load.js';
 import { RuawatchError } from '../errors.js';
 import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
 import { poolFor } from '../pipeline/pool.js';
-import { openDb } from '../store/db.js';
+import { mailboxesOf } from '../sources/mailboxes.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
-import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, parseFlags, storeFlags, type Io } from './common.js';
+import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, parseFlags, storeFlags, type Io } from './common.js';
 import { formatSummary } from './ingest.js';
 import { Progress } from './progress.js';
 
 export const fetchUsage = `usage: ruawatch fetch [--db FILE] [--config FILE] [--json]
   One pass over every [[mailbox]] in the config; the same summary and exit codes as ingest,
-  inputs named mailbox-name:uid.`;
+  inputs named mailbox-name:uid. A mailbox that another ruawatch is reading is skipped (listed
+  under skipped, not a failure); the pass stops at [schedule] poll_timeout_seconds.`;
 
 export async function fetchCommand(args: string[], io: Io): Promise<number> {
   const { values } = parseFlags(args, storeFlags, false);
@@ -20,12 +21,13 @@ export async function fetchCommand(args: string[], io: Io): Promise<number> {
   if (loaded.config.mailbox.length === 0) throw new RuawatchError('E_CONFIG', 'no [[mailbox]] is configured');
   const log = loggerFor(loaded, 'warn');
   const limits = limitsOf(loaded.config);
-  const dbFile = resolveDbPath(values.db, loaded, io.env);
-  const db = openDb(dbFile);
+  const { db, file: dbFile } = openDatabase(values.db, loaded, log);
   const pool = poolFor(loaded.config, dbFile, limits, log, 'mail');
   try {
     const bar: { progress: Progress | null } = { progress: null };
-    const { summary } = await fetchAll(loaded.config.mailbox, {
+    const { summary } = await fetchAll(mailboxesOf(loaded.config, log), {
+      command: 'fetch',
+      timeoutMs: loaded.config.schedule.poll_timeout_seconds * 1000,
       ingestor: new Ingestor(new ReportStore(db), limits, log),
       pool,
       positions: new MailboxStore(db),

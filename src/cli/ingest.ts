@@ -1,11 +1,10 @@
-import { limitsOf, resolveDbPath } from '../config/load.js';
+import { limitsOf } from '../config/load.js';
 import { addToSummary, emptySummary, Ingestor, type IngestSummary } from '../pipeline/ingest.js';
 import { ingestEach, poolFor } from '../pipeline/pool.js';
 import { countPaths, expandPaths } from '../sources/files.js';
-import { openDb } from '../store/db.js';
 import { ReportStore } from '../store/reports.js';
 import { RuawatchError } from '../errors.js';
-import { EXIT_FAILED, EXIT_OK, formatInt, loggerFor, openConfig, parseFlags, storeFlags, type Io } from './common.js';
+import { EXIT_FAILED, EXIT_OK, formatInt, loggerFor, openConfig, openDatabase, parseFlags, storeFlags, type Io } from './common.js';
 import { Progress } from './progress.js';
 
 export const ingestUsage = `usage: ruawatch ingest [--db FILE] [--config FILE] [--json] PATH...
@@ -18,8 +17,7 @@ export async function ingestCommand(args: string[], io: Io): Promise<number> {
   const loaded = openConfig(values.config, io);
   const log = loggerFor(loaded, 'warn');
   const limits = limitsOf(loaded.config);
-  const dbFile = resolveDbPath(values.db, loaded, io.env);
-  const db = openDb(dbFile);
+  const { db, file: dbFile } = openDatabase(values.db, loaded, log);
   // Several inputs go to worker threads; standard input can only be read here. All are counted
   // only for a progress bar.
   const total = await countPaths(positionals, io.stderr.isTTY ? Infinity : 2);
@@ -46,6 +44,10 @@ export function formatSummary(s: IngestSummary): string {
     `inputs      ${formatInt(s.inputs)}`,
     `stored      ${formatInt(s.reports.dmarc)} aggregate, ${formatInt(s.reports.tlsrpt)} TLS, ${formatInt(s.reports.failure)} failure reports (${formatInt(s.records)} records)`,
     `duplicates  ${formatInt(s.duplicates)}`,
+    `conflicts   ${formatInt(s.conflicts.length)}`,
+    ...s.conflicts.map(
+      (x) => `  ${x.input}: not stored; ${x.stored_input} holds another report with the same key (${x.reporter} ${x.report_id})`,
+    ),
     `skipped     ${formatInt(s.skipped.length)}`,
     ...s.skipped.map((x) => `  ${x.input}: ${x.reason}`),
     `failed      ${formatInt(s.failed.length)}`,

@@ -5,11 +5,13 @@ import { alertsCommand, alertsUsage } from './alerts.js';
 import { configCommand, configUsage } from './config-check.js';
 import { digestCommand, digestUsage } from './digest.js';
 import { fetchCommand, fetchUsage } from './fetch.js';
+import { healthcheckCommand, healthcheckUsage } from './healthcheck.js';
 import { ingestCommand, ingestUsage } from './ingest.js';
 import { notifyCommand, notifyUsage } from './notify.js';
 import { pruneCommand, pruneUsage } from './prune.js';
 import { reportCommand, reportUsage } from './report.js';
 import { runCommand, runUsage } from './run.js';
+import { whoisCommand, whoisUsage } from './whois.js';
 
 const usage = `ruawatch: watches DMARC and SMTP TLS aggregate reports.
 
@@ -21,7 +23,9 @@ ${digestUsage}
 ${notifyUsage}
 ${pruneUsage}
 ${runUsage}
-${configUsage}`;
+${configUsage}
+${healthcheckUsage}
+${whoisUsage}`;
 
 const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   ingest: ingestCommand,
@@ -33,6 +37,8 @@ const commands: Record<string, (args: string[], io: Io) => Promise<number>> = {
   prune: pruneCommand,
   run: runCommand,
   config: configCommand,
+  healthcheck: healthcheckCommand,
+  whois: whoisCommand,
 };
 
 export async function main(argv: string[], io: Io = processIo): Promise<number> {

@@ -1,7 +1,17 @@
-import { resolveDbPath } from '../config/load.js';
-import { openDb } from '../store/db.js';
 import { reportTotals, type ReportTotals } from '../store/summary.js';
-import { EXIT_OK, formatInt, formatRate, openConfig, parseDay, parseFlags, plural, storeFlags, type Io } from './common.js';
+import {
+  EXIT_OK,
+  formatInt,
+  formatRate,
+  loggerFor,
+  openConfig,
+  openDatabase,
+  parseDay,
+  parseFlags,
+  plural,
+  storeFlags,
+  type Io,
+} from './common.js';
 
 export const reportUsage = `usage: ruawatch report [--db FILE] [--config FILE] [--domain D] [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--json]`;
 
@@ -16,7 +26,7 @@ export async function reportCommand(args: string[], io: Io): Promise<number> {
   const since = parseDay('--since', values.since);
   const untilDay = parseDay('--until', values.until);
   const loaded = openConfig(values.config, io);
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
+  const { db } = openDatabase(values.db, loaded, loggerFor(loaded, 'warn'), { mustExist: true });
   try {
     // --until names the last day included.
     const totals = reportTotals(db, { domain: values.domain, since, until: untilDay === undefined ? undefined : untilDay + 86400 });

@@ -1,9 +1,7 @@
-import { resolveDbPath } from '../config/load.js';
 import { systemReverseLookup } from '../pipeline/alerts.js';
-import { openDb } from '../store/db.js';
 import { startWeb } from '../web/server.js';
 import { Worker } from '../worker/worker.js';
-import { EXIT_OK, loggerFor, openConfig, parseFlags, type Io } from './common.js';
+import { EXIT_OK, loggerFor, openConfig, openDatabase, parseFlags, type Io } from './common.js';
 
 export const runUsage = `usage: ruawatch run [--db FILE] [--config FILE]
   The long-running worker: polls the mailboxes on [schedule] poll, evaluates the alerts after each
@@ -18,7 +16,7 @@ export async function runCommand(args: string[], io: Io): Promise<number> {
   const loaded = openConfig(values.config, io);
   const config = loaded.config;
   const log = loggerFor(loaded, 'info');
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
+  const { db } = openDatabase(values.db, loaded, log);
   if (config.mailbox.length === 0) log.warn('no [[mailbox]] is configured: only alerts on what is already in the database');
   const worker = new Worker(config, db, log, { lookup: config.analysis.reverse_dns ? systemReverseLookup() : null });
   const web = await startWeb(config, db, worker, log).catch((err: unknown) => {

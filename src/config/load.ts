@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import nodePath from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import type { z } from 'zod';
 import { RuawatchError, errorMessage } from '../errors.js';
@@ -9,24 +10,33 @@ export interface LoadedConfig {
   config: Config;
   /** Where the config came from, for messages. */
   source: string | null;
-  /** True when database.path was set (file or environment) rather than defaulted. */
+  /** True when database.path was set (file or RUAWATCH_DATABASE_PATH) rather than defaulted. */
   databaseSet: boolean;
 }
+
+/** The database file when nothing names one: relative to the working directory. */
+export const DEFAULT_DB = './data/ruawatch.sqlite';
 
 type Tree = Record<string, unknown>;
 
 /**
  * Loads the configuration: the TOML file (--config, else $RUAWATCH_CONFIG, else none), then
- * RUAWATCH_<SECTION>_<KEY> environment variables over it, then `<secret>_file` indirections, then
- * the schema. Every problem is one E_CONFIG error listing each bad key by its full path.
+ * RUAWATCH_<SECTION>_<KEY> environment variables over it, then the defaults the environment gives
+ * for what neither set ($RUAWATCH_DB, $RUAWATCH_LISTEN: a container image's own places), then
+ * `<secret>_file` indirections, then the schema. Every problem is one E_CONFIG error listing each
+ * bad key by its full path.
+ *
+ * Paths (database.path, every `*_file`) come out absolute: one written in the config file is
+ * relative to that file's folder, so the file means the same from cron, a service manager or a
+ * shell; one from the environment is relative to the working directory, as on a command line.
  */
-export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): LoadedConfig {
   const path = file ?? env.RUAWATCH_CONFIG ?? null;
   let tree: Tree = {};
   if (path) {
     let text: string;
     try {
-      text = fs.readFileSync(path, 'utf8');
+      text = fs.readFileSync(nodePath.resolve(cwd, path), 'utf8');
     } catch (err) {
       throw new RuawatchError('E_CONFIG', `cannot read the config file ${path}: ${errorMessage(err)}`);
     }
@@ -35,10 +45,16 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
     } catch (err) {
       throw new RuawatchError('E_CONFIG', `${path} is not valid TOML: ${errorMessage(err)}`);
     }
+    resolvePaths(tree, nodePath.dirname(nodePath.resolve(cwd, path)));
   }
   applyEnv(tree, env);
+  resolvePaths(tree, cwd);
+  const database = (tree.database ??= {}) as Tree;
+  const databaseSet = database.path !== undefined;
+  if (!databaseSet) database.path = nodePath.resolve(cwd, env.RUAWATCH_DB || DEFAULT_DB);
+  const web = (tree.web ??= {}) as Tree;
+  if (env.RUAWATCH_LISTEN && web.listen === undefined) web.listen = env.RUAWATCH_LISTEN;
   resolveSecretFiles(tree, []);
-  const databaseSet = typeof (tree.database as Tree | undefined)?.path === 'string';
   const parsed = configSchema.safeParse(tree);
   if (!parsed.success) {
     const where = path ? ` in ${path}` : '';
@@ -47,11 +63,32 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
   return { config: parsed.data, source: path, databaseSet };
 }
 
-/** The database file: --db, else the config's database.path, else $RUAWATCH_DB, else the default. */
-export function resolveDbPath(flag: string | undefined, loaded: LoadedConfig, env: NodeJS.ProcessEnv = process.env): string {
-  if (flag) return flag;
-  if (loaded.databaseSet) return loaded.config.database.path;
-  return env.RUAWATCH_DB || loaded.config.database.path;
+/**
+ * The database file: --db (relative to the working directory), else the one loadConfig settled on
+ * (the config's database.path, else $RUAWATCH_DB, else ./data/ruawatch.sqlite). Always absolute,
+ * so logs and `config check` name the very file.
+ */
+export function resolveDbPath(flag: string | undefined, loaded: LoadedConfig, _env?: NodeJS.ProcessEnv): string {
+  if (flag) return flag === ':memory:' ? flag : nodePath.resolve(flag);
+  return loaded.config.database.path;
+}
+
+/** Makes database.path, every `*_file` value and every entry of a `*_files` list absolute, relative to `base`. */
+function resolvePaths(node: unknown, base: string, key = ''): void {
+  if (Array.isArray(node)) {
+    for (const n of node) resolvePaths(n, base);
+    return;
+  }
+  if (!node || typeof node !== 'object') return;
+  const obj = node as Tree;
+  for (const [k, v] of Object.entries(obj)) {
+    const isPath = k.endsWith('_file') || (key === 'database' && k === 'path');
+    // ":memory:" is SQLite's in-memory database, not a file name.
+    if (isPath && typeof v === 'string' && v !== '' && v !== ':memory:') obj[k] = nodePath.resolve(base, v);
+    else if (k.endsWith('_files') && Array.isArray(v))
+      obj[k] = v.map((f) => (typeof f === 'string' && f !== '' ? nodePath.resolve(base, f) : f));
+    else if (typeof v === 'object') resolvePaths(v, base, key ? `${key}.${k}` : k);
+  }
 }
 
 export function limitsOf(config: Config): Limits {
@@ -129,7 +166,8 @@ function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith('RUAWATCH_') || raw === undefined) continue;
     const rest = name.slice('RUAWATCH_'.length).toLowerCase();
-    if (rest === 'config' || rest === 'db') continue;
+    // RUAWATCH_CONFIG names the file; RUAWATCH_DB and RUAWATCH_LISTEN are defaults, applied above.
+    if (rest === 'config' || rest === 'db' || rest === 'listen') continue;
     if (rest.startsWith('mailbox_')) {
       applyMailboxEnv(tree, rest.slice('mailbox_'.length), raw, name);
       continue;

@@ -10,6 +10,7 @@ import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. "127.0.0.1:8080"');
 const security = z.enum(['tls', 'starttls', 'none']);
+const positive = z.number().int().positive();
 
 const mailbox = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, ".", "_" and "-" only'),
@@ -23,6 +24,8 @@ const mailbox = z.strictObject({
   invalid_folder: z.string().min(1).default('Invalid'),
   ca_file: z.string().min(1).optional(),
   mark_seen_only: z.boolean().default(false),
+  // A connection, greeting or command with no answer for this long: the server is taken as hung.
+  timeout_seconds: positive.default(60),
 });
 
 const email = z.strictObject({
@@ -56,7 +59,6 @@ const discord = z
     message: 'set webhook_url, or bot_token together with channel_id',
   });
 
-const positive = z.number().int().positive();
 const cron = z
   .string()
   .min(1)
@@ -72,7 +74,7 @@ function validZone(zone: string): boolean {
 }
 const percent = z.number().min(0).max(100);
 
-// Thresholds of the drift rules (analyse/rules.ts); README "Findings" explains each.
+// Thresholds of the drift rules (analyse/rules.ts); docs/findings.md explains each.
 const analysis = z.strictObject({
   recent_days: positive.default(7),
   baseline_days: positive.default(28),
@@ -119,12 +121,14 @@ export const configSchema = z.strictObject({
       timezone: z.string().min(1).refine(validZone, 'an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
       retry_seconds: positive.default(30),
       idle: z.boolean().default(false),
+      // A pass over the mailboxes (a poll of `run`, or `fetch`) stops at this deadline; 0 = none.
+      poll_timeout_seconds: z.number().int().min(0).default(600),
       // When `ruawatch run` applies [retention] (store/prune.ts).
       prune: cron.default('30 3 * * *'),
     })
     .prefault({}),
   // How long per-record rows are kept; reports' metadata, their hashes and the daily rollups stay.
-  // 0 keeps them for ever. README "Retention" explains the defaults.
+  // 0 keeps them for ever. docs/configuration.md "Retention" explains the defaults.
   retention: z
     .strictObject({
       records_days: z.number().int().min(0).default(400),
@@ -143,6 +147,18 @@ export const configSchema = z.strictObject({
   limits: limits.prefault({}),
   // Worker threads that unpack, parse and store in parallel; 0 = chosen by core count (pool.ts autoWorkers).
   ingest: z.strictObject({ workers: z.number().int().min(0).max(64).default(0) }).prefault({}),
+  // Who is sending (src/enrich): network, country and known service of source IPs, from data on disk.
+  enrich: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      // Empty: the data bundled with ruawatch. Each file CSV, MaxMind DB or compiled, told apart by content.
+      asn_files: z.array(z.string().min(1)).default([]),
+      country_files: z.array(z.string().min(1)).default([]),
+      // Services of the user's own, added to or replacing the bundled map (TOML or JSON).
+      services_file: z.string().min(1).optional(),
+      known_services: z.boolean().default(true),
+    })
+    .prefault({}),
   // Unset: one-shot commands log warnings and errors only, `ruawatch run` logs info.
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional() }).prefault({}),
 });

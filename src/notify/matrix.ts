@@ -1,5 +1,5 @@
 import type { Channel, Message } from './types.js';
-import { DeliveryError } from './types.js';
+import { DeliveryError, httpScope, mayHaveArrived } from './types.js';
 
 export interface MatrixSettings {
   homeserver: string;
@@ -10,12 +10,18 @@ export interface MatrixSettings {
 /**
  * Matrix client-server API: PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}.
  * The homeserver deduplicates on the transaction id, so a send retried after a lost response
- * never posts twice. Sent as m.notice (bots' messages, which clients do not answer) with an
- * org.matrix.custom.html formatted body.
+ * does not post twice. The spec says nothing of how long a server remembers a transaction id;
+ * Synapse keeps them at least 30 minutes (rest/client/transactions.py), the window assumed here.
+ * Sent as m.notice (bots' messages, which clients do not answer) with an org.matrix.custom.html
+ * formatted body.
  */
 export class MatrixChannel implements Channel {
   readonly name = 'matrix' as const;
-  constructor(private readonly s: MatrixSettings) {}
+  readonly dedupWindowMs = 30 * 60_000;
+  constructor(
+    private readonly s: MatrixSettings,
+    private readonly timeoutMs = 15_000,
+  ) {}
 
   async send(message: Message, txnId: string): Promise<void> {
     const base = this.s.homeserver.replace(/\/+$/, '');
@@ -31,10 +37,15 @@ export class MatrixChannel implements Channel {
           format: 'org.matrix.custom.html',
           formatted_body: message.html,
         }),
-        signal: AbortSignal.timeout(15_000),
+        signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
-      throw new DeliveryError(`matrix: ${base} unreachable: ${causeOf(err)}`, true);
+      const timedOut = err instanceof Error && err.name === 'TimeoutError';
+      throw new DeliveryError(
+        timedOut ? `matrix: ${base} did not answer within ${this.timeoutMs / 1000} s` : `matrix: ${base} unreachable: ${causeOf(err)}`,
+        'retry',
+        { unanswered: mayHaveArrived(err) },
+      );
     }
     if (res.ok) {
       await res.body?.cancel();
@@ -42,13 +53,16 @@ export class MatrixChannel implements Channel {
     }
     const body = (await res.json().catch(() => ({}))) as { errcode?: string; error?: string; retry_after_ms?: number };
     const what = `matrix: ${res.status} ${body.errcode ?? ''} ${body.error ?? ''}`.replace(/\s+/g, ' ').trim();
+    const status = `HTTP ${res.status}`;
     if (res.status === 429) {
       // M_LIMIT_EXCEEDED: retry_after_ms in the body; newer servers also send Retry-After (seconds).
       const header = Number(res.headers.get('retry-after'));
       const ms = body.retry_after_ms ?? (Number.isFinite(header) && header > 0 ? header * 1000 : null);
-      throw new DeliveryError(what, true, ms);
+      throw new DeliveryError(what, 'retry', { retryAfterMs: ms, status });
     }
-    throw new DeliveryError(what, res.status >= 500);
+    // 401 M_UNKNOWN_TOKEN, 403 M_FORBIDDEN (not in the room), 404 (no such room) hold the channel;
+    // 400 M_BAD_JSON or 413 M_TOO_LARGE are about this event.
+    throw new DeliveryError(what, httpScope(res.status), { status });
   }
 
   async close(): Promise<void> {}

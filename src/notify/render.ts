@@ -64,6 +64,39 @@ export function renderTest(channel: string, now: number): Message {
   };
 }
 
+/**
+ * The short plain notice that stands for a message a channel refused for good. It carries nothing
+ * from the reports but the alert's kind and policy domain (and the domain only when it looks like
+ * one), so whatever made the receiver refuse the message is not in it.
+ */
+export function renderFallback(
+  alert: { kind: FindingKind; domain: string } | null,
+  event: NotificationEvent,
+  status: string | null,
+  now: number,
+): Message {
+  const kind = alert && alert.kind in KIND_TITLES ? alert.kind : null;
+  const domain = alert && /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/i.test(alert.domain) ? alert.domain.toLowerCase() : null;
+  const what =
+    event === 'digest'
+      ? 'The digest'
+      : `An alert${event === 'resolved' ? ' (resolved)' : event === 'reminder' ? ' (reminder)' : ''}${kind ? ` of kind ${kind}` : ''}${domain ? ` for ${domain}` : ''}`;
+  const title = event === 'digest' ? 'ruawatch: a digest could not be delivered' : 'ruawatch: an alert could not be delivered';
+  const text =
+    `${what} could not be delivered in full: this channel refused it${status ? ` (${status})` : ''}. ` +
+    'It is kept as parked; the dashboard and "ruawatch notify status" show it.';
+  const fields = [...(kind ? [{ name: 'Kind', value: kind }] : []), ...(domain ? [{ name: 'Domain', value: domain }] : [])];
+  return {
+    event,
+    tone: 'warning',
+    title,
+    text,
+    html: `<p><strong>${escapeHtml(title)}</strong></p><p>${escapeHtml(text)}</p>`,
+    fields,
+    at: now,
+  };
+}
+
 function durationText(seconds: number): string {
   const h = Math.round(seconds / 3600);
   return h < 48 ? `${h} h` : `${Math.round(h / 24)} days`;

@@ -21,24 +21,69 @@ export interface Message {
 
 export interface Channel {
   readonly name: ChannelName;
+  /**
+   * How long the receiver recognises a send repeated with the same `txnId` as the message it
+   * already posted, in ms; 0 when it does not (delivery rules in deliver.ts).
+   */
+  readonly dedupWindowMs: number;
   /** Sends one message; `txnId` is unique per queued message and the same on every retry. */
   send(message: Message, txnId: string): Promise<void>;
   close(): Promise<void>;
 }
 
 /**
- * A failed send. `retryable` errors (network, 5xx, 429, SMTP 4xx) are tried again after
- * `retryAfterMs` or the backoff; the others (bad token, unknown room) wait for the next run.
+ * Who a failed send is the fault of, which decides what happens next (deliver.ts):
+ * - `retry`: nothing says it will fail again (network, timeout, 5xx, 429, SMTP 4xx): tried again
+ *   with backoff, then left queued for the next run;
+ * - `message`: this message was refused for good (SMTP 5xx to its content, HTTP 4xx about its
+ *   body): it is parked and the channel moves on;
+ * - `channel`: the refusal would hit every message (bad credentials, no permission, unknown room,
+ *   channel or webhook, recipients refused): the channel is held, its messages stay queued in order.
+ */
+export type FailureScope = 'retry' | 'message' | 'channel';
+
+/**
+ * A failed send. `unanswered` says the request may have reached the receiver and been accepted
+ * (a timeout or a connection lost after the message went out): sending it again may post it twice.
+ * `status` is the bare protocol status ("SMTP 554", "HTTP 400") without the receiver's text.
  */
 export class DeliveryError extends Error {
+  readonly scope: FailureScope;
+  readonly retryAfterMs: number | null;
+  readonly unanswered: boolean;
+  readonly status: string | null;
   constructor(
     message: string,
-    readonly retryable: boolean,
-    readonly retryAfterMs: number | null = null,
+    scope: FailureScope,
+    opts: { retryAfterMs?: number | null; unanswered?: boolean; status?: string | null } = {},
   ) {
     super(message);
     this.name = 'DeliveryError';
+    this.scope = scope;
+    this.retryAfterMs = opts.retryAfterMs ?? null;
+    this.unanswered = opts.unanswered ?? false;
+    this.status = opts.status ?? null;
   }
+
+  get retryable(): boolean {
+    return this.scope === 'retry';
+  }
+}
+
+/** Any error as a DeliveryError: one thrown by something else counts as a network failure. */
+export function asDeliveryError(err: unknown): DeliveryError {
+  return err instanceof DeliveryError ? err : new DeliveryError(err instanceof Error ? err.message : String(err), 'retry');
+}
+
+/**
+ * Who is at fault for an HTTP error status: 408, 429 and 5xx are worth another try; 401, 403, 404
+ * and 410 say the token, the permission or the room/channel/webhook is wrong, for every message
+ * alike; any other 4xx is about this request's body, so about this message.
+ */
+export function httpScope(status: number): FailureScope {
+  if (status === 408 || status === 429 || status >= 500) return 'retry';
+  if (status === 401 || status === 403 || status === 404 || status === 410) return 'channel';
+  return status >= 400 ? 'message' : 'retry';
 }
 
 export interface RetryPolicy {
@@ -47,6 +92,8 @@ export interface RetryPolicy {
   baseMs: number;
   /** Longest wait a rate limit may ask for within a run; longer ones wait for the next run. */
   maxWaitMs: number;
+  /** How long a send may wait for its answer; unset: each channel's own (15 s HTTP, 60 s SMTP). */
+  timeoutMs?: number;
 }
 
 export const defaultRetry: RetryPolicy = { attempts: 4, baseMs: 1000, maxWaitMs: 60_000 };
@@ -57,11 +104,11 @@ export async function withRetry(policy: RetryPolicy, send: () => Promise<void>, 
       await send();
       return attempt;
     } catch (err) {
-      const e = err instanceof DeliveryError ? err : new DeliveryError(err instanceof Error ? err.message : String(err), true);
+      const e = asDeliveryError(err);
       if (!e.retryable || attempt >= policy.attempts) throw e;
       const wait = e.retryAfterMs ?? policy.baseMs * 2 ** (attempt - 1);
       if (wait > policy.maxWaitMs)
-        throw new DeliveryError(`${e.message} (asked to wait ${Math.ceil(wait / 1000)} s; trying next run)`, true);
+        throw new DeliveryError(`${e.message} (asked to wait ${Math.ceil(wait / 1000)} s; trying next run)`, 'retry');
       await sleep(wait);
     }
   }
@@ -69,4 +116,34 @@ export async function withRetry(policy: RetryPolicy, send: () => Promise<void>, 
 
 export function defaultSleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Network error codes that mean the request never left: nothing can have been posted. */
+const NOT_SENT = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Whether a failed HTTP request may still have been received and acted on: anything but an error
+ * that says the connection was never made (a timeout, a reset, a closed socket all may come after
+ * the body went out).
+ */
+export function mayHaveArrived(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 4; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && NOT_SENT.has(code)) return false;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return true;
 }

@@ -6,8 +6,9 @@ import type { Logger } from '../log.js';
 import { DiscordChannel } from '../notify/discord.js';
 import { EmailChannel } from '../notify/email.js';
 import { MatrixChannel } from '../notify/matrix.js';
+import { deliverOne } from '../notify/deliver.js';
 import { renderDigest, type DigestData } from '../notify/render.js';
-import { defaultRetry, defaultSleep, withRetry, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
+import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
 import { AlertStore } from '../store/alerts.js';
 import { evaluateRules } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
@@ -38,9 +39,9 @@ export function settingsOf(config: Config): AnalysisSettings {
 /** The channels configured under [alerts], in a fixed order. */
 export function channelsOf(config: Config, retry: RetryPolicy = defaultRetry): Channel[] {
   const out: Channel[] = [];
-  if (config.alerts.email) out.push(new EmailChannel(config.alerts.email));
-  if (config.alerts.matrix) out.push(new MatrixChannel(config.alerts.matrix));
-  if (config.alerts.discord) out.push(new DiscordChannel(config.alerts.discord, retry.maxWaitMs));
+  if (config.alerts.email) out.push(new EmailChannel(config.alerts.email, retry.timeoutMs));
+  if (config.alerts.matrix) out.push(new MatrixChannel(config.alerts.matrix, retry.timeoutMs));
+  if (config.alerts.discord) out.push(new DiscordChannel(config.alerts.discord, retry.maxWaitMs, retry.timeoutMs));
   return out;
 }
 
@@ -108,8 +109,12 @@ export interface AlertRunOptions {
 
 export interface DeliveryReport {
   sent: number;
-  failed: { channel: ChannelName; event: string; error: string }[];
-  /** Still undelivered after this run, to be tried on the next. */
+  /**
+   * Messages not delivered this run: `kept` ones stay queued for the next run, `parked` ones were
+   * refused for good (or sent as often as is safe without an answer) and left aside.
+   */
+  failed: { channel: ChannelName; event: string; error: string; outcome: 'kept' | 'parked' }[];
+  /** Still undelivered after this run, to be tried on the next (parked messages not counted). */
   pending: number;
 }
 
@@ -160,8 +165,10 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
 
 /**
  * Sends every undelivered notification, channel by channel in parallel, each channel in the order
- * queued. A channel stops at its first message that still fails after the retries (so it does not
- * hammer a dead endpoint or reorder), and never holds up the others.
+ * queued, by the rules in notify/deliver.ts. A message refused for good is parked, a fallback
+ * notice is queued right after it, and the channel goes on. A channel stops for this run at a
+ * message that still fails after the retries, or at a failure that would meet every message (so
+ * it does not hammer a dead endpoint or reorder), and never holds up the others.
  */
 export async function deliverPending(
   store: AlertStore,
@@ -171,37 +178,67 @@ export async function deliverPending(
   const report: DeliveryReport = { sent: 0, failed: [], pending: 0 };
   const clock = () => Math.floor(Date.now() / 1000);
   await Promise.all(
-    channels.map(async (channel) => {
-      const queue = store.pending(channel.name);
-      for (let i = 0; i < queue.length; i++) {
-        const n = queue[i]!;
-        let attempts = 0;
-        try {
-          await withRetry(
-            opts.retry ?? defaultRetry,
-            () => {
-              attempts++;
-              return channel.send(n.message, n.txn_id);
-            },
-            opts.sleep ?? defaultSleep,
-          );
-          store.markDelivered(n.id, attempts, clock());
-          report.sent++;
-        } catch (err) {
-          const error = errorMessage(err);
-          store.markFailed(n.id, attempts, error, clock());
-          report.failed.push({ channel: channel.name, event: n.event, error });
+    channels.map((channel) =>
+      oneAtATime(channel, async () => {
+        const queue = store.pending(channel.name);
+        for (let i = 0; i < queue.length; i++) {
+          const n = queue[i]!;
+          const o = await deliverOne(channel, n, opts.retry ?? defaultRetry, {
+            now: () => Date.now(),
+            sleep: opts.sleep ?? defaultSleep,
+            onUnanswered: (at) => store.noteUnanswered(n.id, at),
+          });
+          const log = { channel: channel.name, event: n.event, notification: n.id, attempts: o.attempts };
+          if (o.result === 'delivered') {
+            store.markDelivered(n.id, o.attempts, clock());
+            store.channelDelivered(channel.name, clock());
+            report.sent++;
+            continue;
+          }
+          if (o.result === 'parked') {
+            store.park(n.id, o.attempts, o.reason, clock());
+            report.failed.push({ channel: channel.name, event: n.event, error: o.reason, outcome: 'parked' });
+            opts.log.error({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
+            // A notice stands for a refused message, sent next; a refused notice stands for itself.
+            if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock()));
+            // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
+            if (!o.refused && o.attempts > 0) {
+              store.channelFailed(channel.name, o.reason, false, clock());
+              report.pending += queue.length - i - 1;
+              return;
+            }
+            continue;
+          }
+          store.markFailed(n.id, o.attempts, o.error, clock());
+          store.channelFailed(channel.name, o.error, o.held, clock());
+          report.failed.push({ channel: channel.name, event: n.event, error: o.error, outcome: 'kept' });
           report.pending += queue.length - i;
           opts.log.error(
-            { channel: channel.name, event: n.event, attempts, err: error },
-            'notification not delivered; will retry next run',
+            { ...log, held: o.held, err: o.error },
+            o.held ? 'channel refuses every message; held until the next run' : 'notification not delivered; will retry next run',
           );
           return;
         }
-      }
-    }),
+      }),
+    ),
   );
   return report;
+}
+
+const busy = new WeakMap<Channel, Promise<void>>();
+
+/**
+ * Runs deliveries on one channel one after the other: in `ruawatch run` the digest's schedule and
+ * a poll's alerts can meet, and two passes reading the same queue would each send its messages.
+ */
+async function oneAtATime(channel: Channel, task: () => Promise<void>): Promise<void> {
+  const before = busy.get(channel) ?? Promise.resolve();
+  const mine = before.then(task, task);
+  busy.set(
+    channel,
+    mine.catch(() => {}),
+  );
+  return mine;
 }
 
 /** The digest's period as of `now`: the last whole UTC day, or the last seven (lastDays). */

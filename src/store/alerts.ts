@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Finding, FindingKind, Severity } from '../analyse/types.js';
-import { renderAlert, type AlertView } from '../notify/render.js';
-import type { ChannelName, Message, NotificationEvent } from '../notify/types.js';
+import { renderAlert, renderFallback, type AlertView } from '../notify/render.js';
+import { CHANNEL_NAMES, type ChannelName, type Message, type NotificationEvent } from '../notify/types.js';
 import type { Db } from './db.js';
 
 export interface AlertRow extends Omit<AlertView, 'source_name'> {
@@ -25,14 +25,50 @@ export interface PendingNotification {
   id: number;
   channel: ChannelName;
   event: NotificationEvent;
+  alert_id: number | null;
   message: Message;
   txn_id: string;
   attempts: number;
+  /** Sends that got no answer and may have been posted, and when the first of them was (epoch seconds). */
+  unanswered: number;
+  first_unanswered_at: number | null;
+  /** For a fallback notice: the parked message it stands for. */
+  fallback_for: number | null;
+}
+
+/** How a channel's deliveries go, for `ruawatch notify status`, the dashboard API and /metrics. */
+export interface ChannelStatus {
+  channel: ChannelName;
+  /** Queued and not delivered yet (parked ones not counted). */
+  pending: number;
+  parked: number;
+  last_delivered_at: number | null;
+  /** The first failed run of the current streak; null when the last run got through. */
+  failing_since: number | null;
+  /** The last failure would meet every message (credentials, permission, unknown room). */
+  held: boolean;
+  last_error: string | null;
+  last_error_at: number | null;
+}
+
+export interface ParkedNotification {
+  id: number;
+  channel: ChannelName;
+  event: NotificationEvent;
+  title: string;
+  alert_key: string | null;
+  queued_at: number;
+  parked_at: number;
+  reason: string;
+  attempts: number;
+  unanswered: number;
+  /** Set on a fallback notice that was itself parked. */
+  fallback_for: number | null;
 }
 
 const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
 
-/** The alerts, notifications and reverse_dns tables (migration 0003). */
+/** The alerts, notifications and reverse_dns tables (migration 0003), and delivery state (0006). */
 export class AlertStore {
   constructor(private readonly db: Db) {}
 
@@ -62,7 +98,9 @@ export class AlertStore {
         WHERE id = @id`,
     );
     const resolve = this.db.prepare(`UPDATE alerts SET resolved_at = @now WHERE id = @id`);
-    const pendingFor = this.db.prepare(`SELECT 1 FROM notifications WHERE alert_id = ? AND channel = ? AND delivered_at IS NULL`);
+    const pendingFor = this.db.prepare(
+      `SELECT 1 FROM notifications WHERE alert_id = ? AND channel = ? AND delivered_at IS NULL AND parked_at IS NULL`,
+    );
     const queue = (alertId: number, view: AlertView, event: 'opened' | 'reminder' | 'resolved') => {
       for (const channel of opts.channels) {
         // A channel that is down does not pile up reminders: one undelivered message is enough.
@@ -104,21 +142,39 @@ export class AlertStore {
     return out;
   }
 
-  enqueue(channel: ChannelName, event: NotificationEvent, message: Message, alertId: number | null, now: number): number {
+  enqueue(
+    channel: ChannelName,
+    event: NotificationEvent,
+    message: Message,
+    alertId: number | null,
+    now: number,
+    fallbackFor: number | null = null,
+  ): number {
     const info = this.db
-      .prepare(`INSERT INTO notifications (alert_id, event, channel, message, txn_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`)
-      .run(alertId, event, channel, JSON.stringify(message), `rw-${randomUUID()}`, now);
+      .prepare(
+        `INSERT INTO notifications (alert_id, event, channel, message, txn_id, created_at, fallback_for) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(alertId, event, channel, JSON.stringify(message), `rw-${randomUUID()}`, now, fallbackFor);
     return Number(info.lastInsertRowid);
   }
 
-  /** Undelivered notifications of a channel, oldest first: they are sent in the order queued. */
+  /**
+   * Undelivered notifications of a channel that are not parked, oldest first: they are sent in
+   * the order queued, a fallback notice right after the message it stands for.
+   */
   pending(channel: ChannelName): PendingNotification[] {
     const rows = this.db
       .prepare(
-        `SELECT id, channel, event, message, txn_id, attempts FROM notifications WHERE channel = ? AND delivered_at IS NULL ORDER BY id`,
+        `SELECT id, channel, event, alert_id, message, txn_id, attempts, unanswered, first_unanswered_at, fallback_for
+           FROM notifications WHERE channel = ? AND delivered_at IS NULL AND parked_at IS NULL
+          ORDER BY COALESCE(fallback_for, id), id`,
       )
       .all(channel) as (Omit<PendingNotification, 'message'> & { message: string })[];
-    return rows.map((r) => ({ ...r, message: JSON.parse(r.message) as Message }));
+    return rows.map((r) => this.pendingOf(r));
+  }
+
+  private pendingOf(r: Omit<PendingNotification, 'message'> & { message: string }): PendingNotification {
+    return { ...r, message: JSON.parse(r.message) as Message };
   }
 
   markDelivered(id: number, attempts: number, now: number): void {
@@ -131,6 +187,109 @@ export class AlertStore {
     this.db
       .prepare(`UPDATE notifications SET last_attempt = ?, attempts = attempts + ?, last_error = ? WHERE id = ?`)
       .run(now, attempts, error, id);
+  }
+
+  /** Recorded the moment a send goes unanswered, before anything else can fail. */
+  noteUnanswered(id: number, now: number): void {
+    this.db
+      .prepare(
+        `UPDATE notifications SET unanswered = unanswered + 1, first_unanswered_at = COALESCE(first_unanswered_at, ?), last_attempt = ? WHERE id = ?`,
+      )
+      .run(now, now, id);
+  }
+
+  /** Takes a message out of its channel's queue for good, with the reason. */
+  park(id: number, attempts: number, reason: string, now: number): void {
+    this.db
+      .prepare(
+        `UPDATE notifications SET parked_at = ?, parked_reason = ?, last_attempt = ?, attempts = attempts + ?, last_error = ? WHERE id = ?`,
+      )
+      .run(now, reason, now, attempts, reason, id);
+  }
+
+  /**
+   * Queues the short notice that stands for a parked message on its channel: the alert's kind and
+   * domain, nothing else from the reports (render.ts renderFallback).
+   */
+  enqueueFallback(parked: PendingNotification, status: string | null, now: number): PendingNotification {
+    const alert = parked.alert_id
+      ? (this.db.prepare(`SELECT kind, domain FROM alerts WHERE id = ?`).get(parked.alert_id) as
+          { kind: FindingKind; domain: string } | undefined)
+      : undefined;
+    const message = renderFallback(alert ?? null, parked.event, status, now);
+    const id = this.enqueue(parked.channel, parked.event, message, parked.alert_id, now, parked.id);
+    const row = this.db
+      .prepare(
+        `SELECT id, channel, event, alert_id, message, txn_id, attempts, unanswered, first_unanswered_at, fallback_for FROM notifications WHERE id = ?`,
+      )
+      .get(id) as Omit<PendingNotification, 'message'> & { message: string };
+    return this.pendingOf(row);
+  }
+
+  channelDelivered(channel: ChannelName, now: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO notification_channels (channel, last_delivered_at) VALUES (?, ?)
+         ON CONFLICT (channel) DO UPDATE SET last_delivered_at = excluded.last_delivered_at, failing_since = NULL, held = 0`,
+      )
+      .run(channel, now);
+  }
+
+  channelFailed(channel: ChannelName, error: string, held: boolean, now: number): void {
+    this.db
+      .prepare(
+        `INSERT INTO notification_channels (channel, failing_since, held, last_error, last_error_at) VALUES (@channel, @now, @held, @error, @now)
+         ON CONFLICT (channel) DO UPDATE SET failing_since = COALESCE(failing_since, excluded.failing_since), held = excluded.held,
+                last_error = excluded.last_error, last_error_at = excluded.last_error_at`,
+      )
+      .run({ channel, now, held: held ? 1 : 0, error });
+  }
+
+  /** Waiting and parked messages per channel: every channel that has any, and the ones named. */
+  channelStatus(configured: ChannelName[] = []): ChannelStatus[] {
+    const counts = this.db
+      .prepare(
+        `SELECT channel, SUM(parked_at IS NULL) AS pending, SUM(parked_at IS NOT NULL) AS parked
+           FROM notifications WHERE delivered_at IS NULL GROUP BY channel`,
+      )
+      .all() as { channel: ChannelName; pending: number; parked: number }[];
+    const states = this.db.prepare(`SELECT * FROM notification_channels`).all() as {
+      channel: ChannelName;
+      last_delivered_at: number | null;
+      failing_since: number | null;
+      held: number;
+      last_error: string | null;
+      last_error_at: number | null;
+    }[];
+    const names = new Set<ChannelName>([...configured, ...counts.map((c) => c.channel), ...states.map((s) => s.channel)]);
+    return CHANNEL_NAMES.filter((c) => names.has(c)).map((channel) => {
+      const c = counts.find((x) => x.channel === channel);
+      const st = states.find((x) => x.channel === channel);
+      return {
+        channel,
+        pending: c?.pending ?? 0,
+        parked: c?.parked ?? 0,
+        last_delivered_at: st?.last_delivered_at ?? null,
+        failing_since: st?.failing_since ?? null,
+        held: st?.held === 1,
+        last_error: st?.failing_since ? st.last_error : null,
+        last_error_at: st?.failing_since ? st.last_error_at : null,
+      };
+    });
+  }
+
+  /** Parked messages, the latest first. */
+  parked(limit: number): ParkedNotification[] {
+    const rows = this.db
+      .prepare(
+        `SELECT n.id, n.channel, n.event, n.message, a.key AS alert_key, n.created_at AS queued_at, n.parked_at, n.parked_reason AS reason,
+                n.attempts, n.unanswered, n.fallback_for
+           FROM notifications n LEFT JOIN alerts a ON a.id = n.alert_id
+          WHERE n.parked_at IS NOT NULL AND n.delivered_at IS NULL
+          ORDER BY n.parked_at DESC, n.id DESC LIMIT ?`,
+      )
+      .all(limit) as (Omit<ParkedNotification, 'title'> & { message: string })[];
+    return rows.map(({ message, ...r }) => ({ ...r, title: (JSON.parse(message) as Message).title }));
   }
 
   cachedName(ip: string, now: number, maxAge: { found: number; missing: number }): { hit: boolean; name: string | null } {

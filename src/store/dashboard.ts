@@ -1,5 +1,4 @@
 import { isoDay, lastDays, type Window } from '../analyse/rollups.js';
-import { AlertStore } from './alerts.js';
 import type { Db } from './db.js';
 import { reporterBits, reporterCountSql, tidy } from './summary.js';
 
@@ -114,7 +113,7 @@ export function topDomains(db: Db, w: Window, limit: number): { domains: string[
  * Sources of the given policy domains over `w`, with the pass rate of the window of the same length
  * before; the MAX_SOURCES with the most messages.
  */
-export function sourceRows(db: Db, w: Window, domains: string[]): SourceRow[] {
+export function sourceRows(db: Db, w: Window, domains: string[], limit = MAX_SOURCES): SourceRow[] {
   const prev = w.from - (w.to - w.from);
   const q = (bits: number) =>
     db.prepare(
@@ -127,7 +126,7 @@ export function sourceRows(db: Db, w: Window, domains: string[]): SourceRow[] {
             SUM(CASE WHEN day >= @from THEN spf_aligned_pass ELSE 0 END) AS spf_aligned_pass,
             ${reporterCountSql('CASE WHEN day >= @from THEN reporters ELSE 0 END', bits)} AS reporters
        FROM dmarc_daily WHERE domain = @domain AND day >= @prev AND day < @to
-      GROUP BY source_ip HAVING messages > 0 ORDER BY messages DESC, source_ip LIMIT ${MAX_SOURCES}`,
+      GROUP BY source_ip HAVING messages > 0 ORDER BY messages DESC, source_ip LIMIT ${limit}`,
     );
   const rows = domains.flatMap(
     (domain) =>
@@ -142,7 +141,7 @@ export function sourceRows(db: Db, w: Window, domains: string[]): SourceRow[] {
   );
   rows.sort((a, b) => b.messages - a.messages || a.domain.localeCompare(b.domain) || a.ip.localeCompare(b.ip));
   const name = db.prepare(`SELECT name FROM reverse_dns WHERE ip = ?`).pluck();
-  return rows.slice(0, MAX_SOURCES).map(({ pass, prev_messages, prev_pass, ...r }) => ({
+  return rows.slice(0, limit).map(({ pass, prev_messages, prev_pass, ...r }) => ({
     domain: r.domain,
     ip: r.ip,
     name: (name.get(r.ip) as string | null | undefined) ?? null,
@@ -234,11 +233,11 @@ function fromRollups(db: Db, period: Window, recent: Window, one: string | null)
     domains: passRateSeries(db, period, ranked.domains),
     all_domains: totals && totals.dmarc.length ? { domain: 'all domains', days: totals.dmarc } : null,
     tls: one === null ? [{ domain: 'all policy domains', days: totals!.tls }] : [tlsSeries(db, period, one)],
-    sources: sourceRows(db, recent, ranked.domains),
+    sources: sourceRows(db, recent, ranked.domains, MAX_SOURCES + 1),
   };
 }
 
-/** Everything the dashboard page shows, bounded whatever the database holds. */
+/** What the dashboard's charts and sources table show, bounded whatever the database holds (web/queries.ts adds the rest). */
 export function overview(db: Db, o: OverviewOptions) {
   const period = lastDays(o.now, o.days);
   const recent = lastDays(o.now, o.recentDays);
@@ -254,16 +253,16 @@ export function overview(db: Db, o: OverviewOptions) {
     entries.set(key, hit);
     if (entries.size > CACHED) entries.delete(entries.keys().next().value!);
   }
-  const store = new AlertStore(db);
   const span = (w: Window) => ({ from: isoDay(w.from), to: isoDay(w.to - 1), days: w.to - w.from });
+  const { sources, ...rest } = hit.value;
   return {
     generated_at: new Date(o.now * 1000).toISOString(),
     days: o.days,
     period: span(period),
     recent: span(recent),
-    ...hit.value,
-    alerts: { open: store.openAlerts(), recent: store.recentAlerts(50) },
-    reports: recentReports(db, 100, o.now, one),
+    ...rest,
+    sources: sources.slice(0, MAX_SOURCES),
+    more_sources: sources.length > MAX_SOURCES,
   };
 }
 

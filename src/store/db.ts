@@ -1,27 +1,126 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { RuawatchError, errorMessage } from '../errors.js';
 import { migrate } from './migrate.js';
 
 export type Db = Database.Database;
 
+export interface OpenOptions {
+  /** false: the caller knows the schema is current (ingest worker threads). */
+  migrate?: boolean;
+  /**
+   * The database must already exist: commands that only read or judge what is stored (report,
+   * alerts, digest) refuse a path that holds nothing rather than create an empty database there
+   * and report "no reports" from it.
+   */
+  mustExist?: boolean;
+}
+
 /**
  * Opens (creating if needed) the SQLite database in WAL mode and brings its schema up to date.
  * WAL lets `ruawatch report` read while a long ingest writes; busy_timeout rides out the short
- * moments when two writers meet.
+ * moments when two writers meet. Every error names the file.
  */
-export function openDb(file: string, opts: { migrate?: boolean } = {}): Db {
-  if (file !== ':memory:') fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const db = new Database(file);
-  // A new database gives the space of deleted rows back a step at a time (PRAGMA
-  // incremental_vacuum, store/prune.ts); it must be set before WAL writes the first page. No
-  // effect on an existing database.
-  db.pragma('auto_vacuum = INCREMENTAL');
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  // Ingest worker threads open a database their parent has already brought up to date.
-  if (opts.migrate !== false) migrate(db);
+export function openDb(file: string, opts: OpenOptions = {}): Db {
+  if (file !== ':memory:') prepareFolder(path.resolve(file), opts.mustExist ?? false);
+  const created = file !== ':memory:' && !fs.existsSync(file);
+  let db: Db;
+  try {
+    db = new Database(file, { fileMustExist: opts.mustExist ?? false });
+  } catch (err) {
+    throw dbError(file, err);
+  }
+  try {
+    // A new database gives the space of deleted rows back a step at a time (PRAGMA
+    // incremental_vacuum, store/prune.ts); it must be set before WAL writes the first page. No
+    // effect on an existing database.
+    db.pragma('auto_vacuum = INCREMENTAL');
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    // Ingest worker threads open a database their parent has already brought up to date.
+    if (opts.migrate !== false) migrate(db);
+  } catch (err) {
+    db.close();
+    // A database this call created and could not set up (a full disk) is not left behind empty.
+    if (created) for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${file}${suffix}`, { force: true });
+    throw dbError(file, err);
+  }
   return db;
+}
+
+function dbError(file: string, err: unknown): RuawatchError {
+  const sqlite = err && typeof err === 'object' && 'code' in err && typeof err.code === 'string' ? ` [${err.code}]` : '';
+  let hint = '';
+  if (/unable to open database file|readonly database|SQLITE_CANTOPEN|SQLITE_READONLY/i.test(`${errorMessage(err)}${sqlite}`)) {
+    hint = ` (SQLite writes ${path.basename(file)}-wal and -shm beside it: the folder must be writable${uidNote()})`;
+  }
+  return new RuawatchError('E_DB', `database ${file}: ${errorMessage(err)}${sqlite}${hint}`, { cause: err });
+}
+
+function uidNote(): string {
+  const uid = process.getuid?.();
+  return uid === undefined ? '' : ` by uid ${uid}`;
+}
+
+/**
+ * Checks the database's folder and creates what is missing of it, one level at a time from the
+ * nearest folder that exists. Node's recursive mkdir is not used: on a path it cannot create in
+ * (under /proc, say) it retries forever.
+ */
+function prepareFolder(file: string, mustExist: boolean): void {
+  const dir = path.dirname(file);
+  const missing: string[] = [];
+  let cur = dir;
+  for (;;) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(cur);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new RuawatchError('E_DB', `database ${file}: cannot use the folder ${cur}: ${errorMessage(err)}`);
+      }
+      missing.unshift(cur);
+      const parent = path.dirname(cur);
+      if (parent === cur) throw new RuawatchError('E_DB', `database ${file}: no folder to create it in`);
+      cur = parent;
+      continue;
+    }
+    if (!st.isDirectory()) throw new RuawatchError('E_DB', `database ${file}: ${cur} is not a folder`);
+    break;
+  }
+  if (mustExist && (missing.length > 0 || !fs.existsSync(file))) throw noDatabase(file);
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d, { mode: 0o750 });
+    } catch (err) {
+      throw new RuawatchError('E_DB', `database ${file}: cannot create the folder ${d}${uidNote()}: ${errorMessage(err)}`);
+    }
+  }
+  if (mustExist) return;
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw new RuawatchError(
+      'E_DB',
+      `database ${file}: the folder ${dir} is not writable${uidNote()} (SQLite keeps its -wal and -shm files beside the database): ${errorMessage(err)}`,
+    );
+  }
+  if (fs.existsSync(file)) {
+    try {
+      fs.accessSync(file, fs.constants.R_OK | fs.constants.W_OK);
+    } catch (err) {
+      throw new RuawatchError('E_DB', `database ${file}: not readable and writable${uidNote()}: ${errorMessage(err)}`);
+    }
+  }
+}
+
+function noDatabase(file: string): RuawatchError {
+  return new RuawatchError(
+    'E_CONFIG',
+    `no database at ${file}: nothing has been stored there yet. Point [database] path, --db or RUAWATCH_DB at the database ` +
+      `ingest, fetch and run write to (a relative path in a config file is relative to that file's folder).`,
+  );
 }

@@ -1,5 +1,6 @@
 import { DAY, lastDays } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
+import { AlertStore } from '../store/alerts.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
 import type { WorkerState } from '../worker/worker.js';
@@ -87,15 +88,24 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
     'Open alerts, by severity and kind.',
     open.map((a) => [{ severity: a.severity, kind: a.kind }, a.n]),
   );
-  const pending = db.prepare(`SELECT channel, COUNT(*) AS n FROM notifications WHERE delivered_at IS NULL GROUP BY 1 ORDER BY 1`).all() as {
-    channel: string;
-    n: number;
-  }[];
+  const channels = new AlertStore(db).channelStatus();
   m.metric(
     'ruawatch_notifications_pending',
     'gauge',
     'Notifications not delivered yet, by channel.',
-    pending.map((p) => [{ channel: p.channel }, p.n]),
+    channels.map((c) => [{ channel: c.channel }, c.pending]),
+  );
+  m.metric(
+    'ruawatch_notifications_parked',
+    'gauge',
+    'Notifications refused for good (or unanswered as often as is safe) and left aside, by channel.',
+    channels.map((c) => [{ channel: c.channel }, c.parked]),
+  );
+  m.metric(
+    'ruawatch_notification_channel_held',
+    'gauge',
+    'Channels whose last failure refuses every message (credentials, permission, unknown room): 1, else 0.',
+    channels.map((c) => [{ channel: c.channel }, c.failing_since !== null && c.held ? 1 : 0]),
   );
   return m.text();
 }

@@ -12,21 +12,40 @@ import { SMTPServer } from 'smtp-server';
  * is empty.
  */
 
-type Script = ('429' | '500' | '403')[];
+type Script = ('429' | '500' | '403' | '401' | '400')[];
 
 export interface SmtpSink {
   port: number;
+  /** Messages the server took (queued for delivery), in order, repeats included. */
   messages: ParsedMail[];
   /** Reply 451 (temporary) to the next N messages. */
   failNext: number;
+  /** A content filter: a reply (5xx) for the messages it refuses, null for the others. */
+  refuse: ((m: ParsedMail) => { code: number; text: string } | null) | null;
+  /** Messages refused by `refuse`. */
+  refused: ParsedMail[];
+  /** Take the next N messages, then wait `slowMs` before saying so (a reply lost to the client's timeout). */
+  slowNext: number;
+  slowMs: number;
   close(): Promise<void>;
 }
 
 export async function startSmtp(): Promise<SmtpSink> {
-  const sink: SmtpSink = { port: 0, messages: [], failNext: 0, close: async () => {} };
+  const sink: SmtpSink = {
+    port: 0,
+    messages: [],
+    failNext: 0,
+    refuse: null,
+    refused: [],
+    slowNext: 0,
+    slowMs: 0,
+    close: async () => {},
+  };
+  const reply = (code: number, text: string) => Object.assign(new Error(text), { responseCode: code });
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS'],
+    disableReverseLookup: true,
     logger: false,
     onData(stream, _session, callback) {
       const chunks: Buffer[] = [];
@@ -34,18 +53,27 @@ export async function startSmtp(): Promise<SmtpSink> {
       stream.on('end', () => {
         if (sink.failNext > 0) {
           sink.failNext--;
-          const err = new Error('try again later') as Error & { responseCode: number };
-          err.responseCode = 451;
-          callback(err);
+          callback(reply(451, 'try again later'));
           return;
         }
         simpleParser(Buffer.concat(chunks)).then((m) => {
+          const no = sink.refuse?.(m);
+          if (no) {
+            sink.refused.push(m);
+            callback(reply(no.code, no.text));
+            return;
+          }
           sink.messages.push(m);
-          callback();
+          if (sink.slowNext > 0) {
+            sink.slowNext--;
+            setTimeout(() => callback(), sink.slowMs);
+          } else callback();
         }, callback);
       });
     },
   });
+  // A client that gave up waiting has closed its side; answering it then is not an error here.
+  server.on('error', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   sink.port = (server.server.address() as AddressInfo).port;
   sink.close = () => new Promise((resolve) => server.close(() => resolve()));
@@ -97,11 +125,25 @@ export interface MatrixEvent {
 export interface MatrixStub extends HttpStub {
   /** Events as the room holds them: one per transaction id, however often it was sent. */
   events: MatrixEvent[];
+  /** Post the next N events, then wait `slowMs` before answering. */
+  slowNext: number;
+  slowMs: number;
 }
 
 export async function startMatrix(opts: { token: string; roomId: string }): Promise<MatrixStub> {
   const byTxn = new Map<string, string>();
-  const stub: MatrixStub = { port: 0, url: '', requests: 0, violations: [], script: [], down: false, events: [], close: async () => {} };
+  const stub: MatrixStub = {
+    port: 0,
+    url: '',
+    requests: 0,
+    violations: [],
+    script: [],
+    down: false,
+    events: [],
+    slowNext: 0,
+    slowMs: 0,
+    close: async () => {},
+  };
   const { port, close } = await listen((req, body, res) => {
     stub.requests++;
     const bad = (why: string) => {
@@ -129,6 +171,8 @@ export async function startMatrix(opts: { token: string; roomId: string }): Prom
     if (next === '429') return json(res, 429, { errcode: 'M_LIMIT_EXCEEDED', error: 'Too many requests', retry_after_ms: 50 });
     if (next === '500') return json(res, 500, { errcode: 'M_UNKNOWN', error: 'Internal server error' });
     if (next === '403') return json(res, 403, { errcode: 'M_FORBIDDEN', error: 'User not in room' });
+    if (next === '401') return json(res, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token' });
+    if (next === '400') return json(res, 400, { errcode: 'M_BAD_JSON', error: 'Content not acceptable' });
     const txnId = decodeURIComponent(m[2]!);
     let eventId = byTxn.get(txnId);
     if (!eventId) {
@@ -136,6 +180,12 @@ export async function startMatrix(opts: { token: string; roomId: string }): Prom
       eventId = `$event${byTxn.size + 1}`;
       byTxn.set(txnId, eventId);
       stub.events.push({ txnId, content });
+    }
+    if (stub.slowNext > 0) {
+      stub.slowNext--;
+      const id = eventId;
+      setTimeout(() => json(res, 200, { event_id: id }), stub.slowMs);
+      return;
     }
     json(res, 200, { event_id: eventId });
   });
@@ -149,11 +199,30 @@ export interface DiscordEmbed {
   color?: number;
   timestamp?: string;
   fields?: { name: string; value: string; inline?: boolean }[];
+  footer?: { text: string };
+  author?: { name: string };
 }
 
 export interface DiscordStub extends HttpStub {
+  /** Messages the channel holds, in order: one per send, except a bot's repeat with enforce_nonce. */
   messages: { via: 'webhook' | 'bot'; embeds: DiscordEmbed[]; nonce?: string }[];
   webhookUrl: string;
+  /** Post the next N messages, then wait `slowMs` before answering. */
+  slowNext: number;
+  slowMs: number;
+  /** How long a bot's nonce is remembered ("the past few minutes"). */
+  nonceMemoryMs: number;
+}
+
+/** Characters an embed counts against the 6,000 of a message (Embed Limits). */
+export function embedChars(e: DiscordEmbed): number {
+  return (
+    (e.title?.length ?? 0) +
+    (e.description?.length ?? 0) +
+    (e.footer?.text.length ?? 0) +
+    (e.author?.name.length ?? 0) +
+    (e.fields ?? []).reduce((n, f) => n + f.name.length + f.value.length, 0)
+  );
 }
 
 export async function startDiscord(opts: {
@@ -171,9 +240,12 @@ export async function startDiscord(opts: {
     down: false,
     messages: [],
     webhookUrl: '',
+    slowNext: 0,
+    slowMs: 0,
+    nonceMemoryMs: 120_000,
     close: async () => {},
   };
-  const nonces = new Set<string>();
+  const nonces = new Map<string, { at: number; id: string }>();
   const { port, close } = await listen((req, body, res) => {
     stub.requests++;
     const bad = (why: string) => {
@@ -195,7 +267,7 @@ export async function startDiscord(opts: {
     }
     if (!String(req.headers['content-type']).startsWith('application/json')) return bad('content-type is not application/json');
     if (!String(req.headers['user-agent']).startsWith('DiscordBot')) return bad('User-Agent must start with DiscordBot');
-    let msg: { embeds?: DiscordEmbed[]; content?: string; nonce?: string; allowed_mentions?: unknown };
+    let msg: { embeds?: DiscordEmbed[]; content?: string; nonce?: unknown; enforce_nonce?: unknown; allowed_mentions?: unknown };
     try {
       msg = JSON.parse(body) as typeof msg;
     } catch {
@@ -211,7 +283,15 @@ export async function startDiscord(opts: {
         return bad('color must be an integer 0..0xffffff');
       for (const f of e.fields ?? [])
         if (!f.name || !f.value || f.name.length > 256 || f.value.length > 1024) return bad('field name/value empty or too long');
+      if ((e.footer?.text.length ?? 0) > 2048 || (e.author?.name.length ?? 0) > 256) return bad('embed footer or author too long');
     }
+    if (embeds.reduce((n, e) => n + embedChars(e), 0) > 6000) return bad('embeds over 6000 characters in total');
+    if (msg.nonce !== undefined) {
+      if (hook) return bad('Execute Webhook takes no nonce');
+      const ok = (typeof msg.nonce === 'string' && msg.nonce.length <= 25) || Number.isSafeInteger(msg.nonce);
+      if (!ok) return bad('nonce must be an integer or a string of up to 25 characters');
+    }
+    if (msg.enforce_nonce !== undefined && typeof msg.enforce_nonce !== 'boolean') return bad('enforce_nonce must be a boolean');
     const next = stub.down ? '500' : stub.script.shift();
     if (next === '429') {
       return json(
@@ -223,10 +303,25 @@ export async function startDiscord(opts: {
     }
     if (next === '500') return json(res, 500, { message: 'Internal Server Error', code: 0 });
     if (next === '403') return json(res, 403, { code: 50013, message: 'Missing Permissions' });
-    if (msg.nonce && nonces.has(msg.nonce)) return json(res, 200, { id: '1', channel_id: opts.channelId });
-    if (msg.nonce) nonces.add(msg.nonce);
-    stub.messages.push({ via: hook ? 'webhook' : 'bot', embeds, ...(msg.nonce ? { nonce: msg.nonce } : {}) });
-    json(res, 200, { id: String(stub.messages.length), channel_id: opts.channelId, embeds });
+    if (next === '401') return json(res, 401, { code: 0, message: '401: Unauthorized' });
+    if (next === '400') return json(res, 400, { code: 50035, message: 'Invalid Form Body' });
+    // Create Message: with enforce_nonce, a nonce the author used in the past few minutes returns
+    // that message and creates none.
+    const nonce = msg.nonce === undefined ? undefined : String(msg.nonce);
+    const seen = nonce === undefined ? undefined : nonces.get(nonce);
+    let id: string;
+    if (seen && msg.enforce_nonce === true && Date.now() - seen.at < stub.nonceMemoryMs) {
+      id = seen.id;
+    } else {
+      stub.messages.push({ via: hook ? 'webhook' : 'bot', embeds, ...(nonce ? { nonce } : {}) });
+      id = String(stub.messages.length);
+      if (nonce) nonces.set(nonce, { at: Date.now(), id });
+    }
+    const answer = () => json(res, 200, { id, channel_id: opts.channelId, embeds });
+    if (stub.slowNext > 0) {
+      stub.slowNext--;
+      setTimeout(answer, stub.slowMs);
+    } else answer();
   });
   Object.assign(stub, {
     port,

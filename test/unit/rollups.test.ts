@@ -29,10 +29,11 @@ function reportXml(
   const domain = pick(DOMAINS);
   const reporter = pick(REPORTERS);
   const day = D0 + Math.floor(rand() * 20);
-  // Daily reports, noon-to-noon ones, three-day ones, and now and then an inverted range.
+  // Daily reports, noon-to-noon ones, three-day ones, and now and then an empty range (inverted
+  // ones are refused at parse time; a test below stores them directly).
   const shape = rand();
   const begin = shape < 0.5 ? day * DAY : shape < 0.75 ? day * DAY + DAY / 2 : shape < 0.95 ? day * DAY + 3600 : day * DAY + 500;
-  const end = shape < 0.5 ? begin + DAY - 1 : shape < 0.75 ? begin + DAY : shape < 0.95 ? begin + 3 * DAY - 7200 : day * DAY + 100;
+  const end = shape < 0.5 ? begin + DAY - 1 : shape < 0.75 ? begin + DAY : shape < 0.95 ? begin + 3 * DAY - 7200 : begin;
   const records: string[] = [];
   const total = opts.records ?? 1 + Math.floor(rand() * 12);
   for (let i = 0; i < total; i++) {

@@ -24,6 +24,9 @@ interface Overview {
   data: { dmarc: { first: string; last: string } | null; tls: { first: string; last: string } | null };
   domain: string | null;
   domain_count: number;
+  /** Lists are cut to these lengths; `truncated` says which were. */
+  limits: { sources: number; reports: number };
+  truncated: { sources: boolean; reports: boolean };
   domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] }[];
   all_domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] } | null;
   tls: { domain: string; days: { day: string; successful: number; failed: number }[] }[];
@@ -250,6 +253,8 @@ function renderSources(o: Overview): void {
     );
   document.getElementById('sources-title')!.textContent =
     `Sources, ${o.recent.from} to ${o.recent.to} (the ${o.recent.days} days the alerts judge), trend against the ${o.recent.days} days before`;
+  const note = `The ${o.limits.sources} sources with the most messages.`;
+  if (o.truncated.sources) document.getElementById('sources')!.prepend(el('p', note, 'empty'));
 }
 
 function renderAlerts(o: Overview): void {

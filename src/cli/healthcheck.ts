@@ -1,0 +1,38 @@
+import { errorMessage } from '../errors.js';
+import { EXIT_FAILED, EXIT_OK, openConfig, parseFlags, type Io } from './common.js';
+
+export const healthcheckUsage = `usage: ruawatch healthcheck [--config FILE] [--timeout SECONDS]
+  Asks /healthz of the \`ruawatch run\` serving [web] listen (the config and the environment, as
+  run reads them; 0.0.0.0 and :: are asked on loopback). Exit 0 when it answers 200, 1 otherwise:
+  the container image's HEALTHCHECK.`;
+
+/** The address to ask for a `[web] listen` value: a wildcard is reached on loopback. */
+export function healthzUrl(listen: string): string {
+  const m = /^\[?(.*?)\]?:(\d+)$/.exec(listen);
+  if (!m) throw new Error(`[web] listen = "${listen}" is not host:port`);
+  const [, host, port] = m as unknown as [string, string, string];
+  if (Number(port) === 0) throw new Error(`[web] listen = "${listen}" asks for a random port: there is no fixed address to check`);
+  let target = host;
+  if (host === '' || host === '0.0.0.0') target = '127.0.0.1';
+  else if (host === '::' || host === '::0') target = '::1';
+  return `http://${target.includes(':') ? `[${target}]` : target}:${port}/healthz`;
+}
+
+export async function healthcheckCommand(args: string[], io: Io): Promise<number> {
+  const { values } = parseFlags(args, { config: { type: 'string' }, timeout: { type: 'string', default: '4' } }, false);
+  // Docker reads exit 1 as unhealthy and reserves 2: every failure here, a config that cannot be
+  // read included, is 1.
+  try {
+    const seconds = Number(values.timeout);
+    if (!(seconds > 0)) throw new Error(`--timeout wants a number of seconds, not "${values.timeout}"`);
+    const url = healthzUrl(openConfig(values.config, io).config.web.listen);
+    const res = await fetch(url, { signal: AbortSignal.timeout(seconds * 1000), redirect: 'error' });
+    const body = (await res.text()).trim().slice(0, 500);
+    io.stdout.write(`${url}: ${res.status} ${body}\n`);
+    return res.status === 200 ? EXIT_OK : EXIT_FAILED;
+  } catch (err) {
+    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
+    io.stdout.write(`unhealthy: ${errorMessage(err)}${cause}\n`);
+    return EXIT_FAILED;
+  }
+}
