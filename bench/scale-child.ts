@@ -61,7 +61,8 @@ function generate(file: string): Record<string, number> {
       g.name, (${d0} + d.n) * 86400, (${d0} + d.n + 1) * 86400 - 1, 0, 0, hex(randomblob(32)), 1000, 'bench', 0
     FROM gen g JOIN nums d ON d.n < ${SCALE_DAYS} JOIN nums k ON k.n < g.reporters ORDER BY 1;
     INSERT INTO dmarc_policies (report_id, domain, adkim, aspf, p, sp, pct)
-      SELECT id, policy_domain, 'r', 'r', CASE WHEN id % 3 = 0 THEN 'quarantine' ELSE 'reject' END, NULL, 100 FROM reports;`);
+      SELECT id, policy_domain, 'r', 'r', CASE WHEN (id - 1) / ${SCALE_DAYS * 8} % 3 = 0 THEN 'quarantine' ELSE 'reject' END, NULL, 100
+      FROM reports;`);
   // Records: each reporter lists 95% of a domain's sources a day, a quarter of them in two records
   // (passing and failing parts). A few sources are shared by every domain (an ESP), a tenth are
   // IPv6; sources 1 of every 500th domain fail in the last five days, and a new source spoofs every

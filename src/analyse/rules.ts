@@ -24,10 +24,12 @@ interface SourceStats {
   ip: string;
   base: Tally;
   recent: Tally;
-  /** Recent DKIM results of this source, per "d/s": weighted counts by result word. */
+  /**
+   * Recent DKIM results of this source, per "d/s": weighted counts by result word. Filled only
+   * for the sources a finding is about (withDkim): a domain can have hundreds of thousands.
+   */
   dkimRecent: Map<string, Map<string, number>>;
-  spfRecentPass: number;
-  headerFroms: Set<string>;
+  headerFroms: string[];
 }
 
 function named(ip: string, names: Map<string, string> | undefined): string {
@@ -77,28 +79,35 @@ function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats>
         ip: r.sourceIp,
         base: emptyTally(),
         recent: emptyTally(),
-        dkimRecent: new Map(),
-        spfRecentPass: 0,
-        headerFroms: new Set(),
+        dkimRecent: NO_DKIM,
+        headerFroms: [],
       };
       out.set(key, st);
     }
     if (inBase) mergeTally(st.base, r);
     if (inRecent) {
       mergeTally(st.recent, r);
-      if (r.headerFrom) st.headerFroms.add(r.headerFrom);
+      if (r.headerFrom && !st.headerFroms.includes(r.headerFrom)) st.headerFroms.push(r.headerFrom);
     }
   }
+  return out;
+}
+
+const NO_DKIM = new Map<string, Map<string, number>>();
+
+/** Fills the recent DKIM results of the given sources (by "domain\0ip" key). */
+function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceStats>): void {
+  if (sources.size === 0) return;
   for (const d of input.dkim) {
     if (!inWindow(d.day, w.recent)) continue;
-    const st = out.get(`${d.domain}\0${d.sourceIp}`);
+    const st = sources.get(`${d.domain}\0${d.sourceIp}`);
     if (!st) continue;
+    if (st.dkimRecent === NO_DKIM) st.dkimRecent = new Map();
     const sel = `${d.signingDomain}/${d.selector}`;
     const m = st.dkimRecent.get(sel) ?? new Map<string, number>();
     m.set(d.result, (m.get(d.result) ?? 0) + d.messages);
     st.dkimRecent.set(sel, m);
   }
-  return out;
 }
 
 function policyOf(input: AnalysisInput, domain: string, w: Windows): string | null {
@@ -124,6 +133,8 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const domainBase = new Map<string, number>();
   for (const st of stats.values()) domainBase.set(st.domain, (domainBase.get(st.domain) ?? 0) + st.base.messages);
   const days = s.recentDays;
+  // Findings are made once the DKIM results of their sources are known (withDkim).
+  const pending: { st: SourceStats; make: (cause: string) => Finding }[] = [];
 
   for (const [key, st] of stats) {
     const before = passRate(st.base);
@@ -138,23 +149,25 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       now <= before - s.dropPoints
     ) {
       flagged.add(key);
-      const cause = failureCause(st);
-      out.push({
-        key: `pass_rate_drop:${st.domain}:${st.ip}`,
-        kind: 'pass_rate_drop',
-        severity: now < 0.5 ? 'critical' : 'warning',
-        domain: st.domain,
-        source_ip: st.ip,
-        source_name: input.names?.get(st.ip) ?? null,
-        reporter: null,
-        summary: `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(st.recent))} messages in the last ${days} days${cause ? `; ${cause}` : ''}`,
-        details: {
-          baseline_pass_rate: round(before * 100),
-          recent_pass_rate: round(now * 100),
-          baseline_messages: Math.round(judged(st.base)),
-          recent_messages: Math.round(judged(st.recent)),
-          cause,
-        },
+      pending.push({
+        st,
+        make: (cause) => ({
+          key: `pass_rate_drop:${st.domain}:${st.ip}`,
+          kind: 'pass_rate_drop',
+          severity: now < 0.5 ? 'critical' : 'warning',
+          domain: st.domain,
+          source_ip: st.ip,
+          source_name: input.names?.get(st.ip) ?? null,
+          reporter: null,
+          summary: `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(st.recent))} messages in the last ${days} days${cause ? `; ${cause}` : ''}`,
+          details: {
+            baseline_pass_rate: round(before * 100),
+            recent_pass_rate: round(now * 100),
+            baseline_messages: Math.round(judged(st.base)),
+            recent_messages: Math.round(judged(st.recent)),
+            cause,
+          },
+        }),
       });
       continue;
     }
@@ -166,29 +179,33 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         st.recent.reject + st.recent.quarantine > 0
           ? `; receivers rejected ${num(st.recent.reject)} and quarantined ${num(st.recent.quarantine)}`
           : '; receivers delivered them';
-      const cause = failureCause(st);
-      out.push({
-        key: `new_failing_source:${st.domain}:${st.ip}`,
-        kind: 'new_failing_source',
-        // Under p=none spoofed mail is delivered; under quarantine/reject it is stopped, but a real
-        // sender that was never set up is losing mail either way.
-        severity: p === 'none' || p === null ? 'critical' : 'warning',
-        domain: st.domain,
-        source_ip: st.ip,
-        source_name: input.names?.get(st.ip) ?? null,
-        reporter: null,
-        summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].sort().slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
-        details: {
-          recent_pass_rate: round(now * 100),
-          recent_messages: Math.round(judged(st.recent)),
-          policy: p,
-          cause,
-          rejected: Math.round(st.recent.reject),
-          quarantined: Math.round(st.recent.quarantine),
-        },
+      pending.push({
+        st,
+        make: (cause) => ({
+          key: `new_failing_source:${st.domain}:${st.ip}`,
+          kind: 'new_failing_source',
+          // Under p=none spoofed mail is delivered; under quarantine/reject it is stopped, but a real
+          // sender that was never set up is losing mail either way.
+          severity: p === 'none' || p === null ? 'critical' : 'warning',
+          domain: st.domain,
+          source_ip: st.ip,
+          source_name: input.names?.get(st.ip) ?? null,
+          reporter: null,
+          summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].sort().slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
+          details: {
+            recent_pass_rate: round(now * 100),
+            recent_messages: Math.round(judged(st.recent)),
+            policy: p,
+            cause,
+            rejected: Math.round(st.recent.reject),
+            quarantined: Math.round(st.recent.quarantine),
+          },
+        }),
       });
     }
   }
+  withDkim(input, w, new Map(pending.map((p) => [`${p.st.domain}\0${p.st.ip}`, p.st])));
+  for (const p of pending) out.push(p.make(failureCause(p.st)));
   collapseNewSources(out, s, days, input.names);
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a

@@ -29,7 +29,7 @@ export async function pruneCommand(args: string[], io: Io): Promise<number> {
   }
 }
 
-const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
+const mib = (bytes: number) => (bytes < 1048576 ? `${Math.round(bytes / 1024)} KiB` : `${(bytes / 1048576).toFixed(1)} MiB`);
 
 export function formatPrune(r: PruneResult): string {
   const lines: string[] = [];

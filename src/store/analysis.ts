@@ -93,7 +93,7 @@ function statements(db: Db) {
   };
 }
 
-const ROWS_PER_GROUP = 20_000;
+const ROWS_PER_GROUP = 5_000;
 
 /**
  * Every finding as of `now`, evaluated a group of policy domains at a time (or only the domains

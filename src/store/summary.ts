@@ -110,7 +110,9 @@ export function reportTotals(db: Db, f: ReportFilter, opts: { sources?: number }
       pass_rate: rate(d.dmarc_pass, d.messages),
       reports: d.reports,
       sources: (
-        sources(reporterBits(db, d.domain)).all(clean({ from: params.from, to: params.to, one: d.domain })) as Omit<
+        (opts.sources === 0
+          ? []
+          : sources(reporterBits(db, d.domain)).all(clean({ from: params.from, to: params.to, one: d.domain }))) as Omit<
           SourceTotals,
           'pass_rate'
         >[]
@@ -120,11 +122,11 @@ export function reportTotals(db: Db, f: ReportFilter, opts: { sources?: number }
         dmarc_pass: tidy(s.dmarc_pass),
         dkim_aligned_pass: tidy(s.dkim_aligned_pass),
         spf_aligned_pass: tidy(s.spf_aligned_pass),
-        pass_rate: rate(s.dmarc_pass, s.messages),
         quarantined: tidy(s.quarantined),
         rejected: tidy(s.rejected),
         reports: s.reports,
         reporters: s.reporters,
+        pass_rate: rate(s.dmarc_pass, s.messages),
       })),
     });
   }
