@@ -1,6 +1,14 @@
 import { pino, type Logger } from 'pino';
+import { SECRET_KEYS } from './config/schema.js';
 
 export type { Logger };
+
+/**
+ * Keys whose values never reach a log line, at the top of a logged object or one level down: every
+ * secret of the configuration (config/schema.ts SECRET_KEYS), and the credentials imapflow and the
+ * OAuth2 code hold (a password, an access token, a signed assertion).
+ */
+const REDACTED_KEYS = [...SECRET_KEYS, 'pass', 'accessToken', 'assertion', 'client_assertion', 'refresh_token', 'id_token'];
 
 /**
  * The root logger: JSON lines on stderr (stdout belongs to command output). Secrets are redacted
@@ -12,17 +20,7 @@ export function createLogger(level: string): Logger {
       level,
       base: undefined,
       redact: {
-        paths: [
-          'password',
-          'access_token',
-          'webhook_url',
-          'bot_token',
-          '*.password',
-          '*.access_token',
-          '*.webhook_url',
-          '*.bot_token',
-          'auth.pass',
-        ],
+        paths: [...REDACTED_KEYS, ...REDACTED_KEYS.map((k) => `*.${k}`)],
         censor: '[redacted]',
       },
     },

@@ -73,7 +73,10 @@ export function resolveDbPath(flag: string | undefined, loaded: LoadedConfig, _e
   return loaded.config.database.path;
 }
 
-/** Makes database.path, every `*_file` value and every entry of a `*_files` list absolute, relative to `base`. */
+/**
+ * Makes database.path, a mailbox's token_path (a file read anew for every token, so not a secret read
+ * here), every `*_file` value and every entry of a `*_files` list absolute, relative to `base`.
+ */
 function resolvePaths(node: unknown, base: string, key = ''): void {
   if (Array.isArray(node)) {
     for (const n of node) resolvePaths(n, base);
@@ -82,7 +85,7 @@ function resolvePaths(node: unknown, base: string, key = ''): void {
   if (!node || typeof node !== 'object') return;
   const obj = node as Tree;
   for (const [k, v] of Object.entries(obj)) {
-    const isPath = k.endsWith('_file') || (key === 'database' && k === 'path');
+    const isPath = k.endsWith('_file') || k === 'token_path' || (key === 'database' && k === 'path');
     // ":memory:" is SQLite's in-memory database, not a file name.
     if (isPath && typeof v === 'string' && v !== '' && v !== ':memory:') obj[k] = nodePath.resolve(base, v);
     else if (k.endsWith('_files') && Array.isArray(v))
