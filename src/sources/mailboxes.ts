@@ -1,8 +1,10 @@
 import { tokenProviderFor } from '../auth/providers.js';
 import type { TokenProvider } from '../auth/tokens.js';
+import { limitsOf } from '../config/load.js';
 import type { Config, MailboxConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { Mailbox } from '../pipeline/mailbox.js';
+import { GraphMailbox } from './graph.js';
 import { ImapMailbox } from './imap.js';
 
 /**
@@ -22,5 +24,10 @@ export function tokensOf(box: MailboxConfig, log: Logger): TokenProvider | null 
  * only here: the pipeline knows the Mailbox interface (pipeline/mailbox.ts), not the kinds.
  */
 export function mailboxesOf(config: Config, log: Logger): Mailbox[] {
-  return config.mailbox.map((box) => new ImapMailbox(box, log, tokensOf(box, log)));
+  const limits = limitsOf(config);
+  return config.mailbox.map((box) =>
+    box.kind === 'graph'
+      ? new GraphMailbox(box, log, tokensOf(box, log)!, limits.maxMessageBytes)
+      : new ImapMailbox(box, log, tokensOf(box, log)),
+  );
 }
