@@ -135,12 +135,11 @@ active_value = true
 timeout_msecs = 10000
 `,
     );
-    // Why a token was refused goes to the log; a refusal is answered at once, not after 2 s, and
-    // loopback clients draw no penalty delay for earlier failures: a token renewed after a refusal
-    // is checked before its short test life runs out.
+    // Why a token was refused goes to the log, and a refusal is answered at once, not after 2 s
+    // (and the anvil's penalty delays for earlier failures are off, below): a token renewed after
+    // a refusal is checked before its short test life runs out.
     oauthSettings = `auth_verbose = yes
 auth_failure_delay = 0
-login_trusted_networks = 127.0.0.0/8
 `;
     oauthPassdb = `passdb {
   driver = oauth2
@@ -193,7 +192,7 @@ service imap-login {
 }
 service anvil {
   chroot =
-}
+${opts.oauth2 ? '  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n' : ''}}
 `,
   );
   let proc: ChildProcess | null = null;

@@ -358,6 +358,42 @@ describe('Microsoft Graph mailboxes against a loopback stand-in', () => {
     assert.deepEqual(graph.violations, []);
   });
 
+  it('config check --connect: a token, the folder and its count, missing destinations said, nothing created; a 403 at its stage', async () => {
+    const { user, config } = setup();
+    graph.deliver(user, reportMail('probe'));
+    const from = graph.requests.length;
+    const r = await cli(['config', 'check', '--config', config, '--connect']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const [m] = (
+      JSON.parse(r.stdout) as {
+        mailboxes: { ok: boolean; kind: string; token: { source: string }; folders: { role: string; messages: number | null }[] }[];
+      }
+    ).mailboxes;
+    assert.deepEqual([m!.ok, m!.kind], [true, 'graph']);
+    assert.match(m!.token.source, /^the Microsoft identity platform \(tenant contoso\.onmicrosoft\.com, client graph-app-\d+\)$/);
+    assert.deepEqual(
+      m!.folders.map((f) => [f.role, f.messages]),
+      [
+        ['folder', 1],
+        ['processed_folder', null],
+        ['invalid_folder', null],
+      ],
+    );
+    assert.deepEqual(
+      graph.requests.slice(from).filter((q) => q.method !== 'GET'),
+      [],
+      'nothing created, moved or marked',
+    );
+    const denied = setup({ app: false });
+    oauth.microsoft.push({ tenant: TENANT, clientId: denied.clientId, secret: 'graph-secret', mailboxes: [] });
+    const bad = await cli(['config', 'check', '--config', denied.config, '--connect']);
+    assert.equal(bad.code, 1);
+    const [d] = (JSON.parse(bad.stdout) as { mailboxes: { ok: boolean; error: { stage: string; code: string; message: string } }[] })
+      .mailboxes;
+    assert.deepEqual([d!.ok, d!.error.stage, d!.error.code], [false, 'open', 'E_GRAPH']);
+    assert.match(d!.error.message, /403 ErrorAccessDenied/);
+  });
+
   it('run: polls a graph mailbox (no IDLE: says so), reads new mail on the next poll', async () => {
     const { user, config, dbFile } = setup({ top: '[schedule]\npoll = "*/1 * * * * *"\nidle = true\n\n[web]\nlisten = "127.0.0.1:0"\n' });
     const running = start(['run', '--config', config]);

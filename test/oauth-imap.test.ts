@@ -84,6 +84,7 @@ describe('IMAP with OAuth2 tokens against a real Dovecot (oauth2 passdb)', { ski
     'denied@example.com',
     'command@example.com',
     'file@example.com',
+    'probe@example.com',
   ];
 
   before(async () => {
@@ -92,6 +93,7 @@ describe('IMAP with OAuth2 tokens against a real Dovecot (oauth2 passdb)', { ski
       { tenant: TENANT, clientId: 'app-secret', secret: 's3cr3t-value', mailboxes: ['ms-secret@example.com'] },
       { tenant: TENANT, clientId: 'app-command', secret: 'command-secret', mailboxes: ['command@example.com'] },
       { tenant: TENANT, clientId: 'app-file', secret: 'file-secret', mailboxes: ['file@example.com'] },
+      { tenant: TENANT, clientId: 'app-probe', secret: 'probe-secret', mailboxes: ['probe@example.com'] },
       { tenant: TENANT, clientId: 'app-cert', certificate: cert.certificate, mailboxes: ['ms-cert@example.com'] },
       { tenant: TENANT, clientId: 'app-renew', secret: 'renew-secret', mailboxes: ['renew@example.com'] },
       // Consented in Entra, but never given the mailbox in Exchange (no Add-MailboxPermission).
@@ -313,6 +315,46 @@ describe('IMAP with OAuth2 tokens against a real Dovecot (oauth2 passdb)', { ski
     assert.equal(check.code, 0, check.stderr);
     assert.match(check.stdout, /"private_key": "\[redacted\]"/);
     assert.ok(!check.stdout.includes(key));
+  });
+
+  it('config check --connect: whether a token could be had and the mailbox opened, for each mailbox', async () => {
+    const user = 'probe@example.com';
+    await dovecot.append(user, reportMail('probe-1'));
+    const { config } = writeConfig(user, microsoft('app-probe', 'client_secret = "probe-secret"\n'));
+    fs.appendFileSync(
+      config,
+      `\n[[mailbox]]\nname = "wrong-secret"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${user}"\n${microsoft('app-probe', 'client_secret = "wrong"\n')}` +
+        `\n[[mailbox]]\nname = "denied"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "denied@example.com"\n${microsoft('app-denied', 'client_secret = "denied-secret"\n')}`,
+    );
+    const r = await cli(['config', 'check', '--config', config, '--connect']);
+    assert.equal(r.code, 1, r.stderr);
+    const out = JSON.parse(r.stdout) as {
+      mailboxes: {
+        mailbox: string;
+        ok: boolean;
+        token?: { source: string; expires_in_seconds: number };
+        folders?: { role: string; messages: number | null }[];
+        error?: { stage: string; code: string; message: string };
+      }[];
+    };
+    const [good, wrong, denied] = out.mailboxes;
+    assert.equal(good!.ok, true);
+    assert.equal(good!.token!.source, 'the Microsoft identity platform (tenant contoso.onmicrosoft.com, client app-probe)');
+    assert.ok(good!.token!.expires_in_seconds > 3500);
+    assert.deepEqual(
+      good!.folders!.map((f) => [f.role, f.messages]),
+      [
+        ['folder', 1],
+        ['processed_folder', null],
+        ['invalid_folder', null],
+      ],
+    );
+    assert.deepEqual([wrong!.ok, wrong!.error!.stage, wrong!.error!.code], [false, 'token', 'E_AUTH']);
+    assert.match(wrong!.error!.message, /AADSTS7000215/);
+    assert.deepEqual([denied!.ok, denied!.error!.stage, denied!.error!.code], [false, 'open', 'E_IMAP']);
+    assert.ok(!r.stdout.includes('probe-secret'));
+    for (const t of oauth.issuedFor('app-probe')) assert.ok(!r.stdout.includes(t.token));
+    assert.equal(await dovecot.count(user, 'INBOX'), 1, 'nothing moved');
   });
 
   it('OAUTHBEARER (RFC 7628) where the server offers it, as Gmail does', async () => {

@@ -139,6 +139,44 @@ class ImapSession implements MailboxSession {
 }
 
 /**
+ * For `config check --connect`: logs in (with the password or a token) and asks STATUS of the
+ * folder and the destination folders; nothing is created, moved or flagged. A missing destination
+ * folder is reported (null messages), not an error: the first fetch creates it.
+ */
+export async function probeImap(
+  box: MailboxConfig,
+  log: Logger,
+  tokens: TokenProvider | null,
+  timeoutMs: number,
+): Promise<{ folders: { role: string; name: string; messages: number | null }[] }> {
+  checkSecurity(box);
+  const signal = AbortSignal.timeout(timeoutMs);
+  const client = await login(box, log, tokens, false, signal);
+  try {
+    const roles = box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
+    const folders: { role: string; name: string; messages: number | null }[] = [];
+    for (const role of roles) {
+      const name = box[role];
+      let messages: number | null = null;
+      try {
+        // imapflow answers a missing folder with a NotFound error (it checks with LIST).
+        const st = await client.status(role === 'folder' ? name : folderPath(name), { messages: true });
+        messages = st ? (st.messages ?? 0) : null;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'NotFound') throw describe(box, err, false);
+      }
+      if (messages === null && role === 'folder') {
+        throw new MailboxError('E_IMAP', `mailbox ${box.name} (${box.host}): there is no folder ${name}`, { retryable: false });
+      }
+      folders.push({ role, name, messages });
+    }
+    return { folders };
+  } finally {
+    await client.logout().catch(() => client.close());
+  }
+}
+
+/**
  * A sorted UID list as an IMAP sequence set with ranges ("1:40,42,45:60"), so a backfill of
  * thousands of messages stays within the server's command-line limit (RFC 3501 section 9).
  */
