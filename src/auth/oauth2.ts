@@ -77,9 +77,10 @@ export async function requestToken(req: TokenRequest): Promise<Issued> {
     // Microsoft's error_description runs on with "\r\nTrace ID: ..."; its first line is the message.
     const description = typeof body.error_description === 'string' ? body.error_description.split(/\r?\n/)[0]!.trim() : '';
     const hint = req.hint?.(body.error, description) ?? null;
+    const said = hint ? description.replace(/\.$/, '') : description;
     throw new RuawatchError(
       'E_AUTH',
-      `${where} refused the token request: ${body.error}${description ? `: ${description}` : ''}${hint ? `; ${hint}` : ''}`,
+      `${where} refused the token request: ${body.error}${said ? `: ${said}` : ''}${hint ? `; ${hint}` : ''}`,
       { retryable: answer.status >= 500 },
     );
   }
