@@ -167,7 +167,9 @@ describe('Microsoft Graph mailboxes against a loopback stand-in', () => {
     const total = 600;
     for (let i = 0; i < total; i++) graph.deliver(user, reportMail(`p${i}`));
     graph.maxInFlight = 0;
-    const r = await cli(['fetch', '--config', config, '--json']);
+    // Each answer takes 5 ms, so requests overlap when the client sends them together.
+    graph.delayMs = 5;
+    const r = await cli(['fetch', '--config', config, '--json']).finally(() => (graph.delayMs = 0));
     assert.equal(r.code, 0, r.stderr);
     assert.equal(summaryOf(r).reports.dmarc, total);
     assert.deepEqual(folders(), [0, total, 0]);
@@ -182,7 +184,7 @@ describe('Microsoft Graph mailboxes against a loopback stand-in', () => {
     assert.equal(listings[0]!.query.$orderby, 'receivedDateTime asc');
     assert.equal(mine.filter((q) => q.path.endsWith('/$value')).length, total);
     assert.equal(mine.filter((q) => q.path.endsWith('/move')).length, total);
-    assert.ok(graph.maxInFlight <= 4, `${graph.maxInFlight} requests at once`);
+    assert.ok(graph.maxInFlight >= 2 && graph.maxInFlight <= 4, `${graph.maxInFlight} requests at once`);
     assert.deepEqual(graph.violations, []);
   });
 

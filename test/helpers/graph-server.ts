@@ -96,9 +96,16 @@ export class GraphServer {
 
   async start(): Promise<this> {
     this.server = http.createServer((req, res) => {
+      // In flight from its arrival until its answer is sent, per mailbox.
+      const seg = /^\/v1\.0\/users\/([^/?]+)/.exec(req.url ?? '')?.[1];
+      const key = seg ? safeDecode(seg).toLowerCase() : '';
+      const inFlight = (this.inFlight.get(key) ?? 0) + 1;
+      this.inFlight.set(key, inFlight);
+      this.maxInFlight = Math.max(this.maxInFlight, inFlight);
+      res.on('close', () => this.inFlight.set(key, this.inFlight.get(key)! - 1));
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => void this.handle(req, Buffer.concat(chunks), res));
+      req.on('end', () => void this.handle(req, Buffer.concat(chunks), res, inFlight));
     });
     this.server.on('connection', (s: Socket) => {
       this.sockets.add(s);
@@ -210,7 +217,7 @@ export class GraphServer {
     this.cutDownloads += n;
   }
 
-  private async handle(req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): Promise<void> {
+  private async handle(req: http.IncomingMessage, body: Buffer, res: http.ServerResponse, inFlight: number): Promise<void> {
     const raw = req.url ?? '/';
     const [pathPart, queryPart = ''] = raw.split('?', 2) as [string, string?];
     const method = req.method ?? 'GET';
@@ -278,16 +285,9 @@ export class GraphServer {
       return;
     }
 
-    const inFlight = (this.inFlight.get(user) ?? 0) + 1;
-    this.inFlight.set(user, inFlight);
-    this.maxInFlight = Math.max(this.maxInFlight, inFlight);
-    try {
-      if (inFlight > 4) return error(429, 'ApplicationThrottled', 'Application is over its MailboxConcurrency limit.');
-      if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
-      this.route(method, m[1]!, rest, query, body, req, res, folders, send, error);
-    } finally {
-      this.inFlight.set(user, this.inFlight.get(user)! - 1);
-    }
+    if (inFlight > 4) return error(429, 'ApplicationThrottled', 'Application is over its MailboxConcurrency limit.');
+    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    this.route(method, m[1]!, rest, query, body, req, res, folders, send, error);
   }
 
   private route(
@@ -532,6 +532,14 @@ export class GraphServer {
       out['@odata.nextLink'] = `${this.url}/users/${userSegment}${rest}?${next}`;
     }
     send(200, out);
+  }
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
   }
 }
 
