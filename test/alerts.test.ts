@@ -214,7 +214,7 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
       r.deliveries.failed.map((f) => [f.channel, f.event]),
       [['matrix', 'resolved']],
     );
-    assert.match(r.deliveries.failed[0]!.error, /^matrix: 500 M_UNKNOWN Internal server error$/);
+    assert.match(r.deliveries.failed[0]!.error, /^500 M_UNKNOWN Internal server error$/);
     assert.equal(r.deliveries.pending, 4);
     assert.equal(smtp.messages.length - before.smtp, 4);
     assert.equal(discord.messages.length - before.discord, 4);
@@ -256,7 +256,7 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     assert.equal(matrix.requests - requests, 1);
     assert.deepEqual(
       r.deliveries.failed.map((f) => f.error),
-      ['matrix: 403 M_FORBIDDEN User not in room'],
+      ['403 M_FORBIDDEN User not in room'],
     );
     const next = await run(at(43, 120));
     assert.deepEqual(next.deliveries, { sent: 1, failed: [], pending: 0 });
@@ -305,6 +305,31 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     assert.equal(count(copy, 'SELECT COUNT(*) FROM alerts WHERE resolved_at IS NULL'), 0);
     assert.equal(count(copy, 'SELECT COUNT(*) FROM notifications'), count(db, 'SELECT COUNT(*) FROM notifications'));
     copy.close();
+  });
+});
+
+describe('a dry run', () => {
+  it('writes nothing to the database, the reverse DNS cache included, though it looks names up', async () => {
+    const store = freshStore();
+    await ingestDays(store, 0, 34);
+    store.db.close();
+    const config = configSchema.parse({});
+    const bytes = () => fs.readFileSync(store.file);
+    const before = bytes();
+    const db = openDb(store.file);
+    const changes = () => count(db, 'SELECT total_changes()');
+    const start = changes();
+    lookups.length = 0;
+    const run = await runAlerts(db, config, { now: (D0 + 35) * DAY, dryRun: true, channels: [], lookup, log: createLogger('silent') });
+    // The names were looked up and are in the findings...
+    assert.ok(lookups.includes('198.51.100.20'));
+    assert.ok(run.findings.some((f) => f.source_name === 'out.esp.example'));
+    // ...and nothing was written: no change on this connection, and the same bytes once closed.
+    assert.equal(changes(), start);
+    assert.equal(count(db, 'SELECT COUNT(*) FROM reverse_dns'), 0);
+    db.close();
+    assert.ok(bytes().equals(before), 'the database file changed');
+    assert.ok(!fs.existsSync(`${store.file}-wal`) || fs.statSync(`${store.file}-wal`).size === 0);
   });
 });
 
@@ -399,7 +424,8 @@ api_url = "${discord.url}/api"
     assert.equal(res.status, 1);
     assert.match(
       res.stdout,
-      /^email: sent\nmatrix: FAILED: matrix: http:\/\/127\.0\.0\.1:\d+ unreachable: fetch failed \(.*ECONNREFUSED.*\)\ndiscord: sent\n$/,
+      // The channel named once, not again in the reason.
+      /^email: sent\nmatrix: FAILED: http:\/\/127\.0\.0\.1:\d+ unreachable: fetch failed \(.*ECONNREFUSED.*\)\ndiscord: sent\n$/,
     );
     assert.deepEqual([smtp.messages.length, discord.messages.length], [2, 4]);
   });

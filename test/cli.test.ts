@@ -249,8 +249,8 @@ describe('ruawatch config check', () => {
     );
     const r = run(['config', 'check', '--config', path.join(dir, 'c.toml')]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /mailbox\[0\]\.foldr: unknown key/);
-    assert.match(r.stderr, /mailbox\[0\]\.security: /);
+    assert.match(r.stderr, /mailbox "dmarc"\.foldr: unknown key/);
+    assert.match(r.stderr, /mailbox "dmarc"\.security: /);
     assert.match(r.stderr, /alerts\.discord: set webhook_url, or bot_token together with channel_id/);
     assert.match(run(['config', 'check'], { env: { RUAWATCH_DATABASE_PAHT: 'x' } }).stderr, /RUAWATCH_DATABASE_PAHT: no such setting/);
   });

@@ -1,6 +1,5 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveDbPath, type LoadedConfig } from '../config/load.js';
-import { RuawatchError, errorMessage } from '../errors.js';
+import { RuawatchError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { DAY } from '../analyse/index.js';
 import { openDb, type Db, type OpenOptions } from '../store/db.js';
@@ -17,21 +16,16 @@ export interface Io {
 
 export const processIo: Io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
 
-/** Parses a command's flags; unknown flags and missing values are usage errors (exit 2). */
-export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, allowPositionals: boolean) {
-  try {
-    return parseArgs({ args, options, allowPositionals, strict: true });
-  } catch (err) {
-    throw new RuawatchError('E_USAGE', errorMessage(err));
-  }
-}
-
 export function openConfig(file: string | undefined, io: Io): LoadedConfig {
   return loadConfig(file, io.env);
 }
 
-export function loggerFor(loaded: LoadedConfig, fallbackLevel: string): Logger {
-  return createLogger(loaded.config.log.level ?? fallbackLevel);
+/**
+ * The logger of a command: [log] level, else `fallbackLevel` (warn for one-shot commands, which
+ * print a summary, info for run). JSON lines on the Io's stderr.
+ */
+export function loggerFor(loaded: LoadedConfig, fallbackLevel: string, io: Io): Logger {
+  return createLogger(loaded.config.log.level ?? fallbackLevel, io.stderr === process.stderr ? undefined : io.stderr);
 }
 
 /**
@@ -48,13 +42,6 @@ export function openDatabase(
   log.info({ database: file, config: loaded.source }, 'database');
   return { db: openDb(file, opts), file };
 }
-
-/** --db, --config and --json, which most commands take. */
-export const storeFlags = {
-  db: { type: 'string' },
-  config: { type: 'string' },
-  json: { type: 'boolean', default: false },
-} as const;
 
 /** The moment a command evaluates at: the end of the day --at names, else now (epoch seconds). */
 export function asOf(at: string | undefined): number {

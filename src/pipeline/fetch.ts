@@ -37,7 +37,8 @@ export async function fetchAll(
     } catch (err) {
       summary.failed.push({ input: box.name, error: errorMessage(err), code: errorCode(err) });
       mailboxErrors.push({ mailbox: box.name, error: errorMessage(err) });
-      opts.log.error({ mailbox: box.name, err: errorMessage(err) }, 'mailbox failed');
+      // Reported by the caller: fetch's summary lists it, run logs the poll as failed with it.
+      opts.log.info({ mailbox: box.name, err: errorMessage(err) }, 'mailbox failed');
     } finally {
       opts.onMailboxDone?.(box);
     }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { ImapFlow } from 'imapflow';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RuawatchError, errorMessage, isInfrastructure } from '../errors.js';
 import type { Ingestor, InputResult, Leaf } from '../pipeline/ingest.js';
@@ -132,7 +132,8 @@ async function readMailbox(
         async (uid, result) => {
           const verdict = decide(result.leaves);
           if (verdict.to === 'retry') {
-            log.warn({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
+            // The result says so (a failed input with an infrastructure code): the caller reports it.
+            log.info({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
             blocked ??= uid;
             opts.onResult(result);
             return;
@@ -265,7 +266,7 @@ function folderPath(folder: string): string[] {
   return folder.split('/').filter(Boolean);
 }
 
-function connect(box: MailboxConfig, log: Logger, idle = false): ImapFlow {
+function connect(box: MailboxConfig, log: Logger, idle = false, timeoutMs = 30_000): ImapFlow {
   const client = new ImapFlow({
     host: box.host,
     port: box.port ?? (box.security === 'tls' ? 993 : 143),
@@ -277,8 +278,8 @@ function connect(box: MailboxConfig, log: Logger, idle = false): ImapFlow {
     disableAutoIdle: !idle,
     // imapflow enters IDLE once the connection has been quiet this long (15 s by default).
     autoIdleDelay: 1000,
-    connectionTimeout: 30_000,
-    greetingTimeout: 15_000,
+    connectionTimeout: timeoutMs,
+    greetingTimeout: Math.min(15_000, timeoutMs),
     socketTimeout: 10 * 60_000,
   });
   // Without a listener an 'error' event would end the process; the failing command reports it too.
@@ -388,4 +389,68 @@ export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void)
       if (c) await c.logout().catch(() => c.close());
     },
   };
+}
+
+export interface MailboxProbe {
+  name: string;
+  /** host:port */
+  server: string;
+  security: MailboxConfig['security'];
+  user: string;
+  ok: boolean;
+  error?: string;
+  /** The TLS the session used; null when it was in clear. */
+  tls?: { protocol: string; cipher: string } | null;
+  folders: {
+    role: 'folder' | 'processed_folder' | 'invalid_folder';
+    name: string;
+    exists: boolean;
+    messages?: number;
+    unseen?: number;
+    error?: string;
+  }[];
+}
+
+/**
+ * Logs in to a mailbox and looks, without changing anything (no folder created, nothing selected
+ * for writing): the TLS in use, and for the folder read, the processed and the invalid folder
+ * whether each exists and how many messages it holds. `ruawatch config check --connect`.
+ */
+export async function probeMailbox(box: MailboxConfig, timeoutMs: number): Promise<MailboxProbe> {
+  const probe: MailboxProbe = {
+    name: box.name,
+    server: `${box.host}:${box.port ?? (box.security === 'tls' ? 993 : 143)}`,
+    security: box.security,
+    user: box.user,
+    ok: false,
+    folders: [],
+  };
+  const log = pino({ level: 'silent' });
+  let client: ImapFlow | null = null;
+  try {
+    checkSecurity(box);
+    client = connect(box, log, false, timeoutMs);
+    await client.connect();
+    probe.tls = client.tls ? { protocol: client.tls.version, cipher: client.tls.name } : null;
+    const roles = box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
+    for (const role of roles) {
+      const name = box[role];
+      try {
+        const st = await client.status(folderPath(name), { messages: true, unseen: true });
+        if (!st) throw new Error('the server did not answer STATUS');
+        probe.folders.push({ role, name, exists: true, messages: st.messages ?? 0, unseen: st.unseen ?? 0 });
+      } catch (err) {
+        const missing = (err as { code?: string }).code === 'NotFound';
+        probe.folders.push({ role, name, exists: false, ...(missing ? {} : { error: errorMessage(err) }) });
+      }
+    }
+    const read = probe.folders[0]!;
+    probe.ok = read.exists;
+    if (!read.exists) probe.error = `the folder ${box.folder} ${read.error ? `cannot be read: ${read.error}` : 'does not exist'}`;
+    await client.logout().catch(() => undefined);
+  } catch (err) {
+    client?.close();
+    probe.error = describe(box, err).message.replace(`mailbox ${box.name} (${box.host}): `, '');
+  }
+  return probe;
 }

@@ -126,12 +126,13 @@ export class Worker {
     try {
       // Worker threads start only if a mailbox has more than one new message, and end with the pass.
       const pool = poolFor(this.config, this.db.name, limits, log, 'mail');
+      // The stages below bind their own `stage`: they get the root logger, not this one.
       const { summary, mailboxErrors } = await fetchAll(this.config.mailbox, {
-        ingestor: new Ingestor(new ReportStore(this.db), limits, log),
+        ingestor: new Ingestor(new ReportStore(this.db), limits, this.log),
         pool,
         positions: new MailboxStore(this.db),
         limits,
-        log,
+        log: this.log,
         signal: this.abort.signal,
         reconnects: this.opts.reconnects ?? 2,
       }).finally(() => pool?.close());
@@ -141,6 +142,9 @@ export class Worker {
       st.ingested.duplicates += summary.duplicates;
       st.ingested.failed += summary.failed.length - mailboxErrors.length;
       st.ingested.skipped += summary.skipped.length;
+      // What a one-shot command's summary would list, run says here.
+      const lost = new Set(mailboxErrors.map((e) => e.mailbox));
+      for (const f of summary.failed) if (!lost.has(f.input)) log.warn({ input: f.input, code: f.code, err: f.error }, 'input failed');
       // One mailbox that cannot be read (a wrong password on tlsrpt@) must not silence the alerts
       // on what the others brought: evaluate first, then count the poll as failed.
       if (!this.abort.signal.aborted) {
@@ -181,7 +185,8 @@ export class Worker {
     if (period === 'off' || this.abort.signal.aborted) return;
     try {
       const report = await sendDigest(this.db, buildDigest(this.db, period, now()), now(), { channels: this.channels, log: this.log });
-      this.log.info({ sent: report.sent, failed: report.failed.length }, 'digest sent');
+      if (report.failed.length) this.log.warn({ sent: report.sent, failed: report.failed }, 'digest not delivered everywhere');
+      else this.log.info({ sent: report.sent }, 'digest sent');
     } catch (err) {
       this.log.error({ err: errorMessage(err) }, 'digest failed');
     }
