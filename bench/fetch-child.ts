@@ -6,7 +6,8 @@
 import { createLogger } from '../src/log.js';
 import { addToSummary, emptySummary, Ingestor } from '../src/pipeline/ingest.js';
 import { autoWorkers, IngestPool } from '../src/pipeline/pool.js';
-import { fetchMailbox } from '../src/sources/imap.js';
+import { readMailbox } from '../src/pipeline/mailbox.js';
+import { ImapMailbox } from '../src/sources/imap.js';
 import { openDb } from '../src/store/db.js';
 import { MailboxStore } from '../src/store/mailboxes.js';
 import { ReportStore } from '../src/store/reports.js';
@@ -20,19 +21,23 @@ const workers = Number(process.env.BENCH_WORKERS || autoWorkers('mail'));
 const pool = workers > 1 ? new IngestPool(dbFile!, defaultLimits, log, workers) : null;
 const start = process.hrtime.bigint();
 const cpu0 = process.cpuUsage();
-await fetchMailbox(
-  {
-    name: 'bench',
-    host: '127.0.0.1',
-    port: Number(port),
-    security: 'none',
-    user: user!,
-    password: password!,
-    folder: 'INBOX',
-    processed_folder: 'Processed',
-    invalid_folder: 'Invalid',
-    mark_seen_only: false,
-  },
+await readMailbox(
+  new ImapMailbox(
+    {
+      name: 'bench',
+      host: '127.0.0.1',
+      port: Number(port),
+      security: 'none',
+      user: user!,
+      password: password!,
+      folder: 'INBOX',
+      processed_folder: 'Processed',
+      invalid_folder: 'Invalid',
+      mark_seen_only: false,
+      timeout_seconds: 60,
+    },
+    log,
+  ),
   {
     ingestor: new Ingestor(new ReportStore(db), defaultLimits, log),
     pool,

@@ -44,6 +44,99 @@ function threads(r: { workers: number; cpuSeconds: number }): string {
   return `${r.workers > 1 ? `${r.workers} worker threads` : 'one thread'}, ${r.cpuSeconds.toFixed(1)} CPU-s`;
 }
 
+/** CPU seconds used by the children this process has waited for (Linux: /proc/self/stat, in clock ticks). */
+function childCpuSeconds(): number {
+  try {
+    const fields = fs.readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+    // Fields 16 and 17 of stat(5), cutime and cstime; here counted from field 3 (state) as 0.
+    return (Number(fields[13]) + Number(fields[14])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Median wall time and mean CPU time of a CLI command, run `times` times. */
+function timeCommand(args: string[], times: number): { ms: number; cpuMs: number } {
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const walls: number[] = [];
+  const cpu0 = childCpuSeconds();
+  for (let i = 0; i < times; i++) {
+    const t = performance.now();
+    execFileSync(process.execPath, [cli, ...args], { stdio: 'ignore' });
+    walls.push(performance.now() - t);
+  }
+  walls.sort((a, b) => a - b);
+  return { ms: walls[Math.floor(times / 2)]!, cpuMs: ((childCpuSeconds() - cpu0) * 1000) / times };
+}
+
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size;
+  }
+  return n;
+}
+
+/** Who is sending (src/enrich): data load, memory, lookups, start-up added to a command, install size. */
+function enrichCase(): void {
+  const enrichChild = fileURLToPath(new URL('./enrich-child.js', import.meta.url));
+  const r = JSON.parse(execFileSync(process.execPath, ['--expose-gc', enrichChild], { encoding: 'utf8', maxBuffer: 1 << 20 })) as {
+    loadMs: number;
+    rssBeforeMiB: number;
+    rssLoadedMiB: number;
+    rssAfterMiB: number;
+    cold4: { us: number; named: number };
+    cold6: { us: number; named: number };
+    cached: { us: number };
+    withDomains: { us: number };
+    lookups: { v4: number; v6: number };
+    compileMs: number;
+    compileCpuMs: number;
+    cachedLoadMs: number;
+  };
+  const pct = (n: number, of: number) => `${((100 * n) / of).toFixed(1)}%`;
+  console.log(
+    `${'enrich: load bundled data'.padEnd(34)} ${r.loadMs.toFixed(0).padStart(7)} ms, resident memory ${r.rssBeforeMiB.toFixed(0)} -> ${r.rssLoadedMiB.toFixed(0)} MiB ` +
+      `(+${(r.rssLoadedMiB - r.rssBeforeMiB).toFixed(0)}), ${r.rssAfterMiB.toFixed(0)} MiB after ${(r.lookups.v4 + r.lookups.v6).toLocaleString('en-US')} addresses cached`,
+  );
+  console.log(
+    `${'enrich: lookup per address'.padEnd(34)} cold IPv4 ${r.cold4.us.toFixed(2)} us (${pct(r.cold4.named, r.lookups.v4)} in an AS), ` +
+      `cold IPv6 ${r.cold6.us.toFixed(2)} us, cached ${r.cached.us.toFixed(2)} us, cached with PTR+DKIM+SPF matching ${r.withDomains.us.toFixed(2)} us`,
+  );
+  console.log(
+    `${'enrich: a user CSV (asn, v4+v6)'.padEnd(34)} compiled on first use in ${r.compileMs.toFixed(0)} ms (${r.compileCpuMs.toFixed(0)} CPU-ms), from the cache ${r.cachedLoadMs.toFixed(0)} ms`,
+  );
+  const dir = path.join(work, 'enrich-startup');
+  fs.mkdirSync(dir, { recursive: true });
+  const db = path.join(dir, 'r.sqlite');
+  execFileSync(
+    process.execPath,
+    [
+      fileURLToPath(new URL('../src/cli/main.js', import.meta.url)),
+      'ingest',
+      '--db',
+      db,
+      fileURLToPath(new URL('../../fixtures/dmarc-aggregate/drv_google.xml', import.meta.url)),
+    ],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const report = timeCommand(['report', '--db', db, '--json'], 7);
+  const whois = timeCommand(['whois', '--db', db, '--no-dns', '8.8.8.8'], 7);
+  console.log(
+    `${'enrich: one-shot start-up'.padEnd(34)} report (never loads it) ${report.ms.toFixed(0)} ms wall, ${report.cpuMs.toFixed(0)} CPU-ms; ` +
+      `whois (loads it) ${whois.ms.toFixed(0)} ms wall, ${whois.cpuMs.toFixed(0)} CPU-ms (medians of 7)`,
+  );
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const shipped = dirBytes(path.join(root, 'dist/src/enrich/data')) + dirBytes(path.join(root, 'node_modules/mmdb-lib'));
+  const buildOnly = dirBytes(path.join(root, 'node_modules/@ip-location-db'));
+  console.log(
+    `${'enrich: install size added'.padEnd(34)} ${(shipped / 1048576).toFixed(1)} MiB shipped (compiled data + mmdb-lib); ${(buildOnly / 1048576).toFixed(1)} MiB of data packages needed at build time only`,
+  );
+}
+
 console.log(`ruawatch ingest benchmark: node ${process.version}, ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? ''}`);
 try {
   if (!only || only === 'gz') {
@@ -83,6 +176,7 @@ try {
           .padStart(8)} records/s ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
     );
   }
+  if (!only || only === 'enrich') enrichCase();
   if (!only || only === 'imap') {
     if (!findDovecot()) {
       console.log('IMAP case skipped: dovecot is not installed (apt-get install dovecot-imapd)');

@@ -18,6 +18,12 @@ export interface Dovecot {
   start(): Promise<void>;
   /** SIGKILL to the whole process group: master, login and imap processes. */
   kill(): Promise<void>;
+  /**
+   * SIGSTOP to the whole process group: connections stay open and new ones are accepted by the
+   * kernel, but nothing answers (a server that hangs). thaw() sends SIGCONT.
+   */
+  freeze(): void;
+  thaw(): void;
   stop(): Promise<void>;
   client(user: string): ImapFlow;
   append(user: string, raw: string | Buffer, folder?: string): Promise<void>;
@@ -174,6 +180,12 @@ service anvil {
       }
       await exited;
       proc = null;
+    },
+    freeze() {
+      if (proc?.pid) process.kill(-proc.pid, 'SIGSTOP');
+    },
+    thaw() {
+      if (proc?.pid) process.kill(-proc.pid, 'SIGCONT');
     },
     async stop() {
       const p = proc;

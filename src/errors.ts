@@ -19,14 +19,23 @@ export type ErrorCode =
   | 'E_USAGE' // command-line usage
   | 'E_DB' // database problem (infrastructure, retry later)
   | 'E_WORKER' // an ingest worker thread stopped (infrastructure, retry later)
-  | 'E_IMAP'; // the mail server refused or failed
+  | 'E_ENRICH' // an enrichment data file ([enrich]) is missing, unreadable or malformed
+  | 'E_IMAP' // the mail server refused or failed
+  | 'E_BUSY' // the mailbox is being read by another ruawatch process (store/mailboxes.ts lease)
+  | 'E_TIMEOUT'; // a pass ran past its deadline ([schedule] poll_timeout_seconds)
 
 export class RuawatchError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /**
+   * Trying again may succeed: a mailbox connection that was established and then dropped. Errors
+   * of a connection that never succeeded, of the input or of the configuration are not.
+   */
+  readonly retryable: boolean;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryable?: boolean }) {
     super(message, options);
     this.name = 'RuawatchError';
     this.code = code;
+    this.retryable = options?.retryable ?? false;
   }
 }
 
@@ -40,7 +49,25 @@ export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Errors of the database itself (full, locked, read-only, corrupt): a pass stops at the first. */
+export function isDatabaseError(code: string): boolean {
+  return code.startsWith('SQLITE_') || code === 'E_DB';
+}
+
 /** Failures of our own machinery, not of the input: the same input can succeed later. */
 export function isInfrastructure(code: string): boolean {
   return code.startsWith('SQLITE_') || code === 'E_DB' || code === 'E_WORKER';
+}
+
+/**
+ * A database error as the operator needs it: the database's own message and code, and the file.
+ * ("database /var/lib/ruawatch/ruawatch.sqlite: database or disk is full [SQLITE_FULL]"), as store/db.ts
+ * names the errors of opening it.
+ */
+export function databaseError(file: string, err: unknown): RuawatchError {
+  if (err instanceof RuawatchError && (err.code === 'E_DB' || err.code === 'E_BUSY')) return err;
+  const code = errorCode(err);
+  return new RuawatchError('E_DB', `database ${file}: ${errorMessage(err)}${code.startsWith('SQLITE_') ? ` [${code}]` : ''}`, {
+    cause: err,
+  });
 }

@@ -7,7 +7,18 @@ import type { Io } from './common.js';
  * the ones its help lists are the same objects, so the two cannot disagree.
  */
 export type FlagSpec = (
-  | { type: 'string'; /** The value's placeholder in the help: FILE, YYYY-MM-DD. */ value: string; default?: string }
+  | {
+      type: 'string';
+      /** The value's placeholder in the help: FILE, YYYY-MM-DD. */
+      value: string;
+      default?: string;
+    }
+  | {
+      type: 'string';
+      value: string;
+      /** The flag may be given more than once; its values come as a list. */
+      multiple: true;
+    }
   | { type: 'boolean'; default?: boolean }
 ) & { short?: string; help: string };
 
@@ -71,7 +82,9 @@ export function wantsHelp(args: string[]): boolean {
 
 /** "ruawatch ingest [--db FILE] [--config FILE] [--json] PATH..." */
 export function synopsis(spec: CommandSpec): string {
-  const flags = Object.entries(spec.flags).map(([name, f]) => `[--${name}${f.type === 'string' ? ` ${f.value}` : ''}]`);
+  const flags = Object.entries(spec.flags).map(
+    ([name, f]) => `[--${name}${f.type === 'string' ? ` ${f.value}` : ''}]${'multiple' in f && f.multiple ? '...' : ''}`,
+  );
   return ['ruawatch', spec.name, ...flags, ...(spec.args ? [spec.args] : [])].join(' ');
 }
 
@@ -83,7 +96,7 @@ export function usageLine(spec: CommandSpec): string {
 export function formatHelp(spec: CommandSpec): string {
   const rows: [string, string][] = Object.entries(spec.flags).map(([name, f]) => [
     `${f.short ? `-${f.short}, ` : ''}--${name}${f.type === 'string' ? ` ${f.value}` : ''}`,
-    f.help,
+    'multiple' in f && f.multiple ? `${f.help} (may be given more than once)` : f.help,
   ]);
   rows.push(['-h, --help', 'print this help']);
   const width = Math.max(...rows.map(([l]) => l.length)) + 2;

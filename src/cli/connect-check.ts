@@ -29,7 +29,7 @@ export async function checkConnections(config: Config): Promise<Connections> {
   const channels = channelsOf(config, { ...defaultRetry, timeoutMs: PROBE_TIMEOUT_MS });
   try {
     const [mailboxes, probes] = await Promise.all([
-      Promise.all(config.mailbox.map((box) => probeMailbox(box, PROBE_TIMEOUT_MS))),
+      Promise.all(config.mailbox.map((box) => probeMailbox(box, PROBE_TIMEOUT_MS / 1000))),
       Promise.all(
         channels.map(async (c): Promise<ChannelProbe> => {
           try {

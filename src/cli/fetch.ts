@@ -3,6 +3,7 @@ import { RuawatchError } from '../errors.js';
 import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
 import { poolFor } from '../pipeline/pool.js';
+import { mailboxesOf } from '../sources/mailboxes.js';
 import { MailboxStore } from '../store/mailboxes.js';
 import { ReportStore } from '../store/reports.js';
 import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
@@ -19,7 +20,9 @@ export const fetchCommand = defineCommand(
 reports, as ingest does; inputs are named mailbox-name:uid. A message is moved to processed_folder
 (it held a report) or invalid_folder (it held none, or only broken ones) only after its reports
 are committed; nothing is deleted. A mailbox that cannot be read is listed under failed (E_IMAP)
-and the others are still read. The same summary and exit codes as ingest.`,
+and the others are still read; one that another ruawatch is reading is skipped (listed under
+skipped, not a failure). The pass stops at [schedule] poll_timeout_seconds. The same summary and
+exit codes as ingest.`,
     examples: ['ruawatch fetch --config /etc/ruawatch.toml', 'ruawatch fetch --config /etc/ruawatch.toml --json'],
   },
   async ({ values }, io) => {
@@ -31,7 +34,9 @@ and the others are still read. The same summary and exit codes as ingest.`,
     const pool = poolFor(loaded.config, dbFile, limits, log, 'mail');
     try {
       const bar: { progress: Progress | null } = { progress: null };
-      const { summary } = await fetchAll(loaded.config.mailbox, {
+      const { summary } = await fetchAll(mailboxesOf(loaded.config, log), {
+        command: 'fetch',
+        timeoutMs: loaded.config.schedule.poll_timeout_seconds * 1000,
         ingestor: new Ingestor(new ReportStore(db), limits, log),
         pool,
         positions: new MailboxStore(db),

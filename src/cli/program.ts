@@ -11,6 +11,7 @@ import { ingestCommand } from './ingest.js';
 import { notifyStatusCommand, notifyTestCommand } from './notify.js';
 import { reportCommand } from './report.js';
 import { runCommand } from './run.js';
+import { whoisCommand } from './whois.js';
 
 /** Every command, in the order the command list and the docs show them. */
 export const COMMANDS: readonly Command[] = [
@@ -24,6 +25,7 @@ export const COMMANDS: readonly Command[] = [
   runCommand,
   configCheckCommand,
   healthcheckCommand,
+  whoisCommand,
 ] as Command[];
 
 export function version(): string {

@@ -121,7 +121,7 @@ export function resolveDbPath(flag: string | undefined, loaded: LoadedConfig, _e
   return loaded.config.database.path;
 }
 
-/** Makes database.path and every `*_file` value absolute, relative to `base`. */
+/** Makes database.path, every `*_file` value and every entry of a `*_files` list absolute, relative to `base`. */
 function resolvePaths(node: unknown, base: string, key = ''): void {
   if (Array.isArray(node)) {
     for (const n of node) resolvePaths(n, base);
@@ -133,6 +133,8 @@ function resolvePaths(node: unknown, base: string, key = ''): void {
     const isPath = k.endsWith('_file') || (key === 'database' && k === 'path');
     // ":memory:" is SQLite's in-memory database, not a file name.
     if (isPath && typeof v === 'string' && v !== '' && v !== ':memory:') obj[k] = nodePath.resolve(base, v);
+    else if (k.endsWith('_files') && Array.isArray(v))
+      obj[k] = v.map((f) => (typeof f === 'string' && f !== '' ? nodePath.resolve(base, f) : f));
     else if (typeof v === 'object') resolvePaths(v, base, key ? `${key}.${k}` : k);
   }
 }

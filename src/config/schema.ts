@@ -47,6 +47,7 @@ function portClash(
 
 const CLEAR = 'sends the token in clear over http://: use https://, or http:// only to 127.0.0.1, ::1 or localhost';
 const security = z.enum(['tls', 'starttls', 'none']);
+const positive = z.number().int().positive();
 
 const mailbox = z
   .strictObject({
@@ -61,6 +62,8 @@ const mailbox = z
     invalid_folder: z.string().min(1).default('Invalid'),
     ca_file: z.string().min(1).optional(),
     mark_seen_only: z.boolean().default(false),
+    // A connection, greeting or command with no answer for this long: the server is taken as hung.
+    timeout_seconds: positive.default(60),
   })
   .superRefine((b, ctx) => {
     if (b.security === 'none' && !isLoopback(b.host)) {
@@ -129,7 +132,6 @@ const discord = z
     message: 'set webhook_url, or bot_token together with channel_id',
   });
 
-const positive = z.number().int().positive();
 const cron = z
   .string()
   .min(1)
@@ -203,6 +205,8 @@ export const configSchema = z.strictObject({
       timezone: z.string().min(1).refine(validZone, 'an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
       retry_seconds: positive.default(30),
       idle: z.boolean().default(false),
+      // A pass over the mailboxes (a poll of `run`, or `fetch`) stops at this deadline; 0 = none.
+      poll_timeout_seconds: z.number().int().min(0).default(600),
     })
     .prefault({}),
   web: z
@@ -217,6 +221,18 @@ export const configSchema = z.strictObject({
   limits: limits.prefault({}),
   // Worker threads that unpack, parse and store in parallel; 0 = chosen by core count (pool.ts autoWorkers).
   ingest: z.strictObject({ workers: z.number().int().min(0).max(64).default(0) }).prefault({}),
+  // Who is sending (src/enrich): network, country and known service of source IPs, from data on disk.
+  enrich: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      // Empty: the data bundled with ruawatch. Each file CSV, MaxMind DB or compiled, told apart by content.
+      asn_files: z.array(z.string().min(1)).default([]),
+      country_files: z.array(z.string().min(1)).default([]),
+      // Services of the user's own, added to or replacing the bundled map (TOML or JSON).
+      services_file: z.string().min(1).optional(),
+      known_services: z.boolean().default(true),
+    })
+    .prefault({}),
   // Unset: one-shot commands log warnings and errors only, `ruawatch run` logs info.
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional() }).prefault({}),
 });

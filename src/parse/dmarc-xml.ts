@@ -1,4 +1,4 @@
-import { RuawatchError, errorMessage } from '../errors.js';
+import { RuawatchError, errorCode, errorMessage } from '../errors.js';
 import type { ByteStream } from '../unpack/bytes.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
 import {
@@ -66,7 +66,8 @@ export async function parseDmarcXml(
       parser.close();
     }
   } catch (err) {
-    if (err instanceof RuawatchError) throw err;
+    // The store's own errors (a full or locked database) are not the XML's fault: they keep their code.
+    if (err instanceof RuawatchError || errorCode(err).startsWith('SQLITE_')) throw err;
     throw new RuawatchError('E_XML', `not well-formed XML: ${errorMessage(err)}`, { cause: err });
   }
   if (!state.sawRoot) throw new RuawatchError('E_XML', 'the XML document has no root element');

@@ -5,7 +5,7 @@ import { parseDmarcXml } from '../parse/dmarc-xml.js';
 import { parseFailureReport } from '../parse/failure.js';
 import { parseTlsReport } from '../parse/tlsrpt-json.js';
 import type { ReportKind } from '../parse/types.js';
-import { splitMbox, type MboxItem } from '../sources/mbox.js';
+import { splitMbox, type MboxItem } from '../unpack/mbox.js';
 import type { DmarcWriter, ReportStore } from '../store/reports.js';
 import { inflate, listZip } from '../unpack/archive.js';
 import { fromBuffer, peek, readAll, type ByteStream } from '../unpack/bytes.js';

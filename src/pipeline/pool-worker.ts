@@ -5,11 +5,11 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { RuawatchError, errorCode, errorMessage, type ErrorCode } from '../errors.js';
 import { createLogger } from '../log.js';
-import { fileInput } from '../sources/files.js';
 import { openDb } from '../store/db.js';
 import { SharedLock } from '../store/lock.js';
 import { ReportStore } from '../store/reports.js';
 import { fromBuffer } from '../unpack/bytes.js';
+import { readFile } from '../unpack/read-file.js';
 import { Ingestor, type IngestInput, type InputResult } from './ingest.js';
 import type { PortableInput, WorkerSetup } from './pool.js';
 
@@ -42,7 +42,7 @@ port.on('message', (msg: { id: number; input: PortableInput } | { close: true })
 port.postMessage({ ready: true });
 
 function toInput(p: PortableInput): IngestInput {
-  if ('file' in p) return { ...fileInput(p.file, p.maxBytes), name: p.name };
+  if ('file' in p) return { name: p.name, open: () => readFile(p.file, p.maxBytes), portable: p };
   if ('bytes' in p) return { name: p.name, open: () => fromBuffer(p.bytes), portable: p };
   const err = new RuawatchError(p.error.code as ErrorCode, p.error.message);
   return {

@@ -1,209 +1,147 @@
 import fs from 'node:fs';
-import { ImapFlow } from 'imapflow';
+import { ImapFlow, type MailboxLockObject } from 'imapflow';
 import { pino, type Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { RuawatchError, errorMessage, isInfrastructure } from '../errors.js';
-import type { Ingestor, InputResult, Leaf } from '../pipeline/ingest.js';
-import { inOrder, type IngestPool, type IngestRunner } from '../pipeline/pool.js';
-import type { MailboxStore } from '../store/mailboxes.js';
-import { fromBuffer } from '../unpack/bytes.js';
-import { formatBytes, overLimit, type Limits } from '../unpack/limits.js';
+import { RuawatchError, errorMessage } from '../errors.js';
+import {
+  MailboxError,
+  type Destination,
+  type Mailbox,
+  type MailboxSession,
+  type WaitingMessage,
+  type Watcher,
+} from '../pipeline/mailbox.js';
 
 export type MailboxConfig = Config['mailbox'][number];
 
-export interface FetchOptions {
-  ingestor: Ingestor;
-  /** Worker threads for mailboxes with more than one new message (see pipeline/pool.ts). */
-  pool?: IngestPool | null;
-  positions: MailboxStore;
-  limits: Limits;
-  log: Logger;
-  /** Called once per message, after it was acknowledged (or left for a retry). */
-  onResult(result: InputResult): void;
-  /** Called with the number of messages to read, before reading them. */
-  onPlan?(count: number): void;
-  /** Messages per FETCH; a batch also never exceeds maxMessageBytes in total. */
-  batchMessages?: number;
-  /** Reconnects after a dropped connection before giving up; delays double from baseDelayMs up to maxDelayMs. */
-  reconnects?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  /**
-   * Shutdown: once aborted, the message being ingested is finished, what is committed is
-   * acknowledged, and the pass ends (logging out); the rest waits for the next pass.
-   */
-  signal?: AbortSignal;
-}
-
-/** Where a message goes once its reports are committed. */
-type Verdict = { to: 'processed' } | { to: 'invalid'; reason: string } | { to: 'retry'; reason: string };
-
 /**
- * One pass over a mailbox: every message not yet acknowledged is fetched, ingested through the
- * same pipeline as files, and only then moved to the processed folder (reports committed) or the
- * invalid folder (nothing in it could be stored, reason recorded). A message that failed for an
- * infrastructure reason (the database) stays where it is and is tried on the next pass. A dropped
- * connection is retried with capped exponential backoff; de-duplication and the record of handled
- * UIDs make the retry count nothing twice.
+ * A mailbox on an IMAP server (imapflow): connect, list new messages, download, move or flag, and
+ * watch with IDLE. What is read when, and when a message may be acknowledged, is decided by
+ * pipeline/mailbox.ts.
  */
-export async function fetchMailbox(box: MailboxConfig, opts: FetchOptions): Promise<void> {
-  checkSecurity(box);
-  const log = opts.log.child({ stage: 'fetch', mailbox: box.name });
-  const reconnects = opts.reconnects ?? 5;
-  // Results of messages whose reports were committed but whose acknowledgement was cut off:
-  // after reconnecting they come back as duplicates, and are reported with their first result.
-  const unacked = new Map<number, InputResult>();
-  for (let attempt = 0; ; attempt++) {
-    const client = connect(box, log);
+export class ImapMailbox implements Mailbox {
+  readonly name: string;
+  readonly folder: string;
+
+  constructor(
+    private readonly box: MailboxConfig,
+    private readonly log: Logger,
+  ) {
+    this.name = box.name;
+    this.folder = box.folder;
+  }
+
+  async open(signal?: AbortSignal): Promise<MailboxSession> {
+    const box = this.box;
+    checkSecurity(box);
+    const client = connect(box, this.log);
+    const abort = () => client.close();
+    signal?.addEventListener('abort', abort);
     try {
       await client.connect();
-      await readMailbox(client, box, opts, log, unacked);
-      await client.logout().catch(() => undefined);
-      return;
     } catch (err) {
       client.close();
-      if (isFatal(err)) throw describe(box, err);
-      if (attempt >= reconnects || opts.signal?.aborted) throw describe(box, err, `gave up after ${attempt} reconnects`);
-      const delay = Math.min(opts.maxDelayMs ?? 30_000, (opts.baseDelayMs ?? 1_000) * 2 ** attempt);
-      log.warn({ err: errorMessage(err), attempt: attempt + 1, delayMs: delay }, 'IMAP connection lost; reconnecting');
-      await new Promise((r) => setTimeout(r, delay));
+      throw describe(box, err, true);
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+    try {
+      if (!box.mark_seen_only) {
+        for (const folder of [box.processed_folder, box.invalid_folder]) await client.mailboxCreate(folderPath(folder));
+      }
+      const lock = await client.getMailboxLock(box.folder);
+      const mailbox = client.mailbox;
+      if (!mailbox) {
+        lock.release();
+        throw new RuawatchError('E_IMAP', `mailbox ${box.name} (${box.host}): cannot open folder ${box.folder}`);
+      }
+      return new ImapSession(client, lock, box, Number(mailbox.uidValidity), mailbox.exists > 0);
+    } catch (err) {
+      client.close();
+      throw describe(box, err, false);
     }
   }
+
+  watch(onNew: () => void): Watcher {
+    return watchMailbox(this.box, this.log, onNew);
+  }
 }
 
-async function readMailbox(
-  client: ImapFlow,
-  box: MailboxConfig,
-  opts: FetchOptions,
-  log: Logger,
-  unacked: Map<number, InputResult>,
-): Promise<void> {
-  const processed = folderPath(box.processed_folder);
-  const invalid = folderPath(box.invalid_folder);
-  if (!box.mark_seen_only) {
-    for (const folder of [processed, invalid]) await client.mailboxCreate(folder);
+class ImapSession implements MailboxSession {
+  constructor(
+    private readonly client: ImapFlow,
+    private readonly lock: MailboxLockObject,
+    private readonly box: MailboxConfig,
+    readonly epoch: number,
+    private readonly nonEmpty: boolean,
+  ) {}
+
+  list(after: number): Promise<WaitingMessage[]> {
+    return this.guard(async () => {
+      if (!this.nonEmpty) return [];
+      // "N:*" always matches the highest UID, even below N (RFC 3501 section 6.4.8): filter again.
+      const found = ((await this.client.search({ uid: `${after + 1}:*` }, { uid: true })) || []).filter((uid) => uid > after);
+      if (found.length === 0) return [];
+      found.sort((a, b) => a - b);
+      const sizes = new Map<number, number>();
+      for await (const m of this.client.fetch(uidSet(found), { uid: true, size: true }, { uid: true })) sizes.set(m.uid, m.size ?? 0);
+      // A message expunged between SEARCH and FETCH is not listed.
+      return found.filter((uid) => sizes.has(uid)).map((uid) => ({ id: String(uid), order: uid, size: sizes.get(uid)! }));
+    });
   }
-  const lock = await client.getMailboxLock(box.folder);
-  try {
-    const mailbox = client.mailbox;
-    if (!mailbox) throw new RuawatchError('E_IMAP', `cannot open folder ${box.folder}`);
-    const uidvalidity = Number(mailbox.uidValidity);
-    const pos = opts.positions.position(box.name, box.folder, uidvalidity);
-    // "N:*" always matches the highest UID, even below N (RFC 3501 section 6.4.8): filter again.
-    const found = mailbox.exists ? (await client.search({ uid: `${pos.lastUid + 1}:*` }, { uid: true })) || [] : [];
-    const todo = found.filter((uid) => uid > pos.lastUid && !opts.positions.handled(box.name, uidvalidity, uid)).sort((a, b) => a - b);
-    opts.onPlan?.(todo.length);
-    log.info({ uidvalidity, lastUid: pos.lastUid, messages: todo.length }, 'reading mailbox');
-    if (todo.length === 0) return;
 
-    const sizes = new Map<number, number>();
-    for await (const m of client.fetch(uidSet(todo), { uid: true, size: true }, { uid: true })) sizes.set(m.uid, m.size ?? 0);
+  /**
+   * The FETCH is drained here as its responses arrive, so commands issued meanwhile (the previous
+   * batch's MOVE) simply queue behind it.
+   */
+  download(ids: string[]): Promise<Map<string, Buffer>> {
+    return this.guard(async () => {
+      const sources = new Map<string, Buffer>();
+      for await (const m of this.client.fetch(uidSet(ids.map(Number)), { uid: true, source: true }, { uid: true })) {
+        if (m.source) sources.set(String(m.uid), m.source);
+      }
+      return sources;
+    });
+  }
 
-    let blocked: number | null = null;
-    let lastCommand = Date.now();
-    const runner: IngestRunner = opts.pool && todo.length > 1 ? opts.pool : opts.ingestor;
-    // Two batches in flight: the next one downloads while this one is parsed. A batch holds at
-    // most half of max_message_bytes (or one message, itself at most max_message_bytes).
-    const all = [...batches(todo, sizes, opts.limits.maxMessageBytes / 2, opts.batchMessages ?? 50)];
-    const download = (batch: number[]) =>
-      downloadBatch(
-        client,
-        batch.filter((uid) => (sizes.get(uid) ?? 0) <= opts.limits.maxMessageBytes),
-      );
-    let next = all.length ? download(all[0]!) : null;
-    for (const [i, batch] of all.entries()) {
-      const sources = await next!;
-      next = i + 1 < all.length ? download(all[i + 1]!) : null;
-      // A failed prefetch is reported when it is awaited, not as an unhandled rejection now.
-      next?.catch(() => undefined);
-      lastCommand = Date.now();
-      const acks: { uid: number; verdict: Exclude<Verdict, { to: 'retry' }> }[] = [];
-      const ingest = (uid: number): Promise<InputResult> => {
-        const name = `${box.name}:${uid}`;
-        const source = sources.get(uid);
-        sources.delete(uid);
-        if (!source) return Promise.resolve(tooLarge(name, sizes.get(uid)));
-        return runner.ingest({ name, open: () => fromBuffer(source), portable: { name, bytes: source } });
-      };
-      await inOrder(
-        batch,
-        ingest,
-        runner.inFlight,
-        async (uid, result) => {
-          const verdict = decide(result.leaves);
-          if (verdict.to === 'retry') {
-            // The result says so (a failed input with an infrastructure code): the caller reports it.
-            log.info({ uid, reason: verdict.reason }, 'message left in place, to be tried again');
-            blocked ??= uid;
-            opts.onResult(result);
-            return;
-          }
-          unacked.set(uid, unacked.get(uid) ?? result);
-          acks.push({ uid, verdict });
-          // Long parses: keep the connection alive (servers drop idle clients after 30 minutes).
-          // A failure here must not cut this loop short while other messages are still being
-          // ingested: their results are needed below. A dead connection fails the MOVE instead.
-          if (Date.now() - lastCommand > 60_000) {
-            await client.noop().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'keep-alive NOOP failed'));
-            lastCommand = Date.now();
-          }
-        },
-        () => opts.signal?.aborted === true,
-      );
-      // Every report of these messages is committed (and synced to disk): now, and only now,
-      // acknowledge them, one command per destination. A crash before this line re-reads them next
-      // time as duplicates.
-      if (acks.length) opts.positions.makeDurable(box.name, box.folder, uidvalidity);
-      for (const to of ['processed', 'invalid'] as const) {
-        const uids = acks.filter((x) => x.verdict.to === to).map((x) => x.uid);
-        if (uids.length) await acknowledge(client, box, uids, to === 'processed' ? processed : invalid);
+  acknowledge(ids: string[], to: Destination): Promise<void> {
+    return this.guard(async () => {
+      const range = uidSet(ids.map(Number));
+      if (this.box.mark_seen_only) {
+        await this.client.messageFlagsAdd(range, ['\\Seen'], { uid: true });
+        return;
       }
-      lastCommand = Date.now();
-      opts.positions.transaction(() => {
-        for (const { uid, verdict } of acks) {
-          opts.positions.markHandled(box.name, uidvalidity, uid, verdict.to, verdict.to === 'invalid' ? verdict.reason : null);
-        }
-        // The position only moves past a contiguous run of acknowledged messages.
-        const done = acks.map((x) => x.uid).filter((uid) => blocked === null || uid < blocked);
-        if (done.length) opts.positions.savePosition(box.name, box.folder, { uidvalidity, lastUid: Math.max(...done) });
-      });
-      for (const { uid } of acks) {
-        opts.onResult(unacked.get(uid)!);
-        unacked.delete(uid);
+      const folder = folderPath(to === 'processed' ? this.box.processed_folder : this.box.invalid_folder);
+      const moved = await this.client.messageMove(range, folder, { uid: true });
+      // imapflow answers false rather than throwing when the connection went away: worth a reconnect.
+      if (!moved) {
+        throw new MailboxError(
+          'E_IMAP',
+          `mailbox ${this.box.name} (${this.box.host}): could not move messages ${range} to ${folder.join('/')}`,
+          {
+            retryable: true,
+          },
+        );
       }
-      if (opts.signal?.aborted) {
-        log.info('stopping: the rest of the mailbox is read on the next pass');
-        await next?.catch(() => undefined);
-        break;
-      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.lock.release();
+    await this.client.logout().catch(() => undefined);
+  }
+
+  destroy(): void {
+    this.client.close();
+  }
+
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw describe(this.box, err, false);
     }
-  } finally {
-    lock.release();
   }
-}
-
-/**
- * Downloads a batch's messages. The FETCH is drained here as its responses arrive, so commands
- * issued meanwhile (the previous batch's MOVE) simply queue behind it.
- */
-async function downloadBatch(client: ImapFlow, uids: number[]): Promise<Map<number, Buffer>> {
-  const sources = new Map<number, Buffer>();
-  if (uids.length === 0) return sources;
-  for await (const m of client.fetch(uidSet(uids), { uid: true, source: true }, { uid: true })) {
-    if (m.source) sources.set(m.uid, m.source);
-  }
-  return sources;
-}
-
-async function acknowledge(client: ImapFlow, box: MailboxConfig, uids: number[], folder: string[]): Promise<void> {
-  const range = uidSet(uids);
-  if (box.mark_seen_only) {
-    await client.messageFlagsAdd(range, ['\\Seen'], { uid: true });
-    return;
-  }
-  const moved = await client.messageMove(range, folder, { uid: true });
-  // imapflow answers false rather than throwing when the connection went away: worth a reconnect.
-  if (!moved) throw new Error(`could not move messages ${range} to ${folder.join('/')}`);
 }
 
 /**
@@ -221,55 +159,21 @@ export function uidSet(uids: number[]): string {
   return parts.join(',');
 }
 
-/** Groups UIDs so one FETCH holds at most `maxBytes` of message bodies and `maxCount` messages. */
-function* batches(uids: number[], sizes: Map<number, number>, maxBytes: number, maxCount: number): Generator<number[]> {
-  let batch: number[] = [];
-  let bytes = 0;
-  for (const uid of uids) {
-    const size = Math.min(sizes.get(uid) ?? 0, maxBytes);
-    if (batch.length && (bytes + size > maxBytes || batch.length >= maxCount)) {
-      yield batch;
-      batch = [];
-      bytes = 0;
-    }
-    batch.push(uid);
-    bytes += size;
-  }
-  if (batch.length) yield batch;
-}
-
-function decide(leaves: Leaf[]): Verdict {
-  const infra = leaves.find((l) => l.status === 'failed' && isInfrastructure(l.code));
-  if (infra && infra.status === 'failed') return { to: 'retry', reason: infra.error };
-  if (leaves.some((l) => l.status === 'stored' || l.status === 'duplicate')) return { to: 'processed' };
-  const reasons = leaves.map((l) => (l.status === 'failed' ? `${l.error} [${l.code}]` : l.status === 'none' ? l.reason : ''));
-  return { to: 'invalid', reason: reasons.filter(Boolean).join('; ') || 'no report' };
-}
-
-function tooLarge(name: string, size: number | undefined): InputResult {
-  return {
-    input: name,
-    leaves: [
-      {
-        input: name,
-        status: 'failed',
-        code: 'E_LIMIT',
-        error: overLimit('maxMessageBytes', `the mail is ${formatBytes(size ?? 0)}; not downloaded`).message,
-      },
-    ],
-  };
-}
-
 function folderPath(folder: string): string[] {
   // Configured with "/" between levels; imapflow joins with the server's own delimiter and
   // namespace prefix (RFC 2342), so "Archive/DMARC" works on "." and "/" servers alike.
   return folder.split('/').filter(Boolean);
 }
 
-function connect(box: MailboxConfig, log: Logger, idle = false, timeoutMs = 30_000): ImapFlow {
+function portOf(box: MailboxConfig): number {
+  return box.port ?? (box.security === 'tls' ? 993 : 143);
+}
+
+function connect(box: MailboxConfig, log: Logger, idle = false): ImapFlow {
+  const timeout = box.timeout_seconds * 1000;
   const client = new ImapFlow({
     host: box.host,
-    port: box.port ?? (box.security === 'tls' ? 993 : 143),
+    port: portOf(box),
     secure: box.security === 'tls',
     doSTARTTLS: box.security === 'starttls' ? true : box.security === 'none' ? false : undefined,
     auth: { user: box.user, pass: box.password },
@@ -278,9 +182,12 @@ function connect(box: MailboxConfig, log: Logger, idle = false, timeoutMs = 30_0
     disableAutoIdle: !idle,
     // imapflow enters IDLE once the connection has been quiet this long (15 s by default).
     autoIdleDelay: 1000,
-    connectionTimeout: timeoutMs,
-    greetingTimeout: Math.min(15_000, timeoutMs),
-    socketTimeout: 10 * 60_000,
+    connectionTimeout: timeout,
+    greetingTimeout: timeout,
+    // A command that gets no answer for this long means a server that hangs: the connection is
+    // dropped (and opened again). A connection merely quiet this long (a long parse, IDLE) is sent
+    // a NOOP by imapflow instead, which also keeps servers that drop idle clients at bay.
+    socketTimeout: timeout,
   });
   // Without a listener an 'error' event would end the process; the failing command reports it too.
   client.on('error', (err: Error) => log.debug({ err: err.message }, 'IMAP client error'));
@@ -306,29 +213,70 @@ function checkSecurity(box: MailboxConfig): void {
 }
 
 const TLS_FATAL = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/;
+const TLS_NOT_SPOKEN = /WRONG_VERSION_NUMBER|UNKNOWN_PROTOCOL|PACKET_LENGTH_TOO_LONG|HTTP_REQUEST/;
+const NETWORK = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ETIMEOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|ENETDOWN|EAI_AGAIN|ENOTFOUND|ECONNABORTED)$/;
 
-/** Errors that another attempt cannot fix: wrong credentials, an untrusted certificate, a missing folder. */
-function isFatal(err: unknown): boolean {
-  if (err instanceof RuawatchError) return true;
-  const e = err as { authenticationFailed?: boolean; code?: string; serverResponseCode?: string; responseStatus?: string };
-  if (e.authenticationFailed) return true;
-  if (e.code && TLS_FATAL.test(e.code)) return true;
-  if (e.serverResponseCode === 'NONEXISTENT') return true;
-  return false;
+interface ImapErrorShape {
+  authenticationFailed?: boolean;
+  code?: string;
+  serverResponseCode?: string;
+  responseText?: string;
 }
 
-function describe(box: MailboxConfig, err: unknown, suffix?: string): RuawatchError {
+/**
+ * An imapflow or socket error as a MailboxError: retryable unless another attempt cannot fix it
+ * (wrong credentials, an untrusted certificate, TLS against a plain port, a missing folder), and
+ * with a hint for a connection that never succeeded.
+ */
+function describe(box: MailboxConfig, err: unknown, connecting: boolean): RuawatchError {
   if (err instanceof RuawatchError) return err;
-  const e = err as { authenticationFailed?: boolean; code?: string; responseText?: string };
+  const e = err as ImapErrorShape;
+  const code = e.code ?? '';
+  const where = `${box.host}:${portOf(box)}`;
   let what: string;
-  if (e.authenticationFailed) what = `authentication failed for ${box.user}${e.responseText ? ` (${e.responseText})` : ''}`;
-  else if (e.code && TLS_FATAL.test(e.code)) what = `the server's TLS certificate is not trusted (${e.code}); set ca_file for a private CA`;
-  else what = `${errorMessage(err)}${e.code ? ` (${e.code})` : ''}`;
-  return new RuawatchError('E_IMAP', `mailbox ${box.name} (${box.host}): ${what}${suffix ? `; ${suffix}` : ''}`, { cause: err });
+  let retryable = true;
+  let hint: string | null = null;
+  if (e.authenticationFailed) {
+    what = `authentication failed for ${box.user}${e.responseText ? ` (${e.responseText})` : ''}`;
+    retryable = false;
+  } else if (TLS_NOT_SPOKEN.test(code) || /wrong version number/.test(errorMessage(err))) {
+    what = `${where} does not answer in TLS (${code || errorMessage(err).trim()})`;
+    hint = `it looks like a plain IMAP port: set security = "starttls" (or use the implicit TLS port, usually 993, with security = "tls")`;
+    retryable = false;
+  } else if (TLS_FATAL.test(code)) {
+    what = `the server's TLS certificate is not trusted (${code}); set ca_file for a private CA`;
+    retryable = false;
+  } else if (e.serverResponseCode === 'NONEXISTENT') {
+    what = `${errorMessage(err)}${e.responseText ? ` (${e.responseText})` : ''}`;
+    retryable = false;
+  } else {
+    what = `${errorMessage(err)}${code && !errorMessage(err).includes(code) ? ` (${code})` : ''}`;
+    retryable = NETWORK.test(code) || !connecting;
+    if (connecting) hint = connectHint(box, code);
+  }
+  return new MailboxError('E_IMAP', `mailbox ${box.name} (${box.host}): ${what}`, { cause: err, retryable, hint });
 }
 
-export interface Watcher {
-  stop(): Promise<void>;
+/** What to check when the first connection to a server failed. */
+function connectHint(box: MailboxConfig, code: string): string | null {
+  const port = portOf(box);
+  const other = box.security === 'tls' ? 'security = "starttls" with port 143' : 'security = "tls" with port 993';
+  switch (code) {
+    case 'ECONNREFUSED':
+      return `nothing accepts connections on port ${port}: a wrong port? IMAP listens on 993 with security = "tls" and on 143 with "starttls"`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `the host name ${box.host} does not resolve`;
+    case 'ETIMEOUT':
+    case 'ETIMEDOUT':
+    case 'CONNECT_TIMEOUT':
+    case 'GREETING_TIMEOUT':
+      return box.security === 'tls'
+        ? `no IMAP answer within ${box.timeout_seconds} s: a firewall, a wrong port, or a port that expects ${other}?`
+        : `no IMAP greeting within ${box.timeout_seconds} s: if port ${port} speaks implicit TLS (usually 993), set security = "tls"; else a firewall or a wrong port?`;
+    default:
+      return null;
+  }
 }
 
 /**
@@ -399,7 +347,7 @@ export interface MailboxProbe {
   user: string;
   ok: boolean;
   error?: string;
-  /** The TLS the session used; null when it was in clear. */
+  /** The TLS the session used, null when it was in clear; absent when the login failed. */
   tls?: { protocol: string; cipher: string } | null;
   folders: {
     role: 'folder' | 'processed_folder' | 'invalid_folder';
@@ -412,25 +360,29 @@ export interface MailboxProbe {
 }
 
 /**
- * Logs in to a mailbox and looks, without changing anything (no folder created, nothing selected
- * for writing): the TLS in use, and for the folder read, the processed and the invalid folder
- * whether each exists and how many messages it holds. `ruawatch config check --connect`.
+ * Logs in to a mailbox and looks, changing nothing (no folder created, nothing selected): the
+ * TLS in use, and for the folder read, the processed and the invalid folder whether each exists
+ * and how many messages it holds. `ruawatch config check --connect`; a server that does not
+ * answer is given `timeoutSeconds` at most, whatever timeout_seconds says.
  */
-export async function probeMailbox(box: MailboxConfig, timeoutMs: number): Promise<MailboxProbe> {
+export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number): Promise<MailboxProbe> {
   const probe: MailboxProbe = {
     name: box.name,
-    server: `${box.host}:${box.port ?? (box.security === 'tls' ? 993 : 143)}`,
+    server: `${box.host}:${portOf(box)}`,
     security: box.security,
     user: box.user,
     ok: false,
     folders: [],
   };
-  const log = pino({ level: 'silent' });
   let client: ImapFlow | null = null;
   try {
     checkSecurity(box);
-    client = connect(box, log, false, timeoutMs);
-    await client.connect();
+    client = connect({ ...box, timeout_seconds: Math.min(box.timeout_seconds, timeoutSeconds) }, silentLog);
+    try {
+      await client.connect();
+    } catch (err) {
+      throw describe(box, err, true);
+    }
     probe.tls = client.tls ? { protocol: client.tls.version, cipher: client.tls.name } : null;
     const roles = box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
     for (const role of roles) {
@@ -450,7 +402,10 @@ export async function probeMailbox(box: MailboxConfig, timeoutMs: number): Promi
     await client.logout().catch(() => undefined);
   } catch (err) {
     client?.close();
-    probe.error = describe(box, err).message.replace(`mailbox ${box.name} (${box.host}): `, '');
+    const e = err instanceof MailboxError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
+    probe.error = e.replace(`mailbox ${box.name} (${box.host}): `, '');
   }
   return probe;
 }
+
+const silentLog = pino({ level: 'silent' });

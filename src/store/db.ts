@@ -24,6 +24,7 @@ export interface OpenOptions {
  */
 export function openDb(file: string, opts: OpenOptions = {}): Db {
   if (file !== ':memory:') prepareFolder(path.resolve(file), opts.mustExist ?? false);
+  const created = file !== ':memory:' && !fs.existsSync(file);
   let db: Db;
   try {
     db = new Database(file, { fileMustExist: opts.mustExist ?? false });
@@ -39,6 +40,8 @@ export function openDb(file: string, opts: OpenOptions = {}): Db {
     if (opts.migrate !== false) migrate(db);
   } catch (err) {
     db.close();
+    // A database this call created and could not set up (a full disk) is not left behind empty.
+    if (created) for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${file}${suffix}`, { force: true });
     throw dbError(file, err);
   }
   return db;

@@ -1,4 +1,8 @@
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
 import type { Statement } from 'better-sqlite3';
+import { databaseError } from '../errors.js';
 import type { Db } from './db.js';
 
 export interface MailboxPosition {
@@ -6,14 +10,47 @@ export interface MailboxPosition {
   lastUid: number;
 }
 
-/** Reading positions of the IMAP mailboxes, and which messages were acknowledged. */
+/** A process reading a mailbox. */
+export interface LeaseHolder {
+  id: string;
+  host: string;
+  pid: number;
+  command: string;
+}
+
+export interface Lease extends LeaseHolder {
+  mailbox: string;
+  /** Epoch seconds. */
+  acquiredAt: number;
+  expiresAt: number;
+}
+
+/**
+ * A lease not renewed for this long is stale and may be taken over. The holder renews it every
+ * LEASE_RENEW_SECONDS while it reads (and before each acknowledgement), so only a process that
+ * died, or hung for a minute, loses it.
+ */
+export const LEASE_SECONDS = 60;
+export const LEASE_RENEW_SECONDS = 15;
+
+/**
+ * Reading positions of the mailboxes, which messages were acknowledged, and who is reading a
+ * mailbox now. Every database error leaves as E_DB naming the database file.
+ */
 export class MailboxStore {
+  /** The database file, for error messages. */
+  readonly file: string;
   private readonly getState: Statement;
   private readonly putState: Statement;
   private readonly isHandled: Statement;
   private readonly putHandled: Statement;
+  private readonly getLease: Statement;
+  private readonly putLease: Statement;
+  private readonly extendLease: Statement;
+  private readonly dropLease: Statement;
 
   constructor(private readonly db: Db) {
+    this.file = db.name;
     this.getState = db.prepare('SELECT uidvalidity, last_uid AS lastUid FROM mailbox_state WHERE mailbox = ? AND folder = ?');
     this.putState = db.prepare(`INSERT INTO mailbox_state (mailbox, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT (mailbox) DO UPDATE SET folder = excluded.folder, uidvalidity = excluded.uidvalidity,
@@ -21,6 +58,13 @@ export class MailboxStore {
     this.isHandled = db.prepare('SELECT 1 FROM mailbox_messages WHERE mailbox = ? AND uidvalidity = ? AND uid = ?');
     this.putHandled = db.prepare(`INSERT INTO mailbox_messages (mailbox, uidvalidity, uid, outcome, reason, handled_at)
       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason`);
+    this.getLease = db.prepare(`SELECT mailbox, holder AS id, host, pid, command, acquired_at AS acquiredAt, expires_at AS expiresAt
+      FROM mailbox_leases WHERE mailbox = ?`);
+    this.putLease = db.prepare(`INSERT INTO mailbox_leases (mailbox, holder, host, pid, command, acquired_at, expires_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox) DO UPDATE SET holder = excluded.holder, host = excluded.host,
+        pid = excluded.pid, command = excluded.command, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at`);
+    this.extendLease = db.prepare('UPDATE mailbox_leases SET expires_at = ? WHERE mailbox = ? AND holder = ?');
+    this.dropLease = db.prepare('DELETE FROM mailbox_leases WHERE mailbox = ? AND holder = ?');
   }
 
   /**
@@ -28,13 +72,13 @@ export class MailboxStore {
    * starts again from the beginning; de-duplication makes the rescan harmless.
    */
   position(mailbox: string, folder: string, uidvalidity: number): MailboxPosition {
-    const row = this.getState.get(mailbox, folder) as MailboxPosition | undefined;
+    const row = this.guard(() => this.getState.get(mailbox, folder) as MailboxPosition | undefined);
     if (!row || row.uidvalidity !== uidvalidity) return { uidvalidity, lastUid: 0 };
     return row;
   }
 
   savePosition(mailbox: string, folder: string, pos: MailboxPosition): void {
-    this.putState.run(mailbox, folder, pos.uidvalidity, pos.lastUid, now());
+    this.guard(() => this.putState.run(mailbox, folder, pos.uidvalidity, pos.lastUid, now()));
   }
 
   /**
@@ -45,25 +89,104 @@ export class MailboxStore {
    */
   makeDurable(mailbox: string, folder: string, uidvalidity: number): void {
     const pos = this.position(mailbox, folder, uidvalidity);
-    this.db.pragma('synchronous = FULL');
-    try {
-      this.savePosition(mailbox, folder, pos);
-    } finally {
-      this.db.pragma('synchronous = NORMAL');
-    }
+    this.guard(() => {
+      this.db.pragma('synchronous = FULL');
+      try {
+        this.savePosition(mailbox, folder, pos);
+      } finally {
+        this.db.pragma('synchronous = NORMAL');
+      }
+    });
   }
 
   /** Runs fn in one transaction (the bookkeeping of one acknowledged batch). */
   transaction(fn: () => void): void {
-    this.db.transaction(fn)();
+    this.guard(() => this.db.transaction(fn)());
   }
 
-  handled(mailbox: string, uidvalidity: number, uid: number): boolean {
-    return this.isHandled.get(mailbox, uidvalidity, uid) !== undefined;
+  /** Whether a message (by its id, an IMAP UID as text) was already acknowledged. */
+  handled(mailbox: string, uidvalidity: number, id: string): boolean {
+    // The column is INTEGER: an id of digits is compared, and stored, as the number it is.
+    return this.guard(() => this.isHandled.get(mailbox, uidvalidity, id) !== undefined);
   }
 
-  markHandled(mailbox: string, uidvalidity: number, uid: number, outcome: 'processed' | 'invalid', reason: string | null): void {
-    this.putHandled.run(mailbox, uidvalidity, uid, outcome, reason, now());
+  markHandled(mailbox: string, uidvalidity: number, id: string, outcome: 'processed' | 'invalid', reason: string | null): void {
+    this.guard(() => this.putHandled.run(mailbox, uidvalidity, id, outcome, reason, now()));
+  }
+
+  /**
+   * Takes the mailbox's lease for `holder`, unless another process holds it: then that lease is
+   * returned. A lease is taken over once it expired, or at once when its holder ran on this host
+   * (same host name and PID namespace) and that process is gone (killed, crashed).
+   */
+  takeLease(mailbox: string, holder: LeaseHolder): { held: true } | { held: false; by: Lease } {
+    return this.guard(() =>
+      this.db
+        .transaction((): { held: true } | { held: false; by: Lease } => {
+          const t = now();
+          const current = this.getLease.get(mailbox) as Lease | undefined;
+          if (current && current.id !== holder.id && current.expiresAt > t && !holderGone(current, holder))
+            return { held: false, by: current };
+          this.putLease.run(mailbox, holder.id, holder.host, holder.pid, holder.command, t, t + LEASE_SECONDS);
+          return { held: true };
+        })
+        .immediate(),
+    );
+  }
+
+  /** Extends the lease; false when this holder no longer has it (it expired and was taken over). */
+  renewLease(mailbox: string, holderId: string): boolean {
+    return this.guard(() => this.extendLease.run(now() + LEASE_SECONDS, mailbox, holderId).changes === 1);
+  }
+
+  releaseLease(mailbox: string, holderId: string): void {
+    this.guard(() => this.dropLease.run(mailbox, holderId));
+  }
+
+  lease(mailbox: string): Lease | null {
+    return this.guard(() => (this.getLease.get(mailbox) as Lease | undefined) ?? null);
+  }
+
+  private guard<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw databaseError(this.file, err);
+    }
+  }
+}
+
+/** One id per process: a process that still holds a lease (its database failed) takes it up again. */
+const PROCESS_ID = randomUUID();
+
+/** This process as a lease holder. */
+export function leaseHolder(command: string): LeaseHolder {
+  return { id: PROCESS_ID, host: hostIdentity(), pid: process.pid, command };
+}
+
+/**
+ * The host name, with the PID namespace when it can be read: two containers may share a host
+ * name (and a database volume) but not their process ids.
+ */
+function hostIdentity(): string {
+  let ns = '';
+  try {
+    ns = fs.readlinkSync('/proc/self/ns/pid');
+  } catch {
+    // not Linux, or /proc not mounted: the host name alone
+  }
+  return ns ? `${os.hostname()} ${ns}` : os.hostname();
+}
+
+/** True when the lease's holder ran here and its process no longer exists. */
+function holderGone(lease: Lease, me: LeaseHolder): boolean {
+  if (lease.host !== me.host || lease.pid === me.pid) return false;
+  try {
+    process.kill(lease.pid, 0);
+    return false;
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 

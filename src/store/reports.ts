@@ -158,7 +158,9 @@ export class ReportStore {
       if (commit) {
         if (totals) this.finishReport.run(totals.records, totals.messages, totals.sha256, totals.size, reportId);
         this.db.exec('COMMIT');
-      } else {
+      } else if (this.db.inTransaction) {
+        // SQLite may have rolled back by itself (SQLITE_FULL, an I/O error): then there is nothing
+        // to roll back, and "no transaction is active" must not hide the error that caused it.
         this.db.exec('ROLLBACK');
       }
     } catch (err) {

@@ -51,14 +51,18 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n', { allow: 'GET, HEAD' });
       if (url.pathname === '/healthz') {
         const st = worker.state;
-        const failing = st.consecutiveFailures > 0;
+        // A poll running past its deadline is hung (a server that stopped answering).
+        const stuck = st.polling && st.pollDeadlineAt !== null && Math.floor(Date.now() / 1000) > st.pollDeadlineAt;
+        const failing = st.consecutiveFailures > 0 || stuck;
         const body = {
-          status: failing ? 'failing' : st.lastSuccessAt === null ? 'starting' : 'ok',
+          status: stuck ? 'stuck' : failing ? 'failing' : st.lastSuccessAt === null ? 'starting' : 'ok',
           last_poll: iso(st.lastPollAt),
           last_success: iso(st.lastSuccessAt),
           last_error: st.lastError ? { at: iso(st.lastError.at), message: st.lastError.message } : null,
           consecutive_failures: st.consecutiveFailures,
           polling: st.polling,
+          poll_started: iso(st.pollStartedAt),
+          poll_deadline: iso(st.pollDeadlineAt),
         };
         return send(failing ? 503 : 200, 'application/json', `${JSON.stringify(body)}\n`);
       }

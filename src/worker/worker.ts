@@ -9,8 +9,9 @@ import { fetchAll } from '../pipeline/fetch.js';
 import { Ingestor } from '../pipeline/ingest.js';
 import { poolFor } from '../pipeline/pool.js';
 import type { Db } from '../store/db.js';
+import type { Watcher } from '../pipeline/mailbox.js';
+import { mailboxesOf } from '../sources/mailboxes.js';
 import { MailboxStore } from '../store/mailboxes.js';
-import { watchMailbox, type Watcher } from '../sources/imap.js';
 import { ReportStore } from '../store/reports.js';
 
 export interface WorkerState {
@@ -22,6 +23,9 @@ export interface WorkerState {
   lastError: { at: number; message: string } | null;
   consecutiveFailures: number;
   polling: boolean;
+  /** Epoch seconds: when the poll under way started, and when it is past its deadline (null: none). */
+  pollStartedAt: number | null;
+  pollDeadlineAt: number | null;
   ingested: { dmarc: number; tlsrpt: number; failure: number; duplicates: number; failed: number; skipped: number };
 }
 
@@ -49,6 +53,8 @@ export class Worker {
     lastError: null,
     consecutiveFailures: 0,
     polling: false,
+    pollStartedAt: null,
+    pollDeadlineAt: null,
     ingested: { dmarc: 0, tlsrpt: 0, failure: 0, duplicates: 0, failed: 0, skipped: 0 },
   };
   private tasks: ScheduledTask[] = [];
@@ -77,9 +83,10 @@ export class Worker {
       this.tasks.push(schedule(s.digest, () => this.digest(), { ...options, name: 'digest' }));
     }
     if (s.idle) {
-      for (const box of this.config.mailbox) {
+      for (const box of mailboxesOf(this.config, this.log)) {
+        if (!box.watch) continue;
         try {
-          this.watchers.push(watchMailbox(box, this.log, () => void this.tick('idle')));
+          this.watchers.push(box.watch(() => void this.tick('idle')));
         } catch (err) {
           // The polls report the same problem on /healthz; the worker keeps running.
           this.log.error({ mailbox: box.name, err: errorMessage(err) }, 'cannot watch the mailbox with IDLE');
@@ -119,15 +126,21 @@ export class Worker {
 
   private async poll(): Promise<void> {
     const st = this.state;
+    const timeout = this.config.schedule.poll_timeout_seconds;
     st.polling = true;
-    st.lastPollAt = now();
+    st.lastPollAt = st.pollStartedAt = now();
+    // Past this, /healthz says the poll is stuck. The pass stops itself at the deadline (and cuts a
+    // server that does not answer off soon after): one still running then is hung.
+    st.pollDeadlineAt = timeout ? st.pollStartedAt + timeout : null;
     const limits = limitsOf(this.config);
     const log = this.log.child({ stage: 'poll' });
     try {
       // Worker threads start only if a mailbox has more than one new message, and end with the pass.
       const pool = poolFor(this.config, this.db.name, limits, log, 'mail');
       // The stages below bind their own `stage`: they get the root logger, not this one.
-      const { summary, mailboxErrors } = await fetchAll(this.config.mailbox, {
+      const { summary, mailboxErrors, busy } = await fetchAll(mailboxesOf(this.config, this.log), {
+        command: 'run',
+        timeoutMs: timeout * 1000,
         ingestor: new Ingestor(new ReportStore(this.db), limits, this.log),
         pool,
         positions: new MailboxStore(this.db),
@@ -141,10 +154,15 @@ export class Worker {
       st.ingested.failure += summary.reports.failure;
       st.ingested.duplicates += summary.duplicates;
       st.ingested.failed += summary.failed.length - mailboxErrors.length;
-      st.ingested.skipped += summary.skipped.length;
+      st.ingested.skipped += summary.skipped.length - busy.length;
       // What a one-shot command's summary would list, run says here.
       const lost = new Set(mailboxErrors.map((e) => e.mailbox));
       for (const f of summary.failed) if (!lost.has(f.input)) log.warn({ input: f.input, code: f.code, err: f.error }, 'input failed');
+      for (const b of busy)
+        log.warn(
+          { mailbox: b.mailbox, holder: { command: b.lease.command, pid: b.lease.pid, host: b.lease.host } },
+          'mailbox busy; skipped',
+        );
       // One mailbox that cannot be read (a wrong password on tlsrpt@) must not silence the alerts
       // on what the others brought: evaluate first, then count the poll as failed.
       if (!this.abort.signal.aborted) {
@@ -162,7 +180,13 @@ export class Worker {
       st.lastSuccessAt = now();
       st.consecutiveFailures = 0;
       log.info(
-        { reports: summary.reports, duplicates: summary.duplicates, failed: summary.failed.length, skipped: summary.skipped.length },
+        {
+          reports: summary.reports,
+          duplicates: summary.duplicates,
+          failed: summary.failed.length,
+          skipped: summary.skipped.length - busy.length,
+          busy: busy.map((b) => b.mailbox),
+        },
         'poll done',
       );
     } catch (err) {
@@ -177,6 +201,7 @@ export class Worker {
       }
     } finally {
       st.polling = false;
+      st.pollStartedAt = st.pollDeadlineAt = null;
     }
   }
 

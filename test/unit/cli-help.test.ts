@@ -22,6 +22,7 @@ describe('ruawatch --help', () => {
       'run',
       'config check',
       'healthcheck',
+      'whois',
     ]);
     for (const c of COMMANDS) {
       for (const flag of ['--help', '-h']) {

@@ -1,6 +1,6 @@
 import { RuawatchError } from '../errors.js';
-import type { ByteStream } from '../unpack/bytes.js';
-import { formatBytes, overLimit } from '../unpack/limits.js';
+import type { ByteStream } from './bytes.js';
+import { formatBytes, overLimit } from './limits.js';
 
 export type MboxItem = { ok: true; message: Buffer } | { ok: false; error: RuawatchError };
 
