@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -11,7 +10,8 @@ import type { RetryPolicy } from '../src/notify/types.js';
 import { buildDigest, channelsOf, runAlerts, sendDigest, type AlertRun } from '../src/pipeline/alerts.js';
 import { openDb, type Db } from '../src/store/db.js';
 import { startDiscord, startMatrix, startSmtp, type DiscordStub, type MatrixStub, type SmtpSink } from './helpers/chat-servers.js';
-import { CLI, count, freshStore, tempDir } from './helpers/common.js';
+import { runCli } from './helpers/cli.js';
+import { count, freshStore, tempDir } from './helpers/common.js';
 import { D0, dayIso, EXPECTED, ingestDays } from './helpers/scenario.js';
 
 /**
@@ -262,14 +262,13 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     assert.deepEqual(next.deliveries, { sent: 1, failed: [], pending: 0 });
   });
 
-  it('ruawatch alerts --dry-run --json prints the findings as of --at, and changes nothing', () => {
+  it('ruawatch alerts --dry-run --json prints the findings as of --at, and changes nothing', async () => {
     const file = path.join(tempDir(), 'copy.sqlite');
     db.prepare('VACUUM INTO ?').run(file);
-    const res = spawnSync(process.execPath, [CLI, 'alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run', '--json'], {
-      encoding: 'utf8',
-      env: { ...process.env, RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' },
+    const res = await runCli(['alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run', '--json'], {
+      RUAWATCH_ANALYSIS_REVERSE_DNS: 'false',
     });
-    assert.equal(res.status, 0, res.stderr);
+    assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout) as {
       findings: {
         key: string;
@@ -295,10 +294,7 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
       ]);
       assert.equal(f.domain, 'example.com');
     }
-    const text = spawnSync(process.execPath, [CLI, 'alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run'], {
-      encoding: 'utf8',
-      env: { ...process.env, RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' },
-    });
+    const text = await runCli(['alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run'], { RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' });
     assert.match(text.stdout, /^4 findings as of 2026-11-09 00:00 UTC:\n {2}CRITICAL dkim_selector_broken +DKIM selector esp1/);
     assert.doesNotMatch(text.stdout, /Alerts:/);
     const copy = openDb(file);
@@ -378,13 +374,11 @@ api_url = "${discord.url}/api"
     );
     return file;
   };
-  // Asynchronous: the stub servers live in this process and must keep answering meanwhile.
-  const cli = (...args: string[]) =>
-    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [CLI, 'notify', 'test', ...args], { encoding: 'utf8' }, (err, stdout, stderr) => {
-        resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
-      });
-    });
+  // In process: the stub servers live here too, and keep answering while it awaits them.
+  const cli = async (...args: string[]) => {
+    const r = await runCli(['notify', 'test', ...args]);
+    return { status: r.code, stdout: r.stdout, stderr: r.stderr };
+  };
 
   it('sends one test message through each channel: email, Matrix, and Discord with a bot token', async () => {
     const res = await cli('--config', config(matrix.url));
@@ -432,8 +426,8 @@ api_url = "${discord.url}/api"
 
   it('usage and configuration errors exit 2', async () => {
     assert.equal((await cli('--channel', 'irc')).status, 2);
-    const none = spawnSync(process.execPath, [CLI, 'notify', 'test'], { encoding: 'utf8', env: { ...process.env, RUAWATCH_CONFIG: '' } });
-    assert.equal(none.status, 2);
+    const none = await runCli(['notify', 'test']);
+    assert.equal(none.code, 2);
     assert.match(none.stderr, /no \[alerts\] channel is configured/);
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { openApp } from '../src/app.js';
 import type { Finding, FindingKind } from '../src/analyse/types.js';
 import { configSchema, type Config } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
@@ -20,7 +20,8 @@ import {
   type MatrixStub,
   type SmtpSink,
 } from './helpers/chat-servers.js';
-import { CLI, count, freshStore } from './helpers/common.js';
+import { runCli } from './helpers/cli.js';
+import { count, freshStore } from './helpers/common.js';
 
 /**
  * Delivery against the real SMTP server (smtp-server) and the Matrix and Discord stand-ins: a
@@ -195,10 +196,9 @@ describe('delivery: a message refused for good is parked, and the channel goes o
     assert.match(discord.messages[0]!.embeds[0]!.description!, /pass_rate_drop for example\.net .*\(HTTP 400\)/);
   });
 
-  it('ruawatch notify status shows the parked messages with their reasons, as text and as JSON', () => {
-    const env = { ...process.env, RUAWATCH_CONFIG: '' };
-    const json = spawnSync(process.execPath, [CLI, 'notify', 'status', '--db', file, '--json'], { encoding: 'utf8', env });
-    assert.equal(json.status, 0, json.stderr);
+  it('ruawatch notify status shows the parked messages with their reasons, as text and as JSON', async () => {
+    const json = await runCli(['notify', 'status', '--db', file, '--json']);
+    assert.equal(json.code, 0, json.stderr);
     const out = JSON.parse(json.stdout) as {
       channels: {
         channel: string;
@@ -229,8 +229,8 @@ describe('delivery: a message refused for good is parked, and the channel goes o
     );
     assert.match(out.parked[2]!.reason, /^refused: .*554/);
 
-    const text = spawnSync(process.execPath, [CLI, 'notify', 'status', '--db', file], { encoding: 'utf8', env });
-    assert.equal(text.status, 0, text.stderr);
+    const text = await runCli(['notify', 'status', '--db', file]);
+    assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /^email \(not configured\): ok; 0 waiting, 2 parked; last delivered \d{4}-\d\d-\d\d \d\d:\d\d UTC\n/);
     assert.match(
       text.stdout,
@@ -242,7 +242,7 @@ describe('delivery: a message refused for good is parked, and the channel goes o
     const web: WebServer = await startWeb(
       configSchema.parse({ web: { listen: '127.0.0.1:0' } }),
       db,
-      new Worker(config, db, log, { lookup: null, channels: [] }),
+      new Worker(openApp(config, { db, log, lookup: null, channels: [] })),
       log,
     );
     try {

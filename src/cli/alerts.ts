@@ -1,7 +1,7 @@
 import { isoTime } from '../notify/render.js';
-import { channelsOf, runAlerts, systemReverseLookup, type AlertRun } from '../pipeline/alerts.js';
+import { runAlerts, type AlertRun } from '../pipeline/alerts.js';
 import { atFlag, configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
-import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, plural } from './common.js';
+import { appFor, asOf, EXIT_FAILED, EXIT_OK, plural } from './common.js';
 
 export const alertsCommand = defineCommand(
   {
@@ -27,26 +27,17 @@ refused for good), else 0; findings are not errors.`,
     ],
   },
   async ({ values }, io) => {
-    const loaded = openConfig(values.config, io);
-    const log = loggerFor(loaded, 'warn', io);
     const now = asOf(values.at);
-    const { db } = openDatabase(values.db, loaded, log, { mustExist: true });
-    const channels = values['dry-run'] ? [] : channelsOf(loaded.config);
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
     try {
-      const run = await runAlerts(db, loaded.config, {
-        now,
-        dryRun: values['dry-run'],
-        channels,
-        lookup: loaded.config.analysis.reverse_dns ? systemReverseLookup() : null,
-        log,
-      });
+      const channels = values['dry-run'] ? [] : app.channels();
+      const run = await runAlerts(app.db, app.config, { now, dryRun: values['dry-run'], channels, lookup: app.lookup, log: app.log });
       io.stdout.write(
         values.json ? `${JSON.stringify(jsonOf(run, values['dry-run']))}\n` : formatRun(run, now, values['dry-run'], channels.length),
       );
       return run.deliveries.failed.length ? EXIT_FAILED : EXIT_OK;
     } finally {
-      await Promise.all(channels.map((c) => c.close()));
-      db.close();
+      await app.close();
     }
   },
 );

@@ -1,7 +1,8 @@
 import { redact, resolveDbPath } from '../config/load.js';
 import { checkDbPath } from '../store/db.js';
 import { configFlag, defineCommand } from './command.js';
-import { EXIT_FAILED, EXIT_OK, openConfig } from './common.js';
+import { openApp } from '../app.js';
+import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig } from './common.js';
 import { checkConnections, formatConnections } from './connect-check.js';
 
 export const configCheckCommand = defineCommand(
@@ -38,7 +39,9 @@ settings. Exit 1 when one of them failed.`,
       io.stdout.write(`${JSON.stringify({ source: loaded.source, config: redact(effective) }, null, 2)}\n`);
       return EXIT_OK;
     }
-    const found = await checkConnections(loaded.config);
+    // The parts a command would use, built as it would build them (the database is not opened).
+    const app = openApp(loaded.config, { db: database, log: loggerFor(loaded, 'warn', io), source: loaded.source, ...io.overrides });
+    const found = await checkConnections(app).finally(() => app.close());
     io.stdout.write(values.json ? `${JSON.stringify(found)}\n` : formatConnections(found));
     const failed = [...found.mailboxes, ...found.channels].some((x) => !x.ok);
     return failed ? EXIT_FAILED : EXIT_OK;

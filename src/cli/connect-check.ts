@@ -1,6 +1,5 @@
 import { errorMessage } from '../errors.js';
-import type { Config } from '../config/schema.js';
-import { channelsOf } from '../pipeline/alerts.js';
+import type { App } from '../app.js';
 import { probeMailbox, type MailboxProbe } from '../sources/imap.js';
 import { defaultRetry } from '../notify/types.js';
 
@@ -25,8 +24,9 @@ const PROBE_TIMEOUT_MS = 15_000;
  * all at once, each on its own: one that fails does not hide the others. Nothing is sent, moved or
  * created.
  */
-export async function checkConnections(config: Config): Promise<Connections> {
-  const channels = channelsOf(config, { ...defaultRetry, timeoutMs: PROBE_TIMEOUT_MS });
+export async function checkConnections(app: App): Promise<Connections> {
+  const config = app.config;
+  const channels = app.channels({ ...defaultRetry, timeoutMs: PROBE_TIMEOUT_MS });
   try {
     const [mailboxes, probes] = await Promise.all([
       Promise.all(config.mailbox.map((box) => probeMailbox(box, PROBE_TIMEOUT_MS / 1000))),

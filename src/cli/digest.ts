@@ -1,8 +1,8 @@
 import { RuawatchError } from '../errors.js';
 import { renderDigest } from '../notify/render.js';
-import { buildDigest, channelsOf, sendDigest } from '../pipeline/alerts.js';
+import { buildDigest, sendDigest } from '../pipeline/alerts.js';
 import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
-import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase } from './common.js';
+import { appFor, asOf, EXIT_FAILED, EXIT_OK } from './common.js';
 
 export const digestCommand = defineCommand(
   {
@@ -24,18 +24,16 @@ call it from cron. Exit 1 when a channel could not be reached (the digest is kep
     examples: ['ruawatch digest --config /etc/ruawatch.toml --period weekly --dry-run'],
   },
   async ({ values }, io) => {
-    const loaded = openConfig(values.config, io);
-    const configured = loaded.config.alerts.digest;
-    const period = values.period ?? (configured === 'off' ? 'daily' : configured);
-    if (period !== 'daily' && period !== 'weekly') throw new RuawatchError('E_USAGE', `--period is daily or weekly, not "${period}"`);
-    const now = asOf(values.at);
-    const log = loggerFor(loaded, 'warn', io);
-    const { db } = openDatabase(values.db, loaded, log, { mustExist: true });
-    const channels = values['dry-run'] ? [] : channelsOf(loaded.config);
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
     try {
-      const digest = buildDigest(db, period, now);
+      const configured = app.config.alerts.digest;
+      const period = values.period ?? (configured === 'off' ? 'daily' : configured);
+      if (period !== 'daily' && period !== 'weekly') throw new RuawatchError('E_USAGE', `--period is daily or weekly, not "${period}"`);
+      const now = asOf(values.at);
+      const channels = values['dry-run'] ? [] : app.channels();
+      const digest = buildDigest(app.db, period, now);
       const message = renderDigest(digest, now);
-      const deliveries = values['dry-run'] ? null : await sendDigest(db, digest, now, { channels, log });
+      const deliveries = values['dry-run'] ? null : await sendDigest(app.db, digest, now, { channels, log: app.log });
       if (values.json) io.stdout.write(`${JSON.stringify({ digest, ...(deliveries ? { deliveries } : {}) })}\n`);
       else {
         io.stdout.write(`${message.title}\n\n${message.text}\n`);
@@ -50,8 +48,7 @@ call it from cron. Exit 1 when a channel could not be reached (the digest is kep
       }
       return deliveries?.failed.length ? EXIT_FAILED : EXIT_OK;
     } finally {
-      await Promise.all(channels.map((c) => c.close()));
-      db.close();
+      await app.close();
     }
   },
 );

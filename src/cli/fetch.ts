@@ -1,13 +1,6 @@
-import { limitsOf } from '../config/load.js';
 import { RuawatchError } from '../errors.js';
-import { fetchAll } from '../pipeline/fetch.js';
-import { Ingestor } from '../pipeline/ingest.js';
-import { poolFor } from '../pipeline/pool.js';
-import { mailboxesOf } from '../sources/mailboxes.js';
-import { MailboxStore } from '../store/mailboxes.js';
-import { ReportStore } from '../store/reports.js';
 import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
-import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase } from './common.js';
+import { appFor, EXIT_FAILED, EXIT_OK } from './common.js';
 import { formatSummary } from './ingest.js';
 import { Progress } from './progress.js';
 
@@ -26,22 +19,12 @@ exit codes as ingest.`,
     examples: ['ruawatch fetch --config /etc/ruawatch.toml', 'ruawatch fetch --config /etc/ruawatch.toml --json'],
   },
   async ({ values }, io) => {
-    const loaded = openConfig(values.config, io);
-    if (loaded.config.mailbox.length === 0) throw new RuawatchError('E_CONFIG', 'no [[mailbox]] is configured');
-    const log = loggerFor(loaded, 'warn', io);
-    const limits = limitsOf(loaded.config);
-    const { db, file: dbFile } = openDatabase(values.db, loaded, log);
-    const pool = poolFor(loaded.config, dbFile, limits, log, 'mail');
+    const app = appFor(values, io, { level: 'warn' });
     try {
+      if (app.config.mailbox.length === 0) throw new RuawatchError('E_CONFIG', 'no [[mailbox]] is configured');
       const bar: { progress: Progress | null } = { progress: null };
-      const { summary } = await fetchAll(mailboxesOf(loaded.config, log), {
+      const { summary } = await app.fetchAll({
         command: 'fetch',
-        timeoutMs: loaded.config.schedule.poll_timeout_seconds * 1000,
-        ingestor: new Ingestor(new ReportStore(db), limits, log),
-        pool,
-        positions: new MailboxStore(db),
-        limits,
-        log,
         onPlan: (box, n) => {
           bar.progress?.finish();
           bar.progress = Progress.enabled(io.stderr, n) ? new Progress(io.stderr, n, `messages in ${box.name}`) : null;
@@ -55,8 +38,7 @@ exit codes as ingest.`,
       io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
       return summary.failed.length ? EXIT_FAILED : EXIT_OK;
     } finally {
-      await pool?.close();
-      db.close();
+      await app.close();
     }
   },
 );

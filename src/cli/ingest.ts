@@ -1,11 +1,9 @@
-import { limitsOf } from '../config/load.js';
-import { addToSummary, emptySummary, Ingestor, type IngestSummary } from '../pipeline/ingest.js';
-import { ingestEach, poolFor } from '../pipeline/pool.js';
+import { addToSummary, emptySummary, type IngestSummary } from '../pipeline/ingest.js';
+import { ingestEach, type IngestPool } from '../pipeline/pool.js';
 import { countPaths, expandPaths } from '../sources/files.js';
-import { ReportStore } from '../store/reports.js';
 import { RuawatchError } from '../errors.js';
 import { configFlag, dbFlag, defineCommand, jsonFlag, usageLine } from './command.js';
-import { EXIT_FAILED, EXIT_OK, formatInt, loggerFor, openConfig, openDatabase } from './common.js';
+import { appFor, EXIT_FAILED, EXIT_OK, formatInt } from './common.js';
 import { Progress } from './progress.js';
 
 export const ingestCommand = defineCommand(
@@ -25,19 +23,19 @@ or configuration errors.`,
   },
   async ({ values, positionals }, io) => {
     if (positionals.length === 0) throw new RuawatchError('E_USAGE', `no PATH given\n${usageLine(ingestCommand.spec)}`);
-    const loaded = openConfig(values.config, io);
-    const log = loggerFor(loaded, 'warn', io);
-    const limits = limitsOf(loaded.config);
-    const { db, file: dbFile } = openDatabase(values.db, loaded, log);
-    // Several inputs go to worker threads; standard input can only be read here. All are counted
-    // only for a progress bar.
-    const total = await countPaths(positionals, io.stderr.isTTY ? Infinity : 2);
-    const pool = total > 1 && !positionals.some((p: string) => p === '-') ? poolFor(loaded.config, dbFile, limits, log, 'files') : null;
+    const app = appFor(values, io, { level: 'warn' });
+    let pool: IngestPool | null = null;
     try {
-      const runner = pool ?? new Ingestor(new ReportStore(db), limits, log);
+      // Created and brought up to date here, before worker threads open it.
+      void app.db;
+      // Several inputs go to worker threads; standard input can only be read here. All are counted
+      // only for a progress bar.
+      const total = await countPaths(positionals, io.stderr.isTTY ? Infinity : 2);
+      if (total > 1 && !positionals.some((p: string) => p === '-')) pool = app.pool('files');
+      const runner = pool ?? app.ingestor;
       const summary = emptySummary();
       const progress = Progress.enabled(io.stderr, total) ? new Progress(io.stderr, total, 'inputs') : null;
-      await ingestEach(expandPaths(positionals, limits.maxReportBytes), runner, (result) => {
+      await ingestEach(expandPaths(positionals, app.limits.maxReportBytes), runner, (result) => {
         addToSummary(summary, result);
         progress?.tick();
       });
@@ -46,7 +44,7 @@ or configuration errors.`,
       return summary.failed.length ? EXIT_FAILED : EXIT_OK;
     } finally {
       await pool?.close();
-      db.close();
+      await app.close();
     }
   },
 );

@@ -2,10 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { isoTime, renderTest } from '../notify/render.js';
 import { CHANNEL_NAMES, defaultRetry, withRetry, type ChannelName, type RetryPolicy } from '../notify/types.js';
-import { channelsOf } from '../pipeline/alerts.js';
 import { AlertStore, type ChannelStatus, type ParkedNotification } from '../store/alerts.js';
 import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
-import { EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, plural } from './common.js';
+import { appFor, EXIT_FAILED, EXIT_OK, plural } from './common.js';
 
 // A test should answer quickly: one retry, one second apart.
 const TEST_RETRY: RetryPolicy = { ...defaultRetry, attempts: 2 };
@@ -28,8 +27,9 @@ Exit 1 when a channel failed, 2 when none is configured.`,
     if (values.channel !== undefined && !CHANNEL_NAMES.includes(values.channel as never)) {
       throw new RuawatchError('E_USAGE', `--channel is one of ${CHANNEL_NAMES.join(', ')}, not "${values.channel}"`);
     }
-    const loaded = openConfig(values.config, io);
-    const channels = channelsOf(loaded.config, TEST_RETRY).filter((c) => values.channel === undefined || c.name === values.channel);
+    // No database: a test message is sent, not queued.
+    const app = appFor(values, io, { level: 'warn' });
+    const channels = app.channels(TEST_RETRY).filter((c) => values.channel === undefined || c.name === values.channel);
     if (channels.length === 0) {
       throw new RuawatchError(
         'E_CONFIG',
@@ -53,6 +53,7 @@ Exit 1 when a channel failed, 2 when none is configured.`,
       );
     } finally {
       await Promise.all(channels.map((c) => c.close()));
+      await app.close();
     }
     results.sort((a, b) => CHANNEL_NAMES.indexOf(a.channel as never) - CHANNEL_NAMES.indexOf(b.channel as never));
     if (values.json) io.stdout.write(`${JSON.stringify({ results })}\n`);
@@ -77,11 +78,10 @@ notifications with their reasons. Reads the database only.`,
     examples: ['ruawatch notify status --config /etc/ruawatch.toml'],
   },
   async ({ values }, io) => {
-    const loaded = openConfig(values.config, io);
-    const configured = CHANNEL_NAMES.filter((c) => loaded.config.alerts[c] !== undefined);
-    const { db } = openDatabase(values.db, loaded, loggerFor(loaded, 'warn', io), { mustExist: true });
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
     try {
-      const store = new AlertStore(db);
+      const configured = CHANNEL_NAMES.filter((c) => app.config.alerts[c] !== undefined);
+      const store = new AlertStore(app.db);
       const channels = store.channelStatus(configured);
       const parked = store.parked(PARKED_SHOWN);
       if (values.json) {
@@ -91,7 +91,7 @@ notifications with their reasons. Reads the database only.`,
       }
       return EXIT_OK;
     } finally {
-      db.close();
+      await app.close();
     }
   },
 );

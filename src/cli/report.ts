@@ -1,6 +1,6 @@
 import { reportTotals, type ReportTotals } from '../store/summary.js';
 import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
-import { EXIT_OK, formatInt, formatRate, loggerFor, openConfig, openDatabase, parseDay, plural } from './common.js';
+import { appFor, EXIT_OK, formatInt, formatRate, parseDay, plural } from './common.js';
 
 const TABLE_SOURCES = 15;
 
@@ -25,15 +25,15 @@ sources with most messages per domain; --json lists all. Reads the database only
   async ({ values }, io) => {
     const since = parseDay('--since', values.since);
     const untilDay = parseDay('--until', values.until);
-    const loaded = openConfig(values.config, io);
-    const { db } = openDatabase(values.db, loaded, loggerFor(loaded, 'warn', io), { mustExist: true });
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
     try {
+      const db = app.db;
       // --until names the last day included.
       const totals = reportTotals(db, { domain: values.domain, since, until: untilDay === undefined ? undefined : untilDay + 86400 });
       io.stdout.write(values.json ? `${JSON.stringify(totals)}\n` : formatTotals(totals));
       return EXIT_OK;
     } finally {
-      db.close();
+      await app.close();
     }
   },
 );

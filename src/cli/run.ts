@@ -1,8 +1,7 @@
-import { systemReverseLookup } from '../pipeline/alerts.js';
 import { startWeb } from '../web/server.js';
 import { Worker } from '../worker/worker.js';
 import { configFlag, dbFlag, defineCommand } from './command.js';
-import { EXIT_OK, loggerFor, openConfig, openDatabase } from './common.js';
+import { appFor, EXIT_OK } from './common.js';
 
 /** Shutdown must be over within 10 s (docker stop's default grace period): the poll gets 8. */
 const GRACE_MS = 8_000;
@@ -19,14 +18,14 @@ cleanly on SIGTERM or SIGINT: the poll under way finishes the message it is on. 
     examples: ['ruawatch run --config /etc/ruawatch.toml'],
   },
   async ({ values }, io) => {
-    const loaded = openConfig(values.config, io);
-    const config = loaded.config;
-    const log = loggerFor(loaded, 'info', io);
-    const { db } = openDatabase(values.db, loaded, log);
-    if (config.mailbox.length === 0) log.warn('no [[mailbox]] is configured: only alerts on what is already in the database');
-    const worker = new Worker(config, db, log, { lookup: config.analysis.reverse_dns ? systemReverseLookup() : null });
-    const web = await startWeb(config, db, worker, log).catch((err: unknown) => {
-      db.close();
+    const app = appFor(values, io, { level: 'info' });
+    const log = app.log;
+    // Opened now: a database that cannot be used stops run before it serves anything.
+    const db = app.db;
+    if (app.config.mailbox.length === 0) log.warn('no [[mailbox]] is configured: only alerts on what is already in the database');
+    const worker = new Worker(app);
+    const web = await startWeb(app.config, db, worker, log).catch(async (err: unknown) => {
+      await app.close();
       throw err;
     });
     io.stdout.write(`ruawatch: running; the dashboard, /healthz and /metrics on ${web.url}\n`);
@@ -40,7 +39,7 @@ cleanly on SIGTERM or SIGINT: the poll under way finishes the message it is on. 
     const clean = await worker.stop(GRACE_MS);
     if (!clean) log.warn('the current poll did not finish in time; its unacknowledged messages are read again next start');
     await web.close();
-    db.close();
+    await app.close();
     log.info({ ms: Date.now() - started }, 'stopped');
     // Anything still holding the event loop (a socket the server never closed) must not keep a
     // stopping container alive.

@@ -1,10 +1,8 @@
 import path from 'node:path';
-import { resolveDbPath } from '../config/load.js';
 import type { Enrichment } from '../enrich/index.js';
 import { RuawatchError, errorMessage } from '../errors.js';
-import { systemReverseLookup } from '../pipeline/alerts.js';
 import { configFlag, defineCommand, jsonFlag, usageLine } from './command.js';
-import { EXIT_OK, openConfig } from './common.js';
+import { appFor, EXIT_OK } from './common.js';
 
 interface WhoisResult extends Enrichment {
   ptr: string | null;
@@ -44,8 +42,8 @@ but for DNS. Prints the data's source and date, and the attribution it asks for.
   },
   async ({ values, positionals }, io) => {
     if (positionals.length === 0) throw new RuawatchError('E_USAGE', `no address given\n${usageLine(whoisCommand.spec)}`);
-    const loaded = openConfig(values.config, io);
-    const settings = loaded.config.enrich;
+    const app = appFor(values, io, { level: 'warn' });
+    const settings = app.config.enrich;
     if (!settings.enabled) throw new RuawatchError('E_CONFIG', 'enrichment is switched off ([enrich] enabled = false)');
     // Loaded here, not at the top: other commands never read the enrichment code or data.
     const { createEnricher, parseAddress, confirmReverseName, systemForwardLookup } = await import('../enrich/index.js');
@@ -53,10 +51,11 @@ but for DNS. Prints the data's source and date, and the attribution it asks for.
       if (!parseAddress(ip)) throw new RuawatchError('E_USAGE', `"${ip}" is not an IP address`);
     }
     // Compiled copies of CSV data files go beside the database, which ruawatch can write to.
-    const cacheDir = path.dirname(path.resolve(resolveDbPath(values.db, loaded, io.env)));
+    const cacheDir = path.dirname(path.resolve(app.dbFile));
     const enricher = createEnricher(settings, { cacheDir });
-    const dns = !values['no-dns'] && loaded.config.analysis.reverse_dns;
-    const reverse = dns ? systemReverseLookup() : null;
+    // The App's reverse DNS: none when [analysis] reverse_dns is off.
+    const reverse = values['no-dns'] ? null : app.lookup;
+    const dns = reverse !== null;
     const forward = dns ? systemForwardLookup() : null;
     const results: WhoisResult[] = [];
     for (const ip of positionals) {

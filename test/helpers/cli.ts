@@ -21,13 +21,14 @@ class Collect extends Writable {
 /**
  * Runs a ruawatch command line in this process, as the program would: its output, its log lines
  * (stderr) and its exit code. The environment is only what `env` holds, so the test machine's own
- * RUAWATCH_* variables never leak in. Signals, the real binary's exit and standard input need a
+ * RUAWATCH_* variables never leak in; `overrides` stand in for parts of the App (reverse DNS,
+ * channels). Signals, the real binary's exit and standard input need a
  * process (test/cli.test.ts).
  */
-export async function runCli(argv: string[], env: Record<string, string> = {}): Promise<CliRun> {
+export async function runCli(argv: string[], env: Record<string, string> = {}, overrides?: Io['overrides']): Promise<CliRun> {
   const stdout = new Collect();
   const stderr = new Collect();
-  const io: Io = { stdout, stderr, env };
+  const io: Io = { stdout, stderr, env, ...(overrides ? { overrides } : {}) };
   const code = await main(argv, io);
   return { code, stdout: stdout.text, stderr: stderr.text };
 }
