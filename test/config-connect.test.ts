@@ -58,7 +58,7 @@ describe('config check --connect', { skip: !haveDovecot && 'dovecot is not insta
     assert.equal(r.code, 1, r.stderr);
     const lines = r.stdout.split('\n');
     assert.deepEqual(lines.slice(0, 4), [
-      `mailbox dmarc (127.0.0.1:${dovecot.port}, security = "none"): logged in as dmarc@example.com over no TLS`,
+      `mailbox dmarc (127.0.0.1:${dovecot.port}, security = "none"): logged in as dmarc@example.com without TLS`,
       '  folder           INBOX: 1 message, 1 unseen',
       '  processed_folder Processed: 1 message',
       '  invalid_folder   Invalid: missing; created by the first fetch',
@@ -72,7 +72,7 @@ describe('config check --connect', { skip: !haveDovecot && 'dovecot is not insta
     assert.equal(lines[5], '  folder           Reports/TLS: FAILED: no such folder');
     assert.equal(
       lines.at(-4),
-      `email: 127.0.0.1:${smtp.port} over no TLS, no login; mail from ruawatch@example.com to postmaster@example.com`,
+      `email: 127.0.0.1:${smtp.port} without TLS, no login; mail from ruawatch@example.com to postmaster@example.com`,
     );
     assert.equal(lines.at(-3), `matrix: ${matrix.url}: the token is @ruawatch:example.org's, who is in !alerts:example.org`);
     assert.equal(lines.at(-2), 'discord: webhook "ruawatch" posting to channel 987654321098765432');

@@ -57,8 +57,8 @@ export function formatConnections(c: Connections): string {
       lines.push(`${head}: FAILED: ${m.error}`);
       continue;
     }
-    const tls = m.tls ? `${m.tls.protocol} (${m.tls.cipher})` : 'no TLS';
-    lines.push(`${head}: logged in as ${m.user} over ${tls}`);
+    const tls = m.tls ? `over ${m.tls.protocol} (${m.tls.cipher})` : 'without TLS';
+    lines.push(`${head}: logged in as ${m.user} ${tls}`);
     for (const f of m.folders) {
       const what = f.exists
         ? `${f.messages} message${f.messages === 1 ? '' : 's'}${f.role === 'folder' ? `, ${f.unseen} unseen` : ''}`

@@ -97,8 +97,8 @@ export class EmailChannel implements Channel {
     // Connects, says EHLO, upgrades with STARTTLS where configured and logs in; sends nothing.
     await this.transport.verify();
     const s = this.s;
-    const tls = s.security === 'tls' ? 'implicit TLS' : s.security === 'starttls' ? 'STARTTLS' : 'no TLS';
-    return `${s.host}:${s.port} over ${tls}, ${s.user ? `logged in as ${s.user}` : 'no login'}; mail from ${s.from} to ${s.to.join(', ')}`;
+    const tls = s.security === 'tls' ? 'over implicit TLS' : s.security === 'starttls' ? 'over STARTTLS' : 'without TLS';
+    return `${s.host}:${s.port} ${tls}, ${s.user ? `logged in as ${s.user}` : 'no login'}; mail from ${s.from} to ${s.to.join(', ')}`;
   }
 
   async close(): Promise<void> {
