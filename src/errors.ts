@@ -14,6 +14,10 @@ export type ErrorCode =
   | 'E_JSON' // not valid JSON
   | 'E_NOT_REPORT' // well-formed, but not an aggregate or TLS report
   | 'E_REPORT' // a report missing a field it cannot be stored without
+  | 'E_DATE_RANGE' // a report's dates are implausible (begin after end, before 2000, in the future, too long a span)
+  | 'E_COUNT' // a message or session count that is not a plausible whole number
+  | 'E_ADDRESS' // a source IP (or another IP address field) that is not an IP address
+  | 'E_TEXT' // text holding NUL or other control characters, or broken Unicode
   | 'E_IO' // the input could not be read
   | 'E_CONFIG' // configuration problem
   | 'E_USAGE' // command-line usage

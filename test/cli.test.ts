@@ -89,6 +89,59 @@ describe('ruawatch ingest', () => {
     );
   });
 
+  it('skips stray files next to the reports (a web page, JSON that is not a report, a PDF) and exits 0', () => {
+    const dir = tempDir();
+    const files: Record<string, string | Buffer> = {
+      'a-report.xml': dmarcXml({ reportId: 'stray-1' }),
+      'b-page.html': '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>DMARC</title></head><body><p>Reports<br></body></html>\n',
+      'c-page.htm': '\n<html lang="en"><body>unclosed<p>paragraphs</body>',
+      'd-settings.json': '{"theme": "dark", "policies_seen": 3}',
+      'e-list.json': '[1, 2, 3]',
+      'f-scan.pdf': Buffer.concat([Buffer.from('%PDF-1.7\n%\xe2\xe3\xcf\xd3\n', 'latin1'), Buffer.alloc(64, 7)]),
+    };
+    for (const [name, body] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), body);
+    const r = run(['ingest', '--db', path.join(tempDir(), 'r.sqlite'), '--json', dir]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const s = json<{ reports: { dmarc: number }; failed: unknown[]; skipped: { input: string; reason: string }[] }>(r.stdout);
+    assert.deepEqual([s.reports.dmarc, s.failed], [1, []]);
+    assert.deepEqual(
+      s.skipped.map((x) => [path.basename(x.input), x.reason]),
+      [
+        ['b-page.html', 'an HTML document, not a report'],
+        ['c-page.htm', 'an HTML document, not a report'],
+        ['d-settings.json', 'the JSON has no "policies" array: not an SMTP TLS report (RFC 8460)'],
+        ['e-list.json', 'the JSON has no "policies" array: not an SMTP TLS report (RFC 8460)'],
+        ['f-scan.pdf', 'a PDF document, not a report'],
+      ],
+    );
+  });
+
+  it('lists a report whose key is already stored with other bytes under conflicts, naming both inputs, and exits 0', () => {
+    const dir = tempDir();
+    const first = path.join(dir, 'a.xml');
+    const second = path.join(dir, 'b.xml');
+    const copy = path.join(dir, 'c.xml');
+    fs.writeFileSync(first, dmarcXml({ reportId: 'same-key', records: [record({ count: 5 })] }));
+    fs.writeFileSync(second, dmarcXml({ reportId: 'same-key', records: [record({ count: 7 })] }));
+    fs.copyFileSync(first, copy);
+    const db = path.join(tempDir(), 'r.sqlite');
+    const r = run(['ingest', '--db', db, '--json', dir]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const s = json<{ reports: { dmarc: number }; duplicates: number; conflicts: unknown[] }>(r.stdout);
+    assert.deepEqual(
+      [s.reports.dmarc, s.duplicates, s.conflicts],
+      [1, 1, [{ input: second, stored_input: first, kind: 'dmarc', reporter: 'receiver.example', report_id: 'same-key' }]],
+    );
+    const table = run(['ingest', '--db', db, second]);
+    assert.equal(table.code, 0);
+    assert.match(
+      table.stdout,
+      new RegExp(
+        `conflicts {3}1\\n {2}.*b\\.xml: not stored; .*a\\.xml holds another report with the same key \\(receiver\\.example same-key\\)`,
+      ),
+    );
+  });
+
   it('exits 2 on usage and configuration errors', () => {
     assert.equal(run(['ingest']).code, 2);
     assert.equal(run(['ingest', '--bogus', 'x']).code, 2);

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { CLI, fixture, tempDir } from './helpers/common.js';
 import { PASSWORD, findDovecot, startDovecot, type Dovecot } from '../devtools/dovecot.js';
-import { base64Lines, dmarcXml, gzip, mail, record } from './helpers/synth.js';
+import { base64Lines, dmarcXml, gzip, mail, nestedZip, record } from './helpers/synth.js';
 
 const haveDovecot = findDovecot() !== null;
 if (!haveDovecot) {
@@ -22,9 +22,14 @@ interface Run {
   stderr: string;
 }
 
-function cli(args: string[]): Promise<Run> {
+/** Prints the process's peak RSS (KiB) on standard error as it exits. */
+const PEAK_RSS = `data:text/javascript,${encodeURIComponent(
+  "import fs from 'node:fs'; process.on('exit', () => fs.writeSync(2, `\\npeak-rss-kib ${process.resourceUsage().maxRSS}\\n`));",
+)}`;
+
+function cli(args: string[], node: string[] = []): Promise<Run> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '' } });
+    const p = spawn(process.execPath, [...node, CLI, ...args], { env: { PATH: process.env.PATH ?? '' } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -173,6 +178,45 @@ describe('IMAP fetch against a real Dovecot', { skip: !haveDovecot && 'dovecot i
       total,
       `each report reported as stored exactly once\n${first.stdout}\n${first.stderr}`,
     );
+  });
+
+  it('refuses a nested-zip mail (4 levels of 100 entries) in bounded time and memory, sends it to Invalid, and reads the rest of the batch', async (t) => {
+    const { u, config, db } = setup();
+    const bomb = nestedZip(4, 100, dmarcXml({ reportId: 'amplified' }));
+    const bombMail = mail([
+      {
+        headers:
+          'Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="reports.zip"',
+        body: base64Lines(bomb),
+      },
+    ]);
+    assert.ok(bombMail.length > 700_000 && bombMail.length < 1_000_000, `${bombMail.length} bytes`);
+    await dovecot.append(u, reportMail('before'));
+    await dovecot.append(u, bombMail);
+    await dovecot.append(u, reportMail('after-1'));
+    await dovecot.append(u, reportMail('after-2'));
+    const started = Date.now();
+    const r = await cli(['fetch', '--config', config, '--json'], ['--import', PEAK_RSS]);
+    const seconds = (Date.now() - started) / 1000;
+    const peakMiB = Number(/peak-rss-kib (\d+)/.exec(r.stderr)?.[1]) / 1024;
+    t.diagnostic(`fetch took ${seconds.toFixed(1)} s, peak RSS ${peakMiB.toFixed(0)} MiB`);
+    assert.equal(r.code, 1, r.stderr);
+    const s = JSON.parse(r.stdout) as Omit<Summary, 'failed'> & { failed: { input: string; error: string; code: string }[] };
+    assert.deepEqual([s.inputs, s.reports.dmarc, s.duplicates], [4, 3, 0]);
+    assert.deepEqual(
+      s.failed.map((f) => [f.input, f.code]),
+      [['dmarc:2', 'E_LIMIT']],
+    );
+    assert.match(s.failed[0]!.error, /more than 200 archive entries and mail parts in all .*\(limit: \[limits\] max_input_leaves\)/);
+    assert.deepEqual([await dovecot.count(u, 'INBOX'), await dovecot.count(u, 'Processed'), await dovecot.count(u, 'Invalid')], [0, 3, 1]);
+    const conn = new Database(db, { readonly: true });
+    const row = conn.prepare('SELECT outcome, reason FROM mailbox_messages WHERE uid = 2').get() as { outcome: string; reason: string };
+    assert.equal(row.outcome, 'invalid');
+    assert.match(row.reason, /max_input_leaves\) \[E_LIMIT\]$/);
+    assert.equal((conn.prepare("SELECT COUNT(*) AS n FROM reports WHERE report_id = 'amplified'").get() as { n: number }).n, 0);
+    // Before, the pass grew past 1.8 GB in 150 s without acknowledging any mail of its batch.
+    assert.ok(seconds < 60, `${seconds} s`);
+    assert.ok(peakMiB > 0 && peakMiB < 400, `peak RSS ${peakMiB} MiB`);
   });
 
   it('fails clearly on a wrong password (exit 1)', async () => {

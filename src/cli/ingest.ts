@@ -54,6 +54,10 @@ export function formatSummary(s: IngestSummary): string {
     `inputs      ${formatInt(s.inputs)}`,
     `stored      ${formatInt(s.reports.dmarc)} aggregate, ${formatInt(s.reports.tlsrpt)} TLS, ${formatInt(s.reports.failure)} failure reports (${formatInt(s.records)} records)`,
     `duplicates  ${formatInt(s.duplicates)}`,
+    `conflicts   ${formatInt(s.conflicts.length)}`,
+    ...s.conflicts.map(
+      (x) => `  ${x.input}: not stored; ${x.stored_input} holds another report with the same key (${x.reporter} ${x.report_id})`,
+    ),
     `skipped     ${formatInt(s.skipped.length)}`,
     ...s.skipped.map((x) => `  ${x.input}: ${x.reason}`),
     `failed      ${formatInt(s.failed.length)}`,

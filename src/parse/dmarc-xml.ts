@@ -1,16 +1,8 @@
-import { RuawatchError, errorCode, errorMessage } from '../errors.js';
+import { RuawatchError, errorMessage } from '../errors.js';
 import type { ByteStream } from '../unpack/bytes.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
-import {
-  canonicalIp,
-  clean,
-  emailDomain,
-  normaliseDomain,
-  normaliseReportId,
-  normaliseResult,
-  normaliseWord,
-  parseCount,
-} from './normalise.js';
+import { clean, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, normaliseWord, parseCount } from './normalise.js';
+import { checkDateRange, checkTotal, nowSeconds, quote, readCount, readIp } from './plausible.js';
 import type { DmarcHeader, DmarcRecord } from './types.js';
 import { XmlTextDecoder } from './xml-text.js';
 import { XmlTokenizer } from './xml-tokenizer.js';
@@ -28,6 +20,8 @@ export interface DmarcParseOptions {
   limits: Limits;
   /** The reporter's address from the mail, used when org_name and email are both empty. */
   fallbackReporterEmail?: string | null;
+  /** The ingest clock in epoch seconds, which the date range is judged by (default: now). */
+  now?: number;
 }
 
 export interface DmarcParseResult {
@@ -45,6 +39,12 @@ const MAX_PENDING_RECORDS = 10_000;
  * strict streaming tokenizer (xml-tokenizer.ts), handing each <record> to the sink as soon as it closes, so memory stays
  * flat whatever the report's size. DOCTYPE declarations are refused outright: no entity is ever
  * defined, expanded or fetched (XXE, billion laughs).
+ *
+ * Implausible content refuses the whole report (plausible.ts): a date range that cannot be a
+ * report's (E_DATE_RANGE), a count that is not a whole number up to [limits] max_message_count or
+ * counts that add up past it (E_COUNT), a source IP that is not an IP address, or messages
+ * counted without one (E_ADDRESS). A record with neither a source IP nor messages says nothing
+ * and is left out. Errors thrown by the sink (the store's) pass through as they are.
  */
 export async function parseDmarcXml(
   src: ByteStream,
@@ -66,8 +66,9 @@ export async function parseDmarcXml(
       parser.close();
     }
   } catch (err) {
-    // The store's own errors (a full or locked database) are not the XML's fault: they keep their code.
-    if (err instanceof RuawatchError || errorCode(err).startsWith('SQLITE_')) throw err;
+    // The sink's own failures (the database busy or full) are not the document's: relabelled as
+    // E_XML they would send a good report to the Invalid folder instead of being tried again.
+    if (err instanceof RuawatchError || state.isSinkError(err)) throw err;
     throw new RuawatchError('E_XML', `not well-formed XML: ${errorMessage(err)}`, { cause: err });
   }
   if (!state.sawRoot) throw new RuawatchError('E_XML', 'the XML document has no root element');
@@ -105,6 +106,10 @@ class DmarcState {
   feedbackClosed = false;
   private wrapped = false;
   recordCount = 0;
+  /** Messages counted by the records so far. */
+  private messages = 0;
+  /** What the sink threw, if it did. */
+  private sinkError: { error: unknown } | null = null;
 
   constructor(
     private readonly opts: DmarcParseOptions,
@@ -189,7 +194,8 @@ class DmarcState {
         else if (name === 'policy_published') this.policyDone = true;
         else if (name === 'record' && rec) {
           this.rec = null;
-          this.emit(finishRecord(rec));
+          const r = this.finishRecord(rec);
+          if (r) this.emit(r);
         }
         if (this.metaDone && this.policyDone && !this.header) this.flushPending();
         return;
@@ -249,10 +255,47 @@ class DmarcState {
     }
   }
 
+  isSinkError(err: unknown): boolean {
+    return this.sinkError !== null && this.sinkError.error === err;
+  }
+
+  /** Calls the sink, noting what it throws so that it is not taken for an XML error. */
+  private toSink<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      this.sinkError = { error: err };
+      throw err;
+    }
+  }
+
+  /** A record normalised and checked (see parseDmarcXml), or null when it holds nothing at all. */
+  private finishRecord(r: PartialRecord): DmarcRecord | null {
+    const n = this.recordCount;
+    const limits = this.opts.limits;
+    const count = readCount(r.count, () => `record ${n}: <count>`, limits);
+    const ipText = clean(r.sourceIp);
+    if (ipText === null) {
+      if (!count) return null;
+      throw new RuawatchError('E_ADDRESS', `record ${n} counts ${count} messages but has no <source_ip>`);
+    }
+    const sourceIp = readIp(ipText, () => `record ${n}: <source_ip>`);
+    if (count === null) throw new RuawatchError('E_COUNT', `record ${n} has no <count>`);
+    this.messages += count;
+    checkTotal(this.messages, 'the counts of the records', limits);
+    return normaliseRecord(r, sourceIp, count);
+  }
+
   private emit(r: DmarcRecord): void {
     if (this.stopped) return;
     if (this.header) {
-      this.sink.record(r);
+      // As toSink, without a closure per record.
+      try {
+        this.sink.record(r);
+      } catch (err) {
+        this.sinkError = { error: err };
+        throw err;
+      }
       return;
     }
     this.pending.push(r);
@@ -262,13 +305,14 @@ class DmarcState {
   }
 
   private flushPending(): void {
-    this.header = this.buildHeader();
-    if (this.sink.header(this.header) === 'stop') {
+    const header = this.buildHeader();
+    this.header = header;
+    if (this.toSink(() => this.sink.header(header)) === 'stop') {
       this.stopped = true;
       this.pending = [];
       return;
     }
-    for (const r of this.pending) this.sink.record(r);
+    for (const r of this.pending) this.toSink(() => this.sink.record(r));
     this.pending = [];
   }
 
@@ -284,14 +328,20 @@ class DmarcState {
     if (!reporter) throw new RuawatchError('E_REPORT', 'the report names no reporter: <org_name> and <email> are both empty');
     const reportId = normaliseReportId(m.report_id);
     if (!reportId) throw new RuawatchError('E_REPORT', 'the report has no <report_id>');
-    const begin = parseCount(m.begin);
-    const end = parseCount(m.end);
+    const beginText = clean(m.begin);
+    const endText = clean(m.end);
+    if (beginText === null || endText === null) {
+      throw new RuawatchError('E_REPORT', `the report has no <date_range> (begin "${beginText ?? ''}", end "${endText ?? ''}")`);
+    }
+    const begin = parseCount(beginText);
+    const end = parseCount(endText);
     if (begin === null || end === null) {
       throw new RuawatchError(
-        'E_REPORT',
-        `the report has no valid <date_range> (begin "${clean(m.begin) ?? ''}", end "${clean(m.end) ?? ''}")`,
+        'E_DATE_RANGE',
+        `the report's <date_range> is not two times in epoch seconds (begin ${quote(beginText)}, end ${quote(endText)})`,
       );
     }
+    checkDateRange(begin, end, nowSeconds(this.opts.now), this.opts.limits);
     const p = this.policy;
     const domain = normaliseDomain(p.domain);
     if (!domain) throw new RuawatchError('E_REPORT', 'the report has no <policy_published><domain>');
@@ -353,11 +403,10 @@ function emptyRecord(): PartialRecord {
   };
 }
 
-function finishRecord(r: PartialRecord): DmarcRecord {
-  const ipText = clean(r.sourceIp);
+function normaliseRecord(r: PartialRecord, sourceIp: string, count: number): DmarcRecord {
   return {
-    sourceIp: canonicalIp(ipText) ?? (ipText ?? '').toLowerCase(),
-    count: parseCount(r.count) ?? 0,
+    sourceIp,
+    count,
     disposition: normaliseWord(r.disposition),
     dkim: normaliseResult(r.dkim),
     spf: normaliseResult(r.spf),

@@ -1,20 +1,30 @@
 import { createHash } from 'node:crypto';
 import type { Mail } from '../unpack/mime.js';
-import { canonicalIp, clean, emailDomain, normaliseDomain, normaliseReportId, normaliseWord } from './normalise.js';
+import { clean, emailDomain, normaliseDomain, normaliseReportId, normaliseWord } from './normalise.js';
+import { checkTime, nowSeconds, readIp } from './plausible.js';
 import type { FailureReport } from './types.js';
 
 export type FailureParse = { report: FailureReport } | { notFailure: string } | null;
+
+export interface FailureParseOptions {
+  /** The ingest clock in epoch seconds, which the arrival time is judged by (default: now). */
+  now?: number;
+}
 
 /**
  * Recognises a DMARC failure report (RFC 9991, using the ARF format of RFC 5965 with the
  * auth-failure extension of RFC 6591) or the plain-text kind some MTAs (Exim) send, and keeps a
  * summary: who reported, which source IP, which domain, what failed, when. Message bodies and the
  * reported headers are not kept. Returns null when the mail is not a feedback report at all.
+ *
+ * As with aggregate reports (plausible.ts), a source IP that is not an IP address (E_ADDRESS) or
+ * an arrival time before 2000 or more than two days ahead (E_DATE_RANGE) refuses the report.
  */
-export function parseFailureReport(mail: Mail): FailureParse {
+export function parseFailureReport(mail: Mail, opts: FailureParseOptions = {}): FailureParse {
   const arf = mail.parts.find((p) => p.contentType === 'message/feedback-report');
-  if (arf) return fromArf(mail, arf.content.toString('utf8'));
-  return fromText(mail);
+  const parsed = arf ? fromArf(mail, arf.content.toString('utf8')) : fromText(mail);
+  if (parsed && 'report' in parsed) checkTime(parsed.report.begin, nowSeconds(opts.now), "the failure report's arrival time");
+  return parsed;
 }
 
 function fromArf(mail: Mail, body: string): FailureParse {
@@ -133,9 +143,10 @@ function reportedHeaders(mail: Mail): Map<string, string[]> {
   return parseFields(end >= 0 ? text.slice(0, end) : text);
 }
 
+/** The address in a Source-IP field ("192.0.2.1 (mail.example.com)"); E_ADDRESS when it is not one. */
 function ipOf(v: string | null): string | null {
   const first = clean(v)?.split(/[\s(]/)[0];
-  return first ? (canonicalIp(first) ?? first.toLowerCase()) : null;
+  return first ? readIp(first, "the failure report's Source-IP") : null;
 }
 
 function stripAngles(v: string | null): string | null {

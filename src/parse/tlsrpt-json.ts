@@ -1,7 +1,8 @@
 import { TextDecoder } from 'node:util';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
-import { canonicalIp, clean, emailDomain, normaliseDomain, normaliseWord, parseCount } from './normalise.js';
+import { clean, emailDomain, normaliseDomain, normaliseWord } from './normalise.js';
+import { checkDateRange, checkText, checkTotal, nowSeconds, quote, readCount, readIp } from './plausible.js';
 import type { TlsFailure, TlsPolicy, TlsReport } from './types.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -10,12 +11,19 @@ type Obj = { [k: string]: Json };
 export interface TlsParseOptions {
   limits: Limits;
   fallbackReporterEmail?: string | null;
+  /** The ingest clock in epoch seconds, which the date range is judged by (default: now). */
+  now?: number;
 }
 
 /**
  * Parses an SMTP TLS report (RFC 8460 section 4). Lenient where reporters are sloppy (counts as
  * strings, mx-host as a string, "failure-error-code" from the drafts, missing optional fields,
  * unknown result types kept as sent), strict where a report would be meaningless without it.
+ *
+ * Implausible content refuses the whole report (plausible.ts): a control character or a broken
+ * Unicode character in any string (E_TEXT), a date range that cannot be a report's
+ * (E_DATE_RANGE), a count that is not a whole number up to [limits] max_message_count or session
+ * counts that add up past it (E_COUNT), an IP address field that is not an IP address (E_ADDRESS).
  */
 export function parseTlsReport(bytes: Uint8Array, opts: TlsParseOptions): TlsReport {
   let text: string;
@@ -33,12 +41,14 @@ export function parseTlsReport(bytes: Uint8Array, opts: TlsParseOptions): TlsRep
   if (!isObj(doc) || !Array.isArray(doc.policies)) {
     throw new RuawatchError('E_NOT_REPORT', 'the JSON has no "policies" array: not an SMTP TLS report (RFC 8460)');
   }
+  checkStrings(doc, '');
   const range = isObj(doc['date-range']) ? doc['date-range'] : {};
-  const begin = parseTime(range['start-datetime']);
-  const end = parseTime(range['end-datetime']);
+  const begin = parseTime(range['start-datetime'], 'start-datetime');
+  const end = parseTime(range['end-datetime'], 'end-datetime');
   if (begin === null || end === null) {
-    throw new RuawatchError('E_REPORT', 'the TLS report has no valid "date-range" (start-datetime / end-datetime)');
+    throw new RuawatchError('E_REPORT', 'the TLS report has no "date-range" (start-datetime / end-datetime)');
   }
+  checkDateRange(begin, end, nowSeconds(opts.now), opts.limits, 'the TLS report');
   const reportId = str(doc['report-id']);
   if (!reportId) throw new RuawatchError('E_REPORT', 'the TLS report has no "report-id"');
   const contactInfo = str(doc['contact-info']);
@@ -53,27 +63,32 @@ export function parseTlsReport(bytes: Uint8Array, opts: TlsParseOptions): TlsRep
   };
   const policies = doc.policies.map((p, i) => {
     countEntry();
-    return parsePolicy(p, i, countEntry);
+    return parsePolicy(p, i, countEntry, opts.limits);
   });
+  let sessions = 0;
+  for (const p of policies) sessions += p.successful + p.failed;
+  checkTotal(sessions, 'the session counts of the TLS report', opts.limits);
   const policyDomain = policies.find((p) => p.policyDomain)?.policyDomain ?? '';
   return { kind: 'tlsrpt', reporter, reportId, policyDomain, begin, end, contactInfo, policies };
 }
 
-function parsePolicy(entry: Json, index: number, countEntry: () => void): TlsPolicy {
+function parsePolicy(entry: Json, index: number, countEntry: () => void, limits: Limits): TlsPolicy {
   if (!isObj(entry)) throw new RuawatchError('E_REPORT', `policies[${index}] is not an object`);
   const policy = isObj(entry.policy) ? entry.policy : {};
   const summary = isObj(entry.summary) ? entry.summary : {};
   const details = Array.isArray(entry['failure-details']) ? entry['failure-details'] : [];
-  const failures: TlsFailure[] = details.filter(isObj).map((d) => {
+  const at = `policies[${index}]`;
+  const failures: TlsFailure[] = details.filter(isObj).map((d, k) => {
     countEntry();
+    const here = `${at}.failure-details[${k}]`;
     return {
       resultType: normaliseWord(str(d['result-type'])) ?? 'unknown',
-      sendingMtaIp: ip(d['sending-mta-ip']),
+      sendingMtaIp: ip(d['sending-mta-ip'], `${here}.sending-mta-ip`),
       receivingMxHostname: normaliseDomain(str(d['receiving-mx-hostname'])),
       receivingMxHelo: clean(str(d['receiving-mx-helo'])),
-      receivingIp: ip(d['receiving-ip']),
+      receivingIp: ip(d['receiving-ip'], `${here}.receiving-ip`),
       // A failure detail without a count still stands for at least one failed session.
-      failedSessions: count(d['failed-session-count']) ?? 1,
+      failedSessions: count(d['failed-session-count'], `${here}.failed-session-count`, limits) ?? 1,
       additionalInformation: str(d['additional-information']),
       failureReasonCode: str(d['failure-reason-code']) ?? str(d['failure-error-code']),
     };
@@ -84,8 +99,8 @@ function parsePolicy(entry: Json, index: number, countEntry: () => void): TlsPol
     policyStrings: strings(policy['policy-string']),
     // Some reporters repeat the policy line ("mx: mx1.example.com") in mx-host.
     mxHosts: strings(policy['mx-host']).map((h) => h.replace(/^mx:\s*/i, '').toLowerCase()),
-    successful: count(summary['total-successful-session-count']) ?? 0,
-    failed: count(summary['total-failure-session-count']) ?? 0,
+    successful: count(summary['total-successful-session-count'], `${at}.summary.total-successful-session-count`, limits) ?? 0,
+    failed: count(summary['total-failure-session-count'], `${at}.summary.total-failure-session-count`, limits) ?? 0,
     failures,
   };
 }
@@ -106,19 +121,39 @@ function strings(v: Json | undefined): string[] {
   return s === null ? [] : [s];
 }
 
-function count(v: Json | undefined): number | null {
-  return typeof v === 'number' || typeof v === 'string' ? parseCount(v) : null;
+/** A count (absent: null); anything but a whole number up to the limit is refused (E_COUNT). */
+function count(v: Json | undefined, what: string, limits: Limits): number | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v === 'number' || typeof v === 'string') return readCount(v, `"${what}"`, limits);
+  throw new RuawatchError('E_COUNT', `"${what}" is ${quote(JSON.stringify(v))}, not a whole number`);
 }
 
-function ip(v: Json | undefined): string | null {
+/** An IP address field (absent: null); text that is not an IP address is refused (E_ADDRESS). */
+function ip(v: Json | undefined, what: string): string | null {
   const s = str(v);
-  return s === null ? null : (canonicalIp(s) ?? s.toLowerCase());
+  return s === null ? null : readIp(s, `"${what}"`);
 }
 
-/** RFC 3339 date-time (RFC 8460 section 4.4) to epoch seconds. */
-function parseTime(v: Json | undefined): number | null {
+/**
+ * RFC 3339 date-time (RFC 8460 section 4.4) to epoch seconds; null when absent. A value that is
+ * not one (a year of five digits, a bare number) is refused (E_DATE_RANGE).
+ */
+function parseTime(v: Json | undefined, what: string): number | null {
   const s = str(v);
-  if (!s || !/^\d{4}-\d{2}-\d{2}/.test(s)) return null;
-  const ms = Date.parse(s);
-  return Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
+  if (s === null) return null;
+  const ms = /^\d{4}-\d{2}-\d{2}/.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isFinite(ms)) throw new RuawatchError('E_DATE_RANGE', `the TLS report's "${what}" ${quote(s)} is not an RFC 3339 date-time`);
+  return Math.floor(ms / 1000);
+}
+
+/** Every string in the document, keys included, is held to checkText (E_TEXT). */
+function checkStrings(v: Json, path: string): void {
+  if (typeof v === 'string') checkText(v, `the TLS report's "${path || '(root)'}"`);
+  else if (Array.isArray(v)) v.forEach((x, i) => checkStrings(x, `${path}[${i}]`));
+  else if (isObj(v)) {
+    for (const [k, x] of Object.entries(v)) {
+      checkText(k, `a key in the TLS report's "${path || '(root)'}"`);
+      checkStrings(x, path ? `${path}.${k}` : k);
+    }
+  }
 }

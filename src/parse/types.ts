@@ -46,7 +46,7 @@ export interface DmarcPolicyPublished {
 }
 
 export interface DmarcRecord {
-  /** Canonical IP, or the trimmed text when it is not an IP address (kept, never guessed). */
+  /** Canonical IP (a report with a source IP that is not an IP address is refused). */
   sourceIp: string;
   count: number;
   disposition: string | null;

@@ -4,12 +4,12 @@ import { RuawatchError, errorCode, errorMessage, isInfrastructure } from '../err
 import { parseDmarcXml } from '../parse/dmarc-xml.js';
 import { parseFailureReport } from '../parse/failure.js';
 import { parseTlsReport } from '../parse/tlsrpt-json.js';
-import type { ReportKind } from '../parse/types.js';
+import type { ReportKey, ReportKind } from '../parse/types.js';
 import { splitMbox, type MboxItem } from '../unpack/mbox.js';
 import type { DmarcWriter, ReportStore } from '../store/reports.js';
 import { inflate, listZip } from '../unpack/archive.js';
 import { fromBuffer, peek, readAll, type ByteStream } from '../unpack/bytes.js';
-import { overLimit, type Limits } from '../unpack/limits.js';
+import { BudgetExceeded, InputBudget, overLimit, type Limits } from '../unpack/limits.js';
 import { parseMail } from '../unpack/mime.js';
 import { SNIFF_BYTES, sniff, type ContentKind } from '../unpack/sniff.js';
 import type { IngestRunner, PortableInput } from './pool.js';
@@ -23,11 +23,17 @@ export interface IngestInput {
   portable?: PortableInput;
 }
 
-/** What became of one report-sized piece of an input. */
+/**
+ * What became of one report-sized piece of an input. A conflict is a report whose natural key is
+ * already stored with other bytes (see Ingestor): the stored one stands. A failure with scope
+ * 'input' refused the whole input (a budget ran out): what was stored before it stays stored, and
+ * a mail goes to the Invalid folder all the same.
+ */
 export type Leaf =
   | { input: string; status: 'stored'; kind: ReportKind; records: number }
   | { input: string; status: 'duplicate'; kind: ReportKind }
-  | { input: string; status: 'failed'; code: string; error: string }
+  | { input: string; status: 'conflict'; kind: ReportKind; storedInput: string; reporter: string; reportId: string }
+  | { input: string; status: 'failed'; code: string; error: string; scope?: 'input' }
   | { input: string; status: 'none'; reason: string };
 
 export interface InputResult {
@@ -40,12 +46,14 @@ export interface IngestSummary {
   reports: Record<ReportKind, number>;
   records: number;
   duplicates: number;
+  /** Reports not stored because another with the same key and other bytes came first. */
+  conflicts: { input: string; stored_input: string; kind: ReportKind; reporter: string; report_id: string }[];
   failed: { input: string; error: string; code: string }[];
   skipped: { input: string; reason: string }[];
 }
 
 export function emptySummary(): IngestSummary {
-  return { inputs: 0, reports: { dmarc: 0, tlsrpt: 0, failure: 0 }, records: 0, duplicates: 0, failed: [], skipped: [] };
+  return { inputs: 0, reports: { dmarc: 0, tlsrpt: 0, failure: 0 }, records: 0, duplicates: 0, conflicts: [], failed: [], skipped: [] };
 }
 
 /** Adds one input's outcome to a summary (the JSON contract of `ruawatch ingest --json`). */
@@ -59,6 +67,15 @@ export function addToSummary(summary: IngestSummary, result: InputResult): void 
         break;
       case 'duplicate':
         summary.duplicates++;
+        break;
+      case 'conflict':
+        summary.conflicts.push({
+          input: leaf.input,
+          stored_input: leaf.storedInput,
+          kind: leaf.kind,
+          reporter: leaf.reporter,
+          report_id: leaf.reportId,
+        });
         break;
       case 'failed':
         summary.failed.push({ input: leaf.input, error: leaf.error, code: leaf.code });
@@ -74,6 +91,8 @@ interface Context {
   depth: number;
   /** The report mail's sender, for reports that name no reporter of their own. */
   fromAddress: string | null;
+  /** What the input (or the mbox message) being read may still use; see limits.ts. */
+  budget: InputBudget;
 }
 
 /** Thrown inside a container to say "this piece holds no report", with the reason. */
@@ -82,7 +101,14 @@ class NoReport extends Error {}
 /**
  * source -> unpack -> parse -> store, for one input at a time. Everything below an input is
  * decided by content (magic bytes), never by file name or MIME type. A failure in one report
- * never stops the others in the same input or batch.
+ * never stops the others in the same input or batch; a budget of the input running out stops
+ * the input (limits.ts).
+ *
+ * Two reports with one natural key (kind, reporter, report id, policy domain, begin, end): the
+ * first stored stands. A later copy with the same bytes (the SHA-256 of the report itself) is a
+ * duplicate; one with other bytes is a conflict, listed with the input that was stored. Inputs
+ * commit in input order, on one thread or many (pool.ts), so which copy stands never depends on
+ * timing.
  */
 export class Ingestor implements IngestRunner {
   readonly inFlight = 1;
@@ -91,23 +117,44 @@ export class Ingestor implements IngestRunner {
     private readonly store: ReportStore,
     private readonly limits: Limits,
     private readonly log: Logger,
+    /** The ingest clock, in milliseconds: reports' dates are judged by it. */
+    private readonly clock: () => number = Date.now,
   ) {}
 
   async ingest(input: IngestInput): Promise<InputResult> {
     const leaves: Leaf[] = [];
-    await this.guarded(input.name, leaves, () => this.handle(input.name, input.open(), { depth: 0, fromAddress: null }, leaves, true));
+    await this.bounded(input.name, leaves, (budget) =>
+      this.handle(input.name, input.open(), { depth: 0, fromAddress: null, budget }, leaves, true),
+    );
     const troubled = leaves.some((l) => l.status === 'failed' || l.status === 'none');
     const digest = troubled ? await hashInput(input) : null;
     for (const leaf of leaves) this.record(leaf, digest);
     return { input: input.name, leaves };
   }
 
-  /** Runs one piece, turning its error into a leaf so that siblings carry on. */
+  /**
+   * Runs a whole input (or one message of an mbox) under a budget of its own. Past the budget the
+   * input is refused: one failed leaf for it with scope 'input', after what was stored before.
+   */
+  private async bounded(name: string, leaves: Leaf[], fn: (budget: InputBudget) => Promise<void>): Promise<void> {
+    const budget = new InputBudget(this.limits);
+    try {
+      await this.guarded(name, leaves, () => fn(budget));
+    } catch (err) {
+      if (!(err instanceof BudgetExceeded)) throw err;
+      leaves.push({ input: name, status: 'failed', code: err.code, error: err.message, scope: 'input' });
+    }
+  }
+
+  /** Runs one piece, turning its error into a leaf so that siblings carry on (not past a budget). */
   private async guarded(name: string, leaves: Leaf[], fn: () => Promise<void>): Promise<void> {
     try {
       await fn();
     } catch (err) {
-      if (err instanceof NoReport) leaves.push({ input: name, status: 'none', reason: err.message });
+      if (err instanceof BudgetExceeded) throw err;
+      // Well-formed XML or JSON that is not a report is no more a report than a PDF is.
+      if (err instanceof NoReport || errorCode(err) === 'E_NOT_REPORT')
+        leaves.push({ input: name, status: 'none', reason: errorMessage(err) });
       else leaves.push({ input: name, status: 'failed', code: errorCode(err), error: errorMessage(err) });
     }
   }
@@ -116,7 +163,12 @@ export class Ingestor implements IngestRunner {
     const log = this.log.child({ stage: 'ingest', input: leaf.input });
     if (leaf.status === 'stored') log.info({ kind: leaf.kind, records: leaf.records }, 'report stored');
     else if (leaf.status === 'duplicate') log.info({ kind: leaf.kind }, 'report already stored');
-    else {
+    else if (leaf.status === 'conflict') {
+      log.warn(
+        { kind: leaf.kind, reporter: leaf.reporter, reportId: leaf.reportId, storedInput: leaf.storedInput },
+        'a different report with the same key is already stored; this one is not stored',
+      );
+    } else {
       const outcome = leaf.status === 'failed' ? 'failed' : 'skipped';
       const code = leaf.status === 'failed' ? leaf.code : 'E_NO_REPORT';
       const message = leaf.status === 'failed' ? leaf.error : leaf.reason;
@@ -149,7 +201,7 @@ export class Ingestor implements IngestRunner {
       case 'zlib':
         return this.handle(
           name,
-          inflate(stream, kind, this.limits, kind === 'gzip' ? 'the gzip data' : 'the zlib data'),
+          inflate(stream, kind, this.limits, kind === 'gzip' ? 'the gzip data' : 'the zlib data', ctx.budget),
           inner,
           leaves,
           topLevel,
@@ -171,6 +223,10 @@ export class Ingestor implements IngestRunner {
         const raw = await readAll(stream, this.limits, 'maxMessageBytes', 'the mail');
         return this.handleMail(name, raw, inner, leaves);
       }
+      case 'html':
+        throw new NoReport('an HTML document, not a report');
+      case 'pdf':
+        throw new NoReport('a PDF document, not a report');
       case 'other':
         throw new NoReport(describeOther(head));
     }
@@ -178,18 +234,23 @@ export class Ingestor implements IngestRunner {
 
   private async handleZip(name: string, src: ByteStream, ctx: Context, leaves: Leaf[]): Promise<void> {
     const buf = await readAll(src, this.limits, 'maxArchiveBytes', 'the zip archive');
-    const entries = listZip(buf, this.limits, 'the zip archive');
+    const entries = listZip(buf, this.limits, 'the zip archive', ctx.budget);
+    ctx.budget.addLeaves(entries.length, `a zip archive of ${entries.length} entries`);
     if (entries.length === 0) throw new NoReport('an empty zip archive');
     const before = leaves.length;
     const empty: string[] = [];
     for (const entry of entries) {
       const entryName = `${name}#${entry.path}`;
       const sub: Leaf[] = [];
-      await this.guarded(entryName, sub, () => this.handle(entryName, entry.open(), ctx, sub, false));
-      // Entries that hold nothing (a README next to the report) are noted only if nothing else is found.
-      for (const l of sub) {
-        if (l.status === 'none') empty.push(`${entry.path}: ${l.reason}`);
-        else leaves.push(l);
+      try {
+        await this.guarded(entryName, sub, () => this.handle(entryName, entry.open(), ctx, sub, false));
+      } finally {
+        // Entries that hold nothing (a README next to the report) are noted only if nothing else
+        // is found. What was stored is kept in the result even when a budget runs out.
+        for (const l of sub) {
+          if (l.status === 'none') empty.push(`${entry.path}: ${l.reason}`);
+          else leaves.push(l);
+        }
       }
     }
     if (leaves.length === before) throw new NoReport(`a zip archive with no report (${empty.join('; ')})`);
@@ -199,11 +260,12 @@ export class Ingestor implements IngestRunner {
     // One message held back, so a file holding a single message keeps its plain name.
     let held: { index: number; item: MboxItem } | null = null;
     let index = 0;
+    // Each message is a mail of its own, with a budget of its own: an mbox is a folder of mail.
     const run = async (itemName: string, item: MboxItem) => {
       const sub: Leaf[] = [];
-      await this.guarded(itemName, sub, async () => {
+      await this.bounded(itemName, sub, async (budget) => {
         if (!item.ok) throw item.error;
-        await this.handleMail(itemName, item.message, ctx, sub);
+        await this.handleMail(itemName, item.message, { ...ctx, budget }, sub);
       });
       leaves.push(...sub);
     };
@@ -217,65 +279,82 @@ export class Ingestor implements IngestRunner {
 
   private async handleMail(name: string, raw: Buffer, ctx: Context, leaves: Leaf[]): Promise<void> {
     const mail = await parseMail(raw);
+    ctx.budget.addLeaves(mail.parts.length, `a mail of ${mail.parts.length} parts`);
     const mctx: Context = { ...ctx, fromAddress: mail.fromAddress ?? ctx.fromAddress };
-    const failure = parseFailureReport(mail);
+    const failure = parseFailureReport(mail, { now: this.now() });
     if (failure) {
       if ('notFailure' in failure) throw new NoReport(failure.notFailure);
-      leaves.push(this.storeFailure(name, failure.report, raw));
+      leaves.push(this.storeFailure(name, failure.report, raw, ctx.budget));
       return;
     }
     const candidates = mail.parts.filter((p) => p.contentType !== 'text/rfc822-headers' && p.content.length > 0);
     const found: Leaf[] = [];
     const notes: string[] = [];
-    for (const [i, part] of candidates.entries()) {
-      const label = part.filename ?? `part${i + 1}`;
-      const partName = candidates.length > 1 ? `${name}#${label}` : name;
-      const sub: Leaf[] = [];
-      if (part.contentType === 'message/rfc822') {
-        await this.guarded(partName, sub, () => this.handleMail(partName, part.content, { ...mctx, depth: mctx.depth + 1 }, sub));
-      } else {
-        const kind = sniff(part.content.subarray(0, SNIFF_BYTES));
-        if (!isReportish(kind)) {
-          notes.push(`${label} (${part.contentType}) is ${describeKind(kind)}`);
-          continue;
+    try {
+      for (const [i, part] of candidates.entries()) {
+        const label = part.filename ?? `part${i + 1}`;
+        const partName = candidates.length > 1 ? `${name}#${label}` : name;
+        const sub: Leaf[] = [];
+        try {
+          if (part.contentType === 'message/rfc822') {
+            await this.guarded(partName, sub, () => this.handleMail(partName, part.content, { ...mctx, depth: mctx.depth + 1 }, sub));
+          } else {
+            const kind = sniff(part.content.subarray(0, SNIFF_BYTES));
+            if (!isReportish(kind)) {
+              notes.push(`${label} (${part.contentType}) is ${describeKind(kind)}`);
+              continue;
+            }
+            await this.guarded(partName, sub, () => this.handle(partName, fromBuffer(part.content), mctx, sub, false));
+          }
+        } finally {
+          for (const l of sub) {
+            if (l.status === 'none') notes.push(`${label}: ${l.reason}`);
+            else found.push(l);
+          }
         }
-        await this.guarded(partName, sub, () => this.handle(partName, fromBuffer(part.content), mctx, sub, false));
       }
-      for (const l of sub) {
-        if (l.status === 'none') notes.push(`${label}: ${l.reason}`);
-        else found.push(l);
-      }
+    } finally {
+      // What was stored is kept in the result even when a budget runs out.
+      leaves.push(...found);
     }
     if (found.length === 0) {
       const what = candidates.length === 0 ? 'no attachment' : notes.join('; ');
       throw new NoReport(`a mail with no report in it (${what})`);
     }
-    leaves.push(...found);
+  }
+
+  private now(): number {
+    return Math.floor(this.clock() / 1000);
   }
 
   private async storeDmarc(name: string, src: ByteStream, head: Uint8Array, ctx: Context): Promise<Leaf> {
+    ctx.budget.addReport();
     const tap = new Tap(src);
+    const bytes = tap.stream()[Symbol.asyncIterator]();
+    // The parser stops reading early (a copy already stored, text after </feedback>); the stream
+    // it reads cannot be closed by it, so that the rest is still read here: a report is hashed
+    // whole, to tell a copy from a conflicting report.
+    const unclosable: ByteStream = { [Symbol.asyncIterator]: () => ({ next: () => bytes.next() }) };
     let writer: DmarcWriter | null = null;
-    let duplicate = false;
     try {
       const res = await parseDmarcXml(
-        tap.stream(),
+        unclosable,
         head,
-        { limits: this.limits, fallbackReporterEmail: ctx.fromAddress },
+        { limits: this.limits, fallbackReporterEmail: ctx.fromAddress, now: this.now() },
         {
           header: (h) => {
             writer = this.store.beginDmarc(h, name);
-            if (writer) return 'continue';
-            duplicate = true;
-            return 'stop';
+            return writer ? 'continue' : 'stop';
           },
           record: (r) => writer!.record(r),
         },
       );
-      if (duplicate) return { input: name, status: 'duplicate', kind: 'dmarc' };
+      while (!(await bytes.next()).done) {
+        // only hashing
+      }
+      const digest = tap.sha256();
       const w = writer as DmarcWriter | null;
-      if (!w) throw new RuawatchError('E_REPORT', 'the report ended before its metadata');
-      if (!w.commit(tap.sha256(), tap.size)) return { input: name, status: 'duplicate', kind: 'dmarc' };
+      if (!w || !w.commit(digest, tap.size)) return this.notStored(name, res.header, digest);
       this.log.debug(
         { stage: 'store', input: name, reporter: res.header.reporter, reportId: res.header.reportId },
         'aggregate report committed',
@@ -283,22 +362,34 @@ export class Ingestor implements IngestRunner {
       return { input: name, status: 'stored', kind: 'dmarc', records: w.records };
     } catch (err) {
       (writer as DmarcWriter | null)?.rollback();
+      await bytes.return?.();
       throw err;
     }
   }
 
   private async storeTls(name: string, src: ByteStream, ctx: Context): Promise<Leaf> {
+    ctx.budget.addReport();
     const raw = await readAll(src, this.limits, 'maxJsonBytes', 'the JSON document');
-    const report = parseTlsReport(raw, { limits: this.limits, fallbackReporterEmail: ctx.fromAddress });
-    const stored = this.store.storeTls(report, { input: name, sha256: sha256(raw), size: raw.length });
+    const report = parseTlsReport(raw, { limits: this.limits, fallbackReporterEmail: ctx.fromAddress, now: this.now() });
+    const digest = sha256(raw);
+    const stored = this.store.storeTls(report, { input: name, sha256: digest, size: raw.length });
     return stored
       ? { input: name, status: 'stored', kind: 'tlsrpt', records: report.policies.length }
-      : { input: name, status: 'duplicate', kind: 'tlsrpt' };
+      : this.notStored(name, report, digest);
   }
 
-  private storeFailure(name: string, report: Parameters<ReportStore['storeFailure']>[0], raw: Buffer): Leaf {
-    const stored = this.store.storeFailure(report, { input: name, sha256: sha256(raw), size: raw.length });
-    return stored ? { input: name, status: 'stored', kind: 'failure', records: 1 } : { input: name, status: 'duplicate', kind: 'failure' };
+  private storeFailure(name: string, report: Parameters<ReportStore['storeFailure']>[0], raw: Buffer, budget: InputBudget): Leaf {
+    budget.addReport();
+    const digest = sha256(raw);
+    const stored = this.store.storeFailure(report, { input: name, sha256: digest, size: raw.length });
+    return stored ? { input: name, status: 'stored', kind: 'failure', records: 1 } : this.notStored(name, report, digest);
+  }
+
+  /** A report whose key is stored already: a duplicate when the bytes are the same, else a conflict. */
+  private notStored(name: string, key: ReportKey, digest: string): Leaf {
+    const stored = this.store.storedCopy(key);
+    if (!stored || stored.sha256 === digest) return { input: name, status: 'duplicate', kind: key.kind };
+    return { input: name, status: 'conflict', kind: key.kind, storedInput: stored.input, reporter: key.reporter, reportId: key.reportId };
   }
 }
 
@@ -307,11 +398,22 @@ function isReportish(kind: ContentKind): boolean {
 }
 
 function describeKind(kind: ContentKind): string {
-  return kind === 'other' ? 'neither XML, JSON nor an archive' : kind === 'empty' ? 'empty' : kind;
+  switch (kind) {
+    case 'other':
+      return 'neither XML, JSON nor an archive';
+    case 'html':
+      return 'an HTML document';
+    case 'pdf':
+      return 'a PDF document';
+    default:
+      return kind;
+  }
 }
 
+/** Plain text is quoted from its first characters that are not blank. */
 function describeOther(head: Uint8Array): string {
-  const text = Buffer.from(head.subarray(0, 40)).toString('latin1');
+  const all = Buffer.from(head).toString('latin1');
+  const text = all.slice(all.length - all.trimStart().length).slice(0, 40);
   const printable = /^[\x20-\x7e\t\r\n]*$/.test(text);
   return printable
     ? `plain text, not a report (starts "${text.replace(/\s+/g, ' ').trim().slice(0, 30)}")`

@@ -328,7 +328,11 @@ export function decide(leaves: Leaf[]): Verdict {
   if (db && db.status === 'failed') return { to: 'stop', code: db.code, reason: db.error };
   const infra = leaves.find((l) => l.status === 'failed' && isInfrastructure(l.code));
   if (infra && infra.status === 'failed') return { to: 'retry', reason: infra.error };
-  if (leaves.some((l) => l.status === 'stored' || l.status === 'duplicate')) return { to: 'processed' };
+  // A mail refused whole (past a budget of its input: ingest.ts) is invalid, whatever was read before that.
+  const refused = leaves.find((l) => l.status === 'failed' && l.scope === 'input');
+  if (refused && refused.status === 'failed') return { to: 'invalid', reason: `${refused.error} [${refused.code}]` };
+  // A report that lost to an earlier one with the same key was read all the same.
+  if (leaves.some((l) => l.status === 'stored' || l.status === 'duplicate' || l.status === 'conflict')) return { to: 'processed' };
   const reasons = leaves.map((l) => (l.status === 'failed' ? `${l.error} [${l.code}]` : l.status === 'none' ? l.reason : ''));
   return { to: 'invalid', reason: reasons.filter(Boolean).join('; ') || 'no report' };
 }

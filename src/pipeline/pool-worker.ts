@@ -16,7 +16,8 @@ import type { PortableInput, WorkerSetup } from './pool.js';
 const setup = workerData as WorkerSetup;
 const port = parentPort!;
 const db = openDb(setup.dbFile, { migrate: false });
-const ingestor = new Ingestor(new ReportStore(db, new SharedLock(setup.lock)), setup.limits, createLogger(setup.logLevel));
+const lock = new SharedLock(setup.lock);
+const ingestor = new Ingestor(new ReportStore(db, lock), setup.limits, createLogger(setup.logLevel));
 
 let queue: Promise<void> = Promise.resolve();
 port.on('message', (msg: { id: number; input: PortableInput } | { close: true }) => {
@@ -29,12 +30,16 @@ port.on('message', (msg: { id: number; input: PortableInput } | { close: true })
   }
   queue = queue.then(async () => {
     let result: InputResult;
+    // The input's id is its turn to write (see store/lock.ts): inputs commit in input order.
+    lock.beginTurn(msg.id);
     try {
       result = await ingestor.ingest(toInput(msg.input));
     } catch (err) {
       // ingest() turns every input's failure into a result; this would be a defect of ours.
       const name = msg.input.name;
       result = { input: name, leaves: [{ input: name, status: 'failed', code: errorCode(err), error: errorMessage(err) }] };
+    } finally {
+      lock.endTurn();
     }
     port.postMessage({ id: msg.id, result });
   });

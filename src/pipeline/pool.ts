@@ -76,14 +76,19 @@ export function poolFor(config: Config, dbFile: string, limits: Limits, log: Log
 /**
  * Ingest on worker threads, each with its own Ingestor and database connection: parsing and
  * unpacking run on all cores, and the writes of whole reports take turns under a shared lock
- * (store/lock.ts). Results are the same as in process. A worker that dies fails its inputs with
- * E_WORKER (infrastructure: a mail is left in its mailbox for the next pass) and is replaced.
- * Only inputs with a portable form can be handed over (not standard input).
+ * (store/lock.ts), in input order: each input's id is its turn, so reports sharing a key are
+ * decided as on one thread. Results are the same as in process. A worker that dies fails its
+ * inputs with E_WORKER (infrastructure: a mail is left in its mailbox for the next pass), its
+ * turns are skipped, and it is replaced. Only inputs with a portable form can be handed over (not
+ * standard input).
  */
 export class IngestPool implements IngestRunner {
   private readonly slots: Slot[] = [];
   private readonly lock = SharedLock.buffer();
+  /** Ids, in input order, double as write turns: the first is the lock's first turn. */
   private nextId = 1;
+  /** Turns of inputs whose thread died: passed on in their place. */
+  private readonly abandoned = new Set<number>();
   private closed = false;
   private deaths = 0;
   /** Why the pool stopped starting threads, once it has. */
@@ -153,6 +158,7 @@ export class IngestPool implements IngestRunner {
       const task = slot.tasks.get(msg.id);
       if (!task) return;
       slot.tasks.delete(msg.id);
+      if (this.abandoned.size) SharedLock.skipTurns(this.lock, this.abandoned);
       task.resolve(msg.result);
     });
     worker.on('error', (err) => {
@@ -166,8 +172,12 @@ export class IngestPool implements IngestRunner {
       // A thread that never started (the database cannot be opened) is not started again, nor one
       // that keeps dying: its inputs, and later ones, fail with E_WORKER and are retried next time.
       if (!this.closed && (!ready || ++this.deaths > MAX_RESTARTS)) this.broken ??= why;
-      for (const t of slot.tasks.values()) t.resolve(workerLost(t.input.name, why));
+      for (const t of slot.tasks.values()) {
+        this.abandoned.add(t.id);
+        t.resolve(workerLost(t.input.name, why));
+      }
       slot.tasks.clear();
+      SharedLock.skipTurns(this.lock, this.abandoned);
     });
     return slot;
   }

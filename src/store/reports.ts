@@ -30,6 +30,7 @@ export interface ReportTotals {
  */
 export class ReportStore {
   private readonly findKey: Statement;
+  private readonly findCopy: Statement;
   private readonly insertReport: Statement;
   private readonly finishReport: Statement;
   private readonly insertPolicy: Statement;
@@ -46,6 +47,9 @@ export class ReportStore {
   ) {
     this.findKey = db.prepare(
       `SELECT id FROM reports WHERE kind = ? AND reporter = ? AND report_id = ? AND policy_domain = ? AND begin_ts = ? AND end_ts = ?`,
+    );
+    this.findCopy = db.prepare(
+      `SELECT raw_sha256 AS sha256, input FROM reports WHERE kind = ? AND reporter = ? AND report_id = ? AND policy_domain = ? AND begin_ts = ? AND end_ts = ?`,
     );
     this.insertReport = db.prepare(`INSERT INTO reports
       (kind, reporter, reporter_email, report_id, policy_domain, begin_ts, end_ts, schema_version, version_text,
@@ -76,6 +80,13 @@ export class ReportStore {
 
   exists(key: ReportKey): boolean {
     return this.findKey.get(key.kind, key.reporter, key.reportId, key.policyDomain, key.begin, key.end) !== undefined;
+  }
+
+  /** The stored report with this key: the SHA-256 of its bytes and the input it came from. */
+  storedCopy(key: ReportKey): { sha256: string; input: string } | null {
+    const row = this.findCopy.get(key.kind, key.reporter, key.reportId, key.policyDomain, key.begin, key.end) as
+      { sha256: string; input: string } | undefined;
+    return row ?? null;
   }
 
   /**

@@ -2,7 +2,7 @@ import zlib from 'node:zlib';
 import { Gunzip, Inflate, Unzlib } from 'fflate';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { fromBuffer, type ByteStream } from './bytes.js';
-import { formatBytes, overLimit, type Limits } from './limits.js';
+import { formatBytes, overLimit, type InputBudget, type Limits } from './limits.js';
 
 /**
  * Compressed input is fed to the inflater in small slices: deflate expands at most ~1032:1, so a
@@ -26,9 +26,9 @@ type Format = 'gzip' | 'zlib' | 'deflate';
 
 /**
  * Streams the decompressed bytes of a gzip (RFC 1952, several members allowed), zlib (RFC 1950)
- * or raw deflate (RFC 1951, a zip entry) stream.
+ * or raw deflate (RFC 1951, a zip entry) stream, counting them against the input's budget too.
  */
-export async function* inflate(src: ByteStream, format: Format, limits: Limits, what: string): ByteStream {
+export async function* inflate(src: ByteStream, format: Format, limits: Limits, what: string, budget?: InputBudget): ByteStream {
   const it = src[Symbol.asyncIterator]();
   const head: Uint8Array[] = [];
   let size = 0;
@@ -37,6 +37,7 @@ export async function* inflate(src: ByteStream, format: Format, limits: Limits, 
     if (r.done) {
       const out = inflateAtOnce(head.length === 1 ? head[0]! : Buffer.concat(head, size), format, limits);
       if (out) {
+        budget?.addBytes(out.length);
         yield* fromBuffer(out);
         return;
       }
@@ -54,7 +55,7 @@ export async function* inflate(src: ByteStream, format: Format, limits: Limits, 
       yield r.value;
     }
   }
-  yield* inflateSliced(again(), format, limits, what);
+  yield* inflateSliced(again(), format, limits, what, budget);
 }
 
 /** The whole output when it is within every cap and the data is sound; otherwise null. */
@@ -74,13 +75,13 @@ function inflateAtOnce(data: Uint8Array, format: Format, limits: Limits): Buffer
 }
 
 /** The streaming path alone (exported for the test that holds the two paths to the same results). */
-export async function* inflateSliced(src: ByteStream, format: Format, limits: Limits, what: string): ByteStream {
+export async function* inflateSliced(src: ByteStream, format: Format, limits: Limits, what: string, budget?: InputBudget): ByteStream {
   let out: Uint8Array[] = [];
   const inflater = format === 'gzip' ? new Gunzip() : format === 'zlib' ? new Unzlib() : new Inflate();
   inflater.ondata = (chunk) => {
     if (chunk.length) out.push(chunk);
   };
-  const guard = new SizeGuard(limits, what);
+  const guard = new SizeGuard(limits, what, budget);
   let fed = 0;
   let produced = false;
   const drain = function* (): Generator<Uint8Array> {
@@ -125,12 +126,13 @@ export async function* inflateSliced(src: ByteStream, format: Format, limits: Li
   if (guard.total === 0 && format !== 'deflate') throw new RuawatchError('E_GZIP', `${what}: ${format} stream holds no data`);
 }
 
-/** Counts decompressed bytes and refuses past the size cap or an implausible ratio. */
+/** Counts decompressed bytes and refuses past the size cap, an implausible ratio or the input's budget. */
 class SizeGuard {
   total = 0;
   constructor(
     private readonly limits: Limits,
     private readonly what: string,
+    private readonly budget?: InputBudget,
   ) {}
   add(n: number, compressedSoFar: number): void {
     this.total += n;
@@ -147,6 +149,7 @@ class SizeGuard {
         `${this.what} expands more than ${maxCompressionRatio}:1; refused as a possible decompression bomb`,
       );
     }
+    this.budget?.addBytes(n);
   }
 }
 
@@ -159,9 +162,10 @@ export interface ZipEntry {
 
 /**
  * Lists a zip archive's file entries from its central directory (directories skipped), refusing
- * archives with more entries than allowed before anything is decompressed.
+ * archives with more entries than allowed before anything is decompressed. The entries' bytes
+ * count against `budget`, when given.
  */
-export function listZip(buf: Buffer, limits: Limits, what: string): ZipEntry[] {
+export function listZip(buf: Buffer, limits: Limits, what: string, budget?: InputBudget): ZipEntry[] {
   const bad = (why: string) => new RuawatchError('E_ZIP', `${what}: not a readable zip archive: ${why}`);
   let files: ZipFile[];
   try {
@@ -177,7 +181,7 @@ export function listZip(buf: Buffer, limits: Limits, what: string): ZipEntry[] {
   // Some writers store an entry without a name; such an entry is named by its position.
   return files.map((f, i) => {
     const name = f.name || String(i + 1);
-    return { path: name, open: () => zipEntryStream(buf, f, limits, `${what}#${name}`) };
+    return { path: name, open: () => zipEntryStream(buf, f, limits, `${what}#${name}`, budget) };
   });
 }
 
@@ -265,7 +269,7 @@ function parseEntries(buf: Buffer, dir: { offset: number; size: number; total: n
  * An entry's bytes, cut straight from the archive in memory (APPNOTE 4.3.7: the local header, 30
  * bytes plus name and extra field, precedes the data) and inflated like gzip, in capped slices.
  */
-async function* zipEntryStream(buf: Buffer, file: ZipFile, limits: Limits, what: string): ByteStream {
+async function* zipEntryStream(buf: Buffer, file: ZipFile, limits: Limits, what: string, budget?: InputBudget): ByteStream {
   // The declared size can lie, so it only refuses early; inflate() counts the real bytes.
   if (file.uncompressedSize > limits.maxDecompressedBytes) {
     throw overLimit(
@@ -281,10 +285,10 @@ async function* zipEntryStream(buf: Buffer, file: ZipFile, limits: Limits, what:
   const data = buf.subarray(start, start + file.compressedSize);
   if (data.length !== file.compressedSize) throw new RuawatchError('E_ZIP', `${what}: corrupt zip entry (data cut short)`);
   if (file.method === 0) {
-    new SizeGuard(limits, what).add(data.length, data.length);
+    new SizeGuard(limits, what, budget).add(data.length, data.length);
     yield data;
   } else if (file.method === 8) {
-    yield* inflate(fromBuffer(data), 'deflate', limits, what);
+    yield* inflate(fromBuffer(data), 'deflate', limits, what, budget);
   } else {
     throw new RuawatchError('E_ZIP', `${what}: unsupported zip compression method ${file.method}`);
   }

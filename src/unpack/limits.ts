@@ -30,6 +30,20 @@ export interface Limits {
   maxRecordsPerReport: number;
   /** Policies and failure-detail entries in one TLS report. */
   maxTlsEntries: number;
+  // Budgets over the whole tree of one input (a file, a mail, one message of an mbox), not per
+  // level: within max_nesting and max_zip_entries, zips of zips can still multiply their content
+  // (4 levels of 100 entries make 10^8 leaves from under 1 MB), and one mail can carry 10,000
+  // report parts. Past a budget the input fails with E_LIMIT and nothing more of it is read.
+  /** Bytes out of every decompressor in the tree together. */
+  maxInputDecompressedBytes: number;
+  /** Archive entries and mail parts found in the tree together, counted as soon as they are listed. */
+  maxInputLeaves: number;
+  /** Reports (stored, duplicate or failed) found in the tree together. */
+  maxInputReports: number;
+  /** Longest period one report may cover, in days (its end minus its begin). */
+  maxReportDays: number;
+  /** Largest message or TLS session count one record, policy, failure detail or whole report may state. */
+  maxMessageCount: number;
 }
 
 const MiB = 1024 * 1024;
@@ -48,6 +62,21 @@ export const defaultLimits: Readonly<Limits> = Object.freeze({
   maxXmlTextChars: 64 * 1024,
   maxRecordsPerReport: 2_000_000,
   maxTlsEntries: 100_000,
+  // A report mail carries one report (Google, Microsoft, Yahoo...); a few is the most seen (three in
+  // one zip, fixtures/dmarc-aggregate/kimon_multi-report.zip). The budgets leave a wide margin
+  // above that while allowing one zip as large as max_zip_entries:
+  // four reports at the per-report decompression cap;
+  maxInputDecompressedBytes: 200 * MiB,
+  // one full zip (100 entries) and the parts of the mails around it, twice over;
+  maxInputLeaves: 200,
+  // one report per entry of a full zip.
+  maxInputReports: 100,
+  // Reports cover a day (RFC 7489 section 7.2: 86400 s by default, RFC 8460 section 4.1: a UTC
+  // day); weekly ones are seen; a month is the longest interval a reporter could sensibly choose.
+  maxReportDays: 31,
+  // All the mail the world sends is some 3.5 * 10^11 messages a day; no reporter sees 10^12 of it
+  // for one domain in one report. The bound also keeps every sum far below 2^53.
+  maxMessageCount: 1_000_000_000_000,
 });
 
 export function formatBytes(n: number): string {
@@ -64,4 +93,57 @@ export function limitSetting(key: keyof Limits): string {
 /** The error for input past a cap, naming the setting that raises it. */
 export function overLimit(key: keyof Limits, what: string): RuawatchError {
   return new RuawatchError('E_LIMIT', `${what} (limit: [limits] ${limitSetting(key)})`);
+}
+
+/**
+ * An input's budget ran out. It stops the whole input, not only the piece being read: the
+ * siblings of that piece are part of the same amplification.
+ */
+export class BudgetExceeded extends RuawatchError {
+  constructor(key: keyof Limits, what: string) {
+    super('E_LIMIT', `${what} (limit: [limits] ${limitSetting(key)})`);
+  }
+}
+
+/**
+ * What one input has used of its budgets (see Limits). Leaves are counted when a zip is listed or
+ * a mail is parsed, before any of them is opened; bytes as they come out of a decompressor;
+ * reports before each is stored. So a budget is found exceeded after at most one archive listing,
+ * one slice of decompressed output or one report too many.
+ */
+export class InputBudget {
+  bytes = 0;
+  leaves = 0;
+  reports = 0;
+
+  constructor(private readonly limits: Limits) {}
+
+  addBytes(n: number): void {
+    this.bytes += n;
+    const max = this.limits.maxInputDecompressedBytes;
+    if (this.bytes > max) {
+      throw new BudgetExceeded(
+        'maxInputDecompressedBytes',
+        `the input decompresses to more than ${formatBytes(max)} in all; refused as a possible decompression bomb`,
+      );
+    }
+  }
+
+  addLeaves(n: number, what: string): void {
+    this.leaves += n;
+    const max = this.limits.maxInputLeaves;
+    if (this.leaves > max) {
+      throw new BudgetExceeded(
+        'maxInputLeaves',
+        `the input holds more than ${max} archive entries and mail parts in all (${what} brings it to ${this.leaves}); refused as a possible amplification`,
+      );
+    }
+  }
+
+  addReport(): void {
+    const max = this.limits.maxInputReports;
+    if (++this.reports > max) {
+      throw new BudgetExceeded('maxInputReports', `the input holds more than ${max} reports; refused as a possible amplification`);
+    }
+  }
 }

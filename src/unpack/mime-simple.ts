@@ -16,7 +16,8 @@ import type { Mail, MailPart } from './mime.js';
  */
 export function parseSimpleMail(raw: Buffer): Mail | null {
   const s = raw.toString('latin1');
-  // mailparser ends a line at a lone CR too; such mail is rare enough to leave to it.
+  // mailparser reads a lone CR in a way of its own (in a header, as a space); such mail is rare
+  // enough to leave to it. (A mail whose every line ends in a bare CR is made CRLF before: mime.ts.)
   if (/\r(?!\n)/.test(s)) return null;
   const top = readHeaders(s, 0);
   if (!top) return null;

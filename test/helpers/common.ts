@@ -70,11 +70,11 @@ export function tempDir(prefix = 'ruawatch-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-/** A fresh SQLite database file on disk, and an ingestor writing to it. */
-export function freshStore(limits: Limits = defaultLimits): { db: Db; ingestor: Ingestor; file: string } {
+/** A fresh SQLite database file on disk, and an ingestor writing to it (on the given clock, in ms). */
+export function freshStore(limits: Limits = defaultLimits, clock?: () => number): { db: Db; ingestor: Ingestor; file: string } {
   const file = path.join(tempDir(), 'ruawatch.sqlite');
   const db = openDb(file);
-  return { db, file, ingestor: new Ingestor(new ReportStore(db), limits, createLogger('silent')) };
+  return { db, file, ingestor: new Ingestor(new ReportStore(db), limits, createLogger('silent'), clock) };
 }
 
 export function bufferInput(name: string, bytes: Uint8Array | string): IngestInput {

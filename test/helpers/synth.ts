@@ -151,3 +151,17 @@ export function zip64(name: string, content: string): Buffer {
   eocd.writeUInt32LE(0xffffffff, 16);
   return Buffer.concat([body, cd, eocd64, locator, eocd]);
 }
+
+/**
+ * Zips within zips, `width` entries at each of `levels` levels, the innermost holding `leaf`: 4
+ * levels of 100 stand for 10^8 copies of the leaf in about 600 KB (the amplification of issue 19).
+ */
+export function nestedZip(levels: number, width: number, leaf: string | Uint8Array): Buffer {
+  let data: Uint8Array = typeof leaf === 'string' ? Buffer.from(leaf) : leaf;
+  for (let level = 0; level < levels; level++) {
+    const entries: Record<string, Uint8Array> = {};
+    for (let i = 0; i < width; i++) entries[`r${i}.${level === 0 ? 'xml' : 'zip'}`] = data;
+    data = zipSync(entries);
+  }
+  return Buffer.from(data);
+}

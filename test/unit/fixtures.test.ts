@@ -13,9 +13,13 @@ const files = FOLDERS.flatMap((d) =>
     .map((f) => `${d}/${f}`),
 );
 
-/** Independent recount from the raw bytes: <record> elements and the sum of their <count>. */
+/**
+ * Independent recount from the raw bytes: <record> elements and the sum of their <count>. A record
+ * with neither a source IP nor messages is not stored, so not counted.
+ */
 function recountXml(text: string): { records: number; messages: number } {
-  const records = text.match(/<([\w-]+:)?record[\s>]/g)?.length ?? 0;
+  const all = text.match(/<([\w-]+:)?record[\s>][\s\S]*?<\/([\w-]+:)?record>/g) ?? [];
+  const records = all.filter((r) => !/<([\w-]+:)?source_ip\s*(\/>|>\s*<)/.test(r) || !/<([\w-]+:)?count>\s*0*\s*</.test(r)).length;
   const messages = [...text.matchAll(/<([\w-]+:)?count>\s*(\d+)\s*</g)].reduce((a, m) => a + Number(m[2]), 0);
   return { records, messages };
 }

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { describe, it } from 'node:test';
-import { bufferInput, count, freshStore } from '../helpers/common.js';
+import { bufferInput, count, fixture, freshStore } from '../helpers/common.js';
 import { base64Lines, dmarcXml, gzip, mail, zip } from '../helpers/synth.js';
 
 const PNG = Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex');
 
-async function ingest(name: string, text: string) {
+async function ingest(name: string, text: string | Buffer) {
   const { db, ingestor } = freshStore();
   const result = await ingestor.ingest(bufferInput(name, text));
   return { db, result };
@@ -155,5 +156,77 @@ describe('report mails', () => {
     const everything =
       JSON.stringify(db.prepare('SELECT * FROM failure_reports').all()) + JSON.stringify(db.prepare('SELECT * FROM reports').all());
     assert.doesNotMatch(everything, /SECRET BODY TEXT|wire transfer/);
+  });
+
+  describe('shapes of real report mail', () => {
+    const fixtureText = (rel: string) => fs.readFileSync(fixture(rel), 'latin1');
+
+    it('reads a mail whose first line holds only spaces (255 of them) before Delivered-To', async () => {
+      for (const rel of ['dmarc-eml/mox_google.eml', 'tlsrpt/mox_microsoft.eml', 'failure/mailauth_arf_004.eml']) {
+        const text = `${' '.repeat(255)}\r\nDelivered-To: dmarc@example.com\r\n${fixtureText(rel)}`;
+        const { result } = await ingest('ws.eml', Buffer.from(text, 'latin1'));
+        assert.deepEqual(
+          result.leaves.map((l) => l.status),
+          ['stored'],
+          `${rel}: ${JSON.stringify(result.leaves)}`,
+        );
+      }
+      // Plain text after blank lines is quoted from its first characters that are not blank.
+      const { result } = await ingest('note.txt', `${' '.repeat(300)}\n\t\n   Hello, these are my notes on DMARC.`);
+      assert.deepEqual(
+        result.leaves.map((l) => (l.status === 'none' ? l.reason : l.status)),
+        ['plain text, not a report (starts "Hello, these are my notes on D")'],
+      );
+    });
+
+    it("ends a MIME part's headers at a line holding only a space or a tab, so an ARF report keeps its fields", async () => {
+      for (const blank of [' ', '\t', ' \t ']) {
+        const text = fixtureText('failure/mailauth_arf_004.eml').replace(
+          /(Content-Type: (message\/feedback-report|text\/rfc822-headers)\r?\n)\r?\n/g,
+          `$1${blank}\r\n`,
+        );
+        assert.equal((text.match(/^[ \t]+\r?$/gm) ?? []).length, 2, 'the variation applies');
+        const { db, result } = await ingest('arf.eml', Buffer.from(text, 'latin1'));
+        assert.deepEqual(
+          result.leaves.map((l) => [l.status, l.status === 'stored' ? l.kind : '']),
+          [['stored', 'failure']],
+          JSON.stringify(result.leaves),
+        );
+        assert.deepEqual(db.prepare('SELECT feedback_type, source_ip, reported_domain, auth_failure FROM failure_reports').get(), {
+          feedback_type: 'auth-failure',
+          source_ip: '148.163.85.135',
+          reported_domain: 'interpublication.org',
+          auth_failure: 'dmarc',
+        });
+      }
+      // A line of white space followed by an indented line is folding (RFC 5322 section 4.2), kept as such.
+      const folded = mail([
+        {
+          headers: 'Content-Type: application/gzip;\r\n \r\n name="folded.xml.gz"\r\nContent-Transfer-Encoding: base64',
+          body: base64Lines(gzip(dmarcXml({ reportId: 'folded' }))),
+        },
+      ]);
+      assert.deepEqual(
+        (await ingest('folded.eml', folded)).result.leaves.map((l) => [l.input, l.status]),
+        [['folded.eml', 'stored']],
+      );
+    });
+
+    it('reads mail whose every line ends in a bare CR', async () => {
+      for (const rel of [
+        'dmarc-eml/freitagsrunde_yahoo.eml',
+        'dmarc-eml/mailauth_feedback_101.eml',
+        'tlsrpt/mox_microsoft.eml',
+        'failure/mailauth_arf_004.eml',
+      ]) {
+        const text = fixtureText(rel).replace(/\r?\n/g, '\r');
+        const { result } = await ingest('cr.eml', Buffer.from(text, 'latin1'));
+        assert.deepEqual(
+          result.leaves.map((l) => l.status),
+          ['stored'],
+          `${rel}: ${JSON.stringify(result.leaves)}`,
+        );
+      }
+    });
   });
 });

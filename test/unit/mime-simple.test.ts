@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { emlMessage, rng } from '../../devtools/corpus.js';
 import type { Mail } from '../../src/unpack/mime.js';
-import { parseMail, parseWithMailparser } from '../../src/unpack/mime.js';
+import { normaliseMail, parseMail, parseWithMailparser } from '../../src/unpack/mime.js';
 import { parseSimpleMail } from '../../src/unpack/mime-simple.js';
 import { fixture, fixtureFiles } from '../helpers/common.js';
 
@@ -118,5 +118,40 @@ describe('plain report mails read directly', () => {
       assert.equal(parseSimpleMail(raw), null, what);
       assert.deepEqual(plain(await parseMail(raw)), plain(await parseWithMailparser(raw)), what);
     }
+  });
+
+  it('agree on the shapes made plain before either reads them: blank lines first, white space ending part headers, bare CRs', async () => {
+    // Mail of the usual shapes is left exactly as it is (the same buffer: nothing copied).
+    for (const f of fixtures) assert.equal(normaliseMail(f.raw), f.raw, f.name);
+    const shapes: [string, (s: string) => string][] = [
+      ['255 spaces first', (s) => `${' '.repeat(255)}\r\nDelivered-To: dmarc@example.com\r\n${s}`],
+      ['blank lines first', (s) => `\r\n \t\r\n\n${s}`],
+      [
+        'a space ending part headers',
+        (s) => s.replace(/^(--[^\r\n]+\r?\n(?:[!-9;-~]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)+)\r?\n/gm, '$1 \r\n'),
+      ],
+      [
+        'a tab ending part headers',
+        (s) => s.replace(/^(--[^\r\n]+\r?\n(?:[!-9;-~]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)+)\r?\n/gm, '$1\t\n'),
+      ],
+      ['bare CR line ends', (s) => s.replace(/\r?\n/g, '\r')],
+    ];
+    let direct = 0;
+    for (const f of fixtures) {
+      for (const [what, shape] of shapes) {
+        const text = shape(f.raw.toString('latin1'));
+        if (text === f.raw.toString('latin1')) continue;
+        const raw = Buffer.from(text, 'latin1');
+        const plainer = normaliseMail(raw);
+        assert.notEqual(plainer, raw, `${f.name}, ${what}: made plain`);
+        if (await sameAsMailparser(plainer, `${f.name}, ${what}`)) direct++;
+        assert.deepEqual(plain(await parseMail(raw)), plain(await parseWithMailparser(plainer)), `${f.name}, ${what}`);
+        // Made plain, the mail has the parts the original has (line ends aside: bare CRs become CRLF).
+        const parts = async (m: Buffer) =>
+          (await parseMail(m)).parts.map((p) => ({ ...p, content: p.content.toString('latin1').replace(/\r\n?/g, '\n') }));
+        assert.deepEqual(await parts(raw), await parts(f.raw), `${f.name}, ${what}: the same parts as the original`);
+      }
+    }
+    assert.ok(direct > 30, `${direct} read directly`);
   });
 });
