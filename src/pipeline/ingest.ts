@@ -164,7 +164,8 @@ export class Ingestor implements IngestRunner {
     if (leaf.status === 'stored') log.info({ kind: leaf.kind, records: leaf.records }, 'report stored');
     else if (leaf.status === 'duplicate') log.info({ kind: leaf.kind }, 'report already stored');
     else if (leaf.status === 'conflict') {
-      log.warn(
+      // Info: the summary lists conflicts (ingest, fetch), run warns of each after the poll.
+      log.info(
         { kind: leaf.kind, reporter: leaf.reporter, reportId: leaf.reportId, storedInput: leaf.storedInput },
         'a different report with the same key is already stored; this one is not stored',
       );

@@ -143,6 +143,12 @@ export class Worker {
       // What a one-shot command's summary would list, run says here.
       const lost = new Set(mailboxErrors.map((e) => e.mailbox));
       for (const f of summary.failed) if (!lost.has(f.input)) log.warn({ input: f.input, code: f.code, err: f.error }, 'input failed');
+      for (const c of summary.conflicts) {
+        log.warn(
+          { input: c.input, storedInput: c.stored_input, kind: c.kind, reporter: c.reporter, reportId: c.report_id },
+          'a different report with the same key is already stored; this one is not stored',
+        );
+      }
       for (const b of busy)
         log.warn(
           { mailbox: b.mailbox, holder: { command: b.lease.command, pid: b.lease.pid, host: b.lease.host } },
