@@ -64,8 +64,11 @@ export interface SourceRow {
   reporters: number;
 }
 
-/** Sources per policy domain over [from, to), with the pass rate of the period before. */
-export function sourceRows(db: Db, from: number, to: number): SourceRow[] {
+/**
+ * Sources per policy domain over [from, to), with the pass rate of the period before: the `limit`
+ * with the most messages, ordered by domain, then messages.
+ */
+export function sourceRows(db: Db, from: number, to: number, limit = -1): SourceRow[] {
   const span = to - from;
   const rows = db
     .prepare(
@@ -80,18 +83,20 @@ export function sourceRows(db: Db, from: number, to: number): SourceRow[] {
               n.name
          FROM dmarc_records d JOIN reports r ON r.id = d.report_id LEFT JOIN reverse_dns n ON n.ip = d.source_ip
         WHERE r.kind = 'dmarc' AND r.begin_ts >= @prev AND r.begin_ts < @to
-        GROUP BY 1, 2 HAVING messages > 0 ORDER BY 1, messages DESC, 2`,
+        GROUP BY 1, 2 HAVING messages > 0 ORDER BY messages DESC, 1, 2 LIMIT @limit`,
     )
-    .all({ from, to, prev: from - span }) as (Omit<SourceRow, 'pass_rate' | 'previous_pass_rate'> & {
+    .all({ from, to, prev: from - span, limit }) as (Omit<SourceRow, 'pass_rate' | 'previous_pass_rate'> & {
     pass: number;
     prev_messages: number;
     prev_pass: number;
   })[];
-  return rows.map(({ pass, prev_messages, prev_pass, ...r }) => ({
-    ...r,
-    pass_rate: rate(pass, r.messages),
-    previous_pass_rate: rate(prev_pass, prev_messages),
-  }));
+  return rows
+    .sort((a, b) => (a.domain < b.domain ? -1 : a.domain > b.domain ? 1 : 0))
+    .map(({ pass, prev_messages, prev_pass, ...r }) => ({
+      ...r,
+      pass_rate: rate(pass, r.messages),
+      previous_pass_rate: rate(prev_pass, prev_messages),
+    }));
 }
 
 export interface ReportListRow {

@@ -11,6 +11,9 @@ declare const uPlot: typeof uPlotType;
 interface Overview {
   generated_at: string;
   days: number;
+  /** Lists are cut to these lengths; `truncated` says which were. */
+  limits: { sources: number; reports: number };
+  truncated: { sources: boolean; reports: boolean };
   domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] }[];
   tls: { domain: string; days: { day: string; successful: number; failed: number }[] }[];
   sources: {
@@ -190,6 +193,8 @@ function renderSources(o: Overview): void {
         ? table(['Domain', 'Source IP', 'Reverse DNS', 'Messages', 'Pass rate', 'Trend', 'DKIM aligned', 'SPF aligned', 'Reporters'], rows)
         : el('p', 'No aggregate reports in this period.', 'empty'),
     );
+  const note = `The ${o.limits.sources} sources with the most messages.`;
+  if (o.truncated.sources) document.getElementById('sources')!.prepend(el('p', note, 'empty'));
 }
 
 function renderAlerts(o: Overview): void {
