@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../src/config/load.js';
-import { ROOT, tempDir } from './helpers/common.js';
+import { ROOT, selfSignedCert, tempDir } from './helpers/common.js';
 
 const example = fs.readFileSync(path.join(ROOT, 'config.example.toml'), 'utf8');
 
@@ -38,8 +38,9 @@ describe('config.example.toml', () => {
     const dir = tempDir();
     const secret = path.join(dir, 'secret');
     fs.writeFileSync(secret, 'https://discord.com/api/webhooks/1/secret\n');
+    const ca = selfSignedCert(path.join(dir, 'ca.pem'));
     const file = path.join(dir, 'c.toml');
-    fs.writeFileSync(file, everythingOn(secret));
+    fs.writeFileSync(file, everythingOn(secret).replace(/"\/etc\/ssl\/private-ca\.pem"/g, JSON.stringify(ca)));
     const { config } = loadConfig(file, {});
     assert.equal(config.mailbox.length, 1);
     assert.ok(config.alerts.email && config.alerts.matrix && config.alerts.discord);

@@ -8,39 +8,111 @@ import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
  * be given as `<key>_file`, read at load time (see load.ts).
  */
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. "127.0.0.1:8080"');
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port, e.g. "127.0.0.1:8080"')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'the port is at most 65535');
+
+/** Hosts a secret may be sent to in clear: this machine only. */
+export function isLoopback(host: string): boolean {
+  return /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i.test(host);
+}
+
+/** An http:// URL sends its token in clear: only to this machine. */
+function clearOnlyLocally(url: string | undefined): boolean {
+  if (url === undefined) return true;
+  const u = URL.parse(url);
+  return !u || u.protocol !== 'http:' || isLoopback(u.hostname);
+}
+/**
+ * A well-known port used with the other kind of security, which fails at the first connection
+ * with an unhelpful TLS error ("wrong version number") or a timeout. Implicit TLS ports and plain
+ * (STARTTLS) ports as RFC 8314 section 7.3 and the IANA registry assign them.
+ */
+function portClash(
+  proto: string,
+  security: 'tls' | 'starttls' | 'none',
+  port: number | undefined,
+  ports: { tls: number[]; plain: number[] },
+): string | null {
+  if (port === undefined) return null;
+  if (security === 'tls' && ports.plain.includes(port)) {
+    return `${port} is ${proto} without implicit TLS: set security = "starttls", or the implicit TLS port ${ports.tls[0]} with security = "tls"`;
+  }
+  if (security !== 'tls' && ports.tls.includes(port)) {
+    return `${port} is ${proto} over implicit TLS: set security = "tls" (security = "${security}" expects a plain connection there)`;
+  }
+  return null;
+}
+
+const CLEAR = 'sends the token in clear over http://: use https://, or http:// only to 127.0.0.1, ::1 or localhost';
 const security = z.enum(['tls', 'starttls', 'none']);
 const positive = z.number().int().positive();
 
-const mailbox = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, ".", "_" and "-" only'),
-  host: z.string().min(1),
-  port: z.number().int().min(1).max(65535).optional(),
-  security: security.default('tls'),
-  user: z.string().min(1),
-  password: z.string().min(1),
-  folder: z.string().min(1).default('INBOX'),
-  processed_folder: z.string().min(1).default('Processed'),
-  invalid_folder: z.string().min(1).default('Invalid'),
-  ca_file: z.string().min(1).optional(),
-  mark_seen_only: z.boolean().default(false),
-  // A connection, greeting or command with no answer for this long: the server is taken as hung.
-  timeout_seconds: positive.default(60),
-});
+const mailbox = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, ".", "_" and "-" only'),
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).optional(),
+    security: security.default('tls'),
+    user: z.string().min(1),
+    password: z.string().min(1),
+    folder: z.string().min(1).default('INBOX'),
+    processed_folder: z.string().min(1).default('Processed'),
+    invalid_folder: z.string().min(1).default('Invalid'),
+    ca_file: z.string().min(1).optional(),
+    mark_seen_only: z.boolean().default(false),
+    // A connection, greeting or command with no answer for this long: the server is taken as hung.
+    timeout_seconds: positive.default(60),
+  })
+  .superRefine((b, ctx) => {
+    if (b.security === 'none' && !isLoopback(b.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['security'],
+        message: `"none" sends the password in clear: allowed only for 127.0.0.1, ::1 or localhost, not ${b.host}`,
+      });
+    }
+    const clash = portClash('IMAP', b.security, b.port, { tls: [993], plain: [143] });
+    if (clash) ctx.addIssue({ code: 'custom', path: ['port'], message: clash });
+    if (!b.mark_seen_only) {
+      for (const key of ['processed_folder', 'invalid_folder'] as const) {
+        if (b[key] === b.folder) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [key],
+            message: `is the folder read (${b.folder}): messages would be read again and again`,
+          });
+        }
+      }
+    }
+  });
 
-const email = z.strictObject({
-  host: z.string().min(1),
-  port: z.number().int().min(1).max(65535).default(587),
-  security: security.default('starttls'),
-  user: z.string().min(1).optional(),
-  password: z.string().min(1).optional(),
-  ca_file: z.string().min(1).optional(),
-  from: z.string().min(3),
-  to: z.array(z.string().min(3)).min(1),
-});
+const email = z
+  .strictObject({
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).default(587),
+    security: security.default('starttls'),
+    user: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    ca_file: z.string().min(1).optional(),
+    from: z.string().min(3),
+    to: z.array(z.string().min(3)).min(1),
+  })
+  .superRefine((e, ctx) => {
+    const clash = portClash('SMTP', e.security, e.port, { tls: [465], plain: [25, 587] });
+    if (clash) ctx.addIssue({ code: 'custom', path: ['port'], message: clash });
+    if (e.security === 'none' && e.user !== undefined && !isLoopback(e.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['security'],
+        message: `"none" with a user sends the password in clear: allowed only for 127.0.0.1, ::1 or localhost, not ${e.host}`,
+      });
+    }
+  });
 
 const matrix = z.strictObject({
-  homeserver: z.url(),
+  homeserver: z.url().refine(clearOnlyLocally, CLEAR),
   access_token: z.string().min(1),
   room_id: z.string().regex(/^!.+:.+$/, 'a room id like "!abc:example.com"'),
 });
@@ -50,10 +122,11 @@ const discord = z
     webhook_url: z
       .url()
       .regex(/\/webhooks\/\d+\/[\w-]+\/?$/, 'expected a webhook URL ending in /webhooks/<id>/<token>')
+      .refine(clearOnlyLocally, CLEAR)
       .optional(),
     bot_token: z.string().min(1).optional(),
     channel_id: z.string().regex(/^\d+$/).optional(),
-    api_url: z.url().optional(),
+    api_url: z.url().refine(clearOnlyLocally, CLEAR).optional(),
   })
   .refine((d) => d.webhook_url !== undefined || (d.bot_token !== undefined && d.channel_id !== undefined), {
     message: 'set webhook_url, or bot_token together with channel_id',
@@ -103,7 +176,18 @@ const limits = z.strictObject(
 
 export const configSchema = z.strictObject({
   database: z.strictObject({ path: z.string().min(1).default('./data/ruawatch.sqlite') }).prefault({}),
-  mailbox: z.array(mailbox).default([]),
+  mailbox: z
+    .array(mailbox)
+    .default([])
+    .superRefine((boxes, ctx) => {
+      // A mailbox's name keys its positions in the database and its environment variables.
+      const seen = new Set<string>();
+      for (const [i, b] of boxes.entries()) {
+        const key = b.name.toLowerCase().replace(/[-.]/g, '_');
+        if (seen.has(key)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `another [[mailbox]] is named ${b.name} already` });
+        seen.add(key);
+      }
+    }),
   analysis: analysis.prefault({}),
   alerts: z
     .strictObject({
@@ -155,5 +239,4 @@ export const configSchema = z.strictObject({
 
 export type Config = z.infer<typeof configSchema>;
 
-/** Keys whose values are never printed or logged. */
-export const SECRET_KEYS = new Set(['password', 'access_token', 'webhook_url', 'bot_token', 'token']);
+export { SECRET_KEYS } from '../log.js';

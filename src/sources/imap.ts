@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { ImapFlow, type MailboxLockObject } from 'imapflow';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { RuawatchError, errorMessage } from '../errors.js';
 import {
@@ -338,3 +338,74 @@ export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void)
     },
   };
 }
+
+export interface MailboxProbe {
+  name: string;
+  /** host:port */
+  server: string;
+  security: MailboxConfig['security'];
+  user: string;
+  ok: boolean;
+  error?: string;
+  /** The TLS the session used, null when it was in clear; absent when the login failed. */
+  tls?: { protocol: string; cipher: string } | null;
+  folders: {
+    role: 'folder' | 'processed_folder' | 'invalid_folder';
+    name: string;
+    exists: boolean;
+    messages?: number;
+    unseen?: number;
+    error?: string;
+  }[];
+}
+
+/**
+ * Logs in to a mailbox and looks, changing nothing (no folder created, nothing selected): the
+ * TLS in use, and for the folder read, the processed and the invalid folder whether each exists
+ * and how many messages it holds. `ruawatch config check --connect`; a server that does not
+ * answer is given `timeoutSeconds` at most, whatever timeout_seconds says.
+ */
+export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number): Promise<MailboxProbe> {
+  const probe: MailboxProbe = {
+    name: box.name,
+    server: `${box.host}:${portOf(box)}`,
+    security: box.security,
+    user: box.user,
+    ok: false,
+    folders: [],
+  };
+  let client: ImapFlow | null = null;
+  try {
+    checkSecurity(box);
+    client = connect({ ...box, timeout_seconds: Math.min(box.timeout_seconds, timeoutSeconds) }, silentLog);
+    try {
+      await client.connect();
+    } catch (err) {
+      throw describe(box, err, true);
+    }
+    probe.tls = client.tls ? { protocol: client.tls.version, cipher: client.tls.name } : null;
+    const roles = box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
+    for (const role of roles) {
+      const name = box[role];
+      try {
+        const st = await client.status(folderPath(name), { messages: true, unseen: true });
+        if (!st) throw new Error('the server did not answer STATUS');
+        probe.folders.push({ role, name, exists: true, messages: st.messages ?? 0, unseen: st.unseen ?? 0 });
+      } catch (err) {
+        const missing = (err as { code?: string }).code === 'NotFound';
+        probe.folders.push({ role, name, exists: false, ...(missing ? {} : { error: errorMessage(err) }) });
+      }
+    }
+    const read = probe.folders[0]!;
+    probe.ok = read.exists;
+    if (!read.exists) probe.error = `the folder ${box.folder} ${read.error ? `cannot be read: ${read.error}` : 'does not exist'}`;
+    await client.logout().catch(() => undefined);
+  } catch (err) {
+    client?.close();
+    const e = err instanceof MailboxError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
+    probe.error = e.replace(`mailbox ${box.name} (${box.host}): `, '');
+  }
+  return probe;
+}
+
+const silentLog = pino({ level: 'silent' });
