@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../src/config/load.js';
 import { authOf } from '../src/config/schema.js';
-import { ROOT, tempDir } from './helpers/common.js';
+import { ROOT, selfSignedCert, tempDir } from './helpers/common.js';
 
 const example = fs.readFileSync(path.join(ROOT, 'config.example.toml'), 'utf8');
 
@@ -39,8 +39,14 @@ describe('config.example.toml', () => {
     const dir = tempDir();
     const secret = path.join(dir, 'secret');
     fs.writeFileSync(secret, 'https://discord.com/api/webhooks/1/secret\n');
+    const ca = selfSignedCert(path.join(dir, 'ca.pem'));
     const file = path.join(dir, 'c.toml');
-    fs.writeFileSync(file, everythingOn(secret));
+    fs.writeFileSync(
+      file,
+      everythingOn(secret)
+        .replace(/"\/etc\/ssl\/private-ca\.pem"/g, JSON.stringify(ca))
+        .replace(/"\/etc\/ruawatch\/app\.crt"/g, JSON.stringify(ca)),
+    );
     const { config } = loadConfig(file, {});
     // One mailbox of each kind and way of logging in: IMAP with a password, Microsoft 365 over IMAP
     // and over Graph, Google Workspace, a token command, a token file.
@@ -137,40 +143,39 @@ describe('[[mailbox]] kinds and ways of logging in', () => {
     assert.equal(loadConfig(file, {}).config.mailbox[0]!.token_path, path.join(dir, 'tokens/m'), 'relative to the config file');
   });
 
-  it('names what is missing, misplaced or left over, by its full path', () => {
+  it('names what is missing, misplaced or left over, by its full path; reads the certificate file', () => {
     const refuse = (box: string, pattern: RegExp) => assert.throws(() => load(box), pattern);
-    refuse('password = "p"\n', /mailbox\[0\]\.host: required for kind = "imap"/);
-    refuse('host = "h"\n', /mailbox\[0\]\.password: required \(or password_file\)/);
+    refuse('password = "p"\n', /mailbox "m"\.host: required for kind = "imap"/);
+    refuse('host = "h"\n', /mailbox "m"\.password: required \(or password_file\)/);
     refuse(
       'host = "h"\nauth = "microsoft"\nclient_id = "c"\nclient_secret = "s"\n',
-      /mailbox\[0\]\.tenant_id: required with auth = "microsoft"/,
+      /mailbox "m"\.tenant_id: required with auth = "microsoft"/,
     );
-    refuse('host = "h"\nauth = "microsoft"\ntenant_id = "t"\nclient_id = "c"\n', /mailbox\[0\]\.client_secret: set client_secret/);
+    refuse('host = "h"\nauth = "microsoft"\ntenant_id = "t"\nclient_id = "c"\n', /mailbox "m"\.client_secret: set client_secret/);
     refuse(
       'host = "h"\nauth = "microsoft"\ntenant_id = "t"\nclient_id = "c"\ncertificate_file = "/x.crt"\n',
-      /mailbox\[0\]\.private_key: certificate_file and private_key/,
+      /mailbox "m"\.private_key: certificate_file and private_key/,
     );
     refuse(
       'host = "h"\npassword = "p"\ntenant_id = "t"\n',
-      /mailbox\[0\]\.tenant_id: used only with auth = "microsoft" \(this mailbox has auth = "password"\)/,
+      /mailbox "m"\.tenant_id: used only with auth = "microsoft" \(this mailbox has auth = "password"\)/,
     );
     refuse(
       'kind = "graph"\nhost = "h"\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\n',
-      /mailbox\[0\]\.host: used only with kind = "imap"/,
+      /mailbox "m"\.host: used only with kind = "imap"/,
     );
     refuse(
       'kind = "graph"\nauth = "password"\npassword = "p"\n',
-      /mailbox\[0\]\.auth: kind = "graph" logs in with auth = "microsoft", "command" or "file"/,
+      /mailbox "m"\.auth: kind = "graph" logs in with auth = "microsoft", "command" or "file"/,
     );
     refuse(
       'host = "h"\nauth = "google"\nservice_account_key = "{}"\ntoken_url = "http://accounts.example.com/token"\n',
-      /mailbox\[0\]\.token_url: expected an https URL \(http only to a loopback address\)/,
+      /mailbox "m"\.token_url: expected an https URL \(http only to a loopback address\)/,
     );
-    const file = path.join(tempDir(), 'c.toml');
-    fs.writeFileSync(
-      file,
-      '[[mailbox]]\nname = "m"\nhost = "h"\nuser = "u"\npassword = "p"\n\n[[mailbox]]\nname = "m"\nhost = "h"\nuser = "v"\npassword = "p"\n',
+    // A certificate_file is checked when the config loads, as ca_file is.
+    refuse(
+      'kind = "graph"\ntenant_id = "t"\nclient_id = "c"\ncertificate_file = "/nonexistent/app.crt"\nprivate_key = "k"\n',
+      /mailbox "m"\.certificate_file: cannot read \/nonexistent\/app\.crt/,
     );
-    assert.throws(() => loadConfig(file, {}), /mailbox\[1\]\.name: another \[\[mailbox\]\] is named "m" too/);
   });
 });

@@ -326,32 +326,44 @@ describe('IMAP with OAuth2 tokens against a real Dovecot (oauth2 passdb)', { ski
       `\n[[mailbox]]\nname = "wrong-secret"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "${user}"\n${microsoft('app-probe', 'client_secret = "wrong"\n')}` +
         `\n[[mailbox]]\nname = "denied"\nhost = "127.0.0.1"\nport = ${dovecot.port}\nsecurity = "none"\nuser = "denied@example.com"\n${microsoft('app-denied', 'client_secret = "denied-secret"\n')}`,
     );
-    const r = await cli(['config', 'check', '--config', config, '--connect']);
+    const r = await cli(['config', 'check', '--config', config, '--connect', '--json']);
     assert.equal(r.code, 1, r.stderr);
     const out = JSON.parse(r.stdout) as {
       mailboxes: {
-        mailbox: string;
+        name: string;
         ok: boolean;
-        token?: { source: string; expires_in_seconds: number };
-        folders?: { role: string; messages: number | null }[];
-        error?: { stage: string; code: string; message: string };
+        error?: string;
+        token?: { source: string; expires_in_seconds?: number; error?: string };
+        folders: { role: string; exists: boolean; messages?: number }[];
       }[];
     };
     const [good, wrong, denied] = out.mailboxes;
     assert.equal(good!.ok, true);
     assert.equal(good!.token!.source, 'the Microsoft identity platform (tenant contoso.onmicrosoft.com, client app-probe)');
-    assert.ok(good!.token!.expires_in_seconds > 3500);
+    assert.ok(good!.token!.expires_in_seconds! > 3500);
     assert.deepEqual(
-      good!.folders!.map((f) => [f.role, f.messages]),
+      good!.folders.map((f) => [f.role, f.exists, f.messages]),
       [
-        ['folder', 1],
-        ['processed_folder', null],
-        ['invalid_folder', null],
+        ['folder', true, 1],
+        ['processed_folder', false, undefined],
+        ['invalid_folder', false, undefined],
       ],
     );
-    assert.deepEqual([wrong!.ok, wrong!.error!.stage, wrong!.error!.code], [false, 'token', 'E_AUTH']);
-    assert.match(wrong!.error!.message, /AADSTS7000215/);
-    assert.deepEqual([denied!.ok, denied!.error!.stage, denied!.error!.code], [false, 'open', 'E_IMAP']);
+    assert.equal(wrong!.ok, false);
+    assert.match(wrong!.token!.error!, /AADSTS7000215/);
+    assert.equal(denied!.ok, false);
+    assert.ok(denied!.token!.expires_in_seconds! > 3500, 'a token was had');
+    assert.match(denied!.error!, /^authentication failed for denied@example\.com with a new access token/);
+    // The same, for a person.
+    const text = await cli(['config', 'check', '--config', config, '--connect']);
+    assert.match(
+      text.stdout,
+      /mailbox dmarc \(127\.0\.0\.1:\d+, security = "none"\): logged in as probe@example\.com with a token from the Microsoft identity platform \(tenant contoso\.onmicrosoft\.com, client app-probe\) \(good for \d+ s\) without TLS/,
+    );
+    assert.match(
+      text.stdout,
+      /mailbox wrong-secret \(.*\): FAILED: no access token: the Microsoft identity platform \(http:\/\/127\.0\.0\.1:\d+\) refused the token request: invalid_client: AADSTS7000215/,
+    );
     assert.ok(!r.stdout.includes('probe-secret'));
     for (const t of oauth.issuedFor('app-probe')) assert.ok(!r.stdout.includes(t.token));
     assert.equal(await dovecot.count(user, 'INBOX'), 1, 'nothing moved');

@@ -237,7 +237,9 @@ async function pass(mailbox: Mailbox, session: MailboxSession, opts: MailboxPass
         const verdict = decide(result.leaves);
         if (verdict.to === 'stop' || verdict.to === 'retry') {
           if (verdict.to === 'stop') stop = verdict;
-          else log.warn({ uid: m.id, reason: verdict.reason }, 'message left in place, to be tried again');
+          // Info: the result says so (a failed input with an infrastructure code), and the caller
+          // reports it (fetch in its summary, run in a warning).
+          else log.info({ uid: m.id, reason: verdict.reason }, 'message left in place, to be tried again');
           blocked ??= m.order;
           opts.onResult(result);
           return;

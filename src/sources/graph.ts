@@ -49,6 +49,15 @@ const MAX_PAGES = 4000;
 /** Downloads and moves in flight at once; one request of MAX_CONCURRENT stays free for the other. */
 const PARALLEL = MAX_CONCURRENT - 1;
 
+/** A folder as `config check --connect` reports it. */
+export interface GraphFolderProbe {
+  role: 'folder' | 'processed_folder' | 'invalid_folder';
+  name: string;
+  exists: boolean;
+  messages?: number;
+  unseen?: number;
+}
+
 export class GraphMailbox implements Mailbox {
   readonly name: string;
   readonly folder: string;
@@ -96,31 +105,34 @@ export class GraphMailbox implements Mailbox {
   }
 
   /**
-   * For `config check --connect`: a token, then the folder and the destination folders looked up
-   * (nothing created, moved or marked), with the number of messages in each.
+   * For `config check --connect`: the folder and the destination folders looked up (nothing
+   * created, moved or marked), with the messages in each and, for the folder read, how many are
+   * unread. Rejects when the folder read cannot be opened.
    */
-  async probe(timeoutMs: number): Promise<{ folders: { role: string; name: string; messages: number | null }[] }> {
+  async probe(timeoutMs: number): Promise<GraphFolderProbe[]> {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), timeoutMs);
     try {
       const client = this.client(ctl.signal);
       const folders = new Folders(client);
-      const out: { role: string; name: string; messages: number | null }[] = [];
+      const out: GraphFolderProbe[] = [];
       const roles = this.box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
       for (const role of roles) {
         const name = this.box[role];
         const id = await folders.find(name, false);
-        if (id === null && role === 'folder')
-          throw new MailboxError('E_GRAPH', `mailbox ${this.name} (graph): there is no folder ${name}`, { retryable: false });
-        const info =
-          id === null
-            ? null
-            : await client.json('GET', `/mailFolders/${encodeURIComponent(id)}`, `GET folder ${name}`, {
-                query: { $select: 'id,totalItemCount' },
-              });
-        out.push({ role, name, messages: info && typeof info.totalItemCount === 'number' ? info.totalItemCount : null });
+        if (id === null) {
+          if (role === 'folder')
+            throw new MailboxError('E_GRAPH', `mailbox ${this.name} (graph): there is no folder ${name}`, { retryable: false });
+          out.push({ role, name, exists: false });
+          continue;
+        }
+        const info = await client.json('GET', `/mailFolders/${encodeURIComponent(id)}`, `GET folder ${name}`, {
+          query: { $select: 'id,totalItemCount,unreadItemCount' },
+        });
+        const count = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : 0);
+        out.push({ role, name, exists: true, messages: count(info.totalItemCount), unseen: count(info.unreadItemCount) });
       }
-      return { folders: out };
+      return out;
     } finally {
       clearTimeout(timer);
       ctl.abort();

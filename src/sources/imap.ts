@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import { ImapFlow, type MailboxLockObject } from 'imapflow';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { Token, TokenProvider } from '../auth/tokens.js';
-import type { MailboxConfig } from '../config/schema.js';
-import { authOf, isLoopback } from '../config/schema.js';
+import { authOf, isLoopback, type MailboxConfig } from '../config/schema.js';
 import { RuawatchError, errorMessage } from '../errors.js';
 import {
   MailboxError,
@@ -135,44 +134,6 @@ class ImapSession implements MailboxSession {
     } catch (err) {
       throw describe(this.box, err, false);
     }
-  }
-}
-
-/**
- * For `config check --connect`: logs in (with the password or a token) and asks STATUS of the
- * folder and the destination folders; nothing is created, moved or flagged. A missing destination
- * folder is reported (null messages), not an error: the first fetch creates it.
- */
-export async function probeImap(
-  box: MailboxConfig,
-  log: Logger,
-  tokens: TokenProvider | null,
-  timeoutMs: number,
-): Promise<{ folders: { role: string; name: string; messages: number | null }[] }> {
-  checkSecurity(box);
-  const signal = AbortSignal.timeout(timeoutMs);
-  const client = await login(box, log, tokens, false, signal);
-  try {
-    const roles = box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
-    const folders: { role: string; name: string; messages: number | null }[] = [];
-    for (const role of roles) {
-      const name = box[role];
-      let messages: number | null = null;
-      try {
-        // imapflow answers a missing folder with a NotFound error (it checks with LIST).
-        const st = await client.status(role === 'folder' ? name : folderPath(name), { messages: true });
-        messages = st ? (st.messages ?? 0) : null;
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'NotFound') throw describe(box, err, false);
-      }
-      if (messages === null && role === 'folder') {
-        throw new MailboxError('E_IMAP', `mailbox ${box.name} (${box.host}): there is no folder ${name}`, { retryable: false });
-      }
-      folders.push({ role, name, messages });
-    }
-    return { folders };
-  } finally {
-    await client.logout().catch(() => client.close());
   }
 }
 
@@ -448,3 +409,77 @@ export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void,
     },
   };
 }
+
+export interface MailboxProbe {
+  name: string;
+  /** "imap", or "graph" (sources/probe.ts fills the probe of a Graph mailbox). */
+  kind?: MailboxConfig['kind'];
+  /**
+   * With OAuth2: where the token came from and how long it is good for (never the token itself),
+   * or why none could be had.
+   */
+  token?: { source: string; expires_in_seconds?: number | null; error?: string };
+  /** host:port */
+  server: string;
+  security: MailboxConfig['security'];
+  user: string;
+  ok: boolean;
+  error?: string;
+  /** The TLS the session used, null when it was in clear; absent when the login failed. */
+  tls?: { protocol: string; cipher: string } | null;
+  folders: {
+    role: 'folder' | 'processed_folder' | 'invalid_folder';
+    name: string;
+    exists: boolean;
+    messages?: number;
+    unseen?: number;
+    error?: string;
+  }[];
+}
+
+/**
+ * Logs in to a mailbox and looks, changing nothing (no folder created, nothing selected): the
+ * TLS in use, and for the folder read, the processed and the invalid folder whether each exists
+ * and how many messages it holds. `ruawatch config check --connect`; a server that does not
+ * answer is given `timeoutSeconds` at most, whatever timeout_seconds says.
+ */
+export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number, tokens: TokenProvider | null = null): Promise<MailboxProbe> {
+  const probe: MailboxProbe = {
+    name: box.name,
+    server: `${box.host}:${portOf(box)}`,
+    security: box.security,
+    user: box.user,
+    ok: false,
+    folders: [],
+  };
+  let client: ImapFlow | null = null;
+  try {
+    checkSecurity(box);
+    // With a password, or a token (renewed once if the server refuses a cached one).
+    client = await login({ ...box, timeout_seconds: Math.min(box.timeout_seconds, timeoutSeconds) }, silentLog, tokens, false);
+    probe.tls = client.tls ? { protocol: client.tls.version, cipher: client.tls.name } : null;
+    const roles = box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
+    for (const role of roles) {
+      const name = box[role];
+      try {
+        const st = await client.status(folderPath(name), { messages: true, unseen: true });
+        if (!st) throw new Error('the server did not answer STATUS');
+        probe.folders.push({ role, name, exists: true, messages: st.messages ?? 0, unseen: st.unseen ?? 0 });
+      } catch (err) {
+        const missing = (err as { code?: string }).code === 'NotFound';
+        probe.folders.push({ role, name, exists: false, ...(missing ? {} : { error: errorMessage(err) }) });
+      }
+    }
+    const read = probe.folders[0]!;
+    probe.ok = read.exists;
+    if (!read.exists) probe.error = `the folder ${box.folder} ${read.error ? `cannot be read: ${read.error}` : 'does not exist'}`;
+    await client.logout().catch(() => undefined);
+  } catch (err) {
+    client?.close();
+    const e = err instanceof MailboxError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
+    probe.error = e.replace(`mailbox ${box.name} (${box.host}): `, '');
+  }
+  return probe;
+}
+
+const silentLog = pino({ level: 'silent' });

@@ -1,56 +1,67 @@
 import type { Logger } from 'pino';
-import { authOf, type AuthMode, type MailboxConfig } from '../config/schema.js';
-import { errorCode, errorMessage } from '../errors.js';
+import { GRAPH_URL } from '../auth/providers.js';
+import type { TokenProvider } from '../auth/tokens.js';
+import type { MailboxConfig } from '../config/schema.js';
+import { errorMessage } from '../errors.js';
+import { MailboxError } from '../pipeline/mailbox.js';
 import { GraphMailbox } from './graph.js';
-import { probeImap } from './imap.js';
+import { probeMailbox as probeImap, type MailboxProbe } from './imap.js';
 import { tokensOf } from './mailboxes.js';
 
-/** What `config check --connect` found for a mailbox. */
-export interface MailboxProbe {
-  mailbox: string;
-  kind: MailboxConfig['kind'];
-  auth: AuthMode;
-  ok: boolean;
-  /** With OAuth2: where the token came from and how long it is good for (never the token). */
-  token?: { source: string; expires_in_seconds: number | null };
-  /** The folder read and the destination folders, with their message counts; null: missing (created by the first fetch). */
-  folders?: { role: string; name: string; messages: number | null }[];
-  /** Where it failed: getting a token, or connecting and opening the folder. */
-  error?: { stage: 'token' | 'open'; code: string; message: string };
-}
+export type { MailboxProbe };
 
 /**
- * Whether a mailbox can be read: a token got (for OAuth2), a login, the folders looked at. Nothing
- * is created, moved or marked. Never rejects: a failure is in the answer.
+ * `config check --connect` for a mailbox of any kind: for OAuth2 a token first (where from and how
+ * long it is good for, never the token), then the login and the folders, IMAP or Graph. Nothing is
+ * created, moved or marked; a server gets `timeoutSeconds` at most. Never rejects: a failure is in
+ * the answer.
  */
-export async function probeMailbox(box: MailboxConfig, log: Logger, timeoutMs: number, maxMessageBytes: number): Promise<MailboxProbe> {
-  const probe: MailboxProbe = { mailbox: box.name, kind: box.kind, auth: authOf(box), ok: false };
-  const fail = (stage: 'token' | 'open', err: unknown) => {
-    probe.error = { stage, code: errorCode(err), message: errorMessage(err) };
+export async function probeMailbox(
+  box: MailboxConfig,
+  timeoutSeconds: number,
+  log: Logger,
+  maxMessageBytes: number,
+): Promise<MailboxProbe> {
+  const graph = box.kind === 'graph';
+  const probe: MailboxProbe = {
+    name: box.name,
+    kind: box.kind,
+    server: graph ? (box.graph_url ?? GRAPH_URL) : `${box.host}:${box.port ?? (box.security === 'tls' ? 993 : 143)}`,
+    security: box.security,
+    user: box.user,
+    ok: false,
+    folders: [],
+  };
+  const failed = (err: unknown) => {
+    const text = err instanceof MailboxError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
+    probe.error = text.replace(/^mailbox [^ ]+ \([^)]*\): /, '');
     return probe;
   };
-  let tokens;
+  let tokens: TokenProvider | null;
   try {
     tokens = tokensOf(box, log);
-    if (tokens) {
-      const t = await tokens.token(AbortSignal.timeout(timeoutMs));
+  } catch (err) {
+    return failed(err);
+  }
+  if (tokens) {
+    try {
+      const t = await tokens.token(AbortSignal.timeout(timeoutSeconds * 1000));
       probe.token = {
         source: tokens.source,
         expires_in_seconds: t.expiresAt === null ? null : Math.round((t.expiresAt - Date.now()) / 1000),
       };
+    } catch (err) {
+      failed(err);
+      probe.token = { source: tokens.source, error: probe.error! };
+      return probe;
     }
-  } catch (err) {
-    return fail('token', err);
   }
+  if (!graph) return { ...(await probeImap(box, timeoutSeconds, tokens)), kind: box.kind, ...(probe.token ? { token: probe.token } : {}) };
   try {
-    const found =
-      box.kind === 'graph'
-        ? await new GraphMailbox(box, log, tokens!, maxMessageBytes).probe(timeoutMs)
-        : await probeImap(box, log, tokens, timeoutMs);
-    probe.folders = found.folders;
+    probe.folders = await new GraphMailbox(box, log, tokens!, maxMessageBytes).probe(timeoutSeconds * 1000);
     probe.ok = true;
   } catch (err) {
-    return fail('open', err);
+    failed(err);
   }
   return probe;
 }
