@@ -78,7 +78,11 @@ export class Worker {
     }
     if (s.idle) {
       for (const box of this.app.mailboxes()) {
-        if (!box.watch) continue;
+        if (!box.watch) {
+          // Microsoft Graph pushes new mail only to a public HTTPS endpoint (sources/graph.ts): polled.
+          this.log.info({ mailbox: box.name }, 'this kind of mailbox has no IDLE; it is polled on the schedule');
+          continue;
+        }
         try {
           this.watchers.push(box.watch(() => void this.tick('idle')));
         } catch (err) {
