@@ -22,6 +22,7 @@ import { loadMigrations, migrate } from '../src/store/migrate.js';
 import { reportTotals } from '../src/store/summary.js';
 import { startWeb } from '../src/web/server.js';
 import { Worker } from '../src/worker/worker.js';
+import { openApp } from '../src/app.js';
 
 /** The first day of the data: the 35 days end on the day before `alerts` evaluates. */
 export const SCALE_FIRST_DAY = 20_000;
@@ -127,7 +128,7 @@ async function dashboard(file: string): Promise<Record<string, unknown>> {
   const db = openDb(file);
   const config = configSchema.parse({ web: { listen: '127.0.0.1:0' }, analysis: { reverse_dns: false } });
   const log = createLogger('silent');
-  const web = await startWeb(config, db, new Worker(config, db, log, { lookup: null, channels: [] }), log);
+  const web = await startWeb(config, db, new Worker(openApp(config, { db, log, lookup: null, channels: [] })), log);
   const at = new Date((SCALE_FIRST_DAY + SCALE_DAYS - 1) * DAY * 1000).toISOString().slice(0, 10);
   const get = (path: string) =>
     new Promise<{ ms: number; bytes: number; status: number }>((resolve, reject) => {

@@ -25,6 +25,8 @@ export type ErrorCode =
   | 'E_WORKER' // an ingest worker thread stopped (infrastructure, retry later)
   | 'E_ENRICH' // an enrichment data file ([enrich]) is missing, unreadable or malformed
   | 'E_IMAP' // the mail server refused or failed
+  | 'E_GRAPH' // Microsoft Graph refused or failed (a [[mailbox]] of kind "graph")
+  | 'E_AUTH' // no OAuth2 access token could be had for a mailbox (the token endpoint refused, a token command failed)
   | 'E_BUSY' // the mailbox is being read by another ruawatch process (store/mailboxes.ts lease)
   | 'E_TIMEOUT'; // a pass ran past its deadline ([schedule] poll_timeout_seconds)
 

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -11,7 +10,8 @@ import type { RetryPolicy } from '../src/notify/types.js';
 import { buildDigest, channelsOf, runAlerts, sendDigest, type AlertRun } from '../src/pipeline/alerts.js';
 import { openDb, type Db } from '../src/store/db.js';
 import { startDiscord, startMatrix, startSmtp, type DiscordStub, type MatrixStub, type SmtpSink } from './helpers/chat-servers.js';
-import { CLI, count, freshStore, tempDir } from './helpers/common.js';
+import { runCli } from './helpers/cli.js';
+import { count, freshStore, tempDir } from './helpers/common.js';
 import { D0, dayIso, EXPECTED, ingestDays } from './helpers/scenario.js';
 
 /**
@@ -214,7 +214,7 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
       r.deliveries.failed.map((f) => [f.channel, f.event]),
       [['matrix', 'resolved']],
     );
-    assert.match(r.deliveries.failed[0]!.error, /^matrix: 500 M_UNKNOWN Internal server error$/);
+    assert.match(r.deliveries.failed[0]!.error, /^500 M_UNKNOWN Internal server error$/);
     assert.equal(r.deliveries.pending, 4);
     assert.equal(smtp.messages.length - before.smtp, 4);
     assert.equal(discord.messages.length - before.discord, 4);
@@ -256,20 +256,19 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
     assert.equal(matrix.requests - requests, 1);
     assert.deepEqual(
       r.deliveries.failed.map((f) => f.error),
-      ['matrix: 403 M_FORBIDDEN User not in room'],
+      ['403 M_FORBIDDEN User not in room'],
     );
     const next = await run(at(43, 120));
     assert.deepEqual(next.deliveries, { sent: 1, failed: [], pending: 0 });
   });
 
-  it('ruawatch alerts --dry-run --json prints the findings as of --at, and changes nothing', () => {
+  it('ruawatch alerts --dry-run --json prints the findings as of --at, and changes nothing', async () => {
     const file = path.join(tempDir(), 'copy.sqlite');
     db.prepare('VACUUM INTO ?').run(file);
-    const res = spawnSync(process.execPath, [CLI, 'alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run', '--json'], {
-      encoding: 'utf8',
-      env: { ...process.env, RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' },
+    const res = await runCli(['alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run', '--json'], {
+      RUAWATCH_ANALYSIS_REVERSE_DNS: 'false',
     });
-    assert.equal(res.status, 0, res.stderr);
+    assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout) as {
       findings: {
         key: string;
@@ -295,16 +294,38 @@ describe('alerts: the five-week scenario, delivered to email, Matrix and Discord
       ]);
       assert.equal(f.domain, 'example.com');
     }
-    const text = spawnSync(process.execPath, [CLI, 'alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run'], {
-      encoding: 'utf8',
-      env: { ...process.env, RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' },
-    });
+    const text = await runCli(['alerts', '--db', file, '--at', dayIso(D0 + 34), '--dry-run'], { RUAWATCH_ANALYSIS_REVERSE_DNS: 'false' });
     assert.match(text.stdout, /^4 findings as of 2026-11-09 00:00 UTC:\n {2}CRITICAL dkim_selector_broken +DKIM selector esp1/);
     assert.doesNotMatch(text.stdout, /Alerts:/);
     const copy = openDb(file);
     assert.equal(count(copy, 'SELECT COUNT(*) FROM alerts WHERE resolved_at IS NULL'), 0);
     assert.equal(count(copy, 'SELECT COUNT(*) FROM notifications'), count(db, 'SELECT COUNT(*) FROM notifications'));
     copy.close();
+  });
+});
+
+describe('a dry run', () => {
+  it('writes nothing to the database, the reverse DNS cache included, though it looks names up', async () => {
+    const store = freshStore();
+    await ingestDays(store, 0, 34);
+    store.db.close();
+    const config = configSchema.parse({});
+    const bytes = () => fs.readFileSync(store.file);
+    const before = bytes();
+    const db = openDb(store.file);
+    const changes = () => count(db, 'SELECT total_changes()');
+    const start = changes();
+    lookups.length = 0;
+    const run = await runAlerts(db, config, { now: (D0 + 35) * DAY, dryRun: true, channels: [], lookup, log: createLogger('silent') });
+    // The names were looked up and are in the findings...
+    assert.ok(lookups.includes('198.51.100.20'));
+    assert.ok(run.findings.some((f) => f.source_name === 'out.esp.example'));
+    // ...and nothing was written: no change on this connection, and the same bytes once closed.
+    assert.equal(changes(), start);
+    assert.equal(count(db, 'SELECT COUNT(*) FROM reverse_dns'), 0);
+    db.close();
+    assert.ok(bytes().equals(before), 'the database file changed');
+    assert.ok(!fs.existsSync(`${store.file}-wal`) || fs.statSync(`${store.file}-wal`).size === 0);
   });
 });
 
@@ -353,13 +374,11 @@ api_url = "${discord.url}/api"
     );
     return file;
   };
-  // Asynchronous: the stub servers live in this process and must keep answering meanwhile.
-  const cli = (...args: string[]) =>
-    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [CLI, 'notify', 'test', ...args], { encoding: 'utf8' }, (err, stdout, stderr) => {
-        resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
-      });
-    });
+  // In process: the stub servers live here too, and keep answering while it awaits them.
+  const cli = async (...args: string[]) => {
+    const r = await runCli(['notify', 'test', ...args]);
+    return { status: r.code, stdout: r.stdout, stderr: r.stderr };
+  };
 
   it('sends one test message through each channel: email, Matrix, and Discord with a bot token', async () => {
     const res = await cli('--config', config(matrix.url));
@@ -399,15 +418,16 @@ api_url = "${discord.url}/api"
     assert.equal(res.status, 1);
     assert.match(
       res.stdout,
-      /^email: sent\nmatrix: FAILED: matrix: http:\/\/127\.0\.0\.1:\d+ unreachable: fetch failed \(.*ECONNREFUSED.*\)\ndiscord: sent\n$/,
+      // The channel named once, not again in the reason.
+      /^email: sent\nmatrix: FAILED: http:\/\/127\.0\.0\.1:\d+ unreachable: fetch failed \(.*ECONNREFUSED.*\)\ndiscord: sent\n$/,
     );
     assert.deepEqual([smtp.messages.length, discord.messages.length], [2, 4]);
   });
 
   it('usage and configuration errors exit 2', async () => {
     assert.equal((await cli('--channel', 'irc')).status, 2);
-    const none = spawnSync(process.execPath, [CLI, 'notify', 'test'], { encoding: 'utf8', env: { ...process.env, RUAWATCH_CONFIG: '' } });
-    assert.equal(none.status, 2);
+    const none = await runCli(['notify', 'test']);
+    assert.equal(none.code, 2);
     assert.match(none.stderr, /no \[alerts\] channel is configured/);
   });
 });

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
+import { openApp } from '../src/app.js';
 import { DAY } from '../src/analyse/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
@@ -55,7 +56,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
       lookup: async (ip) => names.get(ip) ?? null,
       log,
     });
-    web = await startWeb(config, store.db, new Worker(config, store.db, log, { lookup: null, channels: [] }), log);
+    web = await startWeb(config, store.db, new Worker(openApp(config, { db: store.db, log, lookup: null, channels: [] })), log);
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({ executablePath: CHROMIUM!, args: ['--no-sandbox'] });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 }, extraHTTPHeaders: { authorization: 'Bearer dash-token' } });
@@ -144,7 +145,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
       o.sources.reduce((n, x) => n + x.messages, 0),
     );
     const { metricsText } = await import('../src/web/metrics.js');
-    const worker = new Worker(config, store.db, createLogger('silent'), { lookup: null, channels: [] });
+    const worker = new Worker(openApp(config, { db: store.db, log: createLogger('silent'), lookup: null, channels: [] }));
     const metrics = metricsText(store.db, worker.state, config, (D0 + 35) * DAY + 3600);
     assert.match(metrics, new RegExp(`^ruawatch_dmarc_messages\\{domain="example.com"\\} ${total}$`, 'm'));
   });
@@ -292,7 +293,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
 
     const config = configSchema.parse({ web: { listen: '127.0.0.1:0', user: 'admin', password: 'pa:ss' } });
     const log = createLogger('silent');
-    const basic = await startWeb(config, store.db, new Worker(config, store.db, log, { lookup: null, channels: [] }), log);
+    const basic = await startWeb(config, store.db, new Worker(openApp(config, { db: store.db, log, lookup: null, channels: [] })), log);
     try {
       const auth = (u: string, p: string) => ({ authorization: `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}` });
       const denied = await fetch(`${basic.url}/`);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import { openApp } from '../src/app.js';
 import type { Finding, FindingKind } from '../src/analyse/types.js';
 import { configSchema, type Config } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
@@ -20,7 +20,8 @@ import {
   type MatrixStub,
   type SmtpSink,
 } from './helpers/chat-servers.js';
-import { CLI, count, freshStore } from './helpers/common.js';
+import { runCli } from './helpers/cli.js';
+import { count, freshStore } from './helpers/common.js';
 
 /**
  * Delivery against the real SMTP server (smtp-server) and the Matrix and Discord stand-ins: a
@@ -99,7 +100,7 @@ describe('delivery: a message refused for good is parked, and the channel goes o
       r.failed.map((f) => [f.channel, f.event, f.outcome]),
       [['email', 'opened', 'parked']],
     );
-    assert.match(r.failed[0]!.error, /^refused: email: .*554 5\.7\.1 Message content rejected/);
+    assert.match(r.failed[0]!.error, /^refused: .*554 5\.7\.1 Message content rejected/);
     assert.equal(smtp.refused.length, 1);
     assert.equal(smtp.refused[0]!.subject, '[WARNING] New failing source: example.com 203.0.113.66');
 
@@ -153,16 +154,13 @@ describe('delivery: a message refused for good is parked, and the channel goes o
       const r = await deliverPending(store, [wrong], { retry: fast, log });
       assert.deepEqual(
         r.failed.map((f) => [f.channel, f.outcome, f.error]),
-        [['matrix', 'kept', 'matrix: 401 M_UNKNOWN_TOKEN Invalid access token']],
+        [['matrix', 'kept', '401 M_UNKNOWN_TOKEN Invalid access token']],
       );
       assert.equal(r.pending, 1);
       assert.equal(matrix.requests, run);
     }
     const held = store.channelStatus().find((c) => c.channel === 'matrix')!;
-    assert.deepEqual(
-      [held.held, held.pending, held.parked, held.last_error],
-      [true, 1, 0, 'matrix: 401 M_UNKNOWN_TOKEN Invalid access token'],
-    );
+    assert.deepEqual([held.held, held.pending, held.parked, held.last_error], [true, 1, 0, '401 M_UNKNOWN_TOKEN Invalid access token']);
     assert.ok(held.failing_since !== null);
 
     const right = new MatrixChannel({ ...settings, access_token: 'syt_right' }, fast.timeoutMs);
@@ -188,7 +186,7 @@ describe('delivery: a message refused for good is parked, and the channel goes o
     assert.equal(r.sent, 2);
     assert.deepEqual(
       r.failed.map((f) => [f.channel, f.outcome, f.error]),
-      [['discord', 'parked', 'refused: discord: 400 Invalid Form Body']],
+      [['discord', 'parked', 'refused: 400 Invalid Form Body']],
     );
     assert.deepEqual(discord.violations, []);
     assert.deepEqual(
@@ -198,10 +196,9 @@ describe('delivery: a message refused for good is parked, and the channel goes o
     assert.match(discord.messages[0]!.embeds[0]!.description!, /pass_rate_drop for example\.net .*\(HTTP 400\)/);
   });
 
-  it('ruawatch notify status shows the parked messages with their reasons, as text and as JSON', () => {
-    const env = { ...process.env, RUAWATCH_CONFIG: '' };
-    const json = spawnSync(process.execPath, [CLI, 'notify', 'status', '--db', file, '--json'], { encoding: 'utf8', env });
-    assert.equal(json.status, 0, json.stderr);
+  it('ruawatch notify status shows the parked messages with their reasons, as text and as JSON', async () => {
+    const json = await runCli(['notify', 'status', '--db', file, '--json']);
+    assert.equal(json.code, 0, json.stderr);
     const out = JSON.parse(json.stdout) as {
       channels: {
         channel: string;
@@ -230,14 +227,14 @@ describe('delivery: a message refused for good is parked, and the channel goes o
         ['email', 'opened', '[WARNING] New failing source: example.com 203.0.113.66', 'new_failing_source:example.com:203.0.113.66', 1],
       ],
     );
-    assert.match(out.parked[2]!.reason, /^refused: email: .*554/);
+    assert.match(out.parked[2]!.reason, /^refused: .*554/);
 
-    const text = spawnSync(process.execPath, [CLI, 'notify', 'status', '--db', file], { encoding: 'utf8', env });
-    assert.equal(text.status, 0, text.stderr);
+    const text = await runCli(['notify', 'status', '--db', file]);
+    assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /^email \(not configured\): ok; 0 waiting, 2 parked; last delivered \d{4}-\d\d-\d\d \d\d:\d\d UTC\n/);
     assert.match(
       text.stdout,
-      /\nParked: 3 notifications\n {2}#\d+ discord opened parked .*: \[WARNING\] DMARC pass rate dropped: example\.net 198\.51\.100\.7\n {6}refused: discord: 400 Invalid Form Body\n/,
+      /\nParked: 3 notifications\n {2}#\d+ discord opened parked .*: \[WARNING\] DMARC pass rate dropped: example\.net 198\.51\.100\.7\n {6}refused: 400 Invalid Form Body\n/,
     );
   });
 
@@ -245,7 +242,7 @@ describe('delivery: a message refused for good is parked, and the channel goes o
     const web: WebServer = await startWeb(
       configSchema.parse({ web: { listen: '127.0.0.1:0' } }),
       db,
-      new Worker(config, db, log, { lookup: null, channels: [] }),
+      new Worker(openApp(config, { db, log, lookup: null, channels: [] })),
       log,
     );
     try {
@@ -357,7 +354,7 @@ describe('delivery: a receiver that takes a message but answers too late', () =>
       [
         [
           'parked',
-          `unconfirmed: discord: ${discord.url}/api did not answer within N s; sent 2 times without an answer, it may have arrived; not sent again so as not to post it twice`,
+          `unconfirmed: ${discord.url}/api did not answer within N s; sent 2 times without an answer, it may have arrived; not sent again so as not to post it twice`,
         ],
       ],
     );
@@ -448,7 +445,7 @@ describe('delivery: a receiver that takes a message but answers too late', () =>
       r.failed.map((f) => f.outcome),
       ['parked'],
     );
-    assert.match(r.failed[0]!.error, /^unconfirmed: email: .*sent 2 times without an answer/);
+    assert.match(r.failed[0]!.error, /^unconfirmed: .*sent 2 times without an answer/);
 
     smtp.slowNext = 0;
     assert.deepEqual(await deliverPending(store, [mail!], { retry: fast, log }), { sent: 1, failed: [], pending: 0 });

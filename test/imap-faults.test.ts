@@ -308,7 +308,8 @@ describe('IMAP faults against a real Dovecot', { skip: !haveDovecot && 'dovecot 
       mounts.push(ro);
       const { db, config } = writeConfig(tempDir(), dovecot, user, { db: path.join(ro, 'r.sqlite') });
       const r = await cli(['fetch', '--config', config, '--json'], { killAfterMs: 60_000 });
-      assert.equal(r.code, 1, r.stderr);
+      // A database the configuration puts where it cannot be written: a configuration error.
+      assert.equal(r.code, 2, r.stderr);
       assert.ok(r.ms < 15_000, `took ${r.ms} ms`);
       assert.match(r.stdout + r.stderr, new RegExp(`database ${db}: .*(read-only|readonly|not writable)`));
       assert.doesNotMatch(r.stderr, /reconnecting/);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../src/config/load.js';
 import { healthzUrl } from '../src/cli/healthcheck.js';
-import { CLI, fixture, tempDir } from './helpers/common.js';
+import { CLI, fixture, selfSignedCert, tempDir } from './helpers/common.js';
 
 function run(args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}) {
   const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...opts.env };
@@ -24,6 +24,9 @@ describe('paths in the config file, the environment and on the command line', ()
     fs.mkdirSync(path.join(etc, 'secrets'), { recursive: true });
     fs.writeFileSync(path.join(etc, 'secrets/imap'), 'pw-from-file\n');
     fs.writeFileSync(path.join(etc, 'secrets/smtp'), 'smtp-pw\n');
+    // Certificate files are read at load time: they must be there.
+    selfSignedCert(path.join(etc, 'ca.pem'));
+    selfSignedCert(path.join(dir, 'ca2.pem'));
     const file = path.join(etc, 'ruawatch.toml');
     fs.writeFileSync(
       file,
@@ -46,6 +49,7 @@ describe('paths in the config file, the environment and on the command line', ()
   it('reads a relative path from the environment from the working directory, and RUAWATCH_DB only where the file sets none', () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, 'pw'), 'env-pw');
+    selfSignedCert(path.join(dir, 'ca.pem'));
     const env = {
       RUAWATCH_DATABASE_PATH: 'x/r.sqlite',
       RUAWATCH_MAILBOX_D_HOST: 'h',
@@ -138,7 +142,8 @@ describe('paths in the config file, the environment and on the command line', ()
         return { code: r.status, stderr: r.stderr };
       };
       const flat = inRo(path.join(ro, 'r.sqlite'));
-      assert.equal(flat.code, 1, flat.stderr);
+      // A database that cannot be created where the configuration puts it: a configuration error.
+      assert.equal(flat.code, 2, flat.stderr);
       assert.match(flat.stderr, new RegExp(`database ${ro}/r\\.sqlite: the folder ${ro} is not writable by uid 0 .*EROFS`));
       const below = inRo(path.join(ro, 'sub/r.sqlite'));
       assert.match(below.stderr, new RegExp(`database ${ro}/sub/r\\.sqlite: cannot create the folder ${ro}/sub by uid 0: EROFS`));
@@ -148,7 +153,7 @@ describe('paths in the config file, the environment and on the command line', ()
   it('stops at once with the file named for a path under /proc, where recursive mkdir would spin forever', () => {
     const r = run(['ingest', '--db', '/proc/ruawatch/data/r.sqlite', fixture('dmarc-aggregate/drv_google.xml')], { timeoutMs: 15_000 });
     assert.equal(r.signal, null, 'ingest was still running after 15 s');
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.match(r.stderr, /database \/proc\/ruawatch\/data\/r\.sqlite: cannot create the folder \/proc\/ruawatch/);
   });
 

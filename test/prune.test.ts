@@ -13,6 +13,7 @@ import { openDb, type Db } from '../src/store/db.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
 import { reportTotals } from '../src/store/summary.js';
 import { Worker } from '../src/worker/worker.js';
+import { openApp } from '../src/app.js';
 import { CLI, count, fixture, fixtureFiles, freshStore, ingestFile, tempDir } from './helpers/common.js';
 import { D0, EXPECTED, ingestDays, reportsFor } from './helpers/scenario.js';
 import { bufferInput } from './helpers/common.js';
@@ -173,7 +174,7 @@ describe('retention: ruawatch prune', () => {
     const { db: other, ingestor: into } = freshStore();
     await ingestDays({ ingestor: into }, 0, 9);
     const config = configSchema.parse({ retention: { records_days: keepFrom(5) }, analysis: { reverse_dns: false } });
-    const worker = new Worker(config, other, createLogger('silent'), { lookup: null, channels: [] });
+    const worker = new Worker(openApp(config, { db: other, log: createLogger('silent'), lookup: null, channels: [] }));
     await worker.prune();
     assert.equal(count(other, `SELECT COUNT(*) FROM reports WHERE pruned_at IS NOT NULL`), 15);
     assert.equal(count(other, `SELECT COUNT(*) FROM dmarc_records`), 5 * 6);

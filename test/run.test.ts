@@ -40,6 +40,7 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
 interface Running {
   proc: ChildProcess;
   url: string;
+  stdout: () => string;
   stderr: () => string;
   exited: Promise<{ code: number | null; at: number }>;
 }
@@ -54,12 +55,40 @@ async function startRun(config: string): Promise<Running> {
     proc.on('exit', (code) => resolve({ code, at: Date.now() })),
   );
   const url = await waitFor('the run banner', 10_000, async () => /on (http:\/\/\S+)/.exec(stdout)?.[1]);
-  return { proc, url, stderr: () => stderr, exited };
+  return { proc, url, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
 async function health(url: string): Promise<{ status: number; body: { status: string; last_success: string | null } }> {
   const res = await fetch(`${url}/healthz`);
   return { status: res.status, body: (await res.json()) as never };
+}
+
+/**
+ * Keys that appear twice in one object of a JSON text. JSON.parse keeps the last silently, so
+ * `{"stage":"poll","stage":"fetch"}` has to be read token by token.
+ */
+function duplicateKeys(json: string): string[] {
+  const dups: string[] = [];
+  const stack: (Set<string> | null)[] = [];
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === '{') stack.push(new Set());
+    else if (c === '[') stack.push(null);
+    else if (c === '}' || c === ']') stack.pop();
+    else if (c === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      const top = stack.at(-1);
+      // A string followed by ":" in an object is a key.
+      if (top && /^\s*:/.test(json.slice(j + 1, j + 3))) {
+        const key = JSON.parse(json.slice(i, j + 1)) as string;
+        if (top.has(key)) dups.push(key);
+        top.add(key);
+      }
+      i = j;
+    }
+  }
+  return dups;
 }
 
 /** The last poll error, from the authenticated /api/status. */
@@ -84,7 +113,7 @@ describe('ruawatch run against a real Dovecot', { skip: !haveDovecot && 'dovecot
   let dovecot: Dovecot;
   const running: Running[] = [];
   before(async () => {
-    dovecot = await startDovecot(['run@example.com', 'stop@example.com', 'idle@example.com', 'half@example.com']);
+    dovecot = await startDovecot(['run@example.com', 'stop@example.com', 'idle@example.com', 'half@example.com', 'logs@example.com']);
   });
   after(async () => {
     for (const r of running) r.proc.kill('SIGKILL');
@@ -146,6 +175,35 @@ describe('ruawatch run against a real Dovecot', { skip: !haveDovecot && 'dovecot
     assert.equal(code, 0, run.stderr());
     assert.ok(at - t0 < 10_000, `stopped in ${at - t0} ms`);
     t.diagnostic(`stopped ${at - t0} ms after SIGTERM`);
+  });
+
+  it('says where the dashboard is; its log lines carry each key once; a failed input is a warning of its own', async () => {
+    assert.deepEqual(duplicateKeys('{"stage":"poll","a":{"stage":1},"stage":"fetch"}'), ['stage']);
+    const { db, config } = setup('logs@example.com');
+    fs.writeFileSync(config, fs.readFileSync(config, 'utf8').replace('level = "info"', 'level = "debug"'));
+    await dovecot.append('logs@example.com', reportMail('logs-1', 2));
+    const broken = mail([
+      {
+        headers: 'Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64',
+        body: base64Lines(gzip(dmarcXml({ reportId: 'cut' })).subarray(0, 40)),
+      },
+    ]);
+    await dovecot.append('logs@example.com', broken);
+    const run = await startRun(config);
+    running.push(run);
+    assert.match(run.stdout(), /^ruawatch: running; the dashboard, \/healthz and \/metrics on http:\/\/127\.0\.0\.1:\d+\n$/);
+    await waitFor('the report', 10_000, async () => countReports(db) === 1);
+    await waitFor('the poll to end', 10_000, async () => run.stderr().includes('"msg":"poll done"'));
+    run.proc.kill('SIGTERM');
+    assert.equal((await run.exited).code, 0, run.stderr());
+    const lines = run.stderr().trim().split('\n');
+    assert.ok(lines.length > 10, run.stderr());
+    for (const line of lines) assert.deepEqual(duplicateKeys(line), [], line);
+    const failed = lines.map((l) => JSON.parse(l) as { level: number; msg: string; input?: string }).filter((l) => l.level === 40);
+    assert.deepEqual(
+      failed.map((l) => [l.msg, l.input]),
+      [['input failed', 'dmarc:2']],
+    );
   });
 
   it('SIGTERM in the middle of a long poll: exits 0 within 10 s, and nothing is lost or counted twice', async (t) => {

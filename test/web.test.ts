@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { openApp } from '../src/app.js';
 import { DAY } from '../src/analyse/index.js';
 import { configSchema } from '../src/config/schema.js';
 import type { Logger } from '../src/log.js';
@@ -95,7 +96,7 @@ after(() => store.db.close());
 
 async function serve(web: Record<string, unknown>, log: Logger = pino({ level: 'silent' }), opts: WebOptions = {}) {
   const config = configSchema.parse({ web: { listen: '127.0.0.1:0', ...web }, analysis: { reverse_dns: false } });
-  const worker = new Worker(config, store.db, log, { lookup: null, channels: [] });
+  const worker = new Worker(openApp(config, { db: store.db, log, lookup: null, channels: [] }));
   const server = await startWeb(config, store.db, worker, log, opts);
   return { server, worker, port: Number(new URL(server.url).port) };
 }
@@ -438,7 +439,7 @@ describe('/api/overview', () => {
     }
     const config = configSchema.parse({ web: { listen: '127.0.0.1:0', token: 's3cret-token' }, analysis: { reverse_dns: false } });
     const log = pino({ level: 'silent' });
-    const server = await startWeb(config, big.db, new Worker(config, big.db, log, { lookup: null, channels: [] }), log);
+    const server = await startWeb(config, big.db, new Worker(openApp(config, { db: big.db, log, lookup: null, channels: [] })), log);
     try {
       const order: string[] = [];
       // Twelve different questions (none can share another's answer), each on its own connection,
@@ -470,7 +471,7 @@ describe('/api/overview', () => {
     broken.db.exec(`ALTER TABLE reports RENAME TO reports_gone`);
     const config = configSchema.parse({ web: { listen: '127.0.0.1:0' }, analysis: { reverse_dns: false } });
     const { log, lines } = capturedLogger();
-    const server = await startWeb(config, broken.db, new Worker(config, broken.db, log, { lookup: null, channels: [] }), log);
+    const server = await startWeb(config, broken.db, new Worker(openApp(config, { db: broken.db, log, lookup: null, channels: [] })), log);
     try {
       const res = await fetch(`${server.url}/api/overview`);
       assert.equal(res.status, 500);

@@ -1,36 +1,46 @@
 import { isoTime } from '../notify/render.js';
-import { channelsOf, runAlerts, systemReverseLookup, type AlertRun } from '../pipeline/alerts.js';
-import { asOf, EXIT_FAILED, EXIT_OK, loggerFor, openConfig, openDatabase, parseFlags, plural, storeFlags, type Io } from './common.js';
+import { runAlerts, type AlertRun } from '../pipeline/alerts.js';
+import { atFlag, configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
+import { appFor, asOf, EXIT_FAILED, EXIT_OK, plural } from './common.js';
 
-export const alertsUsage = `usage: ruawatch alerts [--db FILE] [--config FILE] [--at YYYY-MM-DD] [--dry-run] [--json]
-  Evaluates the drift rules as of the end of --at (default: now), updates the alert state and
-  notifies the [alerts] channels; --dry-run only prints the findings. Exit 1 when a notification
-  could not be delivered (it is kept and sent on the next run).`;
+export const alertsCommand = defineCommand(
+  {
+    name: 'alerts',
+    summary: 'evaluate the drift rules, update the alert state, notify',
+    flags: {
+      db: dbFlag,
+      config: configFlag,
+      at: atFlag('now'),
+      'dry-run': { type: 'boolean', default: false, help: 'print the findings only: no alert state, no notification, nothing written' },
+      json: jsonFlag,
+    },
+    about: `Runs the drift rules over the stored reports as of the end of UTC day --at (default: now):
+pass rate drops, new failing sources, broken DKIM selectors, TLS failures, silent reporters,
+policy changes. Opens, re-notifies and resolves alerts, and sends what that calls for through
+every [alerts] channel, plus anything an earlier run could not deliver.
 
-export async function alertsCommand(args: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(args, { ...storeFlags, at: { type: 'string' }, 'dry-run': { type: 'boolean', default: false } }, false);
-  const loaded = openConfig(values.config, io);
-  const log = loggerFor(loaded, 'warn');
-  const now = asOf(values.at);
-  const { db } = openDatabase(values.db, loaded, log, { mustExist: true });
-  const channels = values['dry-run'] ? [] : channelsOf(loaded.config);
-  try {
-    const run = await runAlerts(db, loaded.config, {
-      now,
-      dryRun: values['dry-run'],
-      channels,
-      lookup: loaded.config.analysis.reverse_dns ? systemReverseLookup() : null,
-      log,
-    });
-    io.stdout.write(
-      values.json ? `${JSON.stringify(jsonOf(run, values['dry-run']))}\n` : formatRun(run, now, values['dry-run'], channels.length),
-    );
-    return run.deliveries.failed.length ? EXIT_FAILED : EXIT_OK;
-  } finally {
-    await Promise.all(channels.map((c) => c.close()));
-    db.close();
-  }
-}
+Exit 1 when a notification could not be delivered (it is kept for the next run, or parked when
+refused for good), else 0; findings are not errors.`,
+    examples: [
+      'ruawatch alerts --config /etc/ruawatch.toml --dry-run',
+      'ruawatch alerts --config /etc/ruawatch.toml --at 2026-03-31 --json',
+    ],
+  },
+  async ({ values }, io) => {
+    const now = asOf(values.at);
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
+    try {
+      const channels = values['dry-run'] ? [] : app.channels();
+      const run = await runAlerts(app.db, app.config, { now, dryRun: values['dry-run'], channels, lookup: app.lookup, log: app.log });
+      io.stdout.write(
+        values.json ? `${JSON.stringify(jsonOf(run, values['dry-run']))}\n` : formatRun(run, now, values['dry-run'], channels.length),
+      );
+      return run.deliveries.failed.length ? EXIT_FAILED : EXIT_OK;
+    } finally {
+      await app.close();
+    }
+  },
+);
 
 function jsonOf(run: AlertRun, dryRun: boolean): Record<string, unknown> {
   const findings = run.findings.map((f) => ({ ...f }));

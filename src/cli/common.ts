@@ -1,9 +1,8 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, resolveDbPath, type LoadedConfig } from '../config/load.js';
-import { RuawatchError, errorMessage } from '../errors.js';
+import { RuawatchError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { DAY } from '../analyse/index.js';
-import { openDb, type Db, type OpenOptions } from '../store/db.js';
+import { openApp, type App, type AppOptions } from '../app.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -13,48 +12,45 @@ export interface Io {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
   stderr: NodeJS.WritableStream & { isTTY?: boolean };
   env: NodeJS.ProcessEnv;
+  /** Parts a test puts in place of the real ones (reverse DNS, channels); see app.ts. */
+  overrides?: Pick<AppOptions, 'lookup' | 'channels'>;
 }
 
 export const processIo: Io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
-
-/** Parses a command's flags; unknown flags and missing values are usage errors (exit 2). */
-export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, allowPositionals: boolean) {
-  try {
-    return parseArgs({ args, options, allowPositionals, strict: true });
-  } catch (err) {
-    throw new RuawatchError('E_USAGE', errorMessage(err));
-  }
-}
 
 export function openConfig(file: string | undefined, io: Io): LoadedConfig {
   return loadConfig(file, io.env);
 }
 
-export function loggerFor(loaded: LoadedConfig, fallbackLevel: string): Logger {
-  return createLogger(loaded.config.log.level ?? fallbackLevel);
+/**
+ * The logger of a command: [log] level, else `fallbackLevel` (warn for one-shot commands, which
+ * print a summary, info for run). JSON lines on the Io's stderr.
+ */
+export function loggerFor(loaded: LoadedConfig, fallbackLevel: string, io: Io): Logger {
+  return createLogger(loaded.config.log.level ?? fallbackLevel, io.stderr === process.stderr ? undefined : io.stderr);
 }
 
 /**
- * Opens the database a command uses (--db, else the config's, see resolveDbPath) and logs which
- * file that is, so a run in the wrong folder shows at once.
+ * The App of a command (app.ts): its configuration (--config), logger (warn for one-shot commands,
+ * which print a summary; info for run; [log] level over both) and database (--db, else the
+ * config's: see resolveDbPath), opened on first use and logged, so a run in the wrong folder
+ * shows at once.
  */
-export function openDatabase(
-  flag: string | undefined,
-  loaded: LoadedConfig,
-  log: Logger,
-  opts: OpenOptions = {},
-): { db: Db; file: string } {
-  const file = resolveDbPath(flag, loaded);
-  log.info({ database: file, config: loaded.source }, 'database');
-  return { db: openDb(file, opts), file };
+export function appFor(
+  flags: { db?: string | undefined; config?: string | undefined },
+  io: Io,
+  opts: { level: string; mustExist?: boolean },
+): App {
+  const loaded = openConfig(flags.config, io);
+  const log = loggerFor(loaded, opts.level, io);
+  return openApp(loaded.config, {
+    db: resolveDbPath(flags.db, loaded),
+    log,
+    source: loaded.source,
+    mustExist: opts.mustExist ?? false,
+    ...io.overrides,
+  });
 }
-
-/** --db, --config and --json, which most commands take. */
-export const storeFlags = {
-  db: { type: 'string' },
-  config: { type: 'string' },
-  json: { type: 'boolean', default: false },
-} as const;
 
 /** The moment a command evaluates at: the end of the day --at names, else now (epoch seconds). */
 export function asOf(at: string | undefined): number {

@@ -1,10 +1,6 @@
 import { errorMessage } from '../errors.js';
-import { EXIT_FAILED, EXIT_OK, openConfig, parseFlags, type Io } from './common.js';
-
-export const healthcheckUsage = `usage: ruawatch healthcheck [--config FILE] [--timeout SECONDS]
-  Asks /healthz of the \`ruawatch run\` serving [web] listen (the config and the environment, as
-  run reads them; 0.0.0.0 and :: are asked on loopback). Exit 0 when it answers 200, 1 otherwise:
-  the container image's HEALTHCHECK.`;
+import { configFlag, defineCommand } from './command.js';
+import { EXIT_FAILED, EXIT_OK, openConfig } from './common.js';
 
 /** The address to ask for a `[web] listen` value: a wildcard is reached on loopback. */
 export function healthzUrl(listen: string): string {
@@ -18,21 +14,35 @@ export function healthzUrl(listen: string): string {
   return `http://${target.includes(':') ? `[${target}]` : target}:${port}/healthz`;
 }
 
-export async function healthcheckCommand(args: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(args, { config: { type: 'string' }, timeout: { type: 'string', default: '4' } }, false);
-  // Docker reads exit 1 as unhealthy and reserves 2: every failure here, a config that cannot be
-  // read included, is 1.
-  try {
-    const seconds = Number(values.timeout);
-    if (!(seconds > 0)) throw new Error(`--timeout wants a number of seconds, not "${values.timeout}"`);
-    const url = healthzUrl(openConfig(values.config, io).config.web.listen);
-    const res = await fetch(url, { signal: AbortSignal.timeout(seconds * 1000), redirect: 'error' });
-    const body = (await res.text()).trim().slice(0, 500);
-    io.stdout.write(`${url}: ${res.status} ${body}\n`);
-    return res.status === 200 ? EXIT_OK : EXIT_FAILED;
-  } catch (err) {
-    const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
-    io.stdout.write(`unhealthy: ${errorMessage(err)}${cause}\n`);
-    return EXIT_FAILED;
-  }
-}
+export const healthcheckCommand = defineCommand(
+  {
+    name: 'healthcheck',
+    summary: 'ask /healthz of a running ruawatch run',
+    flags: {
+      config: configFlag,
+      timeout: { type: 'string', value: 'SECONDS', default: '4', help: 'how long to wait for the answer (default: 4)' },
+    },
+    about: `Asks /healthz of the ruawatch run that this configuration and environment describe, at [web]
+listen (a wildcard 0.0.0.0 or [::] is asked on loopback), and prints the URL, the status and the
+answer. Exit 0 on a 200, 1 otherwise, a configuration that cannot be read included (Docker
+reserves 2): the container image's HEALTHCHECK.`,
+    examples: ['ruawatch healthcheck --config /etc/ruawatch.toml --timeout 2'],
+  },
+  async ({ values }, io) => {
+    // Docker reads exit 1 as unhealthy and reserves 2: every failure here, a config that cannot be
+    // read included, is 1.
+    try {
+      const seconds = Number(values.timeout);
+      if (!(seconds > 0)) throw new Error(`--timeout wants a number of seconds, not "${values.timeout}"`);
+      const url = healthzUrl(openConfig(values.config, io).config.web.listen);
+      const res = await fetch(url, { signal: AbortSignal.timeout(seconds * 1000), redirect: 'error' });
+      const body = (await res.text()).trim().slice(0, 500);
+      io.stdout.write(`${url}: ${res.status} ${body}\n`);
+      return res.status === 200 ? EXIT_OK : EXIT_FAILED;
+    } catch (err) {
+      const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : '';
+      io.stdout.write(`unhealthy: ${errorMessage(err)}${cause}\n`);
+      return EXIT_FAILED;
+    }
+  },
+);

@@ -1,43 +1,53 @@
-import { limitsOf } from '../config/load.js';
-import { addToSummary, emptySummary, Ingestor, type IngestSummary } from '../pipeline/ingest.js';
-import { ingestEach, poolFor } from '../pipeline/pool.js';
+import { addToSummary, emptySummary, type IngestSummary } from '../pipeline/ingest.js';
+import { ingestEach, type IngestPool } from '../pipeline/pool.js';
 import { countPaths, expandPaths } from '../sources/files.js';
-import { ReportStore } from '../store/reports.js';
 import { RuawatchError } from '../errors.js';
-import { EXIT_FAILED, EXIT_OK, formatInt, loggerFor, openConfig, openDatabase, parseFlags, storeFlags, type Io } from './common.js';
+import { configFlag, dbFlag, defineCommand, jsonFlag, usageLine } from './command.js';
+import { appFor, EXIT_FAILED, EXIT_OK, formatInt } from './common.js';
 import { Progress } from './progress.js';
 
-export const ingestUsage = `usage: ruawatch ingest [--db FILE] [--config FILE] [--json] PATH...
-  PATH is a file, a folder (walked), or - for standard input. .xml .json .gz .zip .eml .mbox,
-  recognised by content. Exit 0 when every input was handled, 1 when any failed, 2 on usage errors.`;
+export const ingestCommand = defineCommand(
+  {
+    name: 'ingest',
+    summary: 'store the reports in files, folders or standard input',
+    flags: { db: dbFlag, config: configFlag, json: jsonFlag },
+    args: 'PATH...',
+    about: `Reads DMARC aggregate (XML), TLS (JSON) and failure reports, plain or in .gz, .zip, .eml or .mbox
+files (recognised by content, not name), and stores each report once. PATH is a file, a folder
+(walked, sorted, dot-files skipped) or - for standard input. Prints a summary: reports stored,
+duplicates, inputs skipped (no report in them) and failed (with the reason and an error code).
 
-export async function ingestCommand(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parseFlags(args, storeFlags, true);
-  if (positionals.length === 0) throw new RuawatchError('E_USAGE', `no PATH given\n${ingestUsage}`);
-  const loaded = openConfig(values.config, io);
-  const log = loggerFor(loaded, 'warn');
-  const limits = limitsOf(loaded.config);
-  const { db, file: dbFile } = openDatabase(values.db, loaded, log);
-  // Several inputs go to worker threads; standard input can only be read here. All are counted
-  // only for a progress bar.
-  const total = await countPaths(positionals, io.stderr.isTTY ? Infinity : 2);
-  const pool = total > 1 && !positionals.some((p: string) => p === '-') ? poolFor(loaded.config, dbFile, limits, log, 'files') : null;
-  try {
-    const runner = pool ?? new Ingestor(new ReportStore(db), limits, log);
-    const summary = emptySummary();
-    const progress = Progress.enabled(io.stderr, total) ? new Progress(io.stderr, total, 'inputs') : null;
-    await ingestEach(expandPaths(positionals, limits.maxReportBytes), runner, (result) => {
-      addToSummary(summary, result);
-      progress?.tick();
-    });
-    progress?.finish();
-    io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
-    return summary.failed.length ? EXIT_FAILED : EXIT_OK;
-  } finally {
-    await pool?.close();
-    db.close();
-  }
-}
+Exit 0 when every input was handled, 1 when any failed (the others are still stored), 2 on usage
+or configuration errors.`,
+    examples: ['ruawatch ingest --db reports.sqlite ~/Downloads/dmarc/ report.xml.gz', 'zcat report.xml.gz | ruawatch ingest --json -'],
+  },
+  async ({ values, positionals }, io) => {
+    if (positionals.length === 0) throw new RuawatchError('E_USAGE', `no PATH given\n${usageLine(ingestCommand.spec)}`);
+    const app = appFor(values, io, { level: 'warn' });
+    let pool: IngestPool | null = null;
+    try {
+      // Created and brought up to date here, before worker threads open it.
+      void app.db;
+      // Several inputs go to worker threads; standard input can only be read here. All are counted
+      // only for a progress bar.
+      const total = await countPaths(positionals, io.stderr.isTTY ? Infinity : 2);
+      if (total > 1 && !positionals.some((p: string) => p === '-')) pool = app.pool('files');
+      const runner = pool ?? app.ingestor;
+      const summary = emptySummary();
+      const progress = Progress.enabled(io.stderr, total) ? new Progress(io.stderr, total, 'inputs') : null;
+      await ingestEach(expandPaths(positionals, app.limits.maxReportBytes), runner, (result) => {
+        addToSummary(summary, result);
+        progress?.tick();
+      });
+      progress?.finish();
+      io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
+      return summary.failed.length ? EXIT_FAILED : EXIT_OK;
+    } finally {
+      await pool?.close();
+      await app.close();
+    }
+  },
+);
 
 export function formatSummary(s: IngestSummary): string {
   const lines = [

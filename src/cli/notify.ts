@@ -1,88 +1,100 @@
 import { randomUUID } from 'node:crypto';
-import { resolveDbPath } from '../config/load.js';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { isoTime, renderTest } from '../notify/render.js';
 import { CHANNEL_NAMES, defaultRetry, withRetry, type ChannelName, type RetryPolicy } from '../notify/types.js';
-import { channelsOf } from '../pipeline/alerts.js';
 import { AlertStore, type ChannelStatus, type ParkedNotification } from '../store/alerts.js';
-import { openDb } from '../store/db.js';
-import { EXIT_FAILED, EXIT_OK, openConfig, parseFlags, plural, storeFlags, type Io } from './common.js';
-
-export const notifyUsage = `usage: ruawatch notify test [--config FILE] [--channel email|matrix|discord] [--json]
-  Sends a test message through every configured [alerts] channel, or the one named.
-usage: ruawatch notify status [--db FILE] [--config FILE] [--json]
-  Shows per channel the notifications waiting, the ones parked (refused for good, or unanswered
-  as often as is safe) with their reasons, and whether the channel is failing or held.`;
+import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
+import { appFor, EXIT_FAILED, EXIT_OK, plural } from './common.js';
 
 // A test should answer quickly: one retry, one second apart.
 const TEST_RETRY: RetryPolicy = { ...defaultRetry, attempts: 2 };
 
-export async function notifyCommand(args: string[], io: Io): Promise<number> {
-  const [sub, ...rest] = args;
-  if (sub === 'status') return notifyStatus(rest, io);
-  if (sub !== 'test') throw new RuawatchError('E_USAGE', `expected "notify test" or "notify status"\n${notifyUsage}`);
-  const { values } = parseFlags(
-    rest,
-    { config: { type: 'string' }, channel: { type: 'string' }, json: { type: 'boolean', default: false } },
-    false,
-  );
-  if (values.channel !== undefined && !CHANNEL_NAMES.includes(values.channel as never)) {
-    throw new RuawatchError('E_USAGE', `--channel is one of ${CHANNEL_NAMES.join(', ')}, not "${values.channel}"`);
-  }
-  const loaded = openConfig(values.config, io);
-  const channels = channelsOf(loaded.config, TEST_RETRY).filter((c) => values.channel === undefined || c.name === values.channel);
-  if (channels.length === 0) {
-    throw new RuawatchError(
-      'E_CONFIG',
-      values.channel ? `[alerts.${values.channel}] is not configured` : 'no [alerts] channel is configured',
-    );
-  }
-  const results: { channel: string; ok: boolean; error?: string }[] = [];
-  try {
-    const now = Math.floor(Date.now() / 1000);
-    await Promise.all(
-      channels.map(async (c) => {
-        try {
-          // A fresh id per send: a second test within the same second must not be taken for a retry.
-          const txnId = `rw-${randomUUID()}`;
-          await withRetry(TEST_RETRY, () => c.send(renderTest(c.name, now), txnId));
-          results.push({ channel: c.name, ok: true });
-        } catch (err) {
-          results.push({ channel: c.name, ok: false, error: errorMessage(err) });
-        }
-      }),
-    );
-  } finally {
-    await Promise.all(channels.map((c) => c.close()));
-  }
-  results.sort((a, b) => CHANNEL_NAMES.indexOf(a.channel as never) - CHANNEL_NAMES.indexOf(b.channel as never));
-  if (values.json) io.stdout.write(`${JSON.stringify({ results })}\n`);
-  else for (const r of results) io.stdout.write(`${r.channel}: ${r.ok ? 'sent' : `FAILED: ${r.error}`}\n`);
-  return results.every((r) => r.ok) ? EXIT_OK : EXIT_FAILED;
-}
+export const notifyTestCommand = defineCommand(
+  {
+    name: 'notify test',
+    summary: 'send a test message through the [alerts] channels',
+    flags: {
+      config: configFlag,
+      channel: { type: 'string', value: 'email|matrix|discord', help: 'only this channel (default: every configured one)' },
+      json: jsonFlag,
+    },
+    about: `Sends a test message through every configured [alerts] channel, or the one named, and prints
+per channel "sent" or "FAILED: <reason>". Nothing is queued or written to the database.
+Exit 1 when a channel failed, 2 when none is configured.`,
+    examples: ['ruawatch notify test --config /etc/ruawatch.toml', 'ruawatch notify test --config /etc/ruawatch.toml --channel matrix'],
+  },
+  async ({ values }, io) => {
+    if (values.channel !== undefined && !CHANNEL_NAMES.includes(values.channel as never)) {
+      throw new RuawatchError('E_USAGE', `--channel is one of ${CHANNEL_NAMES.join(', ')}, not "${values.channel}"`);
+    }
+    // No database: a test message is sent, not queued.
+    const app = appFor(values, io, { level: 'warn' });
+    const channels = app.channels(TEST_RETRY).filter((c) => values.channel === undefined || c.name === values.channel);
+    if (channels.length === 0) {
+      throw new RuawatchError(
+        'E_CONFIG',
+        values.channel ? `[alerts.${values.channel}] is not configured` : 'no [alerts] channel is configured',
+      );
+    }
+    const results: { channel: string; ok: boolean; error?: string }[] = [];
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      await Promise.all(
+        channels.map(async (c) => {
+          try {
+            // A fresh id per send: a second test within the same second must not be taken for a retry.
+            const txnId = `rw-${randomUUID()}`;
+            await withRetry(TEST_RETRY, () => c.send(renderTest(c.name, now), txnId));
+            results.push({ channel: c.name, ok: true });
+          } catch (err) {
+            results.push({ channel: c.name, ok: false, error: errorMessage(err) });
+          }
+        }),
+      );
+    } finally {
+      await Promise.all(channels.map((c) => c.close()));
+      await app.close();
+    }
+    results.sort((a, b) => CHANNEL_NAMES.indexOf(a.channel as never) - CHANNEL_NAMES.indexOf(b.channel as never));
+    if (values.json) io.stdout.write(`${JSON.stringify({ results })}\n`);
+    else for (const r of results) io.stdout.write(`${r.channel}: ${r.ok ? 'sent' : `FAILED: ${r.error}`}\n`);
+    return results.every((r) => r.ok) ? EXIT_OK : EXIT_FAILED;
+  },
+);
 
 /** Parked messages listed by `notify status` and the dashboard API, the latest first. */
 export const PARKED_SHOWN = 50;
 
-async function notifyStatus(args: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(args, storeFlags, false);
-  const loaded = openConfig(values.config, io);
-  const configured = CHANNEL_NAMES.filter((c) => loaded.config.alerts[c] !== undefined);
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
-  try {
-    const store = new AlertStore(db);
-    const channels = store.channelStatus(configured);
-    const parked = store.parked(PARKED_SHOWN);
-    if (values.json) {
-      io.stdout.write(`${JSON.stringify(statusJson(channels, parked, configured))}\n`);
-    } else {
-      io.stdout.write(statusText(channels, parked, configured));
+export const notifyStatusCommand = defineCommand(
+  {
+    name: 'notify status',
+    summary: 'notifications waiting or parked, and the state of each channel',
+    flags: { db: dbFlag, config: configFlag, json: jsonFlag },
+    about: `Shows per channel (those configured and any with messages in the database) the notifications
+waiting, the ones parked (refused for good, or unanswered as often as is safe) and whether the
+channel is ok, failing (the last run could not deliver; retried each run) or held (its last
+failure refuses every message: a bad token, no permission); then the latest 50 parked
+notifications with their reasons. Reads the database only.`,
+    examples: ['ruawatch notify status --config /etc/ruawatch.toml'],
+  },
+  async ({ values }, io) => {
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
+    try {
+      const configured = CHANNEL_NAMES.filter((c) => app.config.alerts[c] !== undefined);
+      const store = new AlertStore(app.db);
+      const channels = store.channelStatus(configured);
+      const parked = store.parked(PARKED_SHOWN);
+      if (values.json) {
+        io.stdout.write(`${JSON.stringify(statusJson(channels, parked, configured))}\n`);
+      } else {
+        io.stdout.write(statusText(channels, parked, configured));
+      }
+      return EXIT_OK;
+    } finally {
+      await app.close();
     }
-    return EXIT_OK;
-  } finally {
-    db.close();
-  }
-}
+  },
+);
 
 const isoOf = (t: number | null) => (t === null ? null : new Date(t * 1000).toISOString());
 

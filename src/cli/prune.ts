@@ -1,33 +1,42 @@
-import { resolveDbPath } from '../config/load.js';
-import { openDb } from '../store/db.js';
-import { prune, type PruneResult } from '../store/prune.js';
-import { EXIT_OK, formatInt, openConfig, parseFlags, storeFlags, type Io } from './common.js';
+import { prune } from '../store/prune.js';
+import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
+import { appFor, EXIT_OK, formatInt } from './common.js';
+import type { PruneResult } from '../store/prune.js';
 
-export const pruneUsage = `usage: ruawatch prune [--db FILE] [--config FILE] [--dry-run] [--json]
-  Applies [retention]: deletes the records of reports older than records_days (400) and the
-  summaries of failure reports older than failure_reports_days (30), then gives the space back to
-  the file system a step at a time. Reports' metadata, their hashes (a re-delivered report is still
-  a duplicate) and the daily rollups (trends, dashboard, report totals) stay. --dry-run counts what
-  would go and deletes nothing. \`ruawatch run\` prunes daily on its own ([schedule] prune).`;
-
-export async function pruneCommand(args: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(args, { ...storeFlags, 'dry-run': { type: 'boolean', default: false } }, false);
-  const loaded = openConfig(values.config, io);
-  const r = loaded.config.retention;
-  const db = openDb(resolveDbPath(values.db, loaded, io.env));
-  try {
-    const result = prune(
-      db,
-      { recordsDays: r.records_days, failureReportsDays: r.failure_reports_days },
-      Math.floor(Date.now() / 1000),
-      values['dry-run'],
-    );
-    io.stdout.write(values.json ? `${JSON.stringify(result)}\n` : formatPrune(result));
-    return EXIT_OK;
-  } finally {
-    db.close();
-  }
-}
+export const pruneCommand = defineCommand(
+  {
+    name: 'prune',
+    summary: 'delete the records of old reports ([retention]), keeping totals and trends',
+    flags: {
+      db: dbFlag,
+      config: configFlag,
+      'dry-run': { type: 'boolean', default: false, help: 'count what would go and delete nothing' },
+      json: jsonFlag,
+    },
+    about: `Applies [retention]: deletes the records of reports older than records_days (default 400) and
+the summaries of failure reports older than failure_reports_days (default 30), then gives the
+space back to the file system a step at a time. Reports' metadata, their hashes (a re-delivered
+report is still a duplicate) and the daily rollups (trends, dashboard, report totals) stay.
+\`ruawatch run\` prunes daily on its own ([schedule] prune).`,
+    examples: ['ruawatch prune --config /etc/ruawatch.toml --dry-run'],
+  },
+  async ({ values }, io) => {
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
+    try {
+      const r = app.config.retention;
+      const result = prune(
+        app.db,
+        { recordsDays: r.records_days, failureReportsDays: r.failure_reports_days },
+        Math.floor(Date.now() / 1000),
+        values['dry-run'],
+      );
+      io.stdout.write(values.json ? `${JSON.stringify(result)}\n` : formatPrune(result));
+      return EXIT_OK;
+    } finally {
+      await app.close();
+    }
+  },
+);
 
 const mib = (bytes: number) => (bytes < 1048576 ? `${Math.round(bytes / 1024)} KiB` : `${(bytes / 1048576).toFixed(1)} MiB`);
 

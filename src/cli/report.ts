@@ -1,41 +1,42 @@
 import { reportTotals, type ReportTotals } from '../store/summary.js';
-import {
-  EXIT_OK,
-  formatInt,
-  formatRate,
-  loggerFor,
-  openConfig,
-  openDatabase,
-  parseDay,
-  parseFlags,
-  plural,
-  storeFlags,
-  type Io,
-} from './common.js';
-
-export const reportUsage = `usage: ruawatch report [--db FILE] [--config FILE] [--domain D] [--since YYYY-MM-DD] [--until YYYY-MM-DD] [--json]`;
+import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
+import { appFor, EXIT_OK, formatInt, formatRate, parseDay, plural } from './common.js';
 
 const TABLE_SOURCES = 15;
 
-export async function reportCommand(args: string[], io: Io): Promise<number> {
-  const { values } = parseFlags(
-    args,
-    { ...storeFlags, domain: { type: 'string' }, since: { type: 'string' }, until: { type: 'string' } },
-    false,
-  );
-  const since = parseDay('--since', values.since);
-  const untilDay = parseDay('--until', values.until);
-  const loaded = openConfig(values.config, io);
-  const { db } = openDatabase(values.db, loaded, loggerFor(loaded, 'warn'), { mustExist: true });
-  try {
-    // --until names the last day included.
-    const totals = reportTotals(db, { domain: values.domain, since, until: untilDay === undefined ? undefined : untilDay + 86400 });
-    io.stdout.write(values.json ? `${JSON.stringify(totals)}\n` : formatTotals(totals));
-    return EXIT_OK;
-  } finally {
-    db.close();
-  }
-}
+export const reportCommand = defineCommand(
+  {
+    name: 'report',
+    summary: 'totals by policy domain and source IP, TLS results, failure reports',
+    flags: {
+      db: dbFlag,
+      config: configFlag,
+      domain: { type: 'string', value: 'D', help: 'only this policy domain' },
+      since: { type: 'string', value: 'YYYY-MM-DD', help: 'only reports whose date range reaches this UTC day or later' },
+      until: { type: 'string', value: 'YYYY-MM-DD', help: 'only reports whose date range starts on or before this UTC day (inclusive)' },
+      json: jsonFlag,
+    },
+    about: `Totals of the stored reports: per policy domain the messages and how many passed DMARC (DKIM or
+SPF pass in policy_evaluated), per source IP the same with DKIM and SPF alignment; TLS sessions
+and failures by result type per policy domain; failure reports per domain. The table lists the 15
+sources with most messages per domain; --json lists all. Reads the database only.`,
+    examples: ['ruawatch report --config /etc/ruawatch.toml --domain example.com --since 2026-03-01 --until 2026-03-31'],
+  },
+  async ({ values }, io) => {
+    const since = parseDay('--since', values.since);
+    const untilDay = parseDay('--until', values.until);
+    const app = appFor(values, io, { level: 'warn', mustExist: true });
+    try {
+      const db = app.db;
+      // --until names the last day included.
+      const totals = reportTotals(db, { domain: values.domain, since, until: untilDay === undefined ? undefined : untilDay + 86400 });
+      io.stdout.write(values.json ? `${JSON.stringify(totals)}\n` : formatTotals(totals));
+      return EXIT_OK;
+    } finally {
+      await app.close();
+    }
+  },
+);
 
 export function formatTotals(t: ReportTotals): string {
   const out: string[] = [];

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import { parse as parseToml } from 'smol-toml';
@@ -54,13 +55,64 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
   if (!databaseSet) database.path = nodePath.resolve(cwd, env.RUAWATCH_DB || DEFAULT_DB);
   const web = (tree.web ??= {}) as Tree;
   if (env.RUAWATCH_LISTEN && web.listen === undefined) web.listen = env.RUAWATCH_LISTEN;
-  resolveSecretFiles(tree, []);
+  const where = path ? ` in ${path}` : '';
+  const problems: string[] = [];
+  resolveSecretFiles(tree, tree, [], problems);
   const parsed = configSchema.safeParse(tree);
-  if (!parsed.success) {
-    const where = path ? ` in ${path}` : '';
-    throw new RuawatchError('E_CONFIG', `invalid configuration${where}:\n${formatIssues(parsed.error.issues)}`);
-  }
+  if (!parsed.success) problems.push(...formatIssues(parsed.error.issues, tree));
+  problems.push(...checkCaFiles(tree));
+  if (problems.length || !parsed.success) throw new RuawatchError('E_CONFIG', `invalid configuration${where}:\n${problems.join('\n')}`);
   return { config: parsed.data, source: path, databaseSet };
+}
+
+/**
+ * Every ca_file can be read and holds PEM certificates, not all of them expired: TLS would
+ * otherwise fail at the first connection, with a message about the server rather than the file.
+ * The same for a mailbox's certificate_file (an app's certificate credential), which the identity
+ * platform refuses once expired.
+ */
+function checkCaFiles(tree: Tree): string[] {
+  const files: [string, unknown][] = [];
+  const boxes = Array.isArray(tree.mailbox) ? (tree.mailbox as unknown[]) : [];
+  for (const [i, b] of boxes.entries()) {
+    for (const key of ['ca_file', 'certificate_file']) {
+      const file = (b as Tree | null)?.[key];
+      if (file !== undefined) files.push([keyPath(['mailbox', i, key], tree), file]);
+    }
+  }
+  const email = ((tree.alerts as Tree | undefined)?.email as Tree | undefined)?.ca_file;
+  if (email !== undefined) files.push(['alerts.email.ca_file', email]);
+  const out: string[] = [];
+  for (const [key, file] of files) {
+    // Not a string: the schema says so.
+    if (typeof file !== 'string' || file === '') continue;
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'latin1');
+    } catch (err) {
+      out.push(`  ${key}: cannot read ${file}: ${errorMessage(err)}`);
+      continue;
+    }
+    const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    if (pems.length === 0) {
+      out.push(`  ${key}: ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+      continue;
+    }
+    const expired: string[] = [];
+    for (const [i, pem] of pems.entries()) {
+      const which = pems.length > 1 ? ` (certificate ${i + 1} of ${pems.length})` : '';
+      try {
+        const cert = new X509Certificate(pem);
+        if (Date.parse(cert.validTo) < Date.now())
+          expired.push(`${file}${which} expired on ${cert.validTo} (${cert.subject.replace(/\n/g, ', ')})`);
+      } catch (err) {
+        out.push(`  ${key}: ${file}${which} is not a valid certificate: ${errorMessage(err)}`);
+      }
+    }
+    // A bundle with some old certificates in it still works; one with nothing valid cannot.
+    if (expired.length === pems.length) out.push(...expired.map((e) => `  ${key}: ${e}`));
+  }
+  return out;
 }
 
 /**
@@ -73,7 +125,10 @@ export function resolveDbPath(flag: string | undefined, loaded: LoadedConfig, _e
   return loaded.config.database.path;
 }
 
-/** Makes database.path, every `*_file` value and every entry of a `*_files` list absolute, relative to `base`. */
+/**
+ * Makes database.path, a mailbox's token_path (a file read anew for every token, so not a secret read
+ * here), every `*_file` value and every entry of a `*_files` list absolute, relative to `base`.
+ */
 function resolvePaths(node: unknown, base: string, key = ''): void {
   if (Array.isArray(node)) {
     for (const n of node) resolvePaths(n, base);
@@ -82,7 +137,7 @@ function resolvePaths(node: unknown, base: string, key = ''): void {
   if (!node || typeof node !== 'object') return;
   const obj = node as Tree;
   for (const [k, v] of Object.entries(obj)) {
-    const isPath = k.endsWith('_file') || (key === 'database' && k === 'path');
+    const isPath = k.endsWith('_file') || k === 'token_path' || (key === 'database' && k === 'path');
     // ":memory:" is SQLite's in-memory database, not a file name.
     if (isPath && typeof v === 'string' && v !== '' && v !== ':memory:') obj[k] = nodePath.resolve(base, v);
     else if (k.endsWith('_files') && Array.isArray(v))
@@ -109,29 +164,49 @@ export function redact(value: unknown): unknown {
   return value;
 }
 
-function formatIssues(issues: z.core.$ZodIssue[]): string {
+function formatIssues(issues: z.core.$ZodIssue[], tree: Tree): string[] {
   const lines: string[] = [];
   for (const issue of issues) {
-    const at = issue.path
-      .map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`))
-      .join('')
-      .replace(/^\./, '');
+    const at = keyPath(issue.path, tree);
     if (issue.code === 'unrecognized_keys') {
       for (const k of issue.keys) lines.push(`  ${at ? `${at}.` : ''}${k}: unknown key`);
     } else {
       lines.push(`  ${at || '(top level)'}: ${issue.message}`);
     }
   }
-  return lines.join('\n');
+  return lines;
+}
+
+/**
+ * A key's path as a person reads it: `alerts.email.port`, and a mailbox by its name
+ * (`mailbox "dmarc".folder`), or by its place when it has no usable name (`mailbox #2.host`).
+ */
+export function keyPath(path: readonly PropertyKey[], tree: Tree): string {
+  let out = '';
+  let node: unknown = tree;
+  for (const [i, p] of path.entries()) {
+    const child = node && typeof node === 'object' ? (node as Record<PropertyKey, unknown>)[p] : undefined;
+    if (typeof p === 'number') {
+      const name = (child as Tree | undefined)?.name;
+      const named = path[i - 1] === 'mailbox' && typeof name === 'string' && /^[\w.-]+$/.test(name);
+      // Two mailboxes of one name (an error of its own) are told apart by their place.
+      const twice = named && (node as Tree[]).filter((b) => b?.name === name).length > 1;
+      out += named ? ` "${name}"${twice ? ` (#${p + 1})` : ''}` : ` #${p + 1}`;
+    } else out += `${out ? '.' : ''}${String(p)}`;
+    node = child;
+  }
+  return out;
 }
 
 /**
  * `password_file = "/run/secrets/x"` becomes `password = <file contents>`, for every secret key.
  * A trailing newline (as `echo` and most secret stores write) is dropped.
  */
-function resolveSecretFiles(node: unknown, at: string[]): void {
+const UNREAD = '(unread)';
+
+function resolveSecretFiles(node: unknown, tree: Tree, at: PropertyKey[], problems: string[]): void {
   if (Array.isArray(node)) {
-    node.forEach((n, i) => resolveSecretFiles(n, [...at, `[${i}]`]));
+    node.forEach((n, i) => resolveSecretFiles(n, tree, [...at, i], problems));
     return;
   }
   if (!node || typeof node !== 'object') return;
@@ -139,18 +214,22 @@ function resolveSecretFiles(node: unknown, at: string[]): void {
   for (const key of Object.keys(obj)) {
     const base = key.endsWith('_file') ? key.slice(0, -5) : null;
     if (base && SECRET_KEYS.has(base)) {
-      const where = [...at, key].join('.').replace(/\.\[/g, '[');
-      if (obj[base] !== undefined) throw new RuawatchError('E_CONFIG', `${where}: set either ${base} or ${key}, not both`);
+      const where = keyPath([...at, key], tree);
       const file = obj[key];
-      if (typeof file !== 'string') throw new RuawatchError('E_CONFIG', `${where}: expected a file path`);
-      try {
-        obj[base] = fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-      } catch (err) {
-        throw new RuawatchError('E_CONFIG', `${where}: cannot read ${file}: ${errorMessage(err)}`);
+      if (obj[base] !== undefined) problems.push(`  ${where}: set either ${base} or ${key}, not both`);
+      else if (typeof file !== 'string') problems.push(`  ${where}: expected a file path`);
+      else {
+        try {
+          obj[base] = fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+        } catch (err) {
+          problems.push(`  ${where}: cannot read ${file}: ${errorMessage(err)}`);
+          // Reported here; the schema is not to call the secret missing as well.
+          obj[base] = UNREAD;
+        }
       }
       delete obj[key];
     } else {
-      resolveSecretFiles(obj[key], [...at, key]);
+      resolveSecretFiles(obj[key], tree, [...at, key], problems);
     }
   }
 }
@@ -163,13 +242,14 @@ function resolveSecretFiles(node: unknown, at: string[]): void {
  */
 function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
   const sections = envTargets();
+  const fromEnv = new Map<Tree, Map<string, string>>();
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith('RUAWATCH_') || raw === undefined) continue;
     const rest = name.slice('RUAWATCH_'.length).toLowerCase();
     // RUAWATCH_CONFIG names the file; RUAWATCH_DB and RUAWATCH_LISTEN are defaults, applied above.
     if (rest === 'config' || rest === 'db' || rest === 'listen') continue;
     if (rest.startsWith('mailbox_')) {
-      applyMailboxEnv(tree, rest.slice('mailbox_'.length), raw, name);
+      applyMailboxEnv(tree, rest.slice('mailbox_'.length), raw, name, fromEnv);
       continue;
     }
     const target = sections.find((s) => rest.startsWith(`${s.prefix}_`) && s.keys.has(stripFile(rest.slice(s.prefix.length + 1))));
@@ -178,11 +258,30 @@ function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
     let node = tree;
     for (const part of target.path) node = (node[part] ??= {}) as Tree;
     // A secret's _FILE variable stays a path here; resolveSecretFiles reads it like the TOML key.
-    node[key] = key === stripFile(key) ? convert(raw, target.types.get(key)) : raw;
+    setFromEnv(node, key, key === stripFile(key) ? convert(raw, target.types.get(key)) : raw, name, fromEnv);
   }
 }
 
-function applyMailboxEnv(tree: Tree, rest: string, raw: string, name: string): void {
+/**
+ * Sets a key from the environment. A secret set there replaces the file's, in either form: the
+ * file's `password_file` gives way to RUAWATCH_..._PASSWORD, as its `password` would. Both forms
+ * set in the environment are refused.
+ */
+function setFromEnv(node: Tree, key: string, value: unknown, variable: string, fromEnv: Map<Tree, Map<string, string>>): void {
+  const set = fromEnv.get(node) ?? new Map<string, string>();
+  fromEnv.set(node, set);
+  const base = stripFile(key);
+  if (SECRET_KEYS.has(base)) {
+    const other = key === base ? `${base}_file` : base;
+    const clash = set.get(other);
+    if (clash) throw new RuawatchError('E_CONFIG', `${variable} and ${clash} both set the same secret: set one of them`);
+    delete node[other];
+  }
+  set.set(key, variable);
+  node[key] = value;
+}
+
+function applyMailboxEnv(tree: Tree, rest: string, raw: string, name: string, fromEnv: Map<Tree, Map<string, string>>): void {
   const types = mailboxFieldTypes();
   const key = [...types.keys()]
     .filter((k) => k !== 'name')
@@ -195,7 +294,7 @@ function applyMailboxEnv(tree: Tree, rest: string, raw: string, name: string): v
   const norm = (s: string) => s.toLowerCase().replace(/[-.]/g, '_');
   let box = list.find((b) => typeof b.name === 'string' && norm(b.name) === boxName);
   if (!box) list.push((box = { name: boxName }));
-  box[field] = field === key ? convert(raw, types.get(key)) : raw;
+  setFromEnv(box, field, field === key ? convert(raw, types.get(key)) : raw, name, fromEnv);
 }
 
 function stripFile(k: string): string {

@@ -97,7 +97,7 @@ export class DiscordChannel implements Channel {
       // https://discord.com/api[/v10]/webhooks/{id}/{token}; the API base is taken from it, so a
       // proxy or a test server can stand in.
       const m = /^(https?:\/\/.+?)\/(?:v\d+\/)?webhooks\/(\d+)\/([\w-]+)\/?$/.exec(s.webhook_url);
-      if (!m) throw new DeliveryError('discord: webhook_url is not a Discord webhook URL (…/api/webhooks/ID/TOKEN)', 'channel');
+      if (!m) throw new DeliveryError('webhook_url is not a Discord webhook URL (…/api/webhooks/ID/TOKEN)', 'channel');
       this.route = { webhook: { id: m[2]!, token: m[3]! } };
       this.api = s.api_url ?? m[1]!;
       this.dedupWindowMs = 0;
@@ -154,22 +154,42 @@ export class DiscordChannel implements Channel {
       }
     } catch (err) {
       if (err instanceof lib.RateLimitError)
-        throw new DeliveryError(`discord: rate limited for ${Math.ceil(err.retryAfter / 1000)} s`, 'retry', {
+        throw new DeliveryError(`rate limited for ${Math.ceil(err.retryAfter / 1000)} s`, 'retry', {
           retryAfterMs: err.retryAfter,
           status: 'HTTP 429',
         });
       if (err instanceof lib.DiscordAPIError)
-        throw new DeliveryError(`discord: ${err.status} ${err.message}`, httpScope(err.status), { status: `HTTP ${err.status}` });
-      if (err instanceof lib.HTTPError)
-        throw new DeliveryError(`discord: ${err.status} ${err.message}`, 'retry', { status: `HTTP ${err.status}` });
+        throw new DeliveryError(`${err.status} ${err.message}`, httpScope(err.status), { status: `HTTP ${err.status}` });
+      if (err instanceof lib.HTTPError) throw new DeliveryError(`${err.status} ${err.message}`, 'retry', { status: `HTTP ${err.status}` });
       const timedOut = err instanceof Error && err.name === 'AbortError';
       throw new DeliveryError(
-        timedOut
-          ? `discord: ${this.api} did not answer within ${this.timeoutMs / 1000} s`
-          : `discord: ${this.api} unreachable: ${causeOf(err)}`,
+        timedOut ? `${this.api} did not answer within ${this.timeoutMs / 1000} s` : `${this.api} unreachable: ${causeOf(err)}`,
         'retry',
         { unanswered: mayHaveArrived(err) },
       );
+    }
+  }
+
+  /**
+   * Reads the webhook (GET /webhooks/{id}/{token}), or the bot's user and the channel
+   * (GET /users/@me, GET /channels/{id}): what a send needs, asked without sending.
+   */
+  async probe(): Promise<string> {
+    const { rest, lib } = await this.client();
+    try {
+      if ('webhook' in this.route) {
+        const hook = (await rest.get(lib.Routes.webhook(this.route.webhook.id, this.route.webhook.token), { auth: false })) as {
+          name?: string;
+          channel_id?: string;
+        };
+        return `webhook "${hook.name ?? ''}" posting to channel ${hook.channel_id ?? '?'}`;
+      }
+      const me = (await rest.get(lib.Routes.user())) as { username?: string };
+      const channel = (await rest.get(lib.Routes.channel(this.route.channelId))) as { name?: string };
+      return `bot ${me.username ?? '?'}, which can see channel #${channel.name ?? this.route.channelId} (whether it may post there shows only when it posts)`;
+    } catch (err) {
+      if (err instanceof lib.DiscordAPIError || err instanceof lib.HTTPError) throw new Error(`${err.status} ${err.message}`);
+      throw new Error(`${this.api} unreachable: ${causeOf(err)}`);
     }
   }
 

@@ -85,12 +85,20 @@ export class EmailChannel implements Channel {
     } catch (err) {
       const e = err as Error & { responseCode?: number; code?: string; command?: string; response?: string };
       const reply = typeof e.responseCode === 'number' ? e.responseCode : null;
-      throw new DeliveryError(`email: ${e.message}`, smtpScope(e.code, e.command, reply, e.response), {
+      throw new DeliveryError(e.message, smtpScope(e.code, e.command, reply, e.response), {
         status: reply ? `SMTP ${reply}` : null,
         // No reply at all after the content went out: the server may have queued it.
         unanswered: reply === null && this.dataStarted,
       });
     }
+  }
+
+  async probe(): Promise<string> {
+    // Connects, says EHLO, upgrades with STARTTLS where configured and logs in; sends nothing.
+    await this.transport.verify();
+    const s = this.s;
+    const tls = s.security === 'tls' ? 'over implicit TLS' : s.security === 'starttls' ? 'over STARTTLS' : 'without TLS';
+    return `${s.host}:${s.port} ${tls}, ${s.user ? `logged in as ${s.user}` : 'no login'}; mail from ${s.from} to ${s.to.join(', ')}`;
   }
 
   async close(): Promise<void> {

@@ -42,7 +42,7 @@ export class MatrixChannel implements Channel {
     } catch (err) {
       const timedOut = err instanceof Error && err.name === 'TimeoutError';
       throw new DeliveryError(
-        timedOut ? `matrix: ${base} did not answer within ${this.timeoutMs / 1000} s` : `matrix: ${base} unreachable: ${causeOf(err)}`,
+        timedOut ? `${base} did not answer within ${this.timeoutMs / 1000} s` : `${base} unreachable: ${causeOf(err)}`,
         'retry',
         { unanswered: mayHaveArrived(err) },
       );
@@ -52,7 +52,7 @@ export class MatrixChannel implements Channel {
       return;
     }
     const body = (await res.json().catch(() => ({}))) as { errcode?: string; error?: string; retry_after_ms?: number };
-    const what = `matrix: ${res.status} ${body.errcode ?? ''} ${body.error ?? ''}`.replace(/\s+/g, ' ').trim();
+    const what = `${res.status} ${body.errcode ?? ''} ${body.error ?? ''}`.replace(/\s+/g, ' ').trim();
     const status = `HTTP ${res.status}`;
     if (res.status === 429) {
       // M_LIMIT_EXCEEDED: retry_after_ms in the body; newer servers also send Retry-After (seconds).
@@ -63,6 +63,33 @@ export class MatrixChannel implements Channel {
     // 401 M_UNKNOWN_TOKEN, 403 M_FORBIDDEN (not in the room), 404 (no such room) hold the channel;
     // 400 M_BAD_JSON or 413 M_TOO_LARGE are about this event.
     throw new DeliveryError(what, httpScope(res.status), { status });
+  }
+
+  /**
+   * Who the token belongs to (GET /account/whoami) and whether that user is in the room
+   * (GET /joined_rooms): what a send needs, asked without sending.
+   */
+  async probe(): Promise<string> {
+    const base = this.s.homeserver.replace(/\/+$/, '');
+    const get = async (path: string): Promise<unknown> => {
+      let res: Response;
+      try {
+        res = await fetch(`${base}/_matrix/client/v3${path}`, {
+          headers: { authorization: `Bearer ${this.s.access_token}` },
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
+      } catch (err) {
+        throw new Error(`${base} unreachable: ${causeOf(err)}`);
+      }
+      const body = (await res.json().catch(() => ({}))) as { errcode?: string; error?: string };
+      if (!res.ok) throw new Error(`${path}: ${res.status} ${body.errcode ?? ''} ${body.error ?? ''}`.replace(/\s+/g, ' ').trim());
+      return body;
+    };
+    const { user_id: user } = (await get('/account/whoami')) as { user_id?: string };
+    const { joined_rooms: rooms } = (await get('/joined_rooms')) as { joined_rooms?: string[] };
+    if (!rooms?.includes(this.s.room_id))
+      throw new Error(`${user ?? "the token's user"} has not joined ${this.s.room_id}: invite it, then join`);
+    return `${base}: the token is ${user ?? '(unnamed)'}'s, who is in ${this.s.room_id}`;
   }
 
   async close(): Promise<void> {}

@@ -28,6 +28,11 @@ export interface Channel {
   readonly dedupWindowMs: number;
   /** Sends one message; `txnId` is unique per queued message and the same on every retry. */
   send(message: Message, txnId: string): Promise<void>;
+  /**
+   * Checks, without sending anything, that a message could be sent (the login, the token, the
+   * room or channel) and says what it found; throws what would fail. `config check --connect`.
+   */
+  probe?(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -43,7 +48,8 @@ export interface Channel {
 export type FailureScope = 'retry' | 'message' | 'channel';
 
 /**
- * A failed send. `unanswered` says the request may have reached the receiver and been accepted
+ * A failed send. Its message does not name the channel: every log line, summary and status that
+ * shows it names the channel already. `unanswered` says the request may have reached the receiver and been accepted
  * (a timeout or a connection lost after the message went out): sending it again may post it twice.
  * `status` is the bare protocol status ("SMTP 554", "HTTP 400") without the receiver's text.
  */

@@ -64,13 +64,17 @@ export function systemReverseLookup(): ReverseLookup {
 
 const NAME_TTL = { found: 7 * 86_400, missing: 86_400 };
 
-/** Names for the IPs that findings mention, from the cache or looked up once and cached. */
+/**
+ * Names for the IPs that findings mention, from the cache or looked up once and cached (unless
+ * `readOnly`: a dry run looks names up but writes nothing).
+ */
 async function namesFor(
   store: AlertStore,
   findings: Finding[],
   lookup: ReverseLookup,
   now: number,
   log: Logger,
+  readOnly: boolean,
 ): Promise<Map<string, string>> {
   const ips = new Set<string>();
   for (const f of findings) {
@@ -85,7 +89,7 @@ async function namesFor(
     if (!cached.hit) {
       try {
         name = await lookup(ip);
-        store.cacheName(ip, name, now);
+        if (!readOnly) store.cacheName(ip, name, now);
       } catch (err) {
         // A resolver that is down is not "no name": nothing is cached, the next run asks again.
         log.warn({ ip, err: errorMessage(err) }, 'reverse DNS lookup failed');
@@ -130,15 +134,15 @@ export interface AlertRun {
  * One evaluation: run the rules over the daily rollups one policy domain at a time (the domains
  * with findings a second time, with the names of the IPs they mention), update the alert state and
  * deliver what it queued, plus anything an earlier run could not deliver. With dryRun the alert
- * state and the notification queue are left alone (names looked up still go to the reverse DNS
- * cache).
+ * state and the notification queue are left alone, and so is the reverse DNS cache: a dry run
+ * writes nothing.
  */
 export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
   const settings = settingsOf(config);
   const store = new AlertStore(db);
   let findings = evaluateRules(db, opts.now, settings);
   if (opts.lookup && findings.length) {
-    const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log);
+    const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
     if (names.size) {
       const domains = new Set(findings.map((f) => f.domain));
       findings = sortFindings(evaluateRules(db, opts.now, settings, { names, domains }));
@@ -198,7 +202,9 @@ export async function deliverPending(
           if (o.result === 'parked') {
             store.park(n.id, o.attempts, o.reason, clock());
             report.failed.push({ channel: channel.name, event: n.event, error: o.reason, outcome: 'parked' });
-            opts.log.error({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
+            // Info: the caller reports every undelivered message (alerts and digest in their
+            // output, run in a warning after the poll or the digest).
+            opts.log.info({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
             // A notice stands for a refused message, sent next; a refused notice stands for itself.
             if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock()));
             // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
@@ -213,7 +219,7 @@ export async function deliverPending(
           store.channelFailed(channel.name, o.error, o.held, clock());
           report.failed.push({ channel: channel.name, event: n.event, error: o.error, outcome: 'kept' });
           report.pending += queue.length - i;
-          opts.log.error(
+          opts.log.info(
             { ...log, held: o.held, err: o.error },
             o.held ? 'channel refuses every message; held until the next run' : 'notification not delivered; will retry next run',
           );

@@ -45,7 +45,8 @@ export async function fetchAll(mailboxes: Mailbox[], opts: FetchAllOptions): Pro
     const f = mailboxFailure(box.name, err);
     summary.failed.push({ input: box.name, error: f.error, code: f.code });
     result.mailboxErrors.push({ mailbox: box.name, error: f.error });
-    opts.log.error({ mailbox: box.name, code: f.code, err: f.error }, 'mailbox failed');
+    // Reported by the caller: fetch's summary lists it, run logs the poll as failed with it.
+    opts.log.info({ mailbox: box.name, code: f.code, err: f.error }, 'mailbox failed');
   };
 
   // Stop (shutdown or deadline) and cut off (a server that does not answer after the deadline).
@@ -59,7 +60,8 @@ export async function fetchAll(mailboxes: Mailbox[], opts: FetchAllOptions): Pro
     timers.push(
       setTimeout(() => {
         result.timedOut = true;
-        opts.log.warn({ timeoutSeconds: opts.timeoutMs! / 1000 }, 'the pass reached its deadline; stopping');
+        // Info: every mailbox it cuts short is reported as failed (fetch's summary, run's poll failed).
+        opts.log.info({ timeoutSeconds: opts.timeoutMs! / 1000 }, 'the pass reached its deadline; stopping');
         stop.abort();
       }, opts.timeoutMs),
       setTimeout(() => kill.abort(), opts.timeoutMs + (opts.killGraceMs ?? Math.min(KILL_GRACE_MS, opts.timeoutMs))),
@@ -94,7 +96,8 @@ export async function fetchAll(mailboxes: Mailbox[], opts: FetchAllOptions): Pro
         const reason = `not read: another ruawatch (${by.command}, pid ${by.pid} on ${by.host.split(' ')[0]}) has been reading this mailbox since ${since}`;
         summary.skipped.push({ input: box.name, reason });
         result.busy.push({ mailbox: box.name, lease: by });
-        opts.log.warn({ mailbox: box.name, holder: { command: by.command, pid: by.pid, host: by.host, since } }, 'mailbox busy; skipped');
+        // fetch lists it under skipped, run warns of it.
+        opts.log.info({ mailbox: box.name, holder: { command: by.command, pid: by.pid, host: by.host, since } }, 'mailbox busy; skipped');
         opts.onMailboxDone?.(box);
         continue;
       }

@@ -164,7 +164,8 @@ export class Ingestor implements IngestRunner {
     if (leaf.status === 'stored') log.info({ kind: leaf.kind, records: leaf.records }, 'report stored');
     else if (leaf.status === 'duplicate') log.info({ kind: leaf.kind }, 'report already stored');
     else if (leaf.status === 'conflict') {
-      log.warn(
+      // Info: the summary lists conflicts (ingest, fetch), run warns of each after the poll.
+      log.info(
         { kind: leaf.kind, reporter: leaf.reporter, reportId: leaf.reportId, storedInput: leaf.storedInput },
         'a different report with the same key is already stored; this one is not stored',
       );
@@ -172,8 +173,9 @@ export class Ingestor implements IngestRunner {
       const outcome = leaf.status === 'failed' ? 'failed' : 'skipped';
       const code = leaf.status === 'failed' ? leaf.code : 'E_NO_REPORT';
       const message = leaf.status === 'failed' ? leaf.error : leaf.reason;
-      if (outcome === 'failed') log.warn({ code }, `input failed: ${message}`);
-      else log.info(`input skipped: ${message}`);
+      // Info, not warn: the caller reports every failed input (ingest and fetch in their summary,
+      // run in a warning of its own); a second warning here would only repeat it.
+      log.info({ code }, `input ${outcome}: ${message}`);
       // An infrastructure failure (the database itself) cannot be recorded in the database.
       if (!isInfrastructure(code)) {
         try {

@@ -21,7 +21,11 @@ export interface WaitingMessage {
    * is an `order`: every message up to it has been acknowledged.
    */
   order: number;
-  /** Size in bytes as the server states it: a message larger than max_message_bytes is not downloaded. */
+  /**
+   * Size in bytes as the server states it: a message larger than max_message_bytes is not downloaded.
+   * An adapter whose stated sizes are estimates (Graph) stops a download at max_message_bytes, leaves
+   * the message out of the answer and raises this to what it found: the message then counts as too large.
+   */
   size: number;
 }
 
@@ -233,7 +237,9 @@ async function pass(mailbox: Mailbox, session: MailboxSession, opts: MailboxPass
         const verdict = decide(result.leaves);
         if (verdict.to === 'stop' || verdict.to === 'retry') {
           if (verdict.to === 'stop') stop = verdict;
-          else log.warn({ uid: m.id, reason: verdict.reason }, 'message left in place, to be tried again');
+          // Info: the result says so (a failed input with an infrastructure code), and the caller
+          // reports it (fetch in its summary, run in a warning).
+          else log.info({ uid: m.id, reason: verdict.reason }, 'message left in place, to be tried again');
           blocked ??= m.order;
           opts.onResult(result);
           return;

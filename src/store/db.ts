@@ -33,9 +33,10 @@ export function openDb(file: string, opts: OpenOptions = {}): Db {
   }
   try {
     // A new database gives the space of deleted rows back a step at a time (PRAGMA
-    // incremental_vacuum, store/prune.ts); it must be set before WAL writes the first page. No
-    // effect on an existing database.
-    db.pragma('auto_vacuum = INCREMENTAL');
+    // incremental_vacuum, store/prune.ts); it must be set before WAL writes the first page. Only on
+    // an empty file: on an existing database it changes nothing but still rewrites the header, and
+    // a command that only reads (alerts --dry-run, report) must leave the file as it found it.
+    if (db.pragma('page_count', { simple: true }) === 0) db.pragma('auto_vacuum = INCREMENTAL');
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma('foreign_keys = ON');
@@ -66,11 +67,13 @@ function uidNote(): string {
 }
 
 /**
- * Checks the database's folder and creates what is missing of it, one level at a time from the
- * nearest folder that exists. Node's recursive mkdir is not used: on a path it cannot create in
- * (under /proc, say) it retries forever.
+ * What opening the database `file` would do, found without creating or writing anything: whether
+ * the file exists, and the folders that would be created for it. A path that cannot be used (a
+ * folder that cannot be created or written, a file that cannot be read and written) is a
+ * configuration error (E_CONFIG, exit 2) naming the file. `ruawatch config check` asks this; every
+ * command that opens a database asks it first.
  */
-function prepareFolder(file: string, mustExist: boolean): void {
+export function checkDbPath(file: string, opts: { mustExist?: boolean } = {}): { exists: boolean; create: string[] } {
   const dir = path.dirname(file);
   const missing: string[] = [];
   let cur = dir;
@@ -79,40 +82,56 @@ function prepareFolder(file: string, mustExist: boolean): void {
     try {
       st = fs.statSync(cur);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new RuawatchError('E_DB', `database ${file}: cannot use the folder ${cur}: ${errorMessage(err)}`);
+      // ENOTDIR: a file stands where a folder should; the walk up finds it and says so.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') {
+        throw new RuawatchError('E_CONFIG', `database ${file}: cannot use the folder ${cur}: ${errorMessage(err)}`);
       }
       missing.unshift(cur);
       const parent = path.dirname(cur);
-      if (parent === cur) throw new RuawatchError('E_DB', `database ${file}: no folder to create it in`);
+      if (parent === cur) throw new RuawatchError('E_CONFIG', `database ${file}: no folder to create it in`);
       cur = parent;
       continue;
     }
-    if (!st.isDirectory()) throw new RuawatchError('E_DB', `database ${file}: ${cur} is not a folder`);
+    if (!st.isDirectory()) throw new RuawatchError('E_CONFIG', `database ${file}: ${cur} is not a folder`);
     break;
   }
-  if (mustExist && (missing.length > 0 || !fs.existsSync(file))) throw noDatabase(file);
-  for (const d of missing) {
-    try {
-      fs.mkdirSync(d, { mode: 0o750 });
-    } catch (err) {
-      throw new RuawatchError('E_DB', `database ${file}: cannot create the folder ${d}${uidNote()}: ${errorMessage(err)}`);
-    }
-  }
-  if (mustExist) return;
+  const exists = missing.length === 0 && fs.existsSync(file);
+  if (opts.mustExist && !exists) throw noDatabase(file);
+  if (opts.mustExist) return { exists, create: [] };
+  // The folder that must be writable: the database's own, or the nearest one to create it in.
   try {
-    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    fs.accessSync(cur, fs.constants.W_OK | fs.constants.X_OK);
   } catch (err) {
     throw new RuawatchError(
-      'E_DB',
-      `database ${file}: the folder ${dir} is not writable${uidNote()} (SQLite keeps its -wal and -shm files beside the database): ${errorMessage(err)}`,
+      'E_CONFIG',
+      missing.length
+        ? `database ${file}: cannot create the folder ${missing[0]}${uidNote()}: ${errorMessage(err)}`
+        : `database ${file}: the folder ${dir} is not writable${uidNote()} (SQLite keeps its -wal and -shm files beside the database): ${errorMessage(err)}`,
     );
   }
-  if (fs.existsSync(file)) {
+  if (exists) {
     try {
       fs.accessSync(file, fs.constants.R_OK | fs.constants.W_OK);
     } catch (err) {
-      throw new RuawatchError('E_DB', `database ${file}: not readable and writable${uidNote()}: ${errorMessage(err)}`);
+      throw new RuawatchError('E_CONFIG', `database ${file}: not readable and writable${uidNote()}: ${errorMessage(err)}`);
+    }
+  }
+  return { exists, create: missing };
+}
+
+/**
+ * Checks the database's folder and creates what is missing of it, one level at a time from the
+ * nearest folder that exists. Node's recursive mkdir is not used: on a path it cannot create in
+ * (under /proc, say) it retries forever.
+ */
+function prepareFolder(file: string, mustExist: boolean): void {
+  const { create } = checkDbPath(file, { mustExist });
+  for (const d of create) {
+    try {
+      fs.mkdirSync(d, { mode: 0o750 });
+    } catch (err) {
+      throw new RuawatchError('E_CONFIG', `database ${file}: cannot create the folder ${d}${uidNote()}: ${errorMessage(err)}`);
     }
   }
 }

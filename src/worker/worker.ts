@@ -1,19 +1,12 @@
 import { schedule, type ScheduledTask } from 'node-cron';
-import { limitsOf } from '../config/load.js';
+import type { App } from '../app.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Channel } from '../notify/types.js';
-import { buildDigest, channelsOf, runAlerts, sendDigest, type ReverseLookup } from '../pipeline/alerts.js';
-import { fetchAll } from '../pipeline/fetch.js';
-import { Ingestor } from '../pipeline/ingest.js';
-import { poolFor } from '../pipeline/pool.js';
+import { buildDigest, runAlerts, sendDigest } from '../pipeline/alerts.js';
 import type { Db } from '../store/db.js';
 import type { Watcher } from '../pipeline/mailbox.js';
-import { mailboxesOf } from '../sources/mailboxes.js';
-import { MailboxStore } from '../store/mailboxes.js';
 import { pruneInTurns } from '../store/prune.js';
-import { ReportStore } from '../store/reports.js';
 
 export interface WorkerState {
   startedAt: number;
@@ -31,10 +24,8 @@ export interface WorkerState {
 }
 
 export interface WorkerOptions {
-  lookup: ReverseLookup | null;
   /** IMAP reconnects within one poll; the schedule's own retries do the rest. */
   reconnects?: number;
-  channels?: Channel[];
 }
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -65,15 +56,18 @@ export class Worker {
   private current: Promise<void> | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly abort = new AbortController();
-  private readonly channels: Channel[];
+  private readonly config: Config;
+  private readonly db: Db;
+  private readonly log: Logger;
 
+  /** Everything it works with comes from the App (app.ts): the database, channels, DNS, mailboxes. */
   constructor(
-    private readonly config: Config,
-    private readonly db: Db,
-    private readonly log: Logger,
-    private readonly opts: WorkerOptions,
+    private readonly app: App,
+    private readonly opts: WorkerOptions = {},
   ) {
-    this.channels = opts.channels ?? channelsOf(config);
+    this.config = app.config;
+    this.db = app.db;
+    this.log = app.log;
   }
 
   start(): void {
@@ -85,8 +79,12 @@ export class Worker {
     }
     this.tasks.push(schedule(s.prune, () => this.prune(), { ...options, name: 'prune' }));
     if (s.idle) {
-      for (const box of mailboxesOf(this.config, this.log)) {
-        if (!box.watch) continue;
+      for (const box of this.app.mailboxes()) {
+        if (!box.watch) {
+          // Microsoft Graph pushes new mail only to a public HTTPS endpoint (sources/graph.ts): polled.
+          this.log.info({ mailbox: box.name }, 'this kind of mailbox has no IDLE; it is polled on the schedule');
+          continue;
+        }
         try {
           this.watchers.push(box.watch(() => void this.tick('idle')));
         } catch (err) {
@@ -134,36 +132,42 @@ export class Worker {
     // Past this, /healthz says the poll is stuck. The pass stops itself at the deadline (and cuts a
     // server that does not answer off soon after): one still running then is hung.
     st.pollDeadlineAt = timeout ? st.pollStartedAt + timeout : null;
-    const limits = limitsOf(this.config);
     const log = this.log.child({ stage: 'poll' });
     try {
-      // Worker threads start only if a mailbox has more than one new message, and end with the pass.
-      const pool = poolFor(this.config, this.db.name, limits, log, 'mail');
-      const { summary, mailboxErrors, busy } = await fetchAll(mailboxesOf(this.config, log), {
+      // The pass's own lines bind their own `stage`: it logs through the App's root logger.
+      const { summary, mailboxErrors, busy } = await this.app.fetchAll({
         command: 'run',
-        timeoutMs: timeout * 1000,
-        ingestor: new Ingestor(new ReportStore(this.db), limits, log),
-        pool,
-        positions: new MailboxStore(this.db),
-        limits,
-        log,
         signal: this.abort.signal,
         reconnects: this.opts.reconnects ?? 2,
-      }).finally(() => pool?.close());
+      });
       st.ingested.dmarc += summary.reports.dmarc;
       st.ingested.tlsrpt += summary.reports.tlsrpt;
       st.ingested.failure += summary.reports.failure;
       st.ingested.duplicates += summary.duplicates;
       st.ingested.failed += summary.failed.length - mailboxErrors.length;
       st.ingested.skipped += summary.skipped.length - busy.length;
+      // What a one-shot command's summary would list, run says here.
+      const lost = new Set(mailboxErrors.map((e) => e.mailbox));
+      for (const f of summary.failed) if (!lost.has(f.input)) log.warn({ input: f.input, code: f.code, err: f.error }, 'input failed');
+      for (const c of summary.conflicts) {
+        log.warn(
+          { input: c.input, storedInput: c.stored_input, kind: c.kind, reporter: c.reporter, reportId: c.report_id },
+          'a different report with the same key is already stored; this one is not stored',
+        );
+      }
+      for (const b of busy)
+        log.warn(
+          { mailbox: b.mailbox, holder: { command: b.lease.command, pid: b.lease.pid, host: b.lease.host } },
+          'mailbox busy; skipped',
+        );
       // One mailbox that cannot be read (a wrong password on tlsrpt@) must not silence the alerts
       // on what the others brought: evaluate first, then count the poll as failed.
       if (!this.abort.signal.aborted) {
         const run = await runAlerts(this.db, this.config, {
           now: now(),
           dryRun: false,
-          channels: this.channels,
-          lookup: this.opts.lookup,
+          channels: this.app.channels(),
+          lookup: this.app.lookup,
           log,
         });
         if (run.deliveries.failed.length) log.warn({ failed: run.deliveries.failed }, 'some notifications wait for the next poll');
@@ -202,8 +206,12 @@ export class Worker {
     const period = this.config.alerts.digest;
     if (period === 'off' || this.abort.signal.aborted) return;
     try {
-      const report = await sendDigest(this.db, buildDigest(this.db, period, now()), now(), { channels: this.channels, log: this.log });
-      this.log.info({ sent: report.sent, failed: report.failed.length }, 'digest sent');
+      const report = await sendDigest(this.db, buildDigest(this.db, period, now()), now(), {
+        channels: this.app.channels(),
+        log: this.log,
+      });
+      if (report.failed.length) this.log.warn({ sent: report.sent, failed: report.failed }, 'digest not delivered everywhere');
+      else this.log.info({ sent: report.sent }, 'digest sent');
     } catch (err) {
       this.log.error({ err: errorMessage(err) }, 'digest failed');
     }
@@ -240,7 +248,6 @@ export class Worker {
       ? await Promise.race([this.current.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))])
       : true;
     clearTimeout(timer);
-    await Promise.all(this.channels.map((c) => c.close()));
     for (const t of this.tasks) await t.destroy();
     return finished;
   }

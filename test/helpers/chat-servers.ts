@@ -7,7 +7,9 @@ import { SMTPServer } from 'smtp-server';
  * Loopback stand-ins for the services alerts go to. SMTP is a real SMTP server (smtp-server).
  * Matrix and Discord cannot run here, so small HTTP servers check every request against the
  * published APIs (Matrix client-server API v1.x "PUT /rooms/{roomId}/send/{eventType}/{txnId}";
- * Discord API v10 "Execute Webhook" and "Create Message") and can answer 429 or 500 on demand.
+ * Discord API v10 "Execute Webhook" and "Create Message"; and what `config check --connect` reads:
+ * Matrix "whoami" and "joined_rooms", Discord "Get Webhook with Token", "Get Current User" and
+ * "Get Channel") and can answer 429 or 500 on demand.
  * A request that breaks the API is answered 400 and recorded in `violations`, which tests check
  * is empty.
  */
@@ -150,6 +152,14 @@ export async function startMatrix(opts: { token: string; roomId: string }): Prom
       stub.violations.push(`${req.method} ${req.url}: ${why}`);
       json(res, 400, { errcode: 'M_BAD_JSON', error: why });
     };
+    // GET /account/whoami and GET /joined_rooms (client-server API v1.x), which `config check
+    // --connect` asks: who the token is, and whether that user is in the room.
+    if (req.method === 'GET' && (req.url === '/_matrix/client/v3/account/whoami' || req.url === '/_matrix/client/v3/joined_rooms')) {
+      if (req.headers.authorization !== `Bearer ${opts.token}`)
+        return json(res, 401, { errcode: 'M_UNKNOWN_TOKEN', error: 'Invalid access token' });
+      if (req.url.endsWith('/whoami')) return json(res, 200, { user_id: '@ruawatch:example.org', is_guest: false });
+      return json(res, 200, { joined_rooms: ['!other:example.org', opts.roomId] });
+    }
     const m = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/send\/m\.room\.message\/([^/?]+)$/.exec(req.url ?? '');
     if (req.method !== 'PUT' || !m) return bad('expected PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}');
     if (decodeURIComponent(m[1]!) !== opts.roomId) return bad(`room id ${decodeURIComponent(m[1]!)} is not ${opts.roomId}`);
@@ -255,6 +265,23 @@ export async function startDiscord(opts: {
     const url = new URL(req.url ?? '/', 'http://x');
     const hook = /^\/api\/v10\/webhooks\/(\d+)\/([\w-]+)$/.exec(url.pathname);
     const chan = /^\/api\/v10\/channels\/(\d+)\/messages$/.exec(url.pathname);
+    // Get Webhook with Token, Get Current User and Get Channel: what `config check --connect` asks.
+    if (req.method === 'GET') {
+      if (hook) {
+        if (hook[1] !== opts.webhookId || hook[2] !== opts.webhookToken)
+          return json(res, 401, { code: 50027, message: 'Invalid Webhook Token' });
+        if (req.headers.authorization) return bad('a webhook request carries no Authorization header');
+        return json(res, 200, { id: opts.webhookId, type: 1, name: 'ruawatch', channel_id: opts.channelId, guild_id: '1' });
+      }
+      if (req.headers.authorization !== `Bot ${opts.botToken}`) return json(res, 401, { code: 0, message: '401: Unauthorized' });
+      if (url.pathname === '/api/v10/users/@me') return json(res, 200, { id: '42', username: 'ruawatch-bot', bot: true });
+      const one = /^\/api\/v10\/channels\/(\d+)$/.exec(url.pathname);
+      if (one) {
+        if (one[1] !== opts.channelId) return json(res, 404, { code: 10003, message: 'Unknown Channel' });
+        return json(res, 200, { id: opts.channelId, type: 0, name: 'dmarc-alerts' });
+      }
+      return bad('expected GET /api/v10/webhooks/{id}/{token}, /users/@me or /channels/{id}');
+    }
     if (req.method !== 'POST' || (!hook && !chan))
       return bad('expected POST /api/v10/webhooks/{id}/{token} or /api/v10/channels/{id}/messages');
     if (hook) {

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,6 +32,38 @@ export function fixtureFiles(suffix: string): string[] {
   };
   walk(FIXTURES);
   return out;
+}
+
+/**
+ * Writes a self-signed certificate (valid from now, for two days) to `file`, as a private CA's
+ * certificate for ca_file. openssl is needed, as for the Dovecot tests.
+ */
+export function selfSignedCert(file: string): string {
+  const key = `${file}.key`;
+  const r = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=ruawatch test CA',
+      '-keyout',
+      key,
+      '-out',
+      file,
+    ],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`openssl failed: ${r.stderr}`);
+  fs.rmSync(key);
+  return file;
 }
 
 export function tempDir(prefix = 'ruawatch-test-'): string {
