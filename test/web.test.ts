@@ -82,9 +82,10 @@ const store = freshStore();
 const today = Math.floor(Date.now() / 1000 / DAY);
 
 before(async () => {
-  // 105 reports from the last week, one of them with 300 source IPs: more than /api/overview lists.
+  // 105 reports from the last week (the whole days before today, as the dashboard counts them), one
+  // of them with 300 source IPs: more than /api/overview lists.
   for (let i = 0; i < 105; i++) {
-    const begin = (today - (i % 6)) * DAY + i;
+    const begin = (today - 1 - (i % 6)) * DAY + i;
     const records =
       i === 0 ? Array.from({ length: 300 }, (_, k) => record({ ip: `198.51.${100 + (k >> 8)}.${k & 255}`, count: 1 + k })) : [record({})];
     const xml = dmarcXml({ reportId: `web-${i}`, begin, end: begin + 3600, records });

@@ -286,6 +286,16 @@ export const configSchema = z.strictObject({
       idle: z.boolean().default(false),
       // A pass over the mailboxes (a poll of `run`, or `fetch`) stops at this deadline; 0 = none.
       poll_timeout_seconds: z.number().int().min(0).default(600),
+      // When `ruawatch run` applies [retention] (store/prune.ts).
+      prune: cron.default('30 3 * * *'),
+    })
+    .prefault({}),
+  // How long per-record rows are kept; reports' metadata, their hashes and the daily rollups stay.
+  // 0 keeps them for ever. docs/configuration.md "Retention" explains the defaults.
+  retention: z
+    .strictObject({
+      records_days: z.number().int().min(0).default(400),
+      failure_reports_days: z.number().int().min(0).default(30),
     })
     .prefault({}),
   web: z

@@ -104,13 +104,16 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
   /** Concurrent callers with the same question share one answer, kept for a few seconds. */
   function overview(target: Target): Promise<string | null> {
     const days = Math.min(400, Math.max(1, Math.floor(Number(target.query.get('days'))) || 30));
-    // ?at=YYYY-MM-DD shows the dashboard as it was at the end of that day.
+    // ?at=YYYY-MM-DD shows the dashboard as it was at the end of that day (as `alerts --at`);
+    // ?domain=D one policy domain.
     const at = target.query.get('at');
     const day = at && /^\d{4}-\d{2}-\d{2}$/.test(at) ? Date.parse(`${at}T00:00:00Z`) / 1000 : NaN;
     const fixed = !Number.isNaN(day);
-    const key = `overview:${days}:${fixed ? at : 'now'}`;
-    const now = fixed ? day + DAY - 1 : nowSeconds();
-    return queries.run(key, { kind: 'overview', days, now }, opts.overviewCacheMs ?? OVERVIEW_CACHE_MS);
+    const domain = target.query.get('domain')?.toLowerCase().slice(0, 253) || null;
+    const key = `overview:${days}:${fixed ? at : 'now'}:${domain ?? ''}`;
+    const now = fixed ? day + DAY : nowSeconds();
+    const q = { kind: 'overview', days, now, recentDays: config.analysis.recent_days, domain } as const;
+    return queries.run(key, q, opts.overviewCacheMs ?? OVERVIEW_CACHE_MS);
   }
 
   /**
