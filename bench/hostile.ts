@@ -136,7 +136,7 @@ function crashed(r: Run): string | null {
   if (r.stopped === 'deadline') return `hang: stopped after ${Math.round(r.ms / 1000)} s`;
   if (r.stopped === 'memory') return `memory: past ${RSS_BOUND_MIB} MiB`;
   if (r.signal) return `crash: ${r.signal}`;
-  if (r.code !== 0 && r.code !== 1) return `crash: exit ${r.code}: ${firstLine(r.stderr)}`;
+  if (r.code !== 0 && r.code !== 1 && r.code !== 2) return `crash: exit ${r.code}: ${firstLine(r.stderr)}`;
   if (/^\s+at .+:\d+:\d+\)?$/m.test(r.stderr) || /FATAL ERROR|Uncaught|node:internal/.test(r.stderr))
     return `crash: ${firstLine(r.stderr)}`;
   return null;
@@ -839,19 +839,39 @@ function complete(db: string, reports: number, records: number): string | null {
   });
 }
 
-for (const killAt of [250, 600, 1000, 1600, 2500]) {
-  fault(`kill -9 of ingest at ${killAt} ms, then ingest again`, async (root, dir) => {
+/** Reports in a database another process is writing, or -1 while it cannot be read. */
+function liveCount(file: string): number {
+  let db: Database.Database | null = null;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    return num(db, 'SELECT COUNT(*) FROM reports');
+  } catch {
+    return -1;
+  } finally {
+    db?.close();
+  }
+}
+
+// Killed before anything is stored, and after 1, 50, 150 and 250 of 300 reports.
+for (const killAt of [0, 1, 50, 150, 250]) {
+  fault(`kill -9 of ingest ${killAt ? `after ${killAt} of 300 reports` : 'at start'}, then ingest again`, async (root, dir) => {
     const src = corpus(dir, 300, 40);
     const db = path.join(dir, 'db.sqlite');
     const p = startCli(root, ['ingest', '--db', db, '--json', src], { cwd: dir });
     const first = watch(p, Date.now(), DEADLINE_MS);
-    await sleep(killAt);
+    let ended = false;
+    void first.then(() => (ended = true));
+    if (killAt === 0) await sleep(150);
+    else while (!ended && liveCount(db) < killAt) await sleep(10);
     p.kill('SIGKILL');
-    await first;
+    const r0 = await first;
     const mid = dbCheck(db, (d) => `${num(d, 'SELECT COUNT(*) FROM reports')}`) ?? '0';
     const r = await cli(root, ['ingest', '--db', db, '--json', src], { cwd: dir });
     const bad = crashed(r) ?? complete(db, 300, 300 * 40);
-    return { bad, detail: `${mid} reports stored when killed; after the second ingest: ${outcomeText(summaryOf(r), r)}` };
+    return {
+      bad,
+      detail: `${r0.signal === 'SIGKILL' ? 'killed' : 'ended before the kill'} with ${mid} reports stored; then ${outcomeText(summaryOf(r), r)}`,
+    };
   });
 }
 
