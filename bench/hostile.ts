@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import zlib from 'node:zlib';
 import Database from 'better-sqlite3';
 import { zipSync } from 'fflate';
+import { SMTPServer } from 'smtp-server';
 import { findDovecot, PASSWORD, startDovecot, type Dovecot } from '../devtools/dovecot.js';
 
 const requireCjs = createRequire(import.meta.url);
@@ -381,6 +382,12 @@ interface IngestCase {
   check?: (db: Database.Database) => string | null;
 }
 
+/** For a TLS report whose only policy states an impossible count: any stored policy is that one. */
+function tlsStored(db: Database.Database): string | null {
+  const row = db.prepare('SELECT successful, failed FROM tls_policies').get() as { successful: number; failed: number } | undefined;
+  return row ? `the policy with an impossible count was stored (as ${row.successful} successful, ${row.failed} failed)` : null;
+}
+
 const N = (n: number) => n.toLocaleString('en-US');
 
 const ingestCases: IngestCase[] = [
@@ -461,13 +468,13 @@ const ingestCases: IngestCase[] = [
     check: (db) => (num(db, 'SELECT SUM(count) FROM dmarc_records') > 2 ** 53 ? 'a sum past 2^53 was stored' : null),
   },
   { name: 'tls count 1e30', file: 't.json', make: () => rawNumber(tlsJson({ successful: 424242 }), 424242, '1e30') },
-  { name: 'tls count negative', file: 't.json', make: () => tlsJson({ failed: -7 }) },
+  { name: 'tls count negative', file: 't.json', make: () => tlsJson({ failed: -7 }), check: tlsStored },
   {
     name: 'tls count of 29 digits',
     file: 't.json',
     make: () => rawNumber(tlsJson({ sessions: 424242 }), 424242, '12345678901234567890123456789'),
   },
-  { name: 'tls count as a string "1e30"', file: 't.json', make: () => tlsJson({ successful: '1e30' }) },
+  { name: 'tls count as a string "1e30"', file: 't.json', make: () => tlsJson({ successful: '1e30' }), check: tlsStored },
   {
     name: 'source_ip <script>',
     file: 'r.xml',
@@ -584,13 +591,14 @@ for (const c of ingestCases) {
       const crash = crashed(r);
       if (crash) return { bad: crash, detail };
       if (!s) return { bad: `no summary: ${firstLine(r.stderr)}`, detail };
+      const problems: string[] = [];
       const stored = dbCheck(db, (d) => implausible(d) ?? c.check?.(d) ?? null);
-      if (stored) return { bad: stored, detail };
+      if (stored) problems.push(stored);
       // Again: nothing counted twice.
       const before = reportCount(db);
       const again = await cli(root, ['ingest', '--db', db, '--json', input], { cwd: dir });
-      if (crashed(again)) return { bad: `second ingest: ${crashed(again)}`, detail };
-      if (reportCount(db) !== before) return { bad: 'the second ingest stored it again', detail };
+      if (crashed(again)) problems.push(`second ingest: ${crashed(again)}`);
+      else if (reportCount(db) !== before) problems.push('the second ingest stored it again');
       // Whatever was stored must not blow up the analysis or the report.
       for (const args of [
         ['alerts', '--db', db, '--at', AT, '--dry-run', '--json'],
@@ -599,9 +607,9 @@ for (const c of ingestCases) {
         if (!fs.existsSync(db)) break;
         const a = await cli(root, args, { cwd: dir });
         const bad = crashed(a);
-        if (bad) return { bad: `${args[0]} after it: ${bad} (${a.ms} ms)`, detail };
+        if (bad) problems.push(`${args[0]} after it: ${bad} (${Math.round(a.peakMiB)} MiB)`);
       }
-      return { bad: null, detail };
+      return { bad: problems.length ? problems.join('; ') : null, detail };
     },
   });
 }
@@ -1041,6 +1049,90 @@ fault('frozen IMAP server (SIGSTOP) during fetch', async (root, dir) => {
       (processed !== 20 ? `${processed} of 20 in Processed after thawing` : complete(path.join(dir, 'db.sqlite'), 20, 100)),
     detail: `ended in ${r.ms} ms, exit ${r.code}: ${firstLine(r.stderr) || outcomeText(summaryOf(r), r)}`,
   };
+});
+
+/** A loopback SMTP server (smtp-server) that answers 554 to any message naming `refuse`. */
+async function smtpSink(refuse: RegExp): Promise<{ port: number; accepted: string[]; refused: number; close: () => Promise<void> }> {
+  const accepted: string[] = [];
+  let refused = 0;
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onData(stream, _session, done) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (d: Buffer) => chunks.push(d));
+      stream.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if (refuse.test(text)) {
+          refused++;
+          const err = new Error('5.7.1 Message content rejected') as Error & { responseCode: number };
+          err.responseCode = 554;
+          done(err);
+        } else {
+          accepted.push(/^Subject: (.*)$/m.exec(text)?.[1] ?? '');
+          done();
+        }
+      });
+    },
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  return {
+    port,
+    accepted,
+    get refused() {
+      return refused;
+    },
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+fault('SMTP server answers 554 to one alert, then accepts', async (root, dir) => {
+  const smtp = await smtpSink(/203\.0\.113\.66/);
+  try {
+    const cfg = path.join(dir, 'alerts.toml');
+    fs.writeFileSync(
+      cfg,
+      `[database]\npath = "db.sqlite"\n\n[analysis]\nreverse_dns = false\n\n[alerts.email]\nhost = "127.0.0.1"\nport = ${smtp.port}\nsecurity = "none"\nfrom = "ruawatch@example.com"\nto = ["postmaster@example.com"]\n`,
+    );
+    // A new source failing DMARC: the alert names it, and the filter refuses that.
+    const failing = path.join(dir, 'failing.xml');
+    fs.writeFileSync(
+      failing,
+      dmarcXml({
+        id: 'f1',
+        records: [
+          { ip: '203.0.113.66', count: 400, pass: false },
+          { ip: '192.0.2.1', count: 1000 },
+        ],
+      }),
+    );
+    // The domain's history before it (the rule watches domains with a baseline).
+    const history = path.join(dir, 'history');
+    fs.mkdirSync(history);
+    for (let d = 10; d <= 20; d++)
+      fs.writeFileSync(
+        path.join(history, `h${d}.xml`),
+        dmarcXml({ id: `h${d}`, begin: BASE - d * DAY, end: BASE - d * DAY + DAY - 1, records: [{ ip: '192.0.2.1', count: 500 }] }),
+      );
+    const i1 = await cli(root, ['ingest', '--config', cfg, '--json', history, failing], { cwd: dir });
+    const a1 = await cli(root, ['alerts', '--config', cfg, '--at', isoDay(BASE + DAY), '--json'], { cwd: dir, deadlineMs: 60_000 });
+    // Then TLS failures: a second alert, which nothing refuses.
+    const tls = path.join(dir, 'tls.json');
+    fs.writeFileSync(tls, tlsJson({ id: 't-fail', successful: 1000, failed: 300, sessions: 300 }));
+    await cli(root, ['ingest', '--config', cfg, '--json', tls], { cwd: dir });
+    const a2 = await cli(root, ['alerts', '--config', cfg, '--at', isoDay(BASE + DAY), '--json'], { cwd: dir, deadlineMs: 60_000 });
+    const bad = crashed(i1) ?? crashed(a1) ?? crashed(a2);
+    const tlsSent = smtp.accepted.some((s) => /tls/i.test(s));
+    const detail = `refused ${smtp.refused}, accepted ${smtp.accepted.length}: ${smtp.accepted.map((s) => JSON.stringify(s)).join(', ') || 'none'}`;
+    if (bad) return { bad, detail };
+    if (smtp.refused === 0)
+      return { bad: 'the case did not work: no alert was refused', detail: `${detail}; ${firstLine(a1.stdout + a1.stderr)}` };
+    return { bad: tlsSent ? null : 'the later TLS alert was never delivered', detail };
+  } finally {
+    await smtp.close();
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
