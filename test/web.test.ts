@@ -516,3 +516,73 @@ describe('a listener beyond loopback without credentials', () => {
     }
   });
 });
+
+describe('the Host a request names (DNS rebinding)', () => {
+  const get = (port: number, target: string, host: string, extra = '') =>
+    raw(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
+
+  it('without credentials: addresses and localhost are served, other names get 403 (logged once), /healthz answers all', async () => {
+    const { log, lines } = capturedLogger();
+    const { server, port } = await serve({}, log);
+    try {
+      for (const host of [
+        `127.0.0.1:${port}`,
+        '127.0.0.1',
+        `[::1]:${port}`,
+        `localhost:${port}`,
+        'LOCALHOST',
+        'app.localhost',
+        '192.0.2.7:8080',
+      ]) {
+        assert.equal(statusOf(await get(port, '/api/overview', host)), 200, host);
+      }
+      for (const host of [
+        'attacker.example',
+        `attacker.example:${port}`,
+        'ATTACKER.example.',
+        'localhost.attacker.example',
+        '[::1',
+        '127.0.0.1:x',
+        '',
+      ]) {
+        const answer = await get(port, '/api/overview', host);
+        assert.equal(statusOf(answer), 403, host);
+        assert.doesNotMatch(answer, /"sources"/, host);
+      }
+      assert.equal(statusOf(await get(port, '/', 'attacker.example')), 403);
+      assert.equal(statusOf(await get(port, '/metrics', 'attacker.example')), 403);
+      assert.equal(statusOf(await get(port, '/healthz', 'attacker.example')), 200);
+      await get(port, '/api/overview', 'attacker.example');
+      const refused = lines().filter((l) => /DNS rebinding/.test(String(l.msg)));
+      assert.deepEqual(
+        refused.map((l) => l.host),
+        ['attacker.example', `attacker.example:${port}`, 'ATTACKER.example.', 'localhost.attacker.example', '[::1', '127.0.0.1:x', ''],
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a name listed in [web] allowed_hosts is served; with credentials the name does not matter', async () => {
+    const listed = await serve({ allowed_hosts: ['dmarc.example.net'] });
+    try {
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'dmarc.example.net')), 200);
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'Dmarc.Example.Net:443')), 200);
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'other.example.net')), 403);
+    } finally {
+      await listed.server.close();
+    }
+    const guarded = await serve({ token: 's3cret-token' });
+    try {
+      assert.equal(statusOf(await get(guarded.port, '/api/overview', 'attacker.example')), 401);
+      assert.equal(statusOf(await get(guarded.port, '/api/overview', 'dmarc.example.net', 'Authorization: Bearer s3cret-token\r\n')), 200);
+    } finally {
+      await guarded.server.close();
+    }
+  });
+
+  it('allowed_hosts takes host names only', () => {
+    assert.throws(() => configSchema.parse({ web: { allowed_hosts: ['https://dmarc.example.net/'] } }), /host name/);
+    assert.throws(() => configSchema.parse({ web: { allowed_hosts: ['dmarc.example.net:443'] } }), /host name/);
+  });
+});
