@@ -999,11 +999,13 @@ function fetchConfig(dir: string, d: Dovecot, user: string, extra = ''): string 
 /** Whether this build knows a config key (its schema names it). */
 const knows = (root: string, key: string) => fs.readFileSync(path.join(root, 'dist/src/config/schema.js'), 'utf8').includes(key);
 
-fault('two fetch at once on one mailbox (300 mails)', async (root, dir) => {
+fault('two fetch at once on one mailbox (300 mails, database migrated)', async (root, dir) => {
   const m = await mailbox();
   if (!m) return { bad: null, detail: 'SKIPPED: dovecot is not installed' };
   for (let i = 0; i < 300; i++) await m.d.append(m.user, reportMail(`m-${i}`, 5));
   const cfg = fetchConfig(dir, m.d, m.user);
+  // The database exists and is migrated first, as beside a running `ruawatch run`.
+  await cli(root, ['report', '--config', cfg, '--json'], { cwd: dir });
   const [a, b] = await Promise.all([
     cli(root, ['fetch', '--config', cfg, '--json'], { cwd: dir, deadlineMs: 120_000 }),
     cli(root, ['fetch', '--config', cfg, '--json'], { cwd: dir, deadlineMs: 120_000 }),
@@ -1018,9 +1020,54 @@ fault('two fetch at once on one mailbox (300 mails)', async (root, dir) => {
   if (bad) return { bad, detail };
   if (processed > 300) return { bad: `duplicate: ${processed - 300} mails twice in Processed`, detail };
   if (invalid > 0) return { bad: `${invalid} good mails moved to Invalid`, detail };
+  const failed = (summaryOf(a)?.failed.length ?? 0) + (summaryOf(b)?.failed.length ?? 0);
+  if (failed > 0) return { bad: `${failed} good mail(s) reported failed`, detail };
   if (processed + inbox < 300) return { bad: 'loss: mails missing', detail };
   return { bad: complete(path.join(dir, 'db.sqlite'), 300, 1500), detail };
 });
+
+/** `fetch` into a database on a 1 MiB file system (full), or a read-only one. */
+for (const mode of ['full', 'read-only'] as const) {
+  fault(`${mode} database during fetch (60 mails)`, async (root, dir) => {
+    const m = await mailbox();
+    if (!m) return { bad: null, detail: 'SKIPPED: dovecot is not installed' };
+    const mnt = path.join(dir, 'mnt');
+    if (!mount(mnt, mode === 'full' ? 'size=1m' : 'size=32m')) return { bad: null, detail: 'SKIPPED: cannot mount a tmpfs (needs root)' };
+    try {
+      for (let i = 0; i < 60; i++) await m.d.append(m.user, reportMail(`d-${i}`, 60));
+      const cfgFile = fetchConfig(dir, m.d, m.user);
+      fs.writeFileSync(cfgFile, fs.readFileSync(cfgFile, 'utf8').replace('path = "db.sqlite"', `path = "${path.join(mnt, 'db.sqlite')}"`));
+      if (mode === 'read-only') {
+        await cli(root, ['report', '--config', cfgFile, '--json'], { cwd: dir });
+        spawnSync('mount', ['-o', 'remount,ro', mnt]);
+      }
+      const r = await cli(root, ['fetch', '--config', cfgFile, '--json'], { cwd: dir, deadlineMs: 60_000 });
+      if (mode === 'read-only') spawnSync('mount', ['-o', 'remount,rw', mnt]);
+      const s = summaryOf(r);
+      const text = `${r.stderr}\n${r.stdout}`;
+      const processed = (await m.d.folders(m.user)).includes('Processed') ? await m.d.count(m.user, 'Processed') : 0;
+      const invalid = (await m.d.folders(m.user)).includes('Invalid') ? await m.d.count(m.user, 'Invalid') : 0;
+      const stored = fs.existsSync(path.join(mnt, 'db.sqlite')) ? Math.floor(reportCount(path.join(mnt, 'db.sqlite')) / 1e9) : 0;
+      const problems: string[] = [];
+      const c = clearError(r);
+      if (c) problems.push(c);
+      else if (r.code === 0) problems.push('exit 0');
+      if (/connection lost|reconnect/i.test(text)) problems.push('a database error taken for an IMAP drop');
+      if (/cannot rollback/i.test(text)) problems.push('"cannot rollback" instead of the database error');
+      if (s && s.inputs > 60) problems.push(`${s.inputs} inputs counted for 60 mails`);
+      if (processed > stored) problems.push(`loss: ${processed} mails in Processed, ${stored} reports stored`);
+      if (invalid > 0) problems.push(`${invalid} good mails moved to Invalid`);
+      const dbBad = dbCheck(path.join(mnt, 'db.sqlite'));
+      if (dbBad) problems.push(dbBad);
+      return {
+        bad: problems.length ? problems.join('; ') : null,
+        detail: `exit ${r.code} in ${r.ms} ms, ${s ? `${s.inputs} inputs, ` : ''}Processed ${processed}, Invalid ${invalid}, stored ${stored}: ${firstLine(s?.failed[0]?.error ?? text)}`,
+      };
+    } finally {
+      spawnSync('umount', ['-l', mnt]);
+    }
+  });
+}
 
 fault('frozen IMAP server (SIGSTOP) during fetch', async (root, dir) => {
   const m = await mailbox();
