@@ -1005,7 +1005,8 @@ fault('two fetch at once on one mailbox (300 mails, database migrated)', async (
   for (let i = 0; i < 300; i++) await m.d.append(m.user, reportMail(`m-${i}`, 5));
   const cfg = fetchConfig(dir, m.d, m.user);
   // The database exists and is migrated first, as beside a running `ruawatch run`.
-  await cli(root, ['report', '--config', cfg, '--json'], { cwd: dir });
+  fs.mkdirSync(path.join(dir, 'empty'));
+  await cli(root, ['ingest', '--config', cfg, '--json', path.join(dir, 'empty')], { cwd: dir });
   const [a, b] = await Promise.all([
     cli(root, ['fetch', '--config', cfg, '--json'], { cwd: dir, deadlineMs: 120_000 }),
     cli(root, ['fetch', '--config', cfg, '--json'], { cwd: dir, deadlineMs: 120_000 }),
