@@ -132,7 +132,7 @@ class DmarcState {
     if (this.stack.length === (this.wrapped ? 2 : 1)) {
       this.sawRoot = true;
       if (name !== 'feedback') {
-        throw new RuawatchError('E_NOT_REPORT', `the XML root element is <${tagName}>, not <feedback>: not a DMARC aggregate report`);
+        throw new RuawatchError('E_NOT_REPORT', `XML whose root element is <${tagName}>, not <feedback>: not a DMARC aggregate report`);
       }
       for (const [k, v] of Object.entries(attributes)) {
         if ((k === 'xmlns' || k.startsWith('xmlns:')) && String(v).trim() === NS_DMARC_2) this.namespace2 = true;

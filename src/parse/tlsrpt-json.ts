@@ -39,7 +39,7 @@ export function parseTlsReport(bytes: Uint8Array, opts: TlsParseOptions): TlsRep
     throw new RuawatchError('E_JSON', `not valid JSON: ${errorMessage(err)}`);
   }
   if (!isObj(doc) || !Array.isArray(doc.policies)) {
-    throw new RuawatchError('E_NOT_REPORT', 'the JSON has no "policies" array: not an SMTP TLS report (RFC 8460)');
+    throw new RuawatchError('E_NOT_REPORT', 'JSON with no "policies" array: not an SMTP TLS report (RFC 8460)');
   }
   checkStrings(doc, '');
   const range = isObj(doc['date-range']) ? doc['date-range'] : {};

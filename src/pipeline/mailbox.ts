@@ -1,5 +1,17 @@
 import type { Logger } from 'pino';
-import { RuawatchError, databaseError, errorCode, errorMessage, isDatabaseError, isInfrastructure, type ErrorCode } from '../errors.js';
+import {
+  RuawatchError,
+  databaseError,
+  errorCode,
+  errorMessage,
+  hintOf,
+  isDatabaseError,
+  isInfrastructure,
+  isRetryable,
+  messageWithHint,
+  ownCode,
+  type ErrorCode,
+} from '../errors.js';
 import type { MailboxStore } from '../store/mailboxes.js';
 import { fromBuffer } from '../unpack/bytes.js';
 import { formatBytes, overLimit, type Limits } from '../unpack/limits.js';
@@ -73,13 +85,15 @@ export interface Mailbox {
   watch?(onNew: () => void): Watcher;
 }
 
-/** An error of a mailbox adapter (connection, login, server), with what to try when it never connected. */
+/**
+ * An error of a mailbox adapter (connection, login, server). An adapter must say whether another
+ * attempt may succeed (`retryable`: the connection was lost) and may give a `hint` for a
+ * connection that never succeeded (a wrong port, TLS against a plain port...). The loop reads
+ * both as properties (isRetryable, messageWithHint), whatever the class of the error.
+ */
 export class MailboxError extends RuawatchError {
-  /** What to check when the connection never succeeded (a wrong port, TLS against a plain port...). */
-  readonly hint: string | null;
   constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable: boolean; hint?: string | null }) {
     super(code, message, opts);
-    this.hint = opts.hint ?? null;
   }
 }
 
@@ -157,15 +171,15 @@ export async function readMailbox(mailbox: Mailbox, opts: MailboxPassOptions): P
       if (opts.kill?.aborted) throw stoppedError(mailbox, err);
       if (!established) {
         // Never connected in this pass: a wrong port or security setting, not a dropped line.
-        if (err instanceof MailboxError && err.hint) throw new RuawatchError(err.code, `${err.message}; ${err.hint}`, { cause: err });
+        if (hintOf(err)) throw new RuawatchError(ownCode(err), messageWithHint(err), { cause: err });
         throw err;
       }
-      if (!(err instanceof RuawatchError) || !err.retryable) throw err;
+      if (!isRetryable(err)) throw err;
       if (attempt >= reconnects || opts.signal?.aborted) {
-        throw new RuawatchError(err.code, `${err.message}; gave up after ${attempt} reconnects`, { cause: err });
+        throw new RuawatchError(ownCode(err), `${errorMessage(err)}; gave up after ${attempt} reconnects`, { cause: err });
       }
       const delay = Math.min(opts.maxDelayMs ?? 30_000, (opts.baseDelayMs ?? 1_000) * 2 ** attempt);
-      log.warn({ err: err.message, attempt: attempt + 1, delayMs: delay }, 'mailbox connection lost; reconnecting');
+      log.warn({ err: errorMessage(err), attempt: attempt + 1, delayMs: delay }, 'mailbox connection lost; reconnecting');
       await sleep(delay, opts.kill);
     } finally {
       opts.kill?.removeEventListener('abort', onKill);

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { RuawatchError } from '../errors.js';
+import { RuawatchError, type ErrorCode } from '../errors.js';
 import { SharedLock } from '../store/lock.js';
 import type { Limits } from '../unpack/limits.js';
 import type { IngestInput, InputResult } from './ingest.js';
@@ -14,7 +14,7 @@ import type { IngestInput, InputResult } from './ingest.js';
 export type PortableInput =
   | { name: string; file: string; maxBytes: number }
   | { name: string; bytes: Uint8Array }
-  | { name: string; error: { code: string; message: string } };
+  | { name: string; error: { code: ErrorCode; message: string } };
 
 /** Runs one input through the pipeline; the in-process Ingestor and the pool both do. */
 export interface IngestRunner {
@@ -102,15 +102,15 @@ export class IngestPool implements IngestRunner {
     private readonly log: Logger,
     readonly size: number,
   ) {
-    if (dbFile === ':memory:') throw new Error('an ingest pool needs a database file');
+    if (dbFile === ':memory:') throw new RuawatchError('E_INTERNAL', 'an ingest pool needs a database file');
     // Two per worker: the next input is waiting when one finishes.
     this.inFlight = size * 2;
   }
 
   ingest(input: IngestInput): Promise<InputResult> {
-    if (this.closed) throw new Error('the ingest pool is closed');
+    if (this.closed) throw new RuawatchError('E_INTERNAL', 'the ingest pool is closed');
     const portable = input.portable;
-    if (!portable) throw new Error(`input ${input.name} cannot be handed to a worker thread`);
+    if (!portable) throw new RuawatchError('E_INTERNAL', `input ${input.name} cannot be handed to a worker thread`);
     const slot = this.pick();
     if (!slot) return Promise.resolve(workerLost(input.name, this.broken ?? 'no worker thread'));
     const id = this.nextId++;

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { ImapFlow, type MailboxLockObject } from 'imapflow';
 import { pino, type Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { RuawatchError, errorMessage } from '../errors.js';
+import { RuawatchError, errorMessage, messageWithHint } from '../errors.js';
 import {
   MailboxError,
   type Destination,
@@ -389,7 +389,7 @@ export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number): 
       const name = box[role];
       try {
         const st = await client.status(folderPath(name), { messages: true, unseen: true });
-        if (!st) throw new Error('the server did not answer STATUS');
+        if (!st) throw new RuawatchError('E_IMAP', 'the server did not answer STATUS');
         probe.folders.push({ role, name, exists: true, messages: st.messages ?? 0, unseen: st.unseen ?? 0 });
       } catch (err) {
         const missing = (err as { code?: string }).code === 'NotFound';
@@ -402,8 +402,7 @@ export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number): 
     await client.logout().catch(() => undefined);
   } catch (err) {
     client?.close();
-    const e = err instanceof MailboxError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
-    probe.error = e.replace(`mailbox ${box.name} (${box.host}): `, '');
+    probe.error = messageWithHint(err).replace(`mailbox ${box.name} (${box.host}): `, '');
   }
   return probe;
 }

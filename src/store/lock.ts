@@ -1,4 +1,5 @@
 import { threadId } from 'node:worker_threads';
+import { RuawatchError } from '../errors.js';
 
 /**
  * Serialises write transactions between threads that each hold their own connection to the same
@@ -57,7 +58,7 @@ export class SharedLock implements WriteLock {
   }
 
   release(): void {
-    if (this.depth === 0) throw new Error('write lock released but not held');
+    if (this.depth === 0) throw new RuawatchError('E_INTERNAL', 'write lock released but not held');
     if (--this.depth > 0) return;
     Atomics.store(this.cells, MUTEX, 0);
     Atomics.notify(this.cells, MUTEX, 1);

@@ -1,4 +1,5 @@
 import type { Statement } from 'better-sqlite3';
+import { RuawatchError } from '../errors.js';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
@@ -342,7 +343,7 @@ export class DmarcWriter {
 
   /** Commits; false when the report turned out to be stored already (by another thread). */
   commit(sha256: string, size: number): boolean {
-    if (!this.open) throw new Error('report writer already closed');
+    if (!this.open) throw new RuawatchError('E_INTERNAL', 'report writer already closed');
     const totals = { records: this.records, messages: this.messages, sha256, size };
     // Still all in memory: the report row is written complete, with its totals.
     const opened = this.id !== null;
