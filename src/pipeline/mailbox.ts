@@ -300,24 +300,55 @@ async function acknowledge(
     );
   }
   db(() => positions.makeDurable(mailbox.name, mailbox.folder, epoch));
-  for (const to of ['processed', 'invalid'] as const) {
-    const ids = acks.filter((x) => x.verdict.to === to).map((x) => x.m.id);
-    if (ids.length) await session.acknowledge(ids, to);
+  // What has been moved (or flagged) is acknowledged for good, whatever fails after it: a move to
+  // the other destination cut off, or the record of the moves refused (the database locked or
+  // full meanwhile). Those messages are recorded if the database lets us, and reported in any
+  // case: they left the folder, and no later pass would count them.
+  const moved = new Set<string>();
+  try {
+    for (const to of ['processed', 'invalid'] as const) {
+      const ids = acks.filter((x) => x.verdict.to === to).map((x) => x.m.id);
+      if (ids.length) {
+        await session.acknowledge(ids, to);
+        for (const id of ids) moved.add(id);
+      }
+    }
+  } finally {
+    try {
+      if (moved.size) record(mailbox, positions, acks, moved, epoch, blocked, db);
+    } finally {
+      for (const { m } of acks) {
+        if (!moved.has(m.id)) continue;
+        opts.onResult(unacked.get(m.id)!);
+        unacked.delete(m.id);
+      }
+    }
   }
+}
+
+/** Records moved messages as handled, and moves the position past a contiguous run of them. */
+function record(
+  mailbox: Mailbox,
+  positions: MailboxStore,
+  acks: { m: WaitingMessage; verdict: Extract<Verdict, { to: Destination }> }[],
+  moved: Set<string>,
+  epoch: number,
+  blocked: number | null,
+  db: <T>(fn: () => T) => T,
+): void {
+  // A message of this batch that was not moved blocks the position like one left in place.
+  let limit = blocked;
+  for (const { m } of acks) if (!moved.has(m.id) && (limit === null || m.order < limit)) limit = m.order;
   db(() =>
     positions.transaction(() => {
       for (const { m, verdict } of acks) {
+        if (!moved.has(m.id)) continue;
         positions.markHandled(mailbox.name, epoch, m.id, verdict.to, verdict.to === 'invalid' ? verdict.reason : null);
       }
-      // The position only moves past a contiguous run of acknowledged messages.
-      const done = acks.map((x) => x.m.order).filter((order) => blocked === null || order < blocked);
+      const done = acks.map((x) => x.m.order).filter((order) => limit === null || order < limit);
       if (done.length) positions.savePosition(mailbox.name, mailbox.folder, { uidvalidity: epoch, lastUid: Math.max(...done) });
     }),
   );
-  for (const { m } of acks) {
-    opts.onResult(unacked.get(m.id)!);
-    unacked.delete(m.id);
-  }
 }
 
 /** Groups messages so one download holds at most `maxBytes` of message bodies and `maxCount` messages. */
