@@ -12,6 +12,19 @@ export function normaliseDomain(s: string | null | undefined): string | null {
   return t.toLowerCase().replace(/\.+$/, '') || null;
 }
 
+/**
+ * A DKIM selector: DNS labels (RFC 6376 section 3.1), which compare without regard to case
+ * (RFC 4343), so spelled like a domain. The store, the rollups and the rules trust this spelling.
+ */
+export function normaliseSelector(s: string | null | undefined): string | null {
+  return normaliseDomain(s);
+}
+
+/** An MX host as a TLS policy names it ("mx1.example.com", "*.mail.example.com"), spelled like a domain. */
+export function normaliseMxHost(s: string | null | undefined): string | null {
+  return normaliseDomain(s);
+}
+
 /** Lower-case word ("Pass " -> "pass"). */
 export function normaliseWord(s: string | null | undefined): string | null {
   const t = clean(s);
