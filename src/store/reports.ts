@@ -151,8 +151,9 @@ export class ReportStore {
       r.envelopeFrom,
       r.envelopeTo,
       r.reasons.length ? JSON.stringify(r.reasons) : '[]',
-      resultsJson(r.dkimResults, 'selector'),
-      resultsJson(r.spfResults, 'scope'),
+      // The stored form (migrations/0001): [{"domain", "selector" or "scope", "result", "human_result"}].
+      JSON.stringify(r.dkimResults.map((d) => ({ domain: d.domain, selector: d.selector, result: d.result, human_result: d.humanResult }))),
+      JSON.stringify(r.spfResults.map((d) => ({ domain: d.domain, scope: d.scope, result: d.result, human_result: d.humanResult }))),
     ];
   }
 
@@ -289,25 +290,6 @@ export class ReportStore {
     );
     return res.changes === 0 ? null : Number(res.lastInsertRowid);
   }
-}
-
-/*
- * The DKIM and SPF results of a record as JSON arrays, written out directly: the same text as
- * JSON.stringify of [{domain, selector, result, human_result}] (and [{domain, scope, ...}]) without
- * building the objects first: 1.3-1.4x faster, at one call per record.
- */
-function resultsJson(list: readonly Record<'domain' | 'result' | 'humanResult', string | null>[], second: 'selector' | 'scope'): string {
-  let out = '[';
-  for (const x of list) {
-    if (out.length > 1) out += ',';
-    const middle = (x as unknown as Record<typeof second, string | null>)[second];
-    out += `{"domain":${jsonValue(x.domain)},"${second}":${jsonValue(middle)},"result":${jsonValue(x.result)},"human_result":${jsonValue(x.humanResult)}}`;
-  }
-  return `${out}]`;
-}
-
-function jsonValue(v: string | null | undefined): string {
-  return v == null ? 'null' : JSON.stringify(v);
 }
 
 /**
