@@ -25,6 +25,7 @@ await readMailbox(
   new ImapMailbox(
     {
       name: 'bench',
+      kind: 'imap',
       host: '127.0.0.1',
       port: Number(port),
       security: 'none',

@@ -8,7 +8,8 @@ import { ImapFlow } from 'imapflow';
 /**
  * A real Dovecot IMAP server for the tests and the IMAP benchmark: its own throwaway configuration, a passwd-file user per
  * mailbox, maildirs in a temp folder, plain IMAP and implicit TLS (self-signed) on free loopback
- * ports. Started and stopped by the tests themselves.
+ * ports. Started and stopped by the tests themselves. In OAuth2 mode (`oauth2`) it also takes bearer
+ * tokens, validated by Dovecot's oauth2 password database against a token introspection endpoint.
  */
 export interface Dovecot {
   port: number;
@@ -71,6 +72,13 @@ export interface DovecotOptions {
   separator?: string;
   /** Namespace prefix, e.g. "INBOX." as Courier-style servers have it. */
   prefix?: string;
+  /**
+   * Logins with an OAuth2 bearer token as well (SASL XOAUTH2 and/or OAUTHBEARER, RFC 7628), checked
+   * by Dovecot's oauth2 passdb (Dovecot 2.3: driver = oauth2, introspection_mode = post) against this
+   * token introspection endpoint (RFC 7662): a token is good when the answer has "active": true and a
+   * "username" equal to the login. Passwords still work for PLAIN and LOGIN (the tests' appends).
+   */
+  oauth2?: { introspectionUrl: string; mechanisms?: ('xoauth2' | 'oauthbearer')[] };
 }
 
 export async function startDovecot(users: string[], opts: DovecotOptions = {}): Promise<Dovecot> {
@@ -111,6 +119,35 @@ export async function startDovecot(users: string[], opts: DovecotOptions = {}): 
   const port = await freePort();
   const tlsPort = await freePort();
   const conf = path.join(dir, 'dovecot.conf');
+  const oauthMechanisms = opts.oauth2 ? (opts.oauth2.mechanisms ?? ['xoauth2']) : [];
+  let oauthPassdb = '';
+  let oauthSettings = '';
+  if (opts.oauth2) {
+    const ext = path.join(dir, 'dovecot-oauth2.conf.ext');
+    fs.writeFileSync(
+      ext,
+      `introspection_mode = post
+introspection_url = ${opts.oauth2.introspectionUrl}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 10000
+`,
+    );
+    // Why a token was refused goes to the log, and a refusal is answered at once, not after 2 s
+    // (and the anvil's penalty delays for earlier failures are off, below): a token renewed after
+    // a refusal is checked before its short test life runs out.
+    oauthSettings = `auth_verbose = yes
+auth_failure_delay = 0
+`;
+    oauthPassdb = `passdb {
+  driver = oauth2
+  mechanisms = ${oauthMechanisms.join(' ')}
+  args = ${ext}
+}
+`;
+  }
   fs.writeFileSync(
     conf,
     `base_dir = ${dir}/run
@@ -123,14 +160,14 @@ ssl = yes
 ssl_cert = <${certFile}
 ssl_key = <${keyFile}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+${oauthSettings}auth_mechanisms = plain login ${oauthMechanisms.join(' ')}
 first_valid_uid = ${Math.min(uid, 500)}
 mail_location = maildir:${dir}/home/%u/Maildir
 default_internal_user = dovecot
 default_login_user = dovenull
-passdb {
+${oauthPassdb}passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u ${dir}/passwd
+  ${opts.oauth2 ? 'mechanisms = plain login\n  ' : ''}args = scheme=PLAIN username_format=%u ${dir}/passwd
 }
 userdb {
   driver = static
@@ -155,7 +192,7 @@ service imap-login {
 }
 service anvil {
   chroot =
-}
+${opts.oauth2 ? '  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n' : ''}}
 `,
   );
   let proc: ChildProcess | null = null;

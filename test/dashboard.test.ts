@@ -7,11 +7,13 @@ import { openApp } from '../src/app.js';
 import { DAY } from '../src/analyse/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
-import { runAlerts } from '../src/pipeline/alerts.js';
+import { channelsOf, runAlerts } from '../src/pipeline/alerts.js';
+import { overview } from '../src/store/dashboard.js';
 import { startWeb, type WebServer } from '../src/web/server.js';
 import { Worker } from '../src/worker/worker.js';
+import { startSmtp, type SmtpSink } from './helpers/chat-servers.js';
 import { bufferInput, freshStore, ROOT } from './helpers/common.js';
-import { D0, ingestDays } from './helpers/scenario.js';
+import { D0, dayIso, ingestDays } from './helpers/scenario.js';
 import { dmarcXml, record } from './helpers/synth.js';
 
 /**
@@ -29,6 +31,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   let browser: Browser;
   let page: Page;
   let web: WebServer;
+  let smtp: SmtpSink;
   const problems: string[] = [];
   const store = freshStore();
 
@@ -45,13 +48,24 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
       ],
     });
     assert.equal((await store.ingestor.ingest(bufferInput('evil.xml', evil))).leaves[0]!.status, 'stored');
-    const config = configSchema.parse({ web: { listen: '127.0.0.1:0', token: 'dash-token' }, analysis: { reverse_dns: false } });
+    // Alerts go out by email to an SMTP server whose content filter refuses one of them with 554:
+    // it is parked, and the dashboard must say so.
+    smtp = await startSmtp();
+    smtp.refuse = (m) => (/DKIM selector broken/.test(m.subject ?? '') ? { code: 554, text: '5.7.1 Message content rejected' } : null);
+    const config = configSchema.parse({
+      web: { listen: '127.0.0.1:0', token: 'dash-token' },
+      analysis: { reverse_dns: false },
+      alerts: {
+        email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
+      },
+    });
     const log = createLogger('silent');
     const names = new Map([['198.51.100.20', 'out.esp.example']]);
+    const channels = channelsOf(config, { attempts: 2, baseMs: 20, maxWaitMs: 1000, timeoutMs: 2000 });
     await runAlerts(store.db, config, {
       now: (D0 + 35) * DAY,
       dryRun: false,
-      channels: [],
+      channels,
       lookup: async (ip) => names.get(ip) ?? null,
       log,
     });
@@ -68,6 +82,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   after(async () => {
     await browser?.close();
     await web?.close();
+    await smtp?.close();
     store.db.close();
   });
 
@@ -110,13 +125,117 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
     );
     const esp = rows.find((r) => r[1] === '198.51.100.20')!;
     assert.deepEqual(esp.slice(0, 6), ['example.com', '198.51.100.20', 'out.esp.example', '1,050', '42.9%', '▼ 57.1 pt']);
+    assert.equal(esp[8], '2'); // Google and Yahoo
     const spoofer = rows.find((r) => r[1] === '203.0.113.66')!;
     assert.deepEqual([spoofer[4], spoofer[5]], ['0.0%', 'new']);
+  });
+
+  it("counts the sources over the alerts' 7 days, the same numbers as the alerts and /metrics", async () => {
+    assert.equal(
+      await page.textContent('#sources-title'),
+      'Sources, 2026-11-02 to 2026-11-08 (the 7 days the alerts judge), trend against the 7 days before',
+    );
+    const config = configSchema.parse({ analysis: { reverse_dns: false } });
+    const run = await runAlerts(store.db, config, {
+      now: (D0 + 35) * DAY,
+      dryRun: true,
+      channels: [],
+      lookup: null,
+      log: createLogger('silent'),
+    });
+    const drop = run.findings.find((f) => f.kind === 'pass_rate_drop')!;
+    const rows = await page.$$eval('#sources tbody tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+    );
+    const esp = rows.find((r) => r[1] === drop.source_ip)!;
+    assert.equal(esp[3], Number(drop.details.recent_messages).toLocaleString('en-US'));
+    assert.equal(esp[4], `${Number(drop.details.recent_pass_rate).toFixed(1)}%`);
+    const total = rows.reduce((n, r) => n + Number(r[3]!.replace(/,/g, '')), 0);
+    const o = await page.evaluate(
+      () => (window as unknown as { ruawatch: { overview: { sources: { messages: number }[] } } }).ruawatch.overview,
+    );
+    assert.equal(
+      total,
+      o.sources.reduce((n, x) => n + x.messages, 0),
+    );
+    const { metricsText } = await import('../src/web/metrics.js');
+    const worker = new Worker(openApp(config, { db: store.db, log: createLogger('silent'), lookup: null, channels: [] }));
+    const metrics = metricsText(store.db, worker.state, config, (D0 + 35) * DAY + 3600);
+    assert.match(metrics, new RegExp(`^ruawatch_dmarc_messages\\{domain="example.com"\\} ${total}$`, 'm'));
+  });
+
+  it('keeps chart titles when a period has no data, and says which days the database has', async () => {
+    await page.goto(`${web.url}/?at=2025-06-30&days=30`);
+    await page.waitForSelector('body[data-loaded="true"]', { timeout: 10_000 });
+    const titles = await page.$$eval('.chart-title', (hs) => hs.map((h) => h.textContent));
+    assert.deepEqual(titles, ['DMARC pass rate per domain', 'TLS sessions (all policy domains)']);
+    assert.equal(
+      await page.textContent('#pass-chart .empty'),
+      'No aggregate reports from 2025-06-01 to 2025-06-30. The database has them from 2026-10-05 to 2026-11-08.',
+    );
+    assert.equal(
+      await page.textContent('#tls-chart .empty'),
+      'No TLS reports from 2025-06-01 to 2025-06-30. The database has them from 2026-10-05 to 2026-11-08.',
+    );
+    assert.match((await page.textContent('#sources'))!, /^No aggregate reports from 2025-06-24 to 2025-06-30\./);
+  });
+
+  it('leaves days without data as gaps, with a tick per whole day', async () => {
+    // Through 2026-11-12: the last four days of the period have no reports.
+    await page.goto(`${web.url}/?at=2026-11-12&days=14`);
+    await page.waitForSelector('body[data-loaded="true"]', { timeout: 10_000 });
+    const chart = await page.evaluate(() => {
+      const r = (
+        window as unknown as {
+          ruawatch: {
+            charts: Record<string, { data: (number | null)[][]; series: { spanGaps?: boolean }[] }>;
+            ticks: Record<string, number[]>;
+          };
+        }
+      ).ruawatch;
+      return {
+        data: r.charts['pass-chart']!.data,
+        spanGaps: r.charts['pass-chart']!.series[1]!.spanGaps,
+        ticks: r.ticks['pass-chart']!,
+        tls: r.charts['tls-chart']!.data,
+      };
+    });
+    assert.equal(chart.data[0]!.length, 14);
+    assert.deepEqual(chart.data[0]![0], (D0 + 25) * DAY);
+    assert.deepEqual(chart.data[1]!.slice(-4), [null, null, null, null]);
+    assert.ok(chart.data[1]!.slice(0, 10).every((v) => typeof v === 'number'));
+    assert.deepEqual(chart.tls[1]!.slice(-4), [null, null, null, null]);
+    assert.equal(chart.spanGaps, false);
+    assert.ok(chart.ticks.length >= 2, `${chart.ticks.length} ticks`);
+    assert.ok(
+      chart.ticks.every((t) => t % DAY === 0),
+      `ticks on midnights: ${chart.ticks.join(',')}`,
+    );
+    assert.ok(chart.ticks.every((t) => (t - chart.ticks[0]!) % DAY === 0));
+    assert.deepEqual(problems, []);
+    await page.goto(`${web.url}/?at=2026-11-08&days=35`);
+    await page.waitForSelector('body[data-loaded="true"]', { timeout: 10_000 });
   });
 
   it('shows the open alerts', async () => {
     const kinds = await page.$$eval('#alerts-open tbody tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent).sort());
     assert.deepEqual(kinds, ['dkim_selector_broken', 'new_failing_source', 'pass_rate_drop', 'tls_failures']);
+  });
+
+  it('shows a notification parked for good, with the reason the receiver gave', async () => {
+    assert.equal(smtp.refused.length, 1);
+    const channels = await page.$$eval('#notifications table:first-of-type tbody tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+    );
+    assert.equal(channels.length, 1);
+    assert.deepEqual(channels[0]!.slice(0, 4), ['email', 'delivering', '0', '1']);
+    const parked = await page.$$eval('#notifications table:nth-of-type(2) tbody tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+    );
+    assert.equal(parked.length, 1);
+    assert.equal(parked[0]![1], 'email');
+    assert.match(parked[0]![2]!, /^opened: .*DKIM selector broken/);
+    assert.match(parked[0]![3]!, /554 5\.7\.1 Message content rejected/);
   });
 
   it('drills down from a report to its records, and from a TLS report to its failures', async () => {
@@ -169,6 +288,30 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
     const file = path.join(ARTIFACTS, 'dashboard.png');
     await page.screenshot({ path: file, fullPage: true });
     assert.ok(fs.statSync(file).size > 20_000);
+  });
+
+  it("leaves today's partial day out of the sources, as the alerts do", async () => {
+    // A report for the day after the scenario's last, read at noon that day: not counted yet.
+    const day = D0 + 35;
+    const partial = dmarcXml({
+      reportId: 'today-1',
+      orgName: 'early.example',
+      begin: day * DAY,
+      end: day * DAY + 6 * 3600,
+      records: [record({ ip: '198.51.100.20', count: 900, dkim: 'pass', spf: 'fail' })],
+    });
+    assert.equal((await store.ingestor.ingest(bufferInput('today.xml', partial))).leaves[0]!.status, 'stored');
+    const noon = day * DAY + 12 * 3600;
+    const o = overview(store.db, { days: 30, now: noon, recentDays: 7 });
+    assert.deepEqual([o.recent.from, o.recent.to], [dayIso(D0 + 28), dayIso(D0 + 34)]);
+    const esp = o.sources.find((x) => x.ip === '198.51.100.20')!;
+    const config = configSchema.parse({ analysis: { reverse_dns: false } });
+    const run = await runAlerts(store.db, config, { now: noon, dryRun: true, channels: [], lookup: null, log: createLogger('silent') });
+    const drop = run.findings.find((f) => f.key === 'pass_rate_drop:example.com:198.51.100.20')!;
+    assert.equal(esp.messages, drop.details.recent_messages);
+    assert.equal(Math.round(esp.pass_rate! * 1000) / 10, drop.details.recent_pass_rate);
+    assert.deepEqual([esp.messages, esp.pass_rate], [1050, 0.4286]);
+    assert.equal(o.period.to, dayIso(D0 + 34));
   });
 
   it('asks for credentials when they are configured: a bearer token, or basic auth', async () => {

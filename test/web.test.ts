@@ -82,9 +82,10 @@ const store = freshStore();
 const today = Math.floor(Date.now() / 1000 / DAY);
 
 before(async () => {
-  // 105 reports from the last week, one of them with 300 source IPs: more than /api/overview lists.
+  // 105 reports from the last week (the whole days before today, as the dashboard counts them), one
+  // of them with 300 source IPs: more than /api/overview lists.
   for (let i = 0; i < 105; i++) {
-    const begin = (today - (i % 6)) * DAY + i;
+    const begin = (today - 1 - (i % 6)) * DAY + i;
     const records =
       i === 0 ? Array.from({ length: 300 }, (_, k) => record({ ip: `198.51.${100 + (k >> 8)}.${k & 255}`, count: 1 + k })) : [record({})];
     const xml = dmarcXml({ reportId: `web-${i}`, begin, end: begin + 3600, records });
@@ -513,5 +514,75 @@ describe('a listener beyond loopback without credentials', () => {
         await server.close();
       }
     }
+  });
+});
+
+describe('the Host a request names (DNS rebinding)', () => {
+  const get = (port: number, target: string, host: string, extra = '') =>
+    raw(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
+
+  it('without credentials: addresses and localhost are served, other names get 403 (logged once), /healthz answers all', async () => {
+    const { log, lines } = capturedLogger();
+    const { server, port } = await serve({}, log);
+    try {
+      for (const host of [
+        `127.0.0.1:${port}`,
+        '127.0.0.1',
+        `[::1]:${port}`,
+        `localhost:${port}`,
+        'LOCALHOST',
+        'app.localhost',
+        '192.0.2.7:8080',
+      ]) {
+        assert.equal(statusOf(await get(port, '/api/overview', host)), 200, host);
+      }
+      for (const host of [
+        'attacker.example',
+        `attacker.example:${port}`,
+        'ATTACKER.example.',
+        'localhost.attacker.example',
+        '[::1',
+        '127.0.0.1:x',
+        '',
+      ]) {
+        const answer = await get(port, '/api/overview', host);
+        assert.equal(statusOf(answer), 403, host);
+        assert.doesNotMatch(answer, /"sources"/, host);
+      }
+      assert.equal(statusOf(await get(port, '/', 'attacker.example')), 403);
+      assert.equal(statusOf(await get(port, '/metrics', 'attacker.example')), 403);
+      assert.equal(statusOf(await get(port, '/healthz', 'attacker.example')), 200);
+      await get(port, '/api/overview', 'attacker.example');
+      const refused = lines().filter((l) => /DNS rebinding/.test(String(l.msg)));
+      assert.deepEqual(
+        refused.map((l) => l.host),
+        ['attacker.example', `attacker.example:${port}`, 'ATTACKER.example.', 'localhost.attacker.example', '[::1', '127.0.0.1:x', ''],
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a name listed in [web] allowed_hosts is served; with credentials the name does not matter', async () => {
+    const listed = await serve({ allowed_hosts: ['dmarc.example.net'] });
+    try {
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'dmarc.example.net')), 200);
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'Dmarc.Example.Net:443')), 200);
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'other.example.net')), 403);
+    } finally {
+      await listed.server.close();
+    }
+    const guarded = await serve({ token: 's3cret-token' });
+    try {
+      assert.equal(statusOf(await get(guarded.port, '/api/overview', 'attacker.example')), 401);
+      assert.equal(statusOf(await get(guarded.port, '/api/overview', 'dmarc.example.net', 'Authorization: Bearer s3cret-token\r\n')), 200);
+    } finally {
+      await guarded.server.close();
+    }
+  });
+
+  it('allowed_hosts takes host names only', () => {
+    assert.throws(() => configSchema.parse({ web: { allowed_hosts: ['https://dmarc.example.net/'] } }), /host name/);
+    assert.throws(() => configSchema.parse({ web: { allowed_hosts: ['dmarc.example.net:443'] } }), /host name/);
   });
 });

@@ -2,32 +2,47 @@ import { windowsAt } from './rollups.js';
 import { dkimFindings, passRateFindings, policyFindings, silenceFindings, tlsFindings } from './rules.js';
 import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
 
-export { dailyRollups, dayShares, windowsAt, DAY, isoDay } from './rollups.js';
+export {
+  countDay,
+  dailyRollups,
+  dayShares,
+  effectivePolicy,
+  inWindow,
+  isoDay,
+  lastDays,
+  rollupCoverage,
+  rollupInput,
+  rollupPolicies,
+  rollupRecords,
+  rollupTls,
+  windowsAt,
+  DAY,
+  MAX_SHARE_DAYS,
+  type Window,
+} from './rollups.js';
 export * from './types.js';
 
 const SEVERITY_ORDER: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };
 
+/** Findings in their one order: severity, then key. */
+export function sortFindings(findings: Finding[]): Finding[] {
+  return findings.sort((a, b) => SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity] || a.key.localeCompare(b.key));
+}
+
 /**
  * Every finding as of `now` (epoch seconds). Pure: the same rows, clock and settings always give
- * the same findings in the same order (severity, then key).
+ * the same findings in the same order (severity, then key). Rows outside the windows, including
+ * those of days after `now` (evaluating the past with --at), are not looked at.
  */
 export function analyse(input: AnalysisInput, now: number, settings: AnalysisSettings): Finding[] {
   const w = windowsAt(now, settings);
-  const visible = {
-    ...input,
-    // Rows from after `now` (evaluating the past with --at) do not exist yet.
-    records: input.records.filter((r) => r.begin < now),
-    tls: input.tls.filter((r) => r.begin < now),
-    policies: input.policies.filter((r) => r.begin < now),
-  };
-  const findings = [
-    ...passRateFindings(visible, w, settings),
-    ...dkimFindings(visible, w, settings),
-    ...tlsFindings(visible, w, settings),
-    ...silenceFindings(visible, now, w, settings),
-    ...policyFindings(visible, w),
-  ];
-  return findings.sort((a, b) => SEVERITY_ORDER[a.severity] - SEVERITY_ORDER[b.severity] || a.key.localeCompare(b.key));
+  return sortFindings([
+    ...passRateFindings(input, w, settings),
+    ...dkimFindings(input, w, settings),
+    ...tlsFindings(input, w, settings),
+    ...silenceFindings(input, now, w, settings),
+    ...policyFindings(input, w),
+  ]);
 }
 
 /** Kinds whose findings close silently when they clear (an event, not a fault). */

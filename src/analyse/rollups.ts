@@ -1,6 +1,30 @@
-import type { AnalysisSettings, RecordRow } from './types.js';
+import type {
+  AnalysisInput,
+  AnalysisSettings,
+  CoverageDay,
+  DkimDay,
+  PolicyDay,
+  PolicyRow,
+  RecordRow,
+  ReportRow,
+  SourceDay,
+  TlsDay,
+  TlsFailureDay,
+  TlsRow,
+} from './types.js';
 
 export const DAY = 86_400;
+
+/**
+ * A report is shared out over at most this many days: a longer range is attributed to its last
+ * MAX_SHARE_DAYS days. Aggregate reports cover a day (RFC 7489 section 7.2, ri=86400 by default),
+ * some a week; a range of months or millennia is broken or hostile, and must not cost one row, or
+ * one loop turn, per day it claims.
+ */
+export const MAX_SHARE_DAYS = 31;
+/** Ranges are clamped to [1970-01-01, 9999-12-31]: every day number stays a printable date. */
+const MIN_TS = 0;
+const MAX_TS = Date.UTC(9999, 11, 31, 23, 59, 59) / 1000;
 
 /** A range of whole UTC days, [from, to) as day numbers (epoch seconds / 86,400). */
 export interface Window {
@@ -15,47 +39,67 @@ export interface Windows {
 }
 
 /**
- * The windows as of `now`. The current day is left out: reports for a day arrive during the next
- * one, so today is always incomplete. `--at 2026-11-20` therefore means "through the 20th".
+ * The one definition of "the last N days" that alerts, the digest, the dashboard and /metrics
+ * share: the N whole UTC days before the day `now` falls in. The current day is always left out:
+ * reports for a day arrive during the next one, so today is incomplete. As of the end of
+ * 2026-11-08 (`--at 2026-11-08`), the last 7 days are 2026-11-02 to 2026-11-08.
  */
-export function windowsAt(now: number, s: AnalysisSettings): Windows {
+export function lastDays(now: number, n: number): Window {
   const today = Math.floor(now / DAY);
-  const recent = { from: today - s.recentDays, to: today };
+  return { from: today - n, to: today };
+}
+
+/** The windows the drift rules compare as of `now`: the recent days, the baseline before them, the latest days. */
+export function windowsAt(now: number, s: AnalysisSettings): Windows {
+  const recent = lastDays(now, s.recentDays);
   return {
     recent,
     baseline: { from: recent.from - s.baselineDays, to: recent.from },
-    latest: { from: today - s.latestDays, to: today },
+    latest: lastDays(now, s.latestDays),
   };
+}
+
+export function inWindow(day: number, w: Window): boolean {
+  return day >= w.from && day < w.to;
 }
 
 /**
  * How a report's range is shared out over UTC days, pro rata to the seconds it covers in each
  * (a report from 12:00 to 12:00 counts half on each day). A report with an empty or inverted range
- * counts on the day it begins.
+ * counts on the day it begins. Bounded whatever the range: times are clamped to years 1970-9999
+ * and a range longer than MAX_SHARE_DAYS is attributed to its last MAX_SHARE_DAYS days, so at most
+ * MAX_SHARE_DAYS + 1 days come back.
  */
 export function dayShares(begin: number, end: number): [day: number, share: number][] {
-  if (end <= begin) return [[Math.floor(begin / DAY), 1]];
-  const first = Math.floor(begin / DAY);
-  const last = Math.floor((end - 1) / DAY);
+  const b0 = clamp(begin);
+  const e = clamp(end);
+  if (e <= b0) return [[Math.floor(b0 / DAY), 1]];
+  const b = Math.max(b0, e - MAX_SHARE_DAYS * DAY);
+  const first = Math.floor(b / DAY);
+  const last = Math.floor((e - 1) / DAY);
   if (first === last) return [[first, 1]];
   const out: [number, number][] = [];
   for (let d = first; d <= last; d++) {
-    const lo = Math.max(begin, d * DAY);
-    const hi = Math.min(end, (d + 1) * DAY);
-    out.push([d, (hi - lo) / (end - begin)]);
+    const lo = Math.max(b, d * DAY);
+    const hi = Math.min(e, (d + 1) * DAY);
+    out.push([d, (hi - lo) / (e - b)]);
   }
   return out;
 }
 
-/** The part of a report's range that falls inside a window, 0..1. */
-export function shareIn(begin: number, end: number, w: Window): number {
-  let total = 0;
-  for (const [day, share] of dayShares(begin, end)) if (day >= w.from && day < w.to) total += share;
-  return total;
+function clamp(t: number): number {
+  return Number.isFinite(t) ? Math.min(MAX_TS, Math.max(MIN_TS, Math.trunc(t))) : MIN_TS;
+}
+
+/** The day a report is counted on (coverage, report counts): the last day it is shared out over. */
+export function countDay(begin: number, end: number): number {
+  const shares = dayShares(begin, end);
+  return shares[shares.length - 1]![0];
 }
 
 /** Override reasons that mean "forwarded or list mail", which fails authentication by nature. */
-const FORWARDED = new Set(['forwarded', 'trusted_forwarder', 'mailing_list']);
+export const FORWARDED_REASONS = ['forwarded', 'trusted_forwarder', 'mailing_list'] as const;
+const FORWARDED = new Set<string>(FORWARDED_REASONS);
 
 export function isForwarded(r: RecordRow): boolean {
   return r.reasons.some((t) => FORWARDED.has(t));
@@ -71,7 +115,7 @@ export interface Tally {
   dmarcPass: number;
   dkimAlignedPass: number;
   spfAlignedPass: number;
-  /** Forwarded and mailing-list messages: counted, but never held against a source. */
+  /** Forwarded and mailing-list messages failing DMARC: counted, but never held against a source. */
   forwarded: number;
   none: number;
   quarantine: number;
@@ -94,6 +138,17 @@ export function addToTally(t: Tally, r: RecordRow, weight: number): void {
   else t.none += n;
 }
 
+export function mergeTally(into: Tally, from: Tally): void {
+  into.messages += from.messages;
+  into.dmarcPass += from.dmarcPass;
+  into.dkimAlignedPass += from.dkimAlignedPass;
+  into.spfAlignedPass += from.spfAlignedPass;
+  into.forwarded += from.forwarded;
+  into.none += from.none;
+  into.quarantine += from.quarantine;
+  into.reject += from.reject;
+}
+
 /** Messages a pass rate is measured over: forwarded mail that failed is left out. */
 export function judged(t: Tally): number {
   return t.messages - t.forwarded;
@@ -104,6 +159,156 @@ export function passRate(t: Tally): number | null {
   return n > 0 ? t.dmarcPass / n : null;
 }
 
+/** Lower case for ASCII letters only, as SQLite's lower() does, so both sides agree on any text. */
+export function asciiLower(s: string): string {
+  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}
+
+/** An MX host name as the rollups key it: lower case, without trailing dots. */
+export function mxKey(host: string): string {
+  return asciiLower(host).replace(/\.+$/, '');
+}
+
+/** A policy as receivers apply it, with RFC 7489 section 6.3 defaults filled in. */
+export function effectivePolicy(p: {
+  p: string | null;
+  sp: string | null;
+  np: string | null;
+  pct: number | null;
+  adkim: string | null;
+  aspf: string | null;
+}): string {
+  const sp = p.sp ?? p.p;
+  const parts = [`p=${p.p ?? 'none'}`, `sp=${sp ?? 'none'}`];
+  if (p.np) parts.push(`np=${p.np}`);
+  parts.push(`pct=${p.pct ?? 100}`, `adkim=${p.adkim ?? 'r'}`, `aspf=${p.aspf ?? 'r'}`);
+  return parts.join('; ');
+}
+
+/*
+ * What follows is the straightforward recomputation of the daily rollups from rows, in memory: the
+ * reference the database's rollups are tested against, and how the rule tables feed the rules.
+ */
+
+/**
+ * Per (day, policy domain, source IP, header_from): the tally of the records, shared out over the
+ * days of their report; and per (day, domain, source IP, DKIM domain, selector, result) the
+ * messages of records that are not forwarded.
+ */
+export function rollupRecords(records: RecordRow[]): { sources: SourceDay[]; dkim: DkimDay[] } {
+  const sources = new Map<string, SourceDay>();
+  const dkim = new Map<string, DkimDay>();
+  for (const r of records) {
+    const hf = asciiLower(r.headerFrom ?? '');
+    const forwarded = isForwarded(r);
+    for (const [day, share] of dayShares(r.begin, r.end)) {
+      const key = `${r.domain}\0${day}\0${r.sourceIp}\0${hf}`;
+      let row = sources.get(key);
+      if (!row) {
+        row = { domain: r.domain, day, sourceIp: r.sourceIp, headerFrom: hf, ...emptyTally() };
+        sources.set(key, row);
+      }
+      addToTally(row, r, share);
+      if (forwarded) continue;
+      for (const sig of r.dkim) {
+        const d = asciiLower(sig.domain ?? '');
+        const s = asciiLower(sig.selector ?? '');
+        const k = `${r.domain}\0${day}\0${r.sourceIp}\0${d}\0${s}\0${sig.result}`;
+        let x = dkim.get(k);
+        if (!x) {
+          x = { domain: r.domain, day, sourceIp: r.sourceIp, signingDomain: d, selector: s, result: sig.result, messages: 0 };
+          dkim.set(k, x);
+        }
+        x.messages += r.count * share;
+      }
+    }
+  }
+  return { sources: [...sources.values()], dkim: [...dkim.values()] };
+}
+
+/**
+ * TLS sessions per (day, policy domain, MX) and failures per (day, domain, MX, result type,
+ * reporter). A failure goes to the MX its details name, else to the policy's only MX, else to '*';
+ * successful sessions to the only MX, else '*'. Failed sessions the details leave out are
+ * 'unspecified' (RFC 8460 section 4.3: details are optional).
+ */
+export function rollupTls(rows: TlsRow[]): { tls: TlsDay[]; tlsFailures: TlsFailureDay[] } {
+  const tls = new Map<string, TlsDay>();
+  const failures = new Map<string, TlsFailureDay>();
+  for (const row of rows) {
+    const only = row.mxHosts.length === 1 ? mxKey(row.mxHosts[0]!) : '*';
+    const failed: { mx: string; type: string; sessions: number }[] = [];
+    let detailed = 0;
+    for (const f of row.failures) {
+      detailed += f.sessions;
+      failed.push({ mx: f.mx ? mxKey(f.mx) : only, type: f.resultType, sessions: f.sessions });
+    }
+    if (row.failed > detailed) failed.push({ mx: only, type: 'unspecified', sessions: row.failed - detailed });
+    for (const [day, share] of dayShares(row.begin, row.end)) {
+      const at = (mx: string) => {
+        const key = `${row.domain}\0${day}\0${mx}`;
+        let t = tls.get(key);
+        if (!t) {
+          t = { domain: row.domain, day, mx, successful: 0, failed: 0 };
+          tls.set(key, t);
+        }
+        return t;
+      };
+      at(only).successful += row.successful * share;
+      for (const f of failed) {
+        at(f.mx).failed += f.sessions * share;
+        const key = `${row.domain}\0${day}\0${f.mx}\0${f.type}\0${row.reporter}`;
+        const x = failures.get(key) ?? { domain: row.domain, day, mx: f.mx, resultType: f.type, reporter: row.reporter, sessions: 0 };
+        x.sessions += f.sessions * share;
+        failures.set(key, x);
+      }
+    }
+  }
+  return { tls: [...tls.values()], tlsFailures: [...failures.values()] };
+}
+
+/** Coverage: per (kind, domain, reporter, day a report ends) the reports and how far they reached. */
+export function rollupCoverage(reports: ReportRow[]): CoverageDay[] {
+  const out = new Map<string, CoverageDay>();
+  for (const r of reports) {
+    const day = countDay(r.begin, r.end);
+    const key = `${r.kind}\0${r.domain}\0${r.reporter}\0${day}`;
+    const c = out.get(key) ?? { kind: r.kind, domain: r.domain, reporter: r.reporter, day, reports: 0, lastEnd: r.end };
+    c.reports++;
+    c.lastEnd = Math.max(c.lastEnd, r.end);
+    out.set(key, c);
+  }
+  return [...out.values()];
+}
+
+/** Per (domain, day, effective policy): the share of reports that saw it, and the reports ending that day. */
+export function rollupPolicies(policies: PolicyRow[]): PolicyDay[] {
+  const out = new Map<string, PolicyDay>();
+  for (const p of policies) {
+    const policy = effectivePolicy(p);
+    const shares = dayShares(p.begin, p.end);
+    const last = shares[shares.length - 1]![0];
+    for (const [day, share] of shares) {
+      const key = `${p.domain}\0${day}\0${policy}`;
+      const x = out.get(key) ?? { domain: p.domain, day, policy, weight: 0, reports: 0 };
+      x.weight += share;
+      if (day === last) x.reports++;
+      out.set(key, x);
+    }
+  }
+  return [...out.values()];
+}
+
+/** The analysis input for raw rows, rolled up in memory: how the rule tables are written. */
+export function rollupInput(raw: { records?: RecordRow[]; tls?: TlsRow[]; reports?: ReportRow[]; policies?: PolicyRow[] }): AnalysisInput {
+  return {
+    ...rollupRecords(raw.records ?? []),
+    ...rollupTls(raw.tls ?? []),
+    coverage: rollupCoverage(raw.reports ?? []),
+    policies: rollupPolicies(raw.policies ?? []),
+  };
+}
+
 export interface DailyRollup extends Tally {
   day: string; // YYYY-MM-DD
   domain: string;
@@ -111,28 +316,14 @@ export interface DailyRollup extends Tally {
   headerFrom: string | null;
 }
 
-/**
- * Daily rollups per (policy domain, source IP, header_from). A report spanning several days is
- * shared out over them pro rata, so message counts can be fractional.
- */
+/** Daily rollups per (policy domain, source IP, header_from) with ISO days, in day order. */
 export function dailyRollups(records: RecordRow[]): DailyRollup[] {
-  const out = new Map<string, DailyRollup>();
-  for (const r of records) {
-    for (const [day, share] of dayShares(r.begin, r.end)) {
-      const key = `${day}\0${r.domain}\0${r.sourceIp}\0${r.headerFrom ?? ''}`;
-      let row = out.get(key);
-      if (!row) {
-        row = { day: isoDay(day), domain: r.domain, sourceIp: r.sourceIp, headerFrom: r.headerFrom, ...emptyTally() };
-        out.set(key, row);
-      }
-      addToTally(row, r, share);
-    }
-  }
-  return [...out.values()].sort(
-    (a, b) => a.day.localeCompare(b.day) || a.domain.localeCompare(b.domain) || a.sourceIp.localeCompare(b.sourceIp),
-  );
+  return rollupRecords(records)
+    .sources.map(({ day, headerFrom, ...t }) => ({ ...t, day: isoDay(day), headerFrom: headerFrom || null }))
+    .sort((a, b) => a.day.localeCompare(b.day) || a.domain.localeCompare(b.domain) || a.sourceIp.localeCompare(b.sourceIp));
 }
 
 export function isoDay(day: number): string {
-  return new Date(day * DAY * 1000).toISOString().slice(0, 10);
+  const d = new Date(day * DAY * 1000);
+  return Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 10);
 }

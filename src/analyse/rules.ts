@@ -1,9 +1,12 @@
-import { DAY, addToTally, emptyTally, isForwarded, isoDay, judged, passRate, shareIn, type Tally, type Windows } from './rollups.js';
-import type { AnalysisInput, AnalysisSettings, Finding, RecordRow, Severity } from './types.js';
+import { DAY, emptyTally, inWindow, isoDay, judged, mergeTally, passRate, type Tally, type Windows } from './rollups.js';
+import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
 
 /**
- * The drift rules. Each reads the rows and the windows and returns findings; none does I/O.
- * Thresholds come from AnalysisSettings ([analysis] in the config); docs/findings.md explains each.
+ * The drift rules. Each reads the daily rollups and the windows and returns findings; none does
+ * I/O. Every finding belongs to one policy domain, so the rules give the same findings whether
+ * they see one domain at a time or all at once. Thresholds come from AnalysisSettings ([analysis]
+ * in the config); docs/findings.md explains each. Ties are broken by name, so the order rows come
+ * in never changes a finding.
  */
 
 export function pct(r: number | null): string {
@@ -21,10 +24,12 @@ interface SourceStats {
   ip: string;
   base: Tally;
   recent: Tally;
-  /** Recent DKIM results of this source, per "d/s": weighted counts by result word. */
+  /**
+   * Recent DKIM results of this source, per "d/s": weighted counts by result word. Filled only
+   * for the sources a finding is about (withDkim): a domain can have hundreds of thousands.
+   */
   dkimRecent: Map<string, Map<string, number>>;
-  spfRecentPass: number;
-  headerFroms: Set<string>;
+  headerFroms: string[];
 }
 
 function named(ip: string, names: Map<string, string> | undefined): string {
@@ -52,7 +57,7 @@ function failureCause(st: SourceStats): string {
     signatures += pass + fail;
     if (fail > pass) failing.push([sel, fail]);
   }
-  failing.sort((a, b) => b[1] - a[1]);
+  failing.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   if (signatures === 0) parts.push('no DKIM signature');
   for (const [sel] of failing.slice(0, 2)) parts.push(`${selectorLabel(sel)} fails`);
   if (failing.length === 0 && signatures > 0 && st.recent.dkimAlignedPass < judged(st.recent) / 2) parts.push('DKIM not aligned');
@@ -60,12 +65,12 @@ function failureCause(st: SourceStats): string {
   return parts.join(', ');
 }
 
-function sourceStats(records: RecordRow[], w: Windows): Map<string, SourceStats> {
+function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats> {
   const out = new Map<string, SourceStats>();
-  for (const r of records) {
-    const b = shareIn(r.begin, r.end, w.baseline);
-    const rc = shareIn(r.begin, r.end, w.recent);
-    if (b === 0 && rc === 0) continue;
+  for (const r of input.sources) {
+    const inBase = inWindow(r.day, w.baseline);
+    const inRecent = inWindow(r.day, w.recent);
+    if (!inBase && !inRecent) continue;
     const key = `${r.domain}\0${r.sourceIp}`;
     let st = out.get(key);
     if (!st) {
@@ -74,46 +79,62 @@ function sourceStats(records: RecordRow[], w: Windows): Map<string, SourceStats>
         ip: r.sourceIp,
         base: emptyTally(),
         recent: emptyTally(),
-        dkimRecent: new Map(),
-        spfRecentPass: 0,
-        headerFroms: new Set(),
+        dkimRecent: NO_DKIM,
+        headerFroms: [],
       };
       out.set(key, st);
     }
-    if (b > 0) addToTally(st.base, r, b);
-    if (rc > 0) {
-      addToTally(st.recent, r, rc);
-      if (r.headerFrom) st.headerFroms.add(r.headerFrom);
-      if (isForwarded(r)) continue;
-      for (const d of r.dkim) {
-        const sel = `${d.domain ?? ''}/${d.selector ?? ''}`;
-        const m = st.dkimRecent.get(sel) ?? new Map<string, number>();
-        m.set(d.result, (m.get(d.result) ?? 0) + r.count * rc);
-        st.dkimRecent.set(sel, m);
-      }
+    if (inBase) mergeTally(st.base, r);
+    if (inRecent) {
+      mergeTally(st.recent, r);
+      if (r.headerFrom && !st.headerFroms.includes(r.headerFrom)) st.headerFroms.push(r.headerFrom);
     }
   }
   return out;
 }
 
-function policyOf(input: AnalysisInput, domain: string, w: Windows): string | null {
-  // The most recent policy seen for the domain decides how bad a failing source is.
-  let best: { end: number; p: string | null } | null = null;
-  for (const p of input.policies) {
-    if (p.domain !== domain || p.begin >= w.recent.to * DAY) continue;
-    if (!best || p.end > best.end) best = { end: p.end, p: p.p };
+const NO_DKIM = new Map<string, Map<string, number>>();
+
+/** Fills the recent DKIM results of the given sources (by "domain\0ip" key). */
+function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceStats>): void {
+  if (sources.size === 0) return;
+  for (const d of input.dkim) {
+    if (!inWindow(d.day, w.recent)) continue;
+    const st = sources.get(`${d.domain}\0${d.sourceIp}`);
+    if (!st) continue;
+    if (st.dkimRecent === NO_DKIM) st.dkimRecent = new Map();
+    const sel = `${d.signingDomain}/${d.selector}`;
+    const m = st.dkimRecent.get(sel) ?? new Map<string, number>();
+    m.set(d.result, (m.get(d.result) ?? 0) + d.messages);
+    st.dkimRecent.set(sel, m);
   }
-  return best?.p ?? null;
 }
 
+function policyOf(input: AnalysisInput, domain: string, w: Windows): string | null {
+  // The policy most reports saw on the latest day that has one decides how bad a failing source is.
+  let best: { day: number; weight: number; policy: string } | null = null;
+  for (const p of input.policies) {
+    if (p.domain !== domain || p.day >= w.recent.to) continue;
+    if (
+      !best ||
+      p.day > best.day ||
+      (p.day === best.day && (p.weight > best.weight || (p.weight === best.weight && p.policy < best.policy)))
+    ) {
+      best = { day: p.day, weight: p.weight, policy: p.policy };
+    }
+  }
+  return best ? (/^p=([^;]*)/.exec(best.policy)?.[1] ?? null) : null;
+}
 /** pass_rate_drop per source and per domain, and new_failing_source. */
 export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   const out: Finding[] = [];
-  const stats = sourceStats(input.records, w);
+  const stats = sourceStats(input, w);
   const flagged = new Set<string>();
   const domainBase = new Map<string, number>();
   for (const st of stats.values()) domainBase.set(st.domain, (domainBase.get(st.domain) ?? 0) + st.base.messages);
   const days = s.recentDays;
+  // Findings are made once the DKIM results of their sources are known (withDkim).
+  const pending: { st: SourceStats; make: (cause: string) => Finding }[] = [];
 
   for (const [key, st] of stats) {
     const before = passRate(st.base);
@@ -128,23 +149,25 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       now <= before - s.dropPoints
     ) {
       flagged.add(key);
-      const cause = failureCause(st);
-      out.push({
-        key: `pass_rate_drop:${st.domain}:${st.ip}`,
-        kind: 'pass_rate_drop',
-        severity: now < 0.5 ? 'critical' : 'warning',
-        domain: st.domain,
-        source_ip: st.ip,
-        source_name: input.names?.get(st.ip) ?? null,
-        reporter: null,
-        summary: `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(st.recent))} messages in the last ${days} days${cause ? `; ${cause}` : ''}`,
-        details: {
-          baseline_pass_rate: round(before * 100),
-          recent_pass_rate: round(now * 100),
-          baseline_messages: Math.round(judged(st.base)),
-          recent_messages: Math.round(judged(st.recent)),
-          cause,
-        },
+      pending.push({
+        st,
+        make: (cause) => ({
+          key: `pass_rate_drop:${st.domain}:${st.ip}`,
+          kind: 'pass_rate_drop',
+          severity: now < 0.5 ? 'critical' : 'warning',
+          domain: st.domain,
+          source_ip: st.ip,
+          source_name: input.names?.get(st.ip) ?? null,
+          reporter: null,
+          summary: `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(st.recent))} messages in the last ${days} days${cause ? `; ${cause}` : ''}`,
+          details: {
+            baseline_pass_rate: round(before * 100),
+            recent_pass_rate: round(now * 100),
+            baseline_messages: Math.round(judged(st.base)),
+            recent_messages: Math.round(judged(st.recent)),
+            cause,
+          },
+        }),
       });
       continue;
     }
@@ -156,29 +179,33 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         st.recent.reject + st.recent.quarantine > 0
           ? `; receivers rejected ${num(st.recent.reject)} and quarantined ${num(st.recent.quarantine)}`
           : '; receivers delivered them';
-      const cause = failureCause(st);
-      out.push({
-        key: `new_failing_source:${st.domain}:${st.ip}`,
-        kind: 'new_failing_source',
-        // Under p=none spoofed mail is delivered; under quarantine/reject it is stopped, but a real
-        // sender that was never set up is losing mail either way.
-        severity: p === 'none' || p === null ? 'critical' : 'warning',
-        domain: st.domain,
-        source_ip: st.ip,
-        source_name: input.names?.get(st.ip) ?? null,
-        reporter: null,
-        summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
-        details: {
-          recent_pass_rate: round(now * 100),
-          recent_messages: Math.round(judged(st.recent)),
-          policy: p,
-          cause,
-          rejected: Math.round(st.recent.reject),
-          quarantined: Math.round(st.recent.quarantine),
-        },
+      pending.push({
+        st,
+        make: (cause) => ({
+          key: `new_failing_source:${st.domain}:${st.ip}`,
+          kind: 'new_failing_source',
+          // Under p=none spoofed mail is delivered; under quarantine/reject it is stopped, but a real
+          // sender that was never set up is losing mail either way.
+          severity: p === 'none' || p === null ? 'critical' : 'warning',
+          domain: st.domain,
+          source_ip: st.ip,
+          source_name: input.names?.get(st.ip) ?? null,
+          reporter: null,
+          summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].sort().slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
+          details: {
+            recent_pass_rate: round(now * 100),
+            recent_messages: Math.round(judged(st.recent)),
+            policy: p,
+            cause,
+            rejected: Math.round(st.recent.reject),
+            quarantined: Math.round(st.recent.quarantine),
+          },
+        }),
       });
     }
   }
+  withDkim(input, w, new Map(pending.map((p) => [`${p.st.domain}\0${p.st.ip}`, p.st])));
+  for (const p of pending) out.push(p.make(failureCause(p.st)));
   collapseNewSources(out, s, days, input.names);
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a
@@ -187,8 +214,8 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   for (const [key, st] of stats) {
     if (flagged.has(key)) continue;
     const d = domains.get(st.domain) ?? { base: emptyTally(), recent: emptyTally(), failing: new Map() };
-    merge(d.base, st.base);
-    merge(d.recent, st.recent);
+    mergeTally(d.base, st.base);
+    mergeTally(d.recent, st.recent);
     const fails = judged(st.recent) - st.recent.dmarcPass;
     if (fails > 0) d.failing.set(st.ip, fails);
     domains.set(st.domain, d);
@@ -206,7 +233,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     )
       continue;
     const top = [...d.failing]
-      .sort((a, b) => b[1] - a[1])
+      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
       .slice(0, 3)
       .map(([ip, n]) => `${named(ip, input.names)} ${num(n)}`);
     out.push({
@@ -267,10 +294,6 @@ function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, n
   }
 }
 
-function merge(into: Tally, from: Tally): void {
-  for (const k of Object.keys(into) as (keyof Tally)[]) into[k] += from[k];
-}
-
 const DKIM_HINTS: Record<string, string> = {
   permerror: 'the key record is missing or broken in DNS',
   temperror: 'DNS lookups of the key fail',
@@ -287,7 +310,7 @@ const DKIM_HINTS: Record<string, string> = {
  */
 export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   const known = new Set<string>();
-  for (const r of input.records) if (shareIn(r.begin, r.end, w.baseline) > 0) known.add(`${r.domain}\0${r.sourceIp}`);
+  for (const r of input.sources) if (inWindow(r.day, w.baseline)) known.add(`${r.domain}\0${r.sourceIp}`);
   type Sel = {
     domain: string;
     d: string;
@@ -300,39 +323,37 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     ips: Map<string, number>;
   };
   const sels = new Map<string, Sel>();
-  for (const r of input.records) {
-    if (isForwarded(r) || !known.has(`${r.domain}\0${r.sourceIp}`)) continue;
-    const b = shareIn(r.begin, r.end, w.baseline);
-    const rc = shareIn(r.begin, r.end, w.recent);
-    if (b === 0 && rc === 0) continue;
-    for (const sig of r.dkim) {
-      if (!sig.domain) continue;
-      const key = `${r.domain}\0${sig.domain}\0${sig.selector ?? ''}`;
-      let st = sels.get(key);
-      if (!st) {
-        st = {
-          domain: r.domain,
-          d: sig.domain,
-          s: sig.selector ?? '',
-          basePass: 0,
-          base: 0,
-          recentPass: 0,
-          recent: 0,
-          results: new Map(),
-          ips: new Map(),
-        };
-        sels.set(key, st);
-      }
-      const pass = sig.result === 'pass';
-      st.base += r.count * b;
-      if (pass) st.basePass += r.count * b;
-      if (rc > 0) {
-        st.recent += r.count * rc;
-        if (pass) st.recentPass += r.count * rc;
-        else {
-          st.results.set(sig.result, (st.results.get(sig.result) ?? 0) + r.count * rc);
-          st.ips.set(r.sourceIp, (st.ips.get(r.sourceIp) ?? 0) + r.count * rc);
-        }
+  for (const r of input.dkim) {
+    if (!r.signingDomain || !known.has(`${r.domain}\0${r.sourceIp}`)) continue;
+    const inBase = inWindow(r.day, w.baseline);
+    const inRecent = inWindow(r.day, w.recent);
+    if (!inBase && !inRecent) continue;
+    const key = `${r.domain}\0${r.signingDomain}\0${r.selector}`;
+    let st = sels.get(key);
+    if (!st) {
+      st = {
+        domain: r.domain,
+        d: r.signingDomain,
+        s: r.selector,
+        basePass: 0,
+        base: 0,
+        recentPass: 0,
+        recent: 0,
+        results: new Map(),
+        ips: new Map(),
+      };
+      sels.set(key, st);
+    }
+    const pass = r.result === 'pass';
+    if (inBase) {
+      st.base += r.messages;
+      if (pass) st.basePass += r.messages;
+    } else {
+      st.recent += r.messages;
+      if (pass) st.recentPass += r.messages;
+      else {
+        st.results.set(r.result, (st.results.get(r.result) ?? 0) + r.messages);
+        st.ips.set(r.sourceIp, (st.ips.get(r.sourceIp) ?? 0) + r.messages);
       }
     }
   }
@@ -342,10 +363,10 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     const before = st.basePass / st.base;
     const now = st.recentPass / st.recent;
     if (before < s.dkimMinBaselineRate || now > s.dkimMaxPassRate) continue;
-    const results = [...st.results].sort((a, b) => b[1] - a[1]);
+    const results = [...st.results].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const top = results[0]?.[0] ?? 'fail';
     const ips = [...st.ips]
-      .sort((a, b) => b[1] - a[1])
+      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
       .slice(0, 3)
       .map(([ip]) => named(ip, input.names));
     out.push({
@@ -365,7 +386,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
         baseline_signatures: Math.round(st.base),
         recent_signatures: Math.round(st.recent),
         result: top,
-        source_ips: [...st.ips.keys()],
+        source_ips: [...st.ips].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([ip]) => ip),
       },
     });
   }
@@ -375,27 +396,17 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
 /** tls_failures: failed TLS sessions per (policy domain, MX, result type) over the latest window. */
 export function tlsFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   const sessions = new Map<string, number>();
+  for (const t of input.tls) {
+    if (inWindow(t.day, w.latest)) sessions.set(t.domain, (sessions.get(t.domain) ?? 0) + t.successful + t.failed);
+  }
   const fails = new Map<string, { domain: string; mx: string; type: string; n: number; reporters: Set<string> }>();
-  for (const row of input.tls) {
-    const share = shareIn(row.begin, row.end, w.latest);
-    if (share === 0) continue;
-    sessions.set(row.domain, (sessions.get(row.domain) ?? 0) + (row.successful + row.failed) * share);
-    const onlyMx = row.mxHosts.length === 1 ? row.mxHosts[0]! : null;
-    let detailed = 0;
-    const add = (mx: string | null, type: string, n: number) => {
-      const host = (mx ?? onlyMx ?? '*').toLowerCase().replace(/\.$/, '');
-      const key = `${row.domain}\0${host}\0${type}`;
-      const f = fails.get(key) ?? { domain: row.domain, mx: host, type, n: 0, reporters: new Set<string>() };
-      f.n += n * share;
-      f.reporters.add(row.reporter);
-      fails.set(key, f);
-    };
-    for (const f of row.failures) {
-      detailed += f.sessions;
-      add(f.mx, f.resultType, f.sessions);
-    }
-    // RFC 8460 section 4.3: failure details are optional; count what they leave out.
-    if (row.failed > detailed) add(null, 'unspecified', row.failed - detailed);
+  for (const x of input.tlsFailures) {
+    if (!inWindow(x.day, w.latest)) continue;
+    const key = `${x.domain}\0${x.mx}\0${x.resultType}`;
+    const f = fails.get(key) ?? { domain: x.domain, mx: x.mx, type: x.resultType, n: 0, reporters: new Set<string>() };
+    f.n += x.sessions;
+    f.reporters.add(x.reporter);
+    fails.set(key, f);
   }
   const out: Finding[] = [];
   for (const f of fails.values()) {
@@ -435,14 +446,17 @@ export function silenceFindings(input: AnalysisInput, now: number, w: Windows, s
   type Seen = { days: Set<number>; last: number };
   const perReporter = new Map<string, Seen & { kind: 'dmarc' | 'tlsrpt'; domain: string; reporter: string }>();
   const perDomain = new Map<string, Seen & { kind: 'dmarc' | 'tlsrpt'; domain: string; reporters: Set<string> }>();
-  for (const r of input.reports) {
-    if (r.begin >= now) continue;
-    const day = Math.floor((Math.max(r.end, r.begin + 1) - 1) / DAY);
-    const inBase = day >= w.baseline.from && day < w.baseline.to;
+  const today = Math.floor(now / DAY);
+  for (const r of input.coverage) {
+    // Only whole days: a report counted on today (or later) is not in yet as of `now`.
+    if (r.day >= today) continue;
+    const day = r.day;
+    const inBase = inWindow(day, w.baseline);
+    const last = Math.min(r.lastEnd, now);
     const rk = `${r.kind}\0${r.domain}\0${r.reporter}`;
     const a = perReporter.get(rk) ?? { kind: r.kind, domain: r.domain, reporter: r.reporter, days: new Set<number>(), last: 0 };
     if (inBase) a.days.add(day);
-    a.last = Math.max(a.last, Math.min(r.end, now));
+    a.last = Math.max(a.last, last);
     perReporter.set(rk, a);
     const dk = `${r.kind}\0${r.domain}`;
     const b = perDomain.get(dk) ?? { kind: r.kind, domain: r.domain, reporters: new Set<string>(), days: new Set<number>(), last: 0 };
@@ -450,7 +464,7 @@ export function silenceFindings(input: AnalysisInput, now: number, w: Windows, s
       b.days.add(day);
       b.reporters.add(r.reporter);
     }
-    b.last = Math.max(b.last, Math.min(r.end, now));
+    b.last = Math.max(b.last, last);
     perDomain.set(dk, b);
   }
   const active = (days: Set<number>) => days.size >= s.silentActiveShare * s.baselineDays;
@@ -493,22 +507,6 @@ export function silenceFindings(input: AnalysisInput, now: number, w: Windows, s
 
 const STRENGTH: Record<string, number> = { none: 0, quarantine: 1, reject: 2 };
 
-/** A policy as receivers apply it, with RFC 7489 section 6.3 defaults filled in. */
-function effectivePolicy(p: {
-  p: string | null;
-  sp: string | null;
-  np: string | null;
-  pct: number | null;
-  adkim: string | null;
-  aspf: string | null;
-}): string {
-  const sp = p.sp ?? p.p;
-  const parts = [`p=${p.p ?? 'none'}`, `sp=${sp ?? 'none'}`];
-  if (p.np) parts.push(`np=${p.np}`);
-  parts.push(`pct=${p.pct ?? 100}`, `adkim=${p.adkim ?? 'r'}`, `aspf=${p.aspf ?? 'r'}`);
-  return parts.join('; ');
-}
-
 function strength(policy: string): number {
   const p = /p=(\w+)/.exec(policy)?.[1] ?? 'none';
   const pctv = Number(/pct=(\d+)/.exec(policy)?.[1] ?? 100);
@@ -523,15 +521,14 @@ function strength(policy: string): number {
 export function policyFindings(input: AnalysisInput, w: Windows): Finding[] {
   const tallies = new Map<string, { base: Map<string, number>; latest: Map<string, number>; latestReports: number }>();
   for (const p of input.policies) {
-    const b = shareIn(p.begin, p.end, w.baseline);
-    const l = shareIn(p.begin, p.end, w.latest);
-    if (b === 0 && l === 0) continue;
-    const policy = effectivePolicy(p);
+    const inBase = inWindow(p.day, w.baseline);
+    const inLatest = inWindow(p.day, w.latest);
+    if (!inBase && !inLatest) continue;
     const t = tallies.get(p.domain) ?? { base: new Map(), latest: new Map(), latestReports: 0 };
-    if (b > 0) t.base.set(policy, (t.base.get(policy) ?? 0) + b);
-    if (l > 0) {
-      t.latest.set(policy, (t.latest.get(policy) ?? 0) + l);
-      t.latestReports++;
+    if (inBase) t.base.set(p.policy, (t.base.get(p.policy) ?? 0) + p.weight);
+    if (inLatest) {
+      t.latest.set(p.policy, (t.latest.get(p.policy) ?? 0) + p.weight);
+      t.latestReports += p.reports;
     }
     tallies.set(p.domain, t);
   }

@@ -1,9 +1,13 @@
 /**
- * What the drift rules read and what they produce. Rows come from the database (store/analysis.ts)
- * but nothing here does I/O: analyse(input, now, settings) is a pure function, tested with tables.
+ * What the drift rules read and what they produce. The rules read daily rollups (the tables of
+ * migrations/0004, loaded by store/analysis.ts one policy domain at a time) but nothing here does
+ * I/O: analyse(input, now, settings) is a pure function, tested with tables of raw rows rolled up
+ * in memory (rollups.ts, rollupInput).
  */
 
-/** One aggregate-report record with what the rules need from its report. */
+import type { Tally } from './rollups.js';
+
+/** One aggregate-report record with what the rules need from its report (raw; see rollupRecords). */
 export interface RecordRow {
   domain: string; // policy domain
   reporter: string;
@@ -55,11 +59,72 @@ export interface PolicyRow {
   aspf: string | null;
 }
 
+/** Per UTC day, policy domain, source IP and header_from ('' when none): the tally of its messages. */
+export interface SourceDay extends Tally {
+  domain: string;
+  day: number; // UTC day number: epoch seconds / 86,400
+  sourceIp: string;
+  headerFrom: string;
+}
+
+/** Per UTC day, policy domain, source IP and DKIM signature: messages, forwarded records left out. */
+export interface DkimDay {
+  domain: string;
+  day: number;
+  sourceIp: string;
+  signingDomain: string; // '' when the signature named none
+  selector: string;
+  result: string;
+  messages: number;
+}
+
+/** Per UTC day, TLS policy domain and MX ('*' when not known): sessions. */
+export interface TlsDay {
+  domain: string;
+  day: number;
+  mx: string;
+  successful: number;
+  failed: number;
+}
+
+/** Per UTC day, TLS policy domain, MX, result type and reporter: failed sessions. */
+export interface TlsFailureDay {
+  domain: string;
+  day: number;
+  mx: string;
+  resultType: string;
+  reporter: string;
+  sessions: number;
+}
+
+/** Per kind, policy domain, reporter and the UTC day reports end on: how many, and how far the latest reached. */
+export interface CoverageDay {
+  kind: 'dmarc' | 'tlsrpt';
+  domain: string;
+  reporter: string;
+  day: number;
+  reports: number;
+  lastEnd: number; // epoch seconds
+}
+
+/** Per policy domain, UTC day and effective policy (effectivePolicy): the share of reports that saw it. */
+export interface PolicyDay {
+  domain: string;
+  day: number;
+  policy: string;
+  weight: number;
+  /** Reports that saw it, counted on the day they end. */
+  reports: number;
+}
+
+/** The daily rollups of one or more policy domains over the days the rules look at. */
 export interface AnalysisInput {
-  records: RecordRow[];
-  tls: TlsRow[];
-  reports: ReportRow[];
-  policies: PolicyRow[];
+  sources: SourceDay[];
+  dkim: DkimDay[];
+  tls: TlsDay[];
+  tlsFailures: TlsFailureDay[];
+  coverage: CoverageDay[];
+  policies: PolicyDay[];
   /** Reverse DNS names of source IPs, when known. */
   names?: Map<string, string>;
 }

@@ -19,13 +19,15 @@ export const configCheckCommand = defineCommand(
       json: { type: 'boolean', default: false, help: 'with --connect: print what was found as one JSON object' },
     },
     about: `Checks everything that can be known without connecting: every key and its type, unknown keys,
-secret files and ca_file (readable, a PEM certificate, not expired), ports, security = "none"
-and http:// only towards loopback, mailbox names, and that the database file can be created or
-written. Mailboxes are named by their name. Then prints the effective settings as JSON (secrets
-redacted, paths absolute). Exit 2 with every problem listed.
+secret files, ca_file and certificate_file (readable, a PEM certificate, not expired), ports,
+security = "none" and http:// only towards loopback, mailbox names, the keys of each mailbox's
+way of logging in, and that the database file can be created or written. Mailboxes are named by
+their name. Then prints the effective settings as JSON (secrets redacted, paths absolute). Exit 2
+with every problem listed.
 
-With --connect it logs in to each [[mailbox]] (the folders present, the messages waiting, the TLS
-in use), to the [alerts.email] SMTP server, and asks Matrix and Discord whether the token, room,
+With --connect it logs in to each [[mailbox]], IMAP or Microsoft Graph (for OAuth2 after getting
+a token: where from and for how long; then the folders present, the messages waiting, the TLS in
+use), to the [alerts.email] SMTP server, and asks Matrix and Discord whether the token, room,
 channel or webhook is usable, without sending anything; then prints what it found instead of the
 settings. Exit 1 when one of them failed.`,
     examples: ['ruawatch config check --config /etc/ruawatch.toml', 'ruawatch config check --config /etc/ruawatch.toml --connect'],

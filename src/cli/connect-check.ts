@@ -1,6 +1,6 @@
 import { errorMessage } from '../errors.js';
 import type { App } from '../app.js';
-import { probeMailbox, type MailboxProbe } from '../sources/imap.js';
+import { probeMailbox, type MailboxProbe } from '../sources/probe.js';
 import { defaultRetry } from '../notify/types.js';
 
 export interface ChannelProbe {
@@ -29,7 +29,7 @@ export async function checkConnections(app: App): Promise<Connections> {
   const channels = app.channels({ ...defaultRetry, timeoutMs: PROBE_TIMEOUT_MS });
   try {
     const [mailboxes, probes] = await Promise.all([
-      Promise.all(config.mailbox.map((box) => probeMailbox(box, PROBE_TIMEOUT_MS / 1000))),
+      Promise.all(config.mailbox.map((box) => probeMailbox(box, PROBE_TIMEOUT_MS / 1000, app.log, app.limits.maxMessageBytes))),
       Promise.all(
         channels.map(async (c): Promise<ChannelProbe> => {
           try {
@@ -51,14 +51,22 @@ export function formatConnections(c: Connections): string {
   if (c.mailboxes.length === 0 && c.channels.length === 0)
     lines.push('No [[mailbox]] and no [alerts] channel is configured: nothing to connect to.');
   for (const m of c.mailboxes) {
-    const head = `mailbox ${m.name} (${m.server}, security = "${m.security}")`;
+    const graph = m.kind === 'graph';
+    const head = graph
+      ? `mailbox ${m.name} (Microsoft Graph at ${m.server})`
+      : `mailbox ${m.name} (${m.server}, security = "${m.security}")`;
+    // With OAuth2: the token first (never the token itself), then the login.
+    const token =
+      m.token?.expires_in_seconds !== undefined
+        ? ` with a token from ${m.token.source}${m.token.expires_in_seconds === null ? '' : ` (good for ${m.token.expires_in_seconds} s)`}`
+        : '';
     // Not logged in: nothing more is known.
-    if (m.tls === undefined) {
-      lines.push(`${head}: FAILED: ${m.error}`);
+    if (graph ? m.folders.length === 0 : m.tls === undefined) {
+      lines.push(`${head}: FAILED: ${m.token?.error ? 'no access token: ' : ''}${m.error}`);
       continue;
     }
     const tls = m.tls ? `over ${m.tls.protocol} (${m.tls.cipher})` : 'without TLS';
-    lines.push(`${head}: logged in as ${m.user} ${tls}`);
+    lines.push(graph ? `${head}: opened ${m.user}${token}` : `${head}: logged in as ${m.user}${token} ${tls}`);
     for (const f of m.folders) {
       const what = f.exists
         ? `${f.messages} message${f.messages === 1 ? '' : 's'}${f.role === 'folder' ? `, ${f.unseen} unseen` : ''}`

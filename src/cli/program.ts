@@ -9,6 +9,7 @@ import { fetchCommand } from './fetch.js';
 import { healthcheckCommand } from './healthcheck.js';
 import { ingestCommand } from './ingest.js';
 import { notifyStatusCommand, notifyTestCommand } from './notify.js';
+import { pruneCommand } from './prune.js';
 import { reportCommand } from './report.js';
 import { runCommand } from './run.js';
 import { whoisCommand } from './whois.js';
@@ -22,6 +23,7 @@ export const COMMANDS: readonly Command[] = [
   digestCommand,
   notifyTestCommand,
   notifyStatusCommand,
+  pruneCommand,
   runCommand,
   configCheckCommand,
   healthcheckCommand,

@@ -68,13 +68,17 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
 /**
  * Every ca_file can be read and holds PEM certificates, not all of them expired: TLS would
  * otherwise fail at the first connection, with a message about the server rather than the file.
+ * The same for a mailbox's certificate_file (an app's certificate credential), which the identity
+ * platform refuses once expired.
  */
 function checkCaFiles(tree: Tree): string[] {
   const files: [string, unknown][] = [];
   const boxes = Array.isArray(tree.mailbox) ? (tree.mailbox as unknown[]) : [];
   for (const [i, b] of boxes.entries()) {
-    const file = (b as Tree | null)?.ca_file;
-    if (file !== undefined) files.push([keyPath(['mailbox', i, 'ca_file'], tree), file]);
+    for (const key of ['ca_file', 'certificate_file']) {
+      const file = (b as Tree | null)?.[key];
+      if (file !== undefined) files.push([keyPath(['mailbox', i, key], tree), file]);
+    }
   }
   const email = ((tree.alerts as Tree | undefined)?.email as Tree | undefined)?.ca_file;
   if (email !== undefined) files.push(['alerts.email.ca_file', email]);
@@ -121,7 +125,10 @@ export function resolveDbPath(flag: string | undefined, loaded: LoadedConfig, _e
   return loaded.config.database.path;
 }
 
-/** Makes database.path, every `*_file` value and every entry of a `*_files` list absolute, relative to `base`. */
+/**
+ * Makes database.path, a mailbox's token_path (a file read anew for every token, so not a secret read
+ * here), every `*_file` value and every entry of a `*_files` list absolute, relative to `base`.
+ */
 function resolvePaths(node: unknown, base: string, key = ''): void {
   if (Array.isArray(node)) {
     for (const n of node) resolvePaths(n, base);
@@ -130,7 +137,7 @@ function resolvePaths(node: unknown, base: string, key = ''): void {
   if (!node || typeof node !== 'object') return;
   const obj = node as Tree;
   for (const [k, v] of Object.entries(obj)) {
-    const isPath = k.endsWith('_file') || (key === 'database' && k === 'path');
+    const isPath = k.endsWith('_file') || k === 'token_path' || (key === 'database' && k === 'path');
     // ":memory:" is SQLite's in-memory database, not a file name.
     if (isPath && typeof v === 'string' && v !== '' && v !== ':memory:') obj[k] = nodePath.resolve(base, v);
     else if (k.endsWith('_files') && Array.isArray(v))

@@ -49,14 +49,57 @@ const CLEAR = 'sends the token in clear over http://: use https://, or http:// o
 const security = z.enum(['tls', 'starttls', 'none']);
 const positive = z.number().int().positive();
 
+/** An https URL, or an http one to a loopback address (a stand-in, a local proxy): tokens never travel in clear. */
+const secureUrl = z.url().refine((u) => {
+  const url = new URL(u);
+  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopback(url.hostname));
+}, 'expected an https URL (http only to a loopback address)');
+
+export const MAILBOX_KINDS = ['imap', 'graph'] as const;
+export const AUTH_MODES = ['password', 'microsoft', 'google', 'command', 'file'] as const;
+export type AuthMode = (typeof AUTH_MODES)[number];
+
+/** The keys each way of logging in uses; any other of them set is an error (a forgotten leftover). */
+const AUTH_KEYS: Record<AuthMode, string[]> = {
+  password: ['password'],
+  microsoft: ['tenant_id', 'client_id', 'client_secret', 'certificate_file', 'private_key', 'token_url', 'scope'],
+  google: ['service_account_key', 'token_url', 'scope'],
+  command: ['token_command'],
+  file: ['token_path'],
+};
+const ALL_AUTH_KEYS = [...new Set(Object.values(AUTH_KEYS).flat())];
+
 const mailbox = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, ".", "_" and "-" only'),
-    host: z.string().min(1),
+    // "imap" (any IMAP server) or "graph" (Microsoft 365 through Microsoft Graph, sources/graph.ts).
+    kind: z.enum(MAILBOX_KINDS).default('imap'),
+    host: z.string().min(1).optional(),
     port: z.number().int().min(1).max(65535).optional(),
     security: security.default('tls'),
+    // The login (IMAP), or the mailbox read (Graph: its user principal name or id; Google: the user impersonated).
     user: z.string().min(1),
-    password: z.string().min(1),
+    // How the mailbox is logged in to; unset: "password" for IMAP, "microsoft" for Graph (see authOf).
+    auth: z.enum(AUTH_MODES).optional(),
+    password: z.string().min(1).optional(),
+    // auth = "microsoft": the client-credentials grant of the Microsoft identity platform (src/auth/).
+    tenant_id: z
+      .string()
+      .regex(/^[A-Za-z0-9.-]+$/, 'the directory (tenant) id, a GUID or a domain such as "contoso.onmicrosoft.com"')
+      .optional(),
+    client_id: z.string().min(1).optional(),
+    client_secret: z.string().min(1).optional(),
+    certificate_file: z.string().min(1).optional(),
+    private_key: z.string().min(1).optional(),
+    // auth = "google": the JSON key of a service account with domain-wide delegation.
+    service_account_key: z.string().min(1).optional(),
+    token_url: secureUrl.optional(),
+    scope: z.string().min(1).optional(),
+    // auth = "command": a program (no shell) that prints a token; auth = "file": a file that holds one.
+    token_command: z.array(z.string().min(1)).min(1).optional(),
+    token_path: z.string().min(1).optional(),
+    // kind = "graph": the Microsoft Graph endpoint (national clouds have their own).
+    graph_url: secureUrl.optional(),
     folder: z.string().min(1).default('INBOX'),
     processed_folder: z.string().min(1).default('Processed'),
     invalid_folder: z.string().min(1).default('Invalid'),
@@ -65,28 +108,64 @@ const mailbox = z
     // A connection, greeting or command with no answer for this long: the server is taken as hung.
     timeout_seconds: positive.default(60),
   })
-  .superRefine((b, ctx) => {
-    if (b.security === 'none' && !isLoopback(b.host)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['security'],
-        message: `"none" sends the password in clear: allowed only for 127.0.0.1, ::1 or localhost, not ${b.host}`,
-      });
+  .superRefine((box, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+    const auth = authOf(box);
+    const has = (k: string) => (box as Record<string, unknown>)[k] !== undefined;
+    if (box.kind === 'imap') {
+      if (!has('host')) issue('host', 'required for kind = "imap"');
+      if (has('graph_url')) issue('graph_url', 'used only with kind = "graph"');
+      if (box.security === 'none' && box.host !== undefined && !isLoopback(box.host)) {
+        issue('security', `"none" sends the password in clear: allowed only for 127.0.0.1, ::1 or localhost, not ${box.host}`);
+      }
+      const clash = portClash('IMAP', box.security, box.port, { tls: [993], plain: [143] });
+      if (clash) issue('port', clash);
+    } else {
+      for (const k of ['host', 'port', 'ca_file'])
+        if (has(k)) issue(k, 'used only with kind = "imap"; a graph mailbox is reached at graph_url');
+      if (auth === 'password' || auth === 'google')
+        issue('auth', `kind = "graph" logs in with auth = "microsoft", "command" or "file", not "${auth}"`);
     }
-    const clash = portClash('IMAP', b.security, b.port, { tls: [993], plain: [143] });
-    if (clash) ctx.addIssue({ code: 'custom', path: ['port'], message: clash });
-    if (!b.mark_seen_only) {
+    for (const k of ALL_AUTH_KEYS) {
+      if (has(k) && !AUTH_KEYS[auth].includes(k))
+        issue(k, `used only with auth = "${AUTH_MODES.find((m) => AUTH_KEYS[m].includes(k))}" (this mailbox has auth = "${auth}")`);
+    }
+    if (!box.mark_seen_only) {
       for (const key of ['processed_folder', 'invalid_folder'] as const) {
-        if (b[key] === b.folder) {
-          ctx.addIssue({
-            code: 'custom',
-            path: [key],
-            message: `is the folder read (${b.folder}): messages would be read again and again`,
-          });
-        }
+        if (box[key] === box.folder) issue(key, `is the folder read (${box.folder}): messages would be read again and again`);
       }
     }
+    switch (auth) {
+      case 'password':
+        if (!has('password')) issue('password', 'required (or password_file), unless auth names another way to log in');
+        break;
+      case 'microsoft':
+        if (!has('tenant_id')) issue('tenant_id', 'required with auth = "microsoft"');
+        if (!has('client_id')) issue('client_id', 'required with auth = "microsoft"');
+        if (has('client_secret') === has('certificate_file'))
+          issue('client_secret', 'set client_secret (or client_secret_file), or certificate_file with private_key_file, not both');
+        if (has('certificate_file') !== has('private_key'))
+          issue('private_key', 'certificate_file and private_key (or private_key_file) go together');
+        break;
+      case 'google':
+        if (!has('service_account_key'))
+          issue('service_account_key', 'required with auth = "google" (service_account_key_file: the JSON key)');
+        break;
+      case 'command':
+        if (!has('token_command')) issue('token_command', 'required with auth = "command"');
+        break;
+      case 'file':
+        if (!has('token_path')) issue('token_path', 'required with auth = "file"');
+        break;
+    }
   });
+
+export type MailboxConfig = z.infer<typeof mailbox>;
+
+/** How a mailbox logs in: as configured, else "password" for IMAP and "microsoft" for Graph. */
+export function authOf(box: { kind: (typeof MAILBOX_KINDS)[number]; auth?: AuthMode | undefined }): AuthMode {
+  return box.auth ?? (box.kind === 'graph' ? 'microsoft' : 'password');
+}
 
 const email = z
   .strictObject({
@@ -207,6 +286,16 @@ export const configSchema = z.strictObject({
       idle: z.boolean().default(false),
       // A pass over the mailboxes (a poll of `run`, or `fetch`) stops at this deadline; 0 = none.
       poll_timeout_seconds: z.number().int().min(0).default(600),
+      // When `ruawatch run` applies [retention] (store/prune.ts).
+      prune: cron.default('30 3 * * *'),
+    })
+    .prefault({}),
+  // How long per-record rows are kept; reports' metadata, their hashes and the daily rollups stay.
+  // 0 keeps them for ever. docs/configuration.md "Retention" explains the defaults.
+  retention: z
+    .strictObject({
+      records_days: z.number().int().min(0).default(400),
+      failure_reports_days: z.number().int().min(0).default(30),
     })
     .prefault({}),
   web: z
@@ -215,6 +304,9 @@ export const configSchema = z.strictObject({
       user: z.string().min(1).optional(),
       password: z.string().min(1).optional(),
       token: z.string().min(1).optional(),
+      // Without credentials, requests must name the server by an address or localhost in Host;
+      // other names (a reverse proxy's) only when listed here. Guards against DNS rebinding.
+      allowed_hosts: z.array(z.string().regex(/^[A-Za-z0-9.-]+$/, 'a host name, without port or scheme')).default([]),
     })
     .refine((w) => (w.user === undefined) === (w.password === undefined), { message: 'set user and password together' })
     .prefault({}),

@@ -1,5 +1,5 @@
 import dns from 'node:dns';
-import { analyse, CLOSES_SILENTLY, DAY, type AnalysisSettings, type Finding } from '../analyse/index.js';
+import { CLOSES_SILENTLY, DAY, lastDays, sortFindings, type AnalysisSettings, type Finding } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -10,7 +10,7 @@ import { deliverOne } from '../notify/deliver.js';
 import { renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
 import { AlertStore } from '../store/alerts.js';
-import { loadAnalysisInput } from '../store/analysis.js';
+import { evaluateRules } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
 
@@ -131,19 +131,22 @@ export interface AlertRun {
 }
 
 /**
- * One evaluation: load the windows' rows, run the rules (twice when names are wanted: once to learn
- * which IPs matter, once with their names), update the alert state and deliver what it queued,
- * plus anything an earlier run could not deliver. With dryRun the alert state and the notification
- * queue are left alone, and so is the reverse DNS cache: a dry run writes nothing.
+ * One evaluation: run the rules over the daily rollups one policy domain at a time (the domains
+ * with findings a second time, with the names of the IPs they mention), update the alert state and
+ * deliver what it queued, plus anything an earlier run could not deliver. With dryRun the alert
+ * state and the notification queue are left alone, and so is the reverse DNS cache: a dry run
+ * writes nothing.
  */
 export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
   const settings = settingsOf(config);
   const store = new AlertStore(db);
-  const input = loadAnalysisInput(db, opts.now, settings);
-  let findings = analyse(input, opts.now, settings);
+  let findings = evaluateRules(db, opts.now, settings);
   if (opts.lookup && findings.length) {
     const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
-    if (names.size) findings = analyse({ ...input, names }, opts.now, settings);
+    if (names.size) {
+      const domains = new Set(findings.map((f) => f.domain));
+      findings = sortFindings(evaluateRules(db, opts.now, settings, { names, domains }));
+    }
   }
   const run: AlertRun = { findings, opened: [], reminded: [], resolved: [], deliveries: { sent: 0, failed: [], pending: 0 } };
   if (opts.dryRun) return run;
@@ -244,10 +247,10 @@ async function oneAtATime(channel: Channel, task: () => Promise<void>): Promise<
   return mine;
 }
 
-/** The digest's period as of `now`: the last whole day, or the last seven whole days. */
+/** The digest's period as of `now`: the last whole UTC day, or the last seven (lastDays). */
 export function digestPeriod(period: 'daily' | 'weekly', now: number): { from: number; to: number } {
-  const to = Math.floor(now / DAY) * DAY;
-  return { from: to - (period === 'daily' ? 1 : 7) * DAY, to };
+  const w = lastDays(now, period === 'daily' ? 1 : 7);
+  return { from: w.from * DAY, to: w.to * DAY };
 }
 
 export function buildDigest(db: Db, period: 'daily' | 'weekly', now: number): DigestData {

@@ -33,7 +33,11 @@ export interface WaitingMessage {
    * is an `order`: every message up to it has been acknowledged.
    */
   order: number;
-  /** Size in bytes as the server states it: a message larger than max_message_bytes is not downloaded. */
+  /**
+   * Size in bytes as the server states it: a message larger than max_message_bytes is not downloaded.
+   * An adapter whose stated sizes are estimates (Graph) stops a download at max_message_bytes, leaves
+   * the message out of the answer and raises this to what it found: the message then counts as too large.
+   */
   size: number;
 }
 

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import { ImapFlow, type MailboxLockObject } from 'imapflow';
 import { pino, type Logger } from 'pino';
-import type { Config } from '../config/schema.js';
+import type { Token, TokenProvider } from '../auth/tokens.js';
+import { authOf, isLoopback, type MailboxConfig } from '../config/schema.js';
 import { RuawatchError, errorMessage, messageWithHint } from '../errors.js';
 import {
   MailboxError,
@@ -12,12 +13,13 @@ import {
   type Watcher,
 } from '../pipeline/mailbox.js';
 
-export type MailboxConfig = Config['mailbox'][number];
+export type { MailboxConfig };
 
 /**
  * A mailbox on an IMAP server (imapflow): connect, list new messages, download, move or flag, and
  * watch with IDLE. What is read when, and when a message may be acknowledged, is decided by
- * pipeline/mailbox.ts.
+ * pipeline/mailbox.ts. It logs in with a password, or (with `tokens`) with an OAuth2 access token
+ * (SASL XOAUTH2 or OAUTHBEARER, RFC 7628, whichever the server offers; imapflow prefers OAUTHBEARER).
  */
 export class ImapMailbox implements Mailbox {
   readonly name: string;
@@ -26,6 +28,7 @@ export class ImapMailbox implements Mailbox {
   constructor(
     private readonly box: MailboxConfig,
     private readonly log: Logger,
+    private readonly tokens: TokenProvider | null = null,
   ) {
     this.name = box.name;
     this.folder = box.folder;
@@ -34,17 +37,7 @@ export class ImapMailbox implements Mailbox {
   async open(signal?: AbortSignal): Promise<MailboxSession> {
     const box = this.box;
     checkSecurity(box);
-    const client = connect(box, this.log);
-    const abort = () => client.close();
-    signal?.addEventListener('abort', abort);
-    try {
-      await client.connect();
-    } catch (err) {
-      client.close();
-      throw describe(box, err, true);
-    } finally {
-      signal?.removeEventListener('abort', abort);
-    }
+    const client = await login(box, this.log, this.tokens, false, signal);
     try {
       if (!box.mark_seen_only) {
         for (const folder of [box.processed_folder, box.invalid_folder]) await client.mailboxCreate(folderPath(folder));
@@ -63,7 +56,7 @@ export class ImapMailbox implements Mailbox {
   }
 
   watch(onNew: () => void): Watcher {
-    return watchMailbox(this.box, this.log, onNew);
+    return watchMailbox(this.box, this.log, onNew, this.tokens);
   }
 }
 
@@ -169,14 +162,64 @@ function portOf(box: MailboxConfig): number {
   return box.port ?? (box.security === 'tls' ? 993 : 143);
 }
 
-function connect(box: MailboxConfig, log: Logger, idle = false): ImapFlow {
+/**
+ * Connects and logs in: with the password, or with an access token. A token the server refuses
+ * (AUTHENTICATIONFAILED) is dropped; one that came from the cache is replaced by a new one at once
+ * and the login tried again, since it may have been revoked or expired early. A new token refused
+ * too is an error: the app lacks a permission, which asking again does not cure.
+ */
+async function login(
+  box: MailboxConfig,
+  log: Logger,
+  tokens: TokenProvider | null,
+  idle: boolean,
+  signal?: AbortSignal,
+): Promise<ImapFlow> {
+  for (let attempt = 0; ; attempt++) {
+    let token: Token | null = null;
+    if (tokens) {
+      try {
+        token = await tokens.token(signal);
+      } catch (err) {
+        throw prefixed(box, err);
+      }
+    }
+    const client = connect(box, log, idle, token);
+    const abort = () => client.close();
+    signal?.addEventListener('abort', abort);
+    try {
+      await client.connect();
+      return client;
+    } catch (err) {
+      client.close();
+      if (token && (err as ImapErrorShape).authenticationFailed) {
+        tokens!.refused(token);
+        if (!token.fresh && attempt === 0 && !signal?.aborted) {
+          log.info({ mailbox: box.name }, 'access token refused; logging in again with a new one');
+          continue;
+        }
+      }
+      throw describe(box, err, true, tokens);
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+  }
+}
+
+/** An error of getting a token, named after its mailbox. */
+function prefixed(box: MailboxConfig, err: unknown): unknown {
+  if (!(err instanceof RuawatchError)) return err;
+  return new RuawatchError(err.code, `mailbox ${box.name} (${box.host}): ${err.message}`, { cause: err, retryable: err.retryable });
+}
+
+function connect(box: MailboxConfig, log: Logger, idle = false, token: Token | null = null): ImapFlow {
   const timeout = box.timeout_seconds * 1000;
   const client = new ImapFlow({
-    host: box.host,
+    host: box.host!,
     port: portOf(box),
     secure: box.security === 'tls',
     doSTARTTLS: box.security === 'starttls' ? true : box.security === 'none' ? false : undefined,
-    auth: { user: box.user, pass: box.password },
+    auth: token ? { user: box.user, accessToken: token.value } : { user: box.user, pass: box.password },
     tls: box.ca_file ? { ca: readCa(box) } : {},
     logger: false,
     disableAutoIdle: !idle,
@@ -203,8 +246,7 @@ function readCa(box: MailboxConfig): Buffer {
 }
 
 function checkSecurity(box: MailboxConfig): void {
-  const loopback = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i.test(box.host);
-  if (box.security === 'none' && !loopback) {
+  if (box.security === 'none' && !isLoopback(box.host!)) {
     throw new RuawatchError(
       'E_CONFIG',
       `mailbox ${box.name}: security = "none" sends the password in clear; it is allowed only for a loopback host, not ${box.host}`,
@@ -228,7 +270,7 @@ interface ImapErrorShape {
  * (wrong credentials, an untrusted certificate, TLS against a plain port, a missing folder), and
  * with a hint for a connection that never succeeded.
  */
-function describe(box: MailboxConfig, err: unknown, connecting: boolean): RuawatchError {
+function describe(box: MailboxConfig, err: unknown, connecting: boolean, tokens: TokenProvider | null = null): RuawatchError {
   if (err instanceof RuawatchError) return err;
   const e = err as ImapErrorShape;
   const code = e.code ?? '';
@@ -236,7 +278,11 @@ function describe(box: MailboxConfig, err: unknown, connecting: boolean): Ruawat
   let what: string;
   let retryable = true;
   let hint: string | null = null;
-  if (e.authenticationFailed) {
+  if (e.authenticationFailed && tokens) {
+    what = `authentication failed for ${box.user} with a new access token from ${tokens.source}${e.responseText ? ` (${e.responseText})` : ''}`;
+    retryable = false;
+    hint = oauthHint(box);
+  } else if (e.authenticationFailed) {
     what = `authentication failed for ${box.user}${e.responseText ? ` (${e.responseText})` : ''}`;
     retryable = false;
   } else if (TLS_NOT_SPOKEN.test(code) || /wrong version number/.test(errorMessage(err))) {
@@ -255,6 +301,18 @@ function describe(box: MailboxConfig, err: unknown, connecting: boolean): Ruawat
     if (connecting) hint = connectHint(box, code);
   }
   return new MailboxError('E_IMAP', `mailbox ${box.name} (${box.host}): ${what}`, { cause: err, retryable, hint });
+}
+
+/** What to check when the server refused a token the identity provider had just issued. */
+function oauthHint(box: MailboxConfig): string {
+  switch (authOf(box)) {
+    case 'microsoft':
+      return 'the token was issued but Exchange Online refused it: the app needs the Office 365 Exchange Online application permission IMAP.AccessAsApp (admin consent), its service principal registered in Exchange (New-ServicePrincipal) with FullAccess on this mailbox (Add-MailboxPermission), and IMAP enabled for the mailbox (docs/mailboxes.md)';
+    case 'google':
+      return 'the token was issued but Gmail refused it: is IMAP enabled for the user, and user the address of the mailbox impersonated? (docs/mailboxes.md)';
+    default:
+      return 'the server refused the token: is it issued for this server (scope, audience) and for this user?';
+  }
 }
 
 /** What to check when the first connection to a server failed. */
@@ -285,7 +343,7 @@ function connectHint(box: MailboxConfig, code: string): string | null {
  * Reading stays with the poll; this only wakes it. A lost connection is re-opened with backoff
  * (5 s doubling to 5 minutes) until stop().
  */
-export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void): Watcher {
+export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void, tokens: TokenProvider | null = null): Watcher {
   checkSecurity(box);
   const wlog = log.child({ stage: 'idle', mailbox: box.name });
   let stopped = false;
@@ -294,7 +352,18 @@ export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void)
   let failures = 0;
   const open = async () => {
     if (stopped) return;
-    const c = connect(box, wlog, true);
+    let token: Token | null = null;
+    if (tokens) {
+      try {
+        token = await tokens.token();
+      } catch (err) {
+        wlog.warn({ err: errorMessage(err) }, 'cannot watch the mailbox: no access token; retrying');
+        schedule();
+        return;
+      }
+      if (stopped) return;
+    }
+    const c = connect(box, wlog, true, token);
     client = c;
     c.on('exists', (data: { count: number; prevCount: number }) => {
       if (data.count > data.prevCount) {
@@ -313,6 +382,8 @@ export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void)
       failures = 0;
       wlog.info('watching for new mail');
     } catch (err) {
+      // A refused token is renewed for the next attempt (a login here, not the poll, may meet it first).
+      if (token && (err as ImapErrorShape).authenticationFailed) tokens!.refused(token);
       wlog.warn({ err: errorMessage(err) }, 'cannot watch the mailbox; retrying');
       if (client === c) {
         client = null;
@@ -341,6 +412,13 @@ export function watchMailbox(box: MailboxConfig, log: Logger, onNew: () => void)
 
 export interface MailboxProbe {
   name: string;
+  /** "imap", or "graph" (sources/probe.ts fills the probe of a Graph mailbox). */
+  kind?: MailboxConfig['kind'];
+  /**
+   * With OAuth2: where the token came from and how long it is good for (never the token itself),
+   * or why none could be had.
+   */
+  token?: { source: string; expires_in_seconds?: number | null; error?: string };
   /** host:port */
   server: string;
   security: MailboxConfig['security'];
@@ -365,7 +443,7 @@ export interface MailboxProbe {
  * and how many messages it holds. `ruawatch config check --connect`; a server that does not
  * answer is given `timeoutSeconds` at most, whatever timeout_seconds says.
  */
-export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number): Promise<MailboxProbe> {
+export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number, tokens: TokenProvider | null = null): Promise<MailboxProbe> {
   const probe: MailboxProbe = {
     name: box.name,
     server: `${box.host}:${portOf(box)}`,
@@ -377,12 +455,8 @@ export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number): 
   let client: ImapFlow | null = null;
   try {
     checkSecurity(box);
-    client = connect({ ...box, timeout_seconds: Math.min(box.timeout_seconds, timeoutSeconds) }, silentLog);
-    try {
-      await client.connect();
-    } catch (err) {
-      throw describe(box, err, true);
-    }
+    // With a password, or a token (renewed once if the server refuses a cached one).
+    client = await login({ ...box, timeout_seconds: Math.min(box.timeout_seconds, timeoutSeconds) }, silentLog, tokens, false);
     probe.tls = client.tls ? { protocol: client.tls.version, cipher: client.tls.name } : null;
     const roles = box.mark_seen_only ? (['folder'] as const) : (['folder', 'processed_folder', 'invalid_folder'] as const);
     for (const role of roles) {

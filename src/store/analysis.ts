@@ -1,89 +1,124 @@
+import { analyse, sortFindings, windowsAt } from '../analyse/index.js';
 import { DAY } from '../analyse/rollups.js';
-import type { AnalysisInput, AnalysisSettings, PolicyRow, RecordRow, ReportRow, TlsRow } from '../analyse/types.js';
+import type { AnalysisInput, AnalysisSettings, CoverageDay, DkimDay, Finding, PolicyDay, TlsDay, TlsFailureDay } from '../analyse/types.js';
 import type { Db } from './db.js';
 
-/** Everything the drift rules need for an evaluation at `now`: reports overlapping both windows. */
-export function loadAnalysisInput(db: Db, now: number, s: AnalysisSettings): AnalysisInput {
-  const from = (Math.floor(now / DAY) - s.recentDays - s.baselineDays) * DAY;
-  const range = { from, now };
+/**
+ * What the drift rules read: the daily rollups (migrations/0004) of the days the windows cover,
+ * one policy domain at a time. Every rule judges one domain, so an evaluation holds the rows of a
+ * single domain at once, and costs (domains x sources x days), whatever the number of records.
+ *
+ * Per-source rows (sources, DKIM) are summed by SQLite over each window the rules compare them on:
+ * the baseline's days come as one row dated with the baseline's first day, the recent days as one
+ * row dated with the recent window's first day (the rules only ask which window a row's day falls
+ * in). That is 2 rows per source instead of 35, which a domain with hundreds of sources needs.
+ * TLS, policy and coverage rows, one per domain and day or so, come by day.
+ */
+export class AnalysisReader {
+  readonly from: number;
+  readonly to: number;
+  private readonly recent: number;
+  private readonly q: ReturnType<typeof statements>;
 
-  // The same JSON strings come back again and again (one sender, one selector, no reasons): parse
-  // each distinct one once. Rows share the parsed arrays, which nothing mutates.
-  const reasonsOf = memo((json) => (JSON.parse(json) as { type: string | null }[]).map((r) => r.type ?? ''));
-  const dkimOf = memo((json) =>
-    (JSON.parse(json) as { domain: string | null; selector: string | null; result: string | null }[]).map((d) => ({
-      domain: d.domain?.toLowerCase() ?? null,
-      selector: d.selector?.toLowerCase() ?? null,
-      result: d.result ?? 'none',
-    })),
-  );
-  const records: RecordRow[] = [];
-  const query = db
-    .prepare(
-      `SELECT r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, d.source_ip AS sourceIp,
-              lower(d.header_from) AS headerFrom, d.count, d.disposition, d.dkim_aligned AS dkimAligned, d.spf_aligned AS spfAligned,
-              d.reasons, d.dkim_results AS dkim
-         FROM dmarc_records d JOIN reports r ON r.id = d.report_id
-        WHERE r.kind = 'dmarc' AND r.end_ts > @from AND r.begin_ts < @now`,
-    )
-    .iterate(range) as Iterable<Omit<RecordRow, 'reasons' | 'dkim'> & { reasons: string; dkim: string }>;
-  for (const row of query) records.push({ ...row, reasons: reasonsOf(row.reasons), dkim: dkimOf(row.dkim) });
-
-  const tlsById = new Map<number, TlsRow>();
-  const tlsQuery = db.prepare(
-    `SELECT p.id, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, p.policy_type AS policyType,
-            p.mx_hosts AS mxHosts, p.successful, p.failed
-       FROM tls_policies p JOIN reports r ON r.id = p.report_id
-      WHERE r.kind = 'tlsrpt' AND r.end_ts > @from AND r.begin_ts < @now`,
-  );
-  for (const row of tlsQuery.iterate(range) as Iterable<Record<string, unknown>>) {
-    tlsById.set(row.id as number, {
-      domain: row.domain as string,
-      reporter: row.reporter as string,
-      begin: row.begin as number,
-      end: row.end as number,
-      policyType: row.policyType as string,
-      mxHosts: JSON.parse(row.mxHosts as string) as string[],
-      successful: row.successful as number,
-      failed: row.failed as number,
-      failures: [],
-    });
-  }
-  const failureQuery = db.prepare(
-    `SELECT f.policy_id AS id, f.result_type AS resultType, f.receiving_mx_hostname AS mx, f.failed_sessions AS sessions
-       FROM tls_failures f JOIN tls_policies p ON p.id = f.policy_id JOIN reports r ON r.id = p.report_id
-      WHERE r.kind = 'tlsrpt' AND r.end_ts > @from AND r.begin_ts < @now`,
-  );
-  for (const row of failureQuery.iterate(range) as Iterable<{ id: number; resultType: string; mx: string | null; sessions: number }>) {
-    tlsById.get(row.id)?.failures.push({ resultType: row.resultType, mx: row.mx, sessions: row.sessions });
+  constructor(
+    private readonly db: Db,
+    now: number,
+    settings: AnalysisSettings,
+  ) {
+    const w = windowsAt(now, settings);
+    this.from = Math.min(w.baseline.from, w.recent.from, w.latest.from);
+    this.to = Math.floor(now / DAY);
+    this.recent = w.recent.from;
+    this.q = statements(db);
   }
 
-  const reports = db
-    .prepare(
-      `SELECT kind, policy_domain AS domain, reporter, begin_ts AS begin, end_ts AS end FROM reports
-        WHERE kind IN ('dmarc', 'tlsrpt') AND end_ts > @from AND begin_ts < @now`,
-    )
-    .all(range) as ReportRow[];
+  /** The policy domains with any report over the windows, in order. */
+  domains(): string[] {
+    return (this.q.domains.all(this.from, this.to) as { domain: string }[]).map((r) => r.domain);
+  }
 
-  const policies = db
-    .prepare(
-      `SELECT r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, p.p, p.sp, p.np, p.pct, p.adkim, p.aspf
-         FROM dmarc_policies p JOIN reports r ON r.id = p.report_id
-        WHERE r.kind = 'dmarc' AND r.end_ts > @from AND r.begin_ts < @now`,
-    )
-    .all(range) as PolicyRow[];
-
-  return { records, tls: [...tlsById.values()], reports, policies };
+  /** The rollups of some policy domains over the windows. */
+  load(domains: string[]): AnalysisInput {
+    const p = { domains: JSON.stringify(domains), from: this.from, to: this.to, recent: this.recent };
+    return {
+      sources: (this.q.sources.all(p) as SourceRow[]).map((r) => ({
+        domain: r[0],
+        day: r[1],
+        sourceIp: r[2],
+        headerFrom: r[3],
+        messages: r[4],
+        dmarcPass: r[5],
+        dkimAlignedPass: r[6],
+        spfAlignedPass: r[7],
+        forwarded: r[8],
+        quarantine: r[9],
+        reject: r[10],
+        none: r[4] - r[9] - r[10],
+      })),
+      dkim: this.q.dkim.all(p) as DkimDay[],
+      tls: this.q.tls.all(p) as TlsDay[],
+      tlsFailures: this.q.tlsFailures.all(p) as TlsFailureDay[],
+      coverage: this.q.coverage.all(p) as CoverageDay[],
+      policies: this.q.policies.all(p) as PolicyDay[],
+    };
+  }
 }
 
-function memo<T>(parse: (json: string) => T): (json: string) => T {
-  const cache = new Map<string, T>();
-  return (json) => {
-    let v = cache.get(json);
-    if (v === undefined) {
-      v = parse(json);
-      if (cache.size < 100_000) cache.set(json, v);
-    }
-    return v;
+type SourceRow = [string, number, string, string, number, number, number, number, number, number, number];
+
+function statements(db: Db) {
+  // For each domain of the list, its rows of the days in range: the primary keys' order.
+  const range = 'domain IN (SELECT value FROM json_each(@domains)) AND day >= @from AND day < @to';
+  const window = `CASE WHEN day >= @recent THEN @recent ELSE @from END`;
+  return {
+    domains: db.prepare(`SELECT DISTINCT domain FROM domain_daily WHERE day >= ? AND day < ? ORDER BY domain`),
+    sources: db
+      .prepare(
+        `SELECT domain, ${window} AS day, source_ip AS sourceIp, header_from AS headerFrom, SUM(messages) AS messages,
+              SUM(dmarc_pass) AS dmarcPass, SUM(dkim_aligned_pass) AS dkimAlignedPass, SUM(spf_aligned_pass) AS spfAlignedPass,
+              SUM(forwarded) AS forwarded, SUM(quarantine) AS quarantine, SUM(reject) AS reject
+         FROM dmarc_daily WHERE ${range} GROUP BY domain, 2, source_ip, header_from`,
+      )
+      .raw(true),
+    dkim: db.prepare(
+      `SELECT domain, ${window} AS day, source_ip AS sourceIp, signing_domain AS signingDomain, selector, result, SUM(messages) AS messages
+         FROM dkim_daily WHERE ${range} GROUP BY domain, 2, source_ip, signing_domain, selector, result`,
+    ),
+    tls: db.prepare(`SELECT domain, day, mx, successful, failed FROM tls_daily WHERE ${range}`),
+    tlsFailures: db.prepare(`SELECT domain, day, mx, result_type AS resultType, reporter, sessions FROM tls_failure_daily WHERE ${range}`),
+    coverage: db.prepare(
+      `SELECT kind, domain, reporter, day, reports, last_end AS lastEnd FROM report_daily WHERE ${range} AND kind IN ('dmarc', 'tlsrpt')`,
+    ),
+    policies: db.prepare(`SELECT domain, day, policy, weight, reports FROM policy_daily WHERE ${range}`),
   };
+}
+
+const ROWS_PER_GROUP = 5_000;
+
+/**
+ * Every finding as of `now`, evaluated a group of policy domains at a time (or only the domains
+ * given), in the order analyse() gives.
+ */
+export function evaluateRules(
+  db: Db,
+  now: number,
+  settings: AnalysisSettings,
+  opts: { names?: Map<string, string>; domains?: Iterable<string> } = {},
+): Finding[] {
+  const reader = new AnalysisReader(db, now, settings);
+  const findings: Finding[] = [];
+  const domains = opts.domains ? [...opts.domains] : reader.domains();
+  // Domains go in groups, so the many small ones cost a few queries rather than a few each; the
+  // group shrinks when its rows grow, keeping memory to about ROWS_PER_GROUP rows.
+  let size = 1;
+  for (let i = 0; i < domains.length;) {
+    const group = domains.slice(i, i + size);
+    i += group.length;
+    const input = reader.load(group);
+    if (opts.names) input.names = opts.names;
+    for (const f of analyse(input, now, settings)) findings.push(f);
+    const rows = input.sources.length + input.dkim.length;
+    size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;
+  }
+  return sortFindings(findings);
 }

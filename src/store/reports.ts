@@ -3,6 +3,7 @@ import { RuawatchError } from '../errors.js';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
+import { DmarcRecordTally, policyText, RollupWriter } from './rollups.js';
 
 /**
  * Records of an aggregate report are held in memory (as ready-made rows) up to this many, and the
@@ -40,6 +41,7 @@ export class ReportStore {
   private readonly insertTlsFailure: Statement;
   private readonly insertFailureReport: Statement;
   private readonly insertIngestFailure: Statement;
+  private readonly rollups: RollupWriter;
 
   constructor(
     private readonly db: Db,
@@ -77,6 +79,7 @@ export class ReportStore {
        @authFailure, @deliveryResult, @dkimDomain, @dkimSelector, @spfDns, @identityAlignment, @authenticationResults)`);
     this.insertIngestFailure = db.prepare(`INSERT INTO ingest_failures
       (input, outcome, error_code, message, sha256, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`);
+    this.rollups = new RollupWriter(db);
   }
 
   exists(key: ReportKey): boolean {
@@ -132,10 +135,10 @@ export class ReportStore {
         return id;
       }
     } catch (err) {
-      this.endDmarc(0, null, false);
+      this.endDmarc(0, null, null);
       throw err;
     }
-    this.endDmarc(0, null, false);
+    this.endDmarc(0, null, null);
     return null;
   }
 
@@ -157,19 +160,34 @@ export class ReportStore {
     ];
   }
 
-  /** @internal used by DmarcWriter, inside the transaction */
-  writeRow(reportId: number, row: unknown[]): void {
-    this.insertRecord.run(reportId, ...row);
+  /** @internal used by DmarcWriter, inside the transaction: the new record's id */
+  writeRow(reportId: number, row: unknown[]): number {
+    return Number(this.insertRecord.run(reportId, ...row).lastInsertRowid);
   }
 
   /**
-   * @internal used by DmarcWriter: commits (setting the totals of a report opened without them)
-   * or rolls back, and releases the lock.
+   * @internal used by DmarcWriter: commits (setting the totals of a report opened without them,
+   * and adding the report to the daily rollups) when given the report's header, else rolls back;
+   * and releases the lock.
    */
-  endDmarc(reportId: number, totals: ReportTotals | null, commit: boolean): void {
+  endDmarc(
+    reportId: number,
+    totals: ReportTotals | null,
+    commit: DmarcHeader | null,
+    noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number },
+  ): void {
     try {
       if (commit) {
         if (totals) this.finishReport.run(totals.records, totals.messages, totals.sha256, totals.size, reportId);
+        const report = {
+          id: reportId,
+          domain: commit.policyDomain,
+          reporter: commit.reporter,
+          begin: commit.begin,
+          end: commit.end,
+          policy: policyText(commit.policy),
+        };
+        this.rollups.dmarc(report, noted);
         this.db.exec('COMMIT');
       } else if (this.db.inTransaction) {
         // SQLite may have rolled back by itself (SQLITE_FULL, an I/O error): then there is nothing
@@ -215,6 +233,19 @@ export class ReportStore {
           );
         }
       }
+      this.rollups.tls({
+        domain: r.policyDomain,
+        reporter: r.reporter,
+        begin: r.begin,
+        end: r.end,
+        policies: r.policies.map((p) => ({
+          policyDomain: p.policyDomain,
+          mxHosts: p.mxHosts,
+          successful: p.successful,
+          failed: p.failed,
+          failures: p.failures.map((f) => ({ resultType: f.resultType, mx: f.receivingMxHostname, sessions: f.failedSessions })),
+        })),
+      });
       return true;
     });
   }
@@ -229,6 +260,13 @@ export class ReportStore {
       );
       if (id === null) return false;
       this.insertFailureReport.run({ ...r, id });
+      this.rollups.failure({
+        domain: r.policyDomain,
+        begin: r.begin,
+        sourceIp: r.sourceIp,
+        dkimDomain: r.dkimDomain,
+        dkimSelector: r.dkimSelector,
+      });
       return true;
     });
   }
@@ -301,6 +339,11 @@ export class DmarcWriter {
   records = 0;
   messages = 0;
   private buffer: unknown[][] = [];
+  /** What the daily rollups need to know of the records, noted as they come. */
+  private readonly tally = new DmarcRecordTally();
+  /** Ids of the first and last records written. */
+  private firstId = 0;
+  private lastId = 0;
   /** Report id once the transaction is open; null before; 'duplicate' when another copy won. */
   private id: number | 'duplicate' | null = null;
   private open = true;
@@ -314,9 +357,10 @@ export class DmarcWriter {
     this.records++;
     this.messages += r.count;
     if (this.id === 'duplicate') return;
+    this.tally.add(r);
     const row = this.store.recordRow(r);
     if (this.id !== null) {
-      this.store.writeRow(this.id, row);
+      this.wrote(this.store.writeRow(this.id, row));
       return;
     }
     this.buffer.push(row);
@@ -332,14 +376,24 @@ export class DmarcWriter {
     if (!opened) this.begin(totals);
     this.open = false;
     if (this.id === 'duplicate') return false;
-    this.store.endDmarc(this.id as number, opened ? totals : null, true);
+    this.store.endDmarc(this.id as number, opened ? totals : null, this.header, {
+      tally: this.tally,
+      firstId: this.firstId,
+      lastId: this.lastId,
+      records: this.records,
+    });
     return true;
   }
 
   rollback(): void {
     if (!this.open) return;
     this.open = false;
-    if (typeof this.id === 'number') this.store.endDmarc(this.id, null, false);
+    if (typeof this.id === 'number') this.store.endDmarc(this.id, null, null);
+  }
+
+  private wrote(id: number): void {
+    if (this.firstId === 0) this.firstId = id;
+    this.lastId = id;
   }
 
   private begin(totals: ReportTotals | null = null): void {
@@ -351,7 +405,7 @@ export class DmarcWriter {
     }
     this.id = id;
     try {
-      for (const row of this.buffer) this.store.writeRow(id, row);
+      for (const row of this.buffer) this.wrote(this.store.writeRow(id, row));
     } catch (err) {
       this.rollback();
       throw err;

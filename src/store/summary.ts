@@ -1,10 +1,12 @@
+import { DAY } from '../analyse/rollups.js';
+import type { Statement } from 'better-sqlite3';
 import type { Db } from './db.js';
 
 export interface ReportFilter {
   domain?: string;
-  /** Epoch seconds, inclusive: reports whose range ends after this. */
+  /** Epoch seconds: the first UTC day counted is the one this falls in. */
   since?: number;
-  /** Epoch seconds, exclusive: reports whose range begins before this. */
+  /** Epoch seconds, exclusive: the days counted end before the day this falls in (or with it, at midnight). */
   until?: number;
 }
 
@@ -53,103 +55,141 @@ export interface ReportTotals {
 }
 
 /**
- * Totals for `ruawatch report`. A message passes DMARC when its policy_evaluated DKIM or SPF
- * result is "pass" (RFC 7489 section 6.6.2: either aligned identifier suffices).
+ * Totals for `ruawatch report`, the digest and /metrics, from the daily rollups: messages of the
+ * UTC days in the range (a report spanning several days is shared out over them pro rata, so
+ * counts can have fractions), reports counted on the day they end. A message passes DMARC when its
+ * policy_evaluated DKIM or SPF result is "pass" (RFC 7489 section 6.6.2: either aligned identifier
+ * suffices). `sources` limits the sources listed per domain (all by default).
  */
-export function reportTotals(db: Db, f: ReportFilter): ReportTotals {
-  const where = ['r.kind = @kind'];
-  if (f.domain) where.push('r.policy_domain = @domain');
-  if (f.since !== undefined) where.push('r.end_ts >= @since');
-  if (f.until !== undefined) where.push('r.begin_ts < @until');
-  const params = (kind: string) => ({ kind, domain: f.domain?.toLowerCase().replace(/\.$/, ''), since: f.since, until: f.until });
+export function reportTotals(db: Db, f: ReportFilter, opts: { sources?: number } = {}): ReportTotals {
+  const where = ['1'];
+  if (f.domain) where.push('domain = @domain');
+  if (f.since !== undefined) where.push('day >= @from');
+  if (f.until !== undefined) where.push('day < @to');
   const cond = where.join(' AND ');
+  const params = clean({
+    domain: f.domain?.toLowerCase().replace(/\.$/, ''),
+    from: f.since === undefined ? undefined : Math.floor(f.since / DAY),
+    to: f.until === undefined ? undefined : Math.ceil(f.until / DAY),
+  });
 
-  const sources = db
+  const domainRows = db
     .prepare(
-      `SELECT r.policy_domain AS domain, d.source_ip AS ip,
-         SUM(d.count) AS messages,
-         SUM(CASE WHEN d.dkim_aligned = 'pass' OR d.spf_aligned = 'pass' THEN d.count ELSE 0 END) AS dmarc_pass,
-         SUM(CASE WHEN d.dkim_aligned = 'pass' THEN d.count ELSE 0 END) AS dkim_aligned_pass,
-         SUM(CASE WHEN d.spf_aligned = 'pass' THEN d.count ELSE 0 END) AS spf_aligned_pass,
-         SUM(CASE WHEN d.disposition = 'quarantine' THEN d.count ELSE 0 END) AS quarantined,
-         SUM(CASE WHEN d.disposition = 'reject' THEN d.count ELSE 0 END) AS rejected,
-         COUNT(DISTINCT r.id) AS reports,
-         COUNT(DISTINCT r.reporter) AS reporters
-       FROM dmarc_records d JOIN reports r ON r.id = d.report_id
-       WHERE ${cond}
-       GROUP BY r.policy_domain, d.source_ip
-       HAVING SUM(d.count) > 0
-       ORDER BY r.policy_domain, messages DESC, d.source_ip`,
+      `SELECT domain, SUM(messages) AS messages, SUM(dmarc_pass) AS dmarc_pass, SUM(dkim_aligned_pass) AS dkim_aligned_pass,
+              SUM(spf_aligned_pass) AS spf_aligned_pass, SUM(dmarc_reports) AS reports,
+              SUM(tls_successful) AS tls_successful, SUM(tls_failed) AS tls_failed, SUM(tls_reports) AS tls_reports
+         FROM domain_daily WHERE ${cond} GROUP BY domain ORDER BY domain`,
     )
-    .all(clean(params('dmarc'))) as (Omit<SourceTotals, 'pass_rate'> & { domain: string })[];
-  const reportCounts = new Map(
-    (
-      db
-        .prepare(`SELECT r.policy_domain AS domain, COUNT(*) AS n FROM reports r WHERE ${cond} GROUP BY r.policy_domain`)
-        .all(clean(params('dmarc'))) as { domain: string; n: number }[]
-    ).map((r) => [r.domain, r.n]),
-  );
+    .all(params) as (Omit<DomainTotals, 'pass_rate' | 'sources'> & { tls_successful: number; tls_failed: number; tls_reports: number })[];
 
-  const domains = new Map<string, DomainTotals>();
-  for (const [domain, reports] of reportCounts) {
-    domains.set(domain, {
-      domain,
-      messages: 0,
-      dmarc_pass: 0,
-      dkim_aligned_pass: 0,
-      spf_aligned_pass: 0,
-      pass_rate: null,
-      reports,
-      sources: [],
+  const statements = new Map<number, Statement>();
+  const sources = (bits: number) => {
+    let st = statements.get(bits);
+    if (!st) {
+      st = db.prepare(
+        `SELECT source_ip AS ip, SUM(messages) AS messages, SUM(dmarc_pass) AS dmarc_pass, SUM(dkim_aligned_pass) AS dkim_aligned_pass,
+                SUM(spf_aligned_pass) AS spf_aligned_pass, SUM(quarantine) AS quarantined, SUM(reject) AS rejected,
+                SUM(reports) AS reports, ${reporterCountSql('reporters', bits)} AS reporters
+           FROM dmarc_daily WHERE domain = @one${f.since === undefined ? '' : ' AND day >= @from'}${f.until === undefined ? '' : ' AND day < @to'}
+          GROUP BY source_ip HAVING SUM(messages) > 0
+          ORDER BY messages DESC, source_ip ${opts.sources === undefined ? '' : `LIMIT ${Math.max(0, Math.floor(opts.sources))}`}`,
+      );
+      statements.set(bits, st);
+    }
+    return st;
+  };
+  const domains: DomainTotals[] = [];
+  for (const d of domainRows) {
+    if (d.reports === 0 && d.messages === 0) continue;
+    domains.push({
+      domain: d.domain,
+      messages: tidy(d.messages),
+      dmarc_pass: tidy(d.dmarc_pass),
+      dkim_aligned_pass: tidy(d.dkim_aligned_pass),
+      spf_aligned_pass: tidy(d.spf_aligned_pass),
+      pass_rate: rate(d.dmarc_pass, d.messages),
+      reports: d.reports,
+      sources: (
+        (opts.sources === 0
+          ? []
+          : sources(reporterBits(db, d.domain)).all(clean({ from: params.from, to: params.to, one: d.domain }))) as Omit<
+          SourceTotals,
+          'pass_rate'
+        >[]
+      ).map((s) => ({
+        ip: s.ip,
+        messages: tidy(s.messages),
+        dmarc_pass: tidy(s.dmarc_pass),
+        dkim_aligned_pass: tidy(s.dkim_aligned_pass),
+        spf_aligned_pass: tidy(s.spf_aligned_pass),
+        quarantined: tidy(s.quarantined),
+        rejected: tidy(s.rejected),
+        reports: s.reports,
+        reporters: s.reporters,
+        pass_rate: rate(s.dmarc_pass, s.messages),
+      })),
     });
   }
-  for (const { domain, ...s } of sources) {
-    const d = domains.get(domain)!;
-    d.messages += s.messages;
-    d.dmarc_pass += s.dmarc_pass;
-    d.dkim_aligned_pass += s.dkim_aligned_pass;
-    d.spf_aligned_pass += s.spf_aligned_pass;
-    d.sources.push({ ...s, pass_rate: rate(s.dmarc_pass, s.messages) });
-  }
-  for (const d of domains.values()) d.pass_rate = rate(d.dmarc_pass, d.messages);
 
-  const tlsRows = db
+  const failures = new Map<string, { result_type: string; count: number }[]>();
+  for (const x of db
     .prepare(
-      `SELECT COALESCE(p.policy_domain, NULLIF(r.policy_domain, ''), '(none)') AS policy_domain,
-         SUM(p.successful) AS successful, SUM(p.failed) AS failed, COUNT(DISTINCT r.id) AS reports
-       FROM tls_policies p JOIN reports r ON r.id = p.report_id
-       WHERE ${cond} GROUP BY 1 ORDER BY 1`,
+      // As the reports detail them: failed sessions without details ('unspecified' in the
+      // rollups) are only in `failed`.
+      `SELECT domain, result_type, SUM(sessions) AS count FROM tls_failure_daily WHERE ${cond} AND result_type <> 'unspecified'
+        GROUP BY domain, result_type ORDER BY domain, count DESC, result_type`,
     )
-    .all(clean(params('tlsrpt'))) as Omit<TlsTotals, 'failures'>[];
-  const tlsFailures = db
-    .prepare(
-      `SELECT COALESCE(p.policy_domain, NULLIF(r.policy_domain, ''), '(none)') AS policy_domain, f.result_type,
-         SUM(f.failed_sessions) AS count
-       FROM tls_failures f JOIN tls_policies p ON p.id = f.policy_id JOIN reports r ON r.id = p.report_id
-       WHERE ${cond} GROUP BY 1, 2 ORDER BY 1, count DESC, 2`,
-    )
-    .all(clean(params('tlsrpt'))) as { policy_domain: string; result_type: string; count: number }[];
-  const tlsrpt = tlsRows.map((t) => ({
-    ...t,
-    failures: tlsFailures.filter((x) => x.policy_domain === t.policy_domain).map(({ result_type, count }) => ({ result_type, count })),
-  }));
+    .all(params) as { domain: string; result_type: string; count: number }[]) {
+    const list = failures.get(x.domain) ?? [];
+    list.push({ result_type: x.result_type, count: tidy(x.count) });
+    failures.set(x.domain, list);
+  }
+  const tlsrpt: TlsTotals[] = domainRows
+    .filter((d) => d.tls_reports > 0 || d.tls_successful + d.tls_failed > 0)
+    .map((d) => ({
+      policy_domain: d.domain,
+      successful: tidy(d.tls_successful),
+      failed: tidy(d.tls_failed),
+      reports: d.tls_reports,
+      failures: failures.get(d.domain) ?? [],
+    }));
 
   const failure_reports = db
     .prepare(
-      `SELECT r.policy_domain AS domain, COUNT(*) AS count, COUNT(DISTINCT fr.source_ip) AS source_ips
-       FROM failure_reports fr JOIN reports r ON r.id = fr.report_id
-       WHERE ${cond} GROUP BY 1 ORDER BY 1`,
+      `SELECT domain, SUM(reports) AS count, COUNT(DISTINCT NULLIF(source_ip, '')) AS source_ips FROM failure_daily
+        WHERE ${cond} GROUP BY domain ORDER BY domain`,
     )
-    .all(clean(params('failure'))) as FailureReportTotals[];
+    .all(params) as FailureReportTotals[];
 
-  return { domains: [...domains.values()].sort((a, b) => a.domain.localeCompare(b.domain)), tlsrpt, failure_reports };
+  return { domains, tlsrpt, failure_reports };
 }
 
 function rate(pass: number, total: number): number | null {
   return total > 0 ? Math.round((pass / total) * 10000) / 10000 : null;
 }
 
+/** Sums of shares, without the noise of floating point (1/3 + 1/3 + 1/3 is 1). */
+export function tidy(n: number): number {
+  return Math.round(n * 1e6) / 1e6;
+}
+
 /** Drops unset filters: better-sqlite3 refuses undefined as a parameter value. */
 function clean(p: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * The SQL that counts the reporters in the union of dmarc_daily.reporters bit sets of a group,
+ * for a domain whose reporters use `bits` bits (domain_reporters): one MAX per bit, which SQLite
+ * computes as it aggregates (it has no bitwise-or aggregate).
+ */
+export function reporterCountSql(column: string, bits: number): string {
+  if (bits <= 0) return '0';
+  return `(${Array.from({ length: bits }, (_, b) => `MAX((${column}) >> ${b} & 1)`).join(' + ')})`;
+}
+
+/** Bits the reporters of a domain use in dmarc_daily.reporters. */
+export function reporterBits(db: Db, domain: string): number {
+  const top = db.prepare(`SELECT max(bit) FROM domain_reporters WHERE domain = ?`).pluck().get(domain) as number | null;
+  return top === null ? 0 : top + 1;
 }

@@ -1,4 +1,4 @@
-import { DAY } from '../analyse/index.js';
+import { DAY, lastDays } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import { AlertStore } from '../store/alerts.js';
 import type { Db } from '../store/db.js';
@@ -51,24 +51,25 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
   m.metric('ruawatch_last_successful_poll_timestamp_seconds', 'gauge', 'When the last poll succeeded.', [[{}, state.lastSuccessAt]]);
   m.metric('ruawatch_consecutive_failed_polls', 'gauge', 'Polls failed in a row.', [[{}, state.consecutiveFailures]]);
 
-  const since = (Math.floor(now / DAY) - config.analysis.recent_days) * DAY;
-  const totals = reportTotals(db, { since, until: now });
+  // The alerts' recent window: the last recent_days whole UTC days, today left out.
+  const w = lastDays(now, config.analysis.recent_days);
+  const totals = reportTotals(db, { since: w.from * DAY, until: w.to * DAY }, { sources: 0 });
   m.metric(
     'ruawatch_dmarc_messages',
     'gauge',
-    `Messages in aggregate reports over the last ${config.analysis.recent_days} days, by policy domain.`,
+    `Messages in aggregate reports over the last ${config.analysis.recent_days} whole UTC days (today left out, as alerts count them), by policy domain.`,
     totals.domains.map((d) => [{ domain: d.domain }, d.messages]),
   );
   m.metric(
     'ruawatch_dmarc_pass_rate',
     'gauge',
-    `Share of messages passing DMARC over the last ${config.analysis.recent_days} days, by policy domain (0-1).`,
+    `Share of messages passing DMARC over the last ${config.analysis.recent_days} whole UTC days, by policy domain (0-1).`,
     totals.domains.map((d) => [{ domain: d.domain }, d.pass_rate]),
   );
   m.metric(
     'ruawatch_tls_sessions',
     'gauge',
-    `TLS sessions reported over the last ${config.analysis.recent_days} days, by policy domain and result.`,
+    `TLS sessions reported over the last ${config.analysis.recent_days} whole UTC days, by policy domain and result.`,
     totals.tlsrpt.flatMap(
       (t) =>
         [

@@ -17,6 +17,7 @@ export const dashboardHtml = `<!doctype html>
   .trend-up { color: #2e7d32; } .trend-down { color: #d32f2f; } .trend-new { color: #6a1b9a; } .empty, #status { color: #666; } .error { color: #d32f2f; }
   #detail:not(:empty) { border: 1px solid #ccc; padding: .5rem 1rem 1rem; margin-top: 1rem; background: #fafafa; }
   .scroll { max-height: 420px; overflow: auto; }
+  .chart-title { font-size: 1rem; margin: .5rem 0; text-align: center; }
 </style>
 </head>
 <body>
@@ -24,7 +25,8 @@ export const dashboardHtml = `<!doctype html>
 <p id="status">Loading…</p>
 <div class="charts"><div id="pass-chart"></div><div id="tls-chart"></div></div>
 <h2>Open alerts</h2><div id="alerts-open"></div>
-<h2>Sources (last 7 days, trend against the 7 before)</h2><div id="sources" class="scroll"></div>
+<h2>Notifications</h2><div id="notifications"></div>
+<h2 id="sources-title">Sources</h2><div id="sources" class="scroll"></div>
 <h2>Recent reports</h2><div id="reports" class="scroll"></div><div id="detail"></div>
 <h2>Recently resolved alerts</h2><div id="alerts-recent"></div>
 <script src="assets/uPlot.iife.min.js"></script>

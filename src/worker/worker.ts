@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import { buildDigest, runAlerts, sendDigest } from '../pipeline/alerts.js';
 import type { Db } from '../store/db.js';
 import type { Watcher } from '../pipeline/mailbox.js';
+import { pruneInTurns } from '../store/prune.js';
 
 export interface WorkerState {
   startedAt: number;
@@ -76,9 +77,14 @@ export class Worker {
     if (this.config.alerts.digest !== 'off') {
       this.tasks.push(schedule(s.digest, () => this.digest(), { ...options, name: 'digest' }));
     }
+    this.tasks.push(schedule(s.prune, () => this.prune(), { ...options, name: 'prune' }));
     if (s.idle) {
       for (const box of this.app.mailboxes()) {
-        if (!box.watch) continue;
+        if (!box.watch) {
+          // Microsoft Graph pushes new mail only to a public HTTPS endpoint (sources/graph.ts): polled.
+          this.log.info({ mailbox: box.name }, 'this kind of mailbox has no IDLE; it is polled on the schedule');
+          continue;
+        }
         try {
           this.watchers.push(box.watch(() => void this.tick('idle')));
         } catch (err) {
@@ -209,6 +215,23 @@ export class Worker {
     } catch (err) {
       this.log.error({ err: errorMessage(err) }, 'digest failed');
     }
+  }
+
+  /**
+   * Applies [retention]. Never beside a poll, which may hold a report's transaction open across
+   * its awaits: it waits for one to end, and polls wait for it (as for each other).
+   */
+  async prune(): Promise<void> {
+    while (this.current) await this.current;
+    if (this.abort.signal.aborted) return;
+    const r = this.config.retention;
+    this.current = pruneInTurns(this.db, { recordsDays: r.records_days, failureReportsDays: r.failure_reports_days }, now())
+      .then((result) => this.log.info({ ...result }, 'retention applied'))
+      .catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'retention failed'))
+      .finally(() => {
+        this.current = null;
+      });
+    await this.current;
   }
 
   /**

@@ -6,10 +6,13 @@ import {
   dayShares,
   DAY,
   defaultSettings,
+  rollupInput,
   windowsAt,
   type AnalysisInput,
   type Finding,
+  type PolicyRow,
   type RecordRow,
+  type ReportRow,
   type TlsRow,
 } from '../../src/analyse/index.js';
 
@@ -71,8 +74,9 @@ function rows(...sources: Src[]): RecordRow[] {
   return out;
 }
 
-function input(records: RecordRow[], extra: Partial<AnalysisInput> = {}): AnalysisInput {
-  return { records, tls: [], reports: [], policies: [], ...extra };
+/** Raw rows rolled up in memory, as the database's rollups would hold them. */
+function input(records: RecordRow[], extra: { tls?: TlsRow[]; reports?: ReportRow[]; policies?: PolicyRow[] } = {}): AnalysisInput {
+  return rollupInput({ records, ...extra });
 }
 
 const keys = (fs: Finding[]) => fs.map((f) => f.key).sort();

@@ -19,6 +19,7 @@ describe('ruawatch --help', () => {
       'digest',
       'notify test',
       'notify status',
+      'prune',
       'run',
       'config check',
       'healthcheck',

@@ -226,7 +226,13 @@ describe('mailbox loop (pipeline/mailbox.ts) over a mailbox in memory', () => {
       db.exec(`CREATE TRIGGER locked BEFORE INSERT ON mailbox_messages BEGIN SELECT RAISE(ABORT, 'database is locked'); END`);
     };
     await assert.rejects(readMailbox(box, { ...opts, batchMessages: 3 }), (e: RuawatchError) => e.code === 'E_DB');
-    assert.deepEqual([box.processed, [...box.inbox.keys()]], [[1, 2, 3], [4, 5]]);
+    assert.deepEqual(
+      [box.processed, [...box.inbox.keys()]],
+      [
+        [1, 2, 3],
+        [4, 5],
+      ],
+    );
     assert.deepEqual(
       results.map((r) => r.input),
       ['fake:1', 'fake:2', 'fake:3'],

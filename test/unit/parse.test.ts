@@ -203,7 +203,9 @@ describe('TLS reports', () => {
               {
                 policy: { 'policy-type': 'sts', 'policy-domain': 'example.com', 'mx-host': mx },
                 summary: { 'total-successful-session-count': 1, 'total-failure-session-count': 1 },
-                'failure-details': [{ 'result-type': 'certificate-expired', 'receiving-mx-hostname': receiving, 'failed-session-count': 1 }],
+                'failure-details': [
+                  { 'result-type': 'certificate-expired', 'receiving-mx-hostname': receiving, 'failed-session-count': 1 },
+                ],
               },
             ],
           }),

@@ -8,13 +8,27 @@ import type uPlotType from 'uplot';
 
 declare const uPlot: typeof uPlotType;
 
+interface Span {
+  from: string;
+  to: string;
+  days: number;
+}
+
 interface Overview {
   generated_at: string;
   days: number;
+  /** The whole days the charts cover, and the alerts' recent days the sources table covers. */
+  period: Span;
+  recent: Span;
+  /** The first and last day with data in the database. */
+  data: { dmarc: { first: string; last: string } | null; tls: { first: string; last: string } | null };
+  domain: string | null;
+  domain_count: number;
   /** Lists are cut to these lengths; `truncated` says which were. */
   limits: { sources: number; reports: number };
   truncated: { sources: boolean; reports: boolean };
   domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] }[];
+  all_domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] } | null;
   tls: { domain: string; days: { day: string; successful: number; failed: number }[] }[];
   sources: {
     domain: string;
@@ -28,6 +42,7 @@ interface Overview {
     reporters: number;
   }[];
   alerts: { open: AlertRow[]; recent: AlertRow[] };
+  notifications: { channels: ChannelRow[]; parked: ParkedRow[] };
   reports: {
     id: number;
     kind: string;
@@ -39,6 +54,26 @@ interface Overview {
     record_count: number;
     message_count: number;
   }[];
+}
+
+/** store/alerts.ts ChannelStatus and ParkedNotification, as /api/overview sends them. */
+interface ChannelRow {
+  channel: string;
+  pending: number;
+  parked: number;
+  last_delivered_at: number | null;
+  failing_since: number | null;
+  held: boolean;
+  last_error: string | null;
+}
+
+interface ParkedRow {
+  channel: string;
+  event: string;
+  title: string;
+  parked_at: number;
+  reason: string;
+  attempts: number;
 }
 
 interface AlertRow {
@@ -53,8 +88,9 @@ interface AlertRow {
   resolved_at: number | null;
 }
 
-const state: { charts: Record<string, uPlotType>; overview: Overview | null; detail: unknown } = {
+const state: { charts: Record<string, uPlotType>; ticks: Record<string, number[]>; overview: Overview | null; detail: unknown } = {
   charts: {},
+  ticks: {},
   overview: null,
   detail: null,
 };
@@ -102,66 +138,109 @@ function table(head: string[], rows: (string | number | null | Node)[][], onRow?
   return t;
 }
 
+const DAY = 86_400;
+
+/** Every day from `from` to `to` (YYYY-MM-DD, inclusive): days without data are gaps, not skipped. */
+function daysOf(span: Span): string[] {
+  const out: string[] = [];
+  for (let t = epochDay(span.from); t <= epochDay(span.to); t += DAY) out.push(date(t));
+  return out;
+}
+
+/** Ticks on UTC midnights, every 1, 2, 7, 14... days, as many as fit. */
+function dayTicks(id: string) {
+  return {
+    splits: (u: uPlotType, _axis: number, min: number, max: number) => {
+      const room = Math.max(2, Math.floor(u.bbox.width / devicePixelRatio / 90));
+      const step = [1, 2, 7, 14, 28, 91, 182, 364].find((n) => (max - min) / (n * DAY) <= room) ?? 364;
+      const out: number[] = [];
+      for (let t = Math.ceil(min / DAY) * DAY; t <= max; t += DAY) if (Math.round(t / DAY) % step === 0) out.push(t);
+      state.ticks[id] = out;
+      return out;
+    },
+    values: (_u: uPlotType, splits: number[]) => splits.map((t) => date(t)),
+  };
+}
+
 function chart(
   id: string,
   title: string,
   days: string[],
   series: { label: string; values: (number | null)[]; colour: string }[],
   yLabel: string,
+  empty: string | null,
   range?: [number, number],
 ): void {
   const box = document.getElementById(id)!;
-  box.replaceChildren();
-  if (days.length === 0) {
-    box.append(el('p', 'No data in this period.', 'empty'));
+  box.replaceChildren(el('h3', title, 'chart-title'));
+  state.charts[id]?.destroy();
+  delete state.charts[id];
+  if (empty !== null) {
+    box.append(el('p', empty, 'empty'));
     return;
   }
   const width = Math.max(320, box.clientWidth || 800);
   const opts: uPlotType.Options = {
-    title,
     width,
     height: 260,
     scales: { x: { time: true }, y: range ? { range } : {} },
-    axes: [{}, { label: yLabel }],
+    axes: [dayTicks(id), { label: yLabel }],
     series: [
       {},
-      ...series.map((s) => ({ label: s.label, stroke: s.colour, width: 2, spanGaps: true, points: { show: days.length < 60 } })),
+      ...series.map((s) => ({ label: s.label, stroke: s.colour, width: 2, spanGaps: false, points: { show: days.length < 60 } })),
     ],
   };
   const data = [days.map(epochDay), ...series.map((s) => s.values)] as uPlotType.AlignedData;
-  state.charts[id]?.destroy();
   state.charts[id] = new uPlot(opts, data, box);
 }
 
-function allDays(lists: { day: string }[][]): string[] {
-  return [...new Set(lists.flat().map((d) => d.day))].sort();
+/** What an empty chart says: the period it shows, and the period the database has data for. */
+function emptyText(kind: string, o: Overview, extent: { first: string; last: string } | null): string {
+  const stored = extent ? `The database has them from ${extent.first} to ${extent.last}.` : 'None are stored yet.';
+  return `No ${kind} from ${o.period.from} to ${o.period.to}. ${stored}`;
 }
 
 function renderCharts(o: Overview): void {
-  const days = allDays(o.domains.map((d) => d.days));
+  const days = daysOf(o.period);
+  const lines = o.domains.map((d, i) => {
+    const by = new Map(d.days.map((x) => [x.day, x.pass_rate === null ? null : x.pass_rate * 100]));
+    return { label: d.domain, values: days.map((x) => by.get(x) ?? null), colour: COLOURS[i % COLOURS.length]! };
+  });
+  if (o.all_domains && o.domain_count > o.domains.length) {
+    const by = new Map(o.all_domains.days.map((x) => [x.day, x.pass_rate === null ? null : x.pass_rate * 100]));
+    lines.push({ label: `all ${o.domain_count} domains`, values: days.map((x) => by.get(x) ?? null), colour: '#000000' });
+  }
+  const hasDmarc = lines.some((l) => l.values.some((v) => v !== null));
   chart(
     'pass-chart',
-    'DMARC pass rate per domain',
+    o.domain_count > o.domains.length
+      ? `DMARC pass rate: the ${o.domains.length} domains with the most mail, of ${o.domain_count}`
+      : 'DMARC pass rate per domain',
     days,
-    o.domains.map((d, i) => {
-      const by = new Map(d.days.map((x) => [x.day, x.pass_rate === null ? null : x.pass_rate * 100]));
-      return { label: d.domain, values: days.map((x) => by.get(x) ?? null), colour: COLOURS[i % COLOURS.length]! };
-    }),
+    lines,
     '% passing',
+    hasDmarc ? null : emptyText('aggregate reports', o, o.data.dmarc),
     [0, 100],
   );
-  const tlsDays = allDays(o.tls.map((d) => d.days));
-  const sum = (field: 'successful' | 'failed') =>
-    tlsDays.map((day) => o.tls.reduce((n, d) => n + (d.days.find((x) => x.day === day)?.[field] ?? 0), 0));
+  const tlsDays = new Map<string, { successful: number; failed: number }>();
+  for (const d of o.tls) {
+    for (const x of d.days) {
+      const t = tlsDays.get(x.day) ?? { successful: 0, failed: 0 };
+      t.successful += x.successful;
+      t.failed += x.failed;
+      tlsDays.set(x.day, t);
+    }
+  }
   chart(
     'tls-chart',
-    'TLS sessions (all policy domains)',
-    tlsDays,
+    o.domain ? `TLS sessions (${o.domain})` : 'TLS sessions (all policy domains)',
+    days,
     [
-      { label: 'successful', values: sum('successful'), colour: '#2e7d32' },
-      { label: 'failed', values: sum('failed'), colour: '#d32f2f' },
+      { label: 'successful', values: days.map((x) => tlsDays.get(x)?.successful ?? null), colour: '#2e7d32' },
+      { label: 'failed', values: days.map((x) => tlsDays.get(x)?.failed ?? null), colour: '#d32f2f' },
     ],
     'sessions',
+    tlsDays.size ? null : emptyText('TLS reports', o, o.data.tls),
   );
 }
 
@@ -191,8 +270,10 @@ function renderSources(o: Overview): void {
     .replaceChildren(
       rows.length
         ? table(['Domain', 'Source IP', 'Reverse DNS', 'Messages', 'Pass rate', 'Trend', 'DKIM aligned', 'SPF aligned', 'Reporters'], rows)
-        : el('p', 'No aggregate reports in this period.', 'empty'),
+        : el('p', emptyText('aggregate reports', { ...o, period: o.recent }, o.data.dmarc), 'empty'),
     );
+  document.getElementById('sources-title')!.textContent =
+    `Sources, ${o.recent.from} to ${o.recent.to} (the ${o.recent.days} days the alerts judge), trend against the ${o.recent.days} days before`;
   const note = `The ${o.limits.sources} sources with the most messages.`;
   if (o.truncated.sources) document.getElementById('sources')!.prepend(el('p', note, 'empty'));
 }
@@ -209,6 +290,44 @@ function renderAlerts(o: Overview): void {
   document
     .getElementById('alerts-recent')!
     .replaceChildren(recent.length ? table(['Severity', 'Kind', 'Summary', 'Open'], recent) : el('p', 'None resolved recently.', 'empty'));
+}
+
+/**
+ * Delivery: a line per channel that has anything undelivered or is failing, and the messages
+ * parked for good with the reason their receiver gave (`ruawatch notify status` says the same).
+ */
+function renderNotifications(o: Overview): void {
+  const box = document.getElementById('notifications')!;
+  const troubled = o.notifications.channels.filter((c) => c.pending || c.parked || c.failing_since !== null || c.held);
+  if (!troubled.length) {
+    box.replaceChildren(el('p', 'Every notification was delivered.', 'empty'));
+    return;
+  }
+  const state = (c: ChannelRow) =>
+    c.held ? 'held: every message would fail' : c.failing_since !== null ? `failing since ${time(c.failing_since)}` : 'delivering';
+  const parts: Node[] = [
+    table(
+      ['Channel', 'State', 'Waiting', 'Parked', 'Last delivered', 'Last error'],
+      troubled.map((c) => [
+        c.channel,
+        state(c),
+        c.pending,
+        c.parked,
+        c.last_delivered_at === null ? '-' : time(c.last_delivered_at),
+        c.last_error ?? '-',
+      ]),
+    ),
+  ];
+  if (o.notifications.parked.length) {
+    parts.push(el('p', 'Parked for good (not retried; a short notice was sent in their place where the channel took it):'));
+    parts.push(
+      table(
+        ['Parked', 'Channel', 'Message', 'Reason', 'Attempts'],
+        o.notifications.parked.map((n) => [time(n.parked_at), n.channel, `${n.event}: ${n.title}`, n.reason, n.attempts]),
+      ),
+    );
+  }
+  box.replaceChildren(...parts);
 }
 
 function renderReports(o: Overview): void {
@@ -253,6 +372,15 @@ async function openReport(id: number): Promise<void> {
     `${String(r.policy_domain)}, ${time(Number(r.begin_ts))} to ${time(Number(r.end_ts))} UTC, received as ${String(r.input)}`,
   );
   const parts: Node[] = [head, meta];
+  if (r.pruned_at !== null && r.pruned_at !== undefined) {
+    parts.push(
+      el(
+        'p',
+        `Its records were deleted on ${date(Number(r.pruned_at))} under [retention]; the daily totals they made keep counting in the charts.`,
+        'empty',
+      ),
+    );
+  }
   if (d.policy) {
     const p = d.policy;
     parts.push(
@@ -343,8 +471,13 @@ async function load(): Promise<void> {
     renderCharts(o);
     renderSources(o);
     renderAlerts(o);
+    renderNotifications(o);
     renderReports(o);
-    status.textContent = `Last ${o.days} days, as of ${o.generated_at.slice(0, 16).replace('T', ' ')} UTC.`;
+    const more =
+      o.domain_count > o.domains.length
+        ? ` Showing the ${o.domains.length} domains with the most mail of ${o.domain_count}; add ?domain=NAME for one.`
+        : '';
+    status.textContent = `${o.domain ? `${o.domain}: ` : ''}${o.period.from} to ${o.period.to} (the last ${o.days} whole UTC days), as of ${o.generated_at.slice(0, 16).replace('T', ' ')} UTC.${more}`;
     document.body.dataset.loaded = 'true';
   } catch (err) {
     status.textContent = `Could not load the data: ${err instanceof Error ? err.message : String(err)}`;
