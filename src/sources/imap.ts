@@ -38,7 +38,13 @@ export class ImapMailbox implements Mailbox {
     const box = this.box;
     checkSecurity(box);
     const client = await login(box, this.log, this.tokens, false, signal);
+    // Cut off (the pass's kill signal) until the session is handed over, which the caller can then
+    // destroy: a server that stops answering after the login would otherwise hold the pass until
+    // timeout_seconds, long past the deadline and its grace.
+    const abort = () => client.close();
+    signal?.addEventListener('abort', abort);
     try {
+      if (signal?.aborted) throw new RuawatchError('E_IMAP', `mailbox ${box.name} (${box.host}): stopped while opening the folder`);
       if (!box.mark_seen_only) {
         for (const folder of [box.processed_folder, box.invalid_folder]) await client.mailboxCreate(folderPath(folder));
       }
@@ -52,6 +58,8 @@ export class ImapMailbox implements Mailbox {
     } catch (err) {
       client.close();
       throw describe(box, err, false);
+    } finally {
+      signal?.removeEventListener('abort', abort);
     }
   }
 
