@@ -586,3 +586,53 @@ describe('the Host a request names (DNS rebinding)', () => {
     assert.throws(() => configSchema.parse({ web: { allowed_hosts: ['dmarc.example.net:443'] } }), /host name/);
   });
 });
+
+describe('/api/reports/N', () => {
+  it('a TLS report with 150 policies of 150 failure details each: 100 of each listed, largest first, and the cut stated', async () => {
+    const policies = Array.from({ length: 150 }, (_, p) => ({
+      policy: { 'policy-type': 'sts', 'policy-domain': `d${p}.example.com`, 'mx-host': [`mx.d${p}.example.com`] },
+      summary: { 'total-successful-session-count': 10, 'total-failure-session-count': 150 * 151 },
+      'failure-details': Array.from({ length: 150 }, (_, f) => ({
+        'result-type': 'certificate-expired',
+        'sending-mta-ip': '192.0.2.1',
+        'receiving-mx-hostname': `mx.d${p}.example.com`,
+        'failed-session-count': f + 1,
+      })),
+    }));
+    const begin = (today - 2) * DAY;
+    const json = JSON.stringify({
+      'organization-name': 'Long Reports Inc.',
+      'date-range': {
+        'start-datetime': new Date(begin * 1000).toISOString(),
+        'end-datetime': new Date((begin + DAY - 1) * 1000).toISOString(),
+      },
+      'contact-info': 'tlsrpt@example.net',
+      'report-id': 'long-tls-1',
+      policies,
+    });
+    const leaf = (await store.ingestor.ingest(bufferInput('long.json', json))).leaves[0]!;
+    assert.equal(leaf.status, 'stored');
+    const id = store.db.prepare(`SELECT id FROM reports WHERE report_id = 'long-tls-1'`).pluck().get() as number;
+    const { server, port } = await serve({});
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/api/reports/${id}`);
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as {
+        policies: { policy_domain: string; failures: { failed_sessions: number }[] }[];
+        limits: { policies: number; failures: number };
+        truncated: { policies: boolean; failures: boolean };
+      };
+      assert.equal(body.policies.length, 100);
+      assert.equal(body.policies[0]!.policy_domain, 'd0.example.com');
+      assert.ok(body.policies.every((p) => p.failures.length === 100));
+      assert.deepEqual(
+        body.policies[0]!.failures.slice(0, 3).map((f) => f.failed_sessions),
+        [150, 149, 148],
+      );
+      assert.deepEqual(body.truncated, { policies: true, failures: true });
+      assert.deepEqual(body.limits, { records: 1000, policies: 100, failures: 100 });
+    } finally {
+      await server.close();
+    }
+  });
+});

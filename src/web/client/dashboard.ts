@@ -363,7 +363,15 @@ async function openReport(id: number): Promise<void> {
     box.replaceChildren(el('p', `Could not load report ${id}: ${res.status}`, 'error'));
     return;
   }
-  const d = (await res.json()) as { report: Json; policy?: Json | null; records?: Json[]; policies?: Json[]; failure?: Json | null };
+  const d = (await res.json()) as {
+    report: Json;
+    policy?: Json | null;
+    records?: Json[];
+    policies?: Json[];
+    failure?: Json | null;
+    limits?: Record<string, number>;
+    truncated?: Record<string, boolean>;
+  };
   state.detail = d;
   const r = d.report;
   const head = el('h3', `${String(r.kind)} report ${String(r.report_id)} from ${String(r.reporter)}`);
@@ -372,6 +380,11 @@ async function openReport(id: number): Promise<void> {
     `${String(r.policy_domain)}, ${time(Number(r.begin_ts))} to ${time(Number(r.end_ts))} UTC, received as ${String(r.input)}`,
   );
   const parts: Node[] = [head, meta];
+  const cut = Object.entries(d.truncated ?? {}).filter(([, v]) => v);
+  if (cut.length) {
+    const what = cut.map(([k]) => `${d.limits?.[k] ?? '?'} ${k === 'failures' ? 'failure details per policy' : k}`).join(' and ');
+    parts.push(el('p', `This report is long: only the first ${what} are shown.`, 'empty'));
+  }
   if (r.pruned_at !== null && r.pruned_at !== undefined) {
     parts.push(
       el(
