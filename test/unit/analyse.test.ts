@@ -144,7 +144,14 @@ describe('windows and pro-rata rollups', () => {
 
   it('leaves the current, incomplete day out of the windows', () => {
     const w = windowsAt(NOW + 3600, defaultSettings);
-    assert.deepEqual(w, { recent: { from: 93, to: 100 }, baseline: { from: 65, to: 93 }, latest: { from: 98, to: 100 } });
+    assert.deepEqual(w, {
+      recent: { from: 93, to: 100 },
+      baseline: { from: 65, to: 93 },
+      latest: { from: 98, to: 100 },
+      last: { from: 99, to: 100 },
+      quiet: { from: 97, to: 100 },
+      daily: 97,
+    });
   });
 });
 
@@ -247,6 +254,7 @@ describe('pass-rate rules', () => {
       recent_pass_rate: 30,
       baseline_messages: 2800,
       recent_messages: 700,
+      window_days: 7,
       cause: 'DKIM s1 (example.com) fails, SPF not aligned',
     });
     assert.match(all[0]!.summary, /seen from 192\.0\.2\.10 \(mx1\.example\.net\)$/);
@@ -391,7 +399,8 @@ describe('tls_failures', () => {
     );
     assert.equal(
       f!.summary,
-      'TLS to mx2.example.com (example.com) failed in 150 of 650 sessions (23.1%) over the last 2 days with certificate-expired; reported by google.com',
+      // Successes are counted per policy: each of its two MX hosts gets half of the 500.
+      'TLS to mx2.example.com (example.com) failed in 150 of 400 sessions (37.5%) over the last 2 days with certificate-expired; reported by google.com',
     );
     assert.equal(f!.severity, 'warning');
   });
