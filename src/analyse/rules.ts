@@ -191,7 +191,10 @@ function judgeDrop(base: Tally, recent: Tally, days: Map<number, Tally>, w: Wind
   if (before === null || judged(base) < s.dropMinMessages || before < s.dropMinBaselineRate) return null;
   const fell = (r: number | null): r is number => r !== null && r <= before - s.dropPoints;
   const now = passRate(recent);
-  if (fell(now) && judged(recent) >= s.dropMinMessages) return { before, now, t: recent, days: s.recentDays };
+  // What would resolve an open alert keeps one from opening: the latest days back near the baseline.
+  const lr = passRate(over(days, w.latest));
+  const recovered = lr !== null && lr >= before - s.recoverPoints;
+  if (fell(now) && judged(recent) >= s.dropMinMessages && !recovered) return { before, now, t: recent, days: s.recentDays };
   const last = over(days, w.last);
   const previous = over(days, { from: w.last.from - 1, to: w.last.from });
   const two = over(days, { from: w.last.from - 1, to: w.last.to });
@@ -273,7 +276,14 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     const failingLately = judged(quiet) - quiet.dmarcPass >= 1;
     const now = passRate(st.recent);
     const watched = (domainBase.get(st.domain) ?? 0) >= s.dropMinMessages;
-    const opens = watched && !known && now !== null && judged(st.recent) >= s.newSourceMinMessages && now <= s.newSourceMaxPassRate;
+    const opens =
+      !openNew &&
+      failingLately &&
+      watched &&
+      !known &&
+      now !== null &&
+      judged(st.recent) >= s.newSourceMinMessages &&
+      now <= s.newSourceMaxPassRate;
     // An open one stays open while the source keeps sending failing mail.
     const carries = openNew !== undefined && !known && now !== null && failingLately;
     if (opens || carries) {
@@ -529,7 +539,10 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
         const bad = (c: Counts) => c.all > 0 && c.pass / c.all <= s.dkimMaxPassRate;
         const last = sum(w.last);
         const two = sum({ from: w.last.from - 1, to: w.last.to });
-        if (recent.all >= s.dkimMinSignatures && bad(recent)) j = { before, now: rate(recent)!, c: recent, days: s.recentDays };
+        const lr = rate(sum(w.latest));
+        const recovered = lr !== null && lr >= before - s.recoverPoints;
+        if (recent.all >= s.dkimMinSignatures && bad(recent) && !recovered)
+          j = { before, now: rate(recent)!, c: recent, days: s.recentDays };
         else if (two.all >= s.dkimMinSignatures && bad(last) && bad(sum({ from: w.last.from - 1, to: w.last.from })))
           j = { before, now: rate(two)!, c: two, days: 2 };
         else if (last.all >= s.dkimMinSignatures && rate(last)! <= s.fastMaxPassRate) j = { before, now: rate(last)!, c: last, days: 1 };
