@@ -136,3 +136,94 @@ describe('the life of alerts over ten weeks, one evaluation a day', () => {
     for (const m of smtp.messages.filter((x) => x.subject?.includes('still open'))) assert.match(m.text ?? '', /Worse: /);
   });
 });
+
+/** An RFC 6591 authentication failure report (ARF), as a receiver sends one per failing message. */
+function arf(n: number, at: number, f: { ip: string; selector?: string }): Buffer {
+  const date = new Date(at * 1000).toUTCString().replace('GMT', '+0000');
+  const b = 'arf-boundary';
+  return Buffer.from(
+    [
+      'From: dmarc-failures@receiver.example',
+      'To: ruf@example.com',
+      `Subject: Authentication failure report for example.com #${n}`,
+      `Date: ${date}`,
+      `Message-ID: <ruf-${n}-${at}@receiver.example>`,
+      'MIME-Version: 1.0',
+      `Content-Type: multipart/report; report-type=feedback-report; boundary="${b}"`,
+      '',
+      `--${b}`,
+      'Content-Type: text/plain',
+      '',
+      'This is an authentication failure report.',
+      `--${b}`,
+      'Content-Type: message/feedback-report',
+      '',
+      'Feedback-Type: auth-failure',
+      'Version: 1',
+      `Auth-Failure: ${f.selector ? 'signature' : 'dmarc'}`,
+      `Source-IP: ${f.ip}`,
+      'Reported-Domain: example.com',
+      `Arrival-Date: ${date}`,
+      ...(f.selector ? ['DKIM-Domain: example.com', `DKIM-Selector: ${f.selector}`] : []),
+      'Authentication-Results: mx.receiver.example; dmarc=fail header.from=example.com',
+      `--${b}`,
+      'Content-Type: text/rfc822-headers',
+      '',
+      'From: news@example.com',
+      'Subject: Our offers',
+      `--${b}--`,
+      '',
+    ].join('\r\n'),
+  );
+}
+
+describe('failure reports as the fast signal', () => {
+  it('failure reports arriving during a day open an alert at the next evaluation, for known sources only', async () => {
+    const store = freshStore();
+    const config = configSchema.parse({ analysis: { reverse_dns: false } });
+    const log = createLogger('silent');
+    // Five healthy weeks of aggregate reports, up to the end of day 35.
+    for (let d = 0; d <= 35; d++) for (const r of lifecycleReports(d)) await store.ingestor.ingest(bufferInput(r.name, r.bytes));
+    const evaluate = async (at: number) =>
+      (await runAlerts(store.db, config, { now: at, dryRun: false, channels: [], lookup: null, log })).opened.sort();
+    const morning = (L0 + 36) * DAY + 3600;
+    assert.deepEqual(await evaluate(morning), []);
+
+    // During day 36 the CRM's key breaks: a failure report for each failing message, within minutes.
+    let n = 0;
+    const ingest = async (count: number, f: { ip: string; selector?: string }, from: number) => {
+      for (let i = 0; i < count; i++) {
+        const res = await store.ingestor.ingest(bufferInput(`ruf-${++n}.eml`, arf(n, from + i * 60, f)));
+        assert.deepEqual(
+          res.leaves.map((l) => [l.status, l.status === 'stored' ? l.kind : '']),
+          [['stored', 'failure']],
+        );
+      }
+    };
+    // Under the threshold (5) for the CRM, and a spoofer that never passed: nothing opens.
+    await ingest(4, { ip: '192.0.2.30', selector: 'crm1' }, morning + 600);
+    await ingest(30, { ip: '203.0.113.77' }, morning + 600);
+    assert.deepEqual(await evaluate(morning + 900), []);
+
+    // Two more about the CRM: the next poll opens its source and its selector, long before the
+    // aggregate reports for day 36 arrive.
+    await ingest(2, { ip: '192.0.2.30', selector: 'crm1' }, morning + 1200);
+    const opened = await evaluate(morning + 1800);
+    assert.deepEqual(opened, ['dkim_selector_broken:example.com:example.com:crm1', 'pass_rate_drop:example.com:192.0.2.30']);
+    const summaries = store.db.prepare(`SELECT key, summary, severity FROM alerts ORDER BY key`).all() as {
+      summary: string;
+      severity: string;
+    }[];
+    assert.match(summaries[0]!.summary, /^6 failure reports since yesterday say DKIM selector crm1\._domainkey\.example\.com fails/);
+    assert.match(
+      summaries[1]!.summary,
+      /^6 failure reports since yesterday say mail from 192\.0\.2\.30 for example\.com fails DMARC; it passed 100\.0% before/,
+    );
+
+    // The next morning the aggregate reports for day 36 are not in yet: the alerts stay open.
+    const next = await runAlerts(store.db, config, { now: (L0 + 37) * DAY + 3600, dryRun: false, channels: [], lookup: null, log });
+    assert.deepEqual(next.resolved, []);
+    assert.equal(next.findings.length, 2);
+    store.db.close();
+  });
+});
