@@ -1,4 +1,16 @@
-import { DAY, emptyTally, inWindow, isoDay, judged, mergeTally, passRate, type Tally, type Window, type Windows } from './rollups.js';
+import {
+  DAY,
+  emptyTally,
+  inWindow,
+  isoDay,
+  judged,
+  lastDays,
+  mergeTally,
+  passRate,
+  type Tally,
+  type Window,
+  type Windows,
+} from './rollups.js';
 import type { AnalysisInput, AnalysisSettings, Finding, OpenAlert, Severity } from './types.js';
 
 /**
@@ -31,6 +43,8 @@ interface SourceStats {
   dkimRecent: Map<string, Map<string, number>>;
   /** The single days from Windows.daily on. */
   days: Map<number, Tally>;
+  /** The days a finding about it judged, and its tally over them (the recent days when unset). */
+  cause?: { win: Window; t: Tally };
   headerFroms: string[];
 }
 
@@ -44,8 +58,12 @@ function selectorLabel(key: string): string {
   return `DKIM ${s || '(no selector)'} (${d || 'no domain'})`;
 }
 
-/** Why a source fails, from its recent auth results: "DKIM s1 (example.com) fails; SPF not aligned". */
+/**
+ * Why a source fails, from its auth results over the days a finding is about (st.cause):
+ * "DKIM s1 (example.com) fails; SPF not aligned".
+ */
 function failureCause(st: SourceStats): string {
+  const t = st.cause?.t ?? st.recent;
   const parts: string[] = [];
   const failing: [string, number][] = [];
   let signatures = 0;
@@ -62,8 +80,8 @@ function failureCause(st: SourceStats): string {
   failing.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   if (signatures === 0) parts.push('no DKIM signature');
   for (const [sel] of failing.slice(0, 2)) parts.push(`${selectorLabel(sel)} fails`);
-  if (failing.length === 0 && signatures > 0 && st.recent.dkimAlignedPass < judged(st.recent) / 2) parts.push('DKIM not aligned');
-  if (st.recent.spfAlignedPass < judged(st.recent) / 2) parts.push('SPF not aligned');
+  if (failing.length === 0 && signatures > 0 && t.dkimAlignedPass < judged(t) / 2) parts.push('DKIM not aligned');
+  if (t.spfAlignedPass < judged(t) / 2) parts.push('SPF not aligned');
   return parts.join(', ');
 }
 
@@ -110,13 +128,12 @@ function over(days: Map<number, Tally>, win: Window): Tally {
 
 const NO_DKIM = new Map<string, Map<string, number>>();
 
-/** Fills the recent DKIM results of the given sources (by "domain\0ip" key). */
+/** Fills the DKIM results of the given sources (by "domain\0ip" key) over the days their finding judged. */
 function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceStats>): void {
   if (sources.size === 0) return;
   for (const d of input.dkim) {
-    if (!inWindow(d.day, w.recent)) continue;
     const st = sources.get(`${d.domain}\0${d.sourceIp}`);
-    if (!st) continue;
+    if (!st || !inWindow(d.day, st.cause?.win ?? w.recent)) continue;
     if (st.dkimRecent === NO_DKIM) st.dkimRecent = new Map();
     const sel = `${d.signingDomain}/${d.selector}`;
     const m = st.dkimRecent.get(sel) ?? new Map<string, number>();
@@ -241,6 +258,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       const { before: was, now, t } = j;
       const fromFailures = j.days === 0;
       const judgeFromDay = open ? frozenNumber(open, 'judge_from') : fromFailures ? w.last.to : null;
+      if (j.days > 0 && j.days < s.recentDays) st.cause = { win: lastDays(w.recent.to * DAY, j.days), t };
       flagged.add(key);
       pending.push({
         st,
@@ -441,7 +459,14 @@ const DKIM_HINTS: Record<string, string> = {
  */
 export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   type Counts = { pass: number; all: number };
-  type Pair = { base: Counts; recent: Counts; days: Map<number, Counts>; results: Map<string, number> };
+  type Pair = {
+    base: Counts;
+    recent: Counts;
+    days: Map<number, Counts>;
+    results: Map<string, number>;
+    /** Failed results per single day (Windows.daily on), by result word. */
+    dayResults: Map<number, Map<string, number>>;
+  };
   const pairs = new Map<string, Map<string, Pair>>(); // selector key -> source IP -> pair
   const add = (c: Counts, n: number, pass: boolean) => {
     c.all += n;
@@ -457,7 +482,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     pairs.set(key, m);
     let p = m.get(r.sourceIp);
     if (!p) {
-      p = { base: { pass: 0, all: 0 }, recent: { pass: 0, all: 0 }, days: new Map(), results: new Map() };
+      p = { base: { pass: 0, all: 0 }, recent: { pass: 0, all: 0 }, days: new Map(), results: new Map(), dayResults: new Map() };
       m.set(r.sourceIp, p);
     }
     const pass = r.result === 'pass';
@@ -469,6 +494,11 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
         const c = p.days.get(r.day) ?? { pass: 0, all: 0 };
         add(c, r.messages, pass);
         p.days.set(r.day, c);
+        if (!pass) {
+          const m = p.dayResults.get(r.day) ?? new Map<string, number>();
+          m.set(r.result, (m.get(r.result) ?? 0) + r.messages);
+          p.dayResults.set(r.day, m);
+        }
       }
     }
   }
@@ -484,6 +514,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     const recent = { pass: 0, all: 0 };
     const days = new Map<number, Counts>();
     const results = new Map<string, number>();
+    const dayResults = new Map<number, Map<string, number>>();
     const ips = new Map<string, number>();
     for (const [ip, p] of known) {
       add(base, p.base.all, false);
@@ -497,6 +528,11 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
         days.set(day, x);
       }
       for (const [r, n] of p.results) results.set(r, (results.get(r) ?? 0) + n);
+      for (const [day, m] of p.dayResults) {
+        const x = dayResults.get(day) ?? new Map<string, number>();
+        for (const [r, n] of m) x.set(r, (x.get(r) ?? 0) + n);
+        dayResults.set(day, x);
+      }
       const failed = p.recent.all - p.recent.pass;
       if (failed > 0) ips.set(ip, failed);
     }
@@ -551,7 +587,14 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     }
     if (!j) continue;
     const { before, now, c } = j;
-    const sorted = [...results].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    // The results over the days the finding judged.
+    let shown = results;
+    if (j.days > 0 && j.days < s.recentDays) {
+      const win = lastDays(w.recent.to * DAY, j.days);
+      shown = new Map();
+      for (const [day, m] of dayResults) if (inWindow(day, win)) for (const [r, n] of m) shown.set(r, (shown.get(r) ?? 0) + n);
+    }
+    const sorted = [...shown].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const top = sorted[0]?.[0] ?? 'fail';
     const byFailed = [...ips].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([ip]) => ip);
     const knownIps = known
