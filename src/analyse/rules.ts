@@ -99,7 +99,7 @@ function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats>
         ip: r.sourceIp,
         base: emptyTally(),
         recent: emptyTally(),
-        days: new Map(),
+        days: NO_DAYS,
         dkimRecent: NO_DKIM,
         headerFroms: [],
       };
@@ -109,6 +109,8 @@ function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats>
     if (inRecent) {
       mergeTally(st.recent, r);
       if (r.day >= w.daily) {
+        // Most sources of a large domain send on a day or two: no map for those that do not.
+        if (st.days === NO_DAYS) st.days = new Map();
         const t = st.days.get(r.day) ?? emptyTally();
         mergeTally(t, r);
         st.days.set(r.day, t);
@@ -119,8 +121,12 @@ function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats>
   return out;
 }
 
-/** The tally of the single days (Windows.daily on) that fall in a window. */
+const NO_DAYS: Map<number, Tally> = new Map();
+const EMPTY: Readonly<Tally> = Object.freeze(emptyTally());
+
+/** The tally of the single days (Windows.daily on) that fall in a window (not to be changed). */
 function over(days: Map<number, Tally>, win: Window): Tally {
+  if (days.size === 0) return EMPTY;
   const t = emptyTally();
   for (const [day, x] of days) if (inWindow(day, win)) mergeTally(t, x);
   return t;
@@ -459,13 +465,14 @@ const DKIM_HINTS: Record<string, string> = {
  */
 export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   type Counts = { pass: number; all: number };
+  // A large domain has hundreds of thousands of pairs, most seen once: the maps come when needed.
   type Pair = {
     base: Counts;
     recent: Counts;
-    days: Map<number, Counts>;
-    results: Map<string, number>;
+    days?: Map<number, Counts>;
+    results?: Map<string, number>;
     /** Failed results per single day (Windows.daily on), by result word. */
-    dayResults: Map<number, Map<string, number>>;
+    dayResults?: Map<number, Map<string, number>>;
   };
   const pairs = new Map<string, Map<string, Pair>>(); // selector key -> source IP -> pair
   const add = (c: Counts, n: number, pass: boolean) => {
@@ -482,19 +489,24 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     pairs.set(key, m);
     let p = m.get(r.sourceIp);
     if (!p) {
-      p = { base: { pass: 0, all: 0 }, recent: { pass: 0, all: 0 }, days: new Map(), results: new Map(), dayResults: new Map() };
+      p = { base: { pass: 0, all: 0 }, recent: { pass: 0, all: 0 } };
       m.set(r.sourceIp, p);
     }
     const pass = r.result === 'pass';
     if (inBase) add(p.base, r.messages, pass);
     else {
       add(p.recent, r.messages, pass);
-      if (!pass) p.results.set(r.result, (p.results.get(r.result) ?? 0) + r.messages);
+      if (!pass) {
+        p.results ??= new Map();
+        p.results.set(r.result, (p.results.get(r.result) ?? 0) + r.messages);
+      }
       if (r.day >= w.daily) {
+        p.days ??= new Map();
         const c = p.days.get(r.day) ?? { pass: 0, all: 0 };
         add(c, r.messages, pass);
         p.days.set(r.day, c);
         if (!pass) {
+          p.dayResults ??= new Map();
           const m = p.dayResults.get(r.day) ?? new Map<string, number>();
           m.set(r.result, (m.get(r.result) ?? 0) + r.messages);
           p.dayResults.set(r.day, m);
@@ -510,6 +522,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     const frozenKnown = new Set(Array.isArray(open?.baseline.known_sources) ? (open.baseline.known_sources as string[]) : []);
     const known = [...m].filter(([ip, p]) => (p.base.pass > 0 && p.base.pass >= p.base.all / 2) || frozenKnown.has(ip));
     if (known.length === 0) continue;
+    const knownIps = new Set(known.map(([ip]) => ip));
     const base = { pass: 0, all: 0 };
     const recent = { pass: 0, all: 0 };
     const days = new Map<number, Counts>();
@@ -521,14 +534,14 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
       base.pass += p.base.pass;
       add(recent, p.recent.all, false);
       recent.pass += p.recent.pass;
-      for (const [day, c] of p.days) {
+      for (const [day, c] of p.days ?? []) {
         const x = days.get(day) ?? { pass: 0, all: 0 };
         x.pass += c.pass;
         x.all += c.all;
         days.set(day, x);
       }
-      for (const [r, n] of p.results) results.set(r, (results.get(r) ?? 0) + n);
-      for (const [day, m] of p.dayResults) {
+      for (const [r, n] of p.results ?? []) results.set(r, (results.get(r) ?? 0) + n);
+      for (const [day, m] of p.dayResults ?? []) {
         const x = dayResults.get(day) ?? new Map<string, number>();
         for (const [r, n] of m) x.set(r, (x.get(r) ?? 0) + n);
         dayResults.set(day, x);
@@ -538,7 +551,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     }
     for (const f of input.failures ?? []) {
       if (f.domain !== domain || f.dkimDomain !== d || f.dkimSelector !== sel || f.day < w.last.from) continue;
-      if (known.some(([ip]) => ip === f.sourceIp)) bursts.set(key, (bursts.get(key) ?? 0) + f.reports);
+      if (knownIps.has(f.sourceIp)) bursts.set(key, (bursts.get(key) ?? 0) + f.reports);
     }
     const sum = (win: Window) => {
       const c = { pass: 0, all: 0 };
@@ -597,7 +610,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     const sorted = [...shown].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const top = sorted[0]?.[0] ?? 'fail';
     const byFailed = [...ips].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([ip]) => ip);
-    const knownIps = known
+    const knownTop = known
       .sort((a, b) => b[1].base.all - a[1].base.all || a[0].localeCompare(b[0]))
       .slice(0, 50)
       .map(([ip]) => ip);
@@ -625,7 +638,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
         window_days: j.days,
         result: top,
         source_ips: byFailed,
-        known_sources: open && frozenKnown.size ? [...frozenKnown] : knownIps,
+        known_sources: open && frozenKnown.size ? [...frozenKnown] : knownTop,
         ...(burst ? { failure_reports: burst } : {}),
         ...(judgeFromDay !== null ? { judge_from: judgeFromDay } : {}),
       },
