@@ -208,7 +208,12 @@ function judgeDrop(base: Tally, recent: Tally, days: Map<number, Tally>, w: Wind
     if (lr !== null) return { before, now: lr, t: latest, days: s.latestDays };
     const rr = passRate(recent);
     if (rr !== null && from <= w.recent.from) return { before, now: rr, t: recent, days: s.recentDays };
-    return { before, now: (frozenNumber(open, 'recent_pass_rate') ?? 0) / 100, t: emptyTally(), days: 0 };
+    return {
+      before,
+      now: (frozenNumber(open, 'judged_pass_rate') ?? frozenNumber(open, 'recent_pass_rate') ?? 0) / 100,
+      t: emptyTally(),
+      days: 0,
+    };
   }
   const before = passRate(base);
   if (before === null || judged(base) < s.dropMinMessages || before < s.dropMinBaselineRate) return null;
@@ -258,7 +263,12 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       !j && burst !== undefined && known && before !== null && before >= s.dropMinBaselineRate && burst >= s.failureMinReports;
     if (!j && burstOpens) {
       const b = open ? (frozenNumber(open, 'baseline_pass_rate') ?? before * 100) / 100 : before;
-      j = { before: b, now: open ? (frozenNumber(open, 'recent_pass_rate') ?? 0) / 100 : b, t: emptyTally(), days: 0 };
+      j = {
+        before: b,
+        now: open ? (frozenNumber(open, 'judged_pass_rate') ?? frozenNumber(open, 'recent_pass_rate') ?? 0) / 100 : b,
+        t: emptyTally(),
+        days: 0,
+      };
     }
     if (j) {
       const { before: was, now, t } = j;
@@ -281,9 +291,12 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
             : `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(was)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}${cause ? `; ${cause}` : ''}`,
           details: {
             baseline_pass_rate: round(was * 100),
-            recent_pass_rate: round(now * 100),
+            // recent_*: the recent days (recent_days), as ever; judged_*: the days the finding is about.
+            recent_pass_rate: round((passRate(st.recent) ?? now) * 100),
             baseline_messages: open ? (frozenNumber(open, 'baseline_messages') ?? 0) : Math.round(judged(st.base)),
-            recent_messages: Math.round(judged(t)),
+            recent_messages: Math.round(judged(st.recent)),
+            judged_pass_rate: round(now * 100),
+            judged_messages: Math.round(judged(t)),
             window_days: j.days,
             ...(burst !== undefined ? { failure_reports: burst } : {}),
             ...(judgeFromDay !== null ? { judge_from: judgeFromDay } : {}),
@@ -381,9 +394,11 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}; failing from ${d.failing.size} ${d.failing.size === 1 ? 'source' : 'sources'} (most: ${top.join(', ')})`,
       details: {
         baseline_pass_rate: round(before * 100),
-        recent_pass_rate: round(now * 100),
+        recent_pass_rate: round((passRate(d.recent) ?? now) * 100),
         baseline_messages: Math.round(judged(d.base)),
-        recent_messages: Math.round(judged(t)),
+        recent_messages: Math.round(judged(d.recent)),
+        judged_pass_rate: round(now * 100),
+        judged_messages: Math.round(judged(t)),
         window_days: j.days,
         failing_sources: d.failing.size,
         source_ips: failing.slice(0, 20).map(([ip]) => ip),
@@ -580,7 +595,12 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
             ? { before, now: lr, c: latest, days: s.latestDays }
             : rr !== null && from <= w.recent.from
               ? { before, now: rr, c: recent, days: s.recentDays }
-              : { before, now: (frozenNumber(open, 'recent_pass_rate') ?? 0) / 100, c: { pass: 0, all: 0 }, days: 0 };
+              : {
+                  before,
+                  now: (frozenNumber(open, 'judged_pass_rate') ?? frozenNumber(open, 'recent_pass_rate') ?? 0) / 100,
+                  c: { pass: 0, all: 0 },
+                  days: 0,
+                };
       }
     } else {
       const before = rate(base);
@@ -632,9 +652,11 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
         signing_domain: d,
         selector: sel,
         baseline_pass_rate: round(before * 100),
-        recent_pass_rate: round(now * 100),
+        recent_pass_rate: round((rate(recent) ?? now) * 100),
         baseline_signatures: open ? (frozenNumber(open, 'baseline_signatures') ?? Math.round(base.all)) : Math.round(base.all),
-        recent_signatures: Math.round(c.all),
+        recent_signatures: Math.round(recent.all),
+        judged_pass_rate: round(now * 100),
+        judged_signatures: Math.round(c.all),
         window_days: j.days,
         result: top,
         source_ips: byFailed,

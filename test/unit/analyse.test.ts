@@ -254,6 +254,8 @@ describe('pass-rate rules', () => {
       recent_pass_rate: 30,
       baseline_messages: 2800,
       recent_messages: 700,
+      judged_pass_rate: 30,
+      judged_messages: 700,
       window_days: 7,
       cause: 'DKIM s1 (example.com) fails, SPF not aligned',
     });
