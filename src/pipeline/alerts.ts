@@ -10,7 +10,7 @@ import { deliverOne } from '../notify/deliver.js';
 import { renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
 import { AlertStore, openAlertsForRules } from '../store/alerts.js';
-import { evaluateRules } from '../store/analysis.js';
+import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
 
@@ -147,12 +147,12 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
   const store = new AlertStore(db);
   // Open alerts are judged against their frozen baselines (a dry run reads them too).
   const open = openAlertsForRules(store.openAlerts());
-  let findings = evaluateRules(db, opts.now, settings, { open });
+  let findings = await evaluateRulesInTurns(db, opts.now, settings, { open });
   if (opts.lookup && findings.length) {
     const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
     if (names.size) {
       const domains = new Set(findings.map((f) => f.domain));
-      findings = sortFindings(evaluateRules(db, opts.now, settings, { names, domains, open }));
+      findings = sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { names, domains, open }));
     }
   }
   const run: AlertRun = { findings, opened: [], reminded: [], resolved: [], deliveries: { sent: 0, failed: [], pending: 0 } };

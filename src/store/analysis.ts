@@ -117,16 +117,14 @@ function statements(db: Db) {
 
 const ROWS_PER_GROUP = 5_000;
 
+export type EvaluateOptions = { names?: Map<string, string>; domains?: Iterable<string>; open?: Map<string, OpenAlert> };
+
 /**
  * Every finding as of `now`, evaluated a group of policy domains at a time (or only the domains
- * given), in the order analyse() gives.
+ * given), in the order analyse() gives. A generator: it yields after each group, so a caller can
+ * let other work run between them (evaluateRulesInTurns).
  */
-export function evaluateRules(
-  db: Db,
-  now: number,
-  settings: AnalysisSettings,
-  opts: { names?: Map<string, string>; domains?: Iterable<string>; open?: Map<string, OpenAlert> } = {},
-): Finding[] {
+function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts: EvaluateOptions): Generator<void, Finding[]> {
   const reader = new AnalysisReader(db, now, settings);
   const findings: Finding[] = [];
   let domains = opts.domains ? [...opts.domains] : reader.domains();
@@ -147,6 +145,35 @@ export function evaluateRules(
     for (const f of analyse(input, now, settings)) findings.push(f);
     const rows = input.sources.length + input.dkim.length;
     size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;
+    yield;
   }
   return sortFindings(findings);
+}
+
+/** Every finding as of `now`, in one go. */
+export function evaluateRules(db: Db, now: number, settings: AnalysisSettings, opts: EvaluateOptions = {}): Finding[] {
+  const steps = evaluationSteps(db, now, settings, opts);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * The same with a turn of the event loop after each group of domains: inside `ruawatch run` an
+ * evaluation of 10,000 domains takes seconds, and /healthz, the dashboard and signals must not
+ * wait for all of it.
+ */
+export async function evaluateRulesInTurns(
+  db: Db,
+  now: number,
+  settings: AnalysisSettings,
+  opts: EvaluateOptions = {},
+): Promise<Finding[]> {
+  const steps = evaluationSteps(db, now, settings, opts);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }
