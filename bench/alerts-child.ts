@@ -11,8 +11,18 @@ const [dbFile, nowArg] = process.argv.slice(2);
 const db = openDb(dbFile!);
 const config = configSchema.parse({ analysis: { reverse_dns: false } });
 const start = process.hrtime.bigint();
+const cpu0 = process.cpuUsage();
 const run = await runAlerts(db, config, { now: Number(nowArg), dryRun: true, channels: [], lookup: null, log: createLogger('silent') });
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+const cpu = process.cpuUsage(cpu0);
 const records = (db.prepare(`SELECT COUNT(*) AS n FROM dmarc_records`).get() as { n: number }).n;
 db.close();
-process.stdout.write(JSON.stringify({ seconds, records, findings: run.findings.length, maxRssMiB: process.resourceUsage().maxRSS / 1024 }));
+process.stdout.write(
+  JSON.stringify({
+    seconds,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    records,
+    findings: run.findings.length,
+    maxRssMiB: process.resourceUsage().maxRSS / 1024,
+  }),
+);

@@ -9,8 +9,8 @@ import { MatrixChannel } from '../notify/matrix.js';
 import { deliverOne } from '../notify/deliver.js';
 import { renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
-import { AlertStore } from '../store/alerts.js';
-import { evaluateRules } from '../store/analysis.js';
+import { AlertStore, openAlertsForRules } from '../store/alerts.js';
+import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
 
@@ -33,6 +33,11 @@ export function settingsOf(config: Config): AnalysisSettings {
     tlsMinFailureRate: a.tls_min_failure_rate / 100,
     silentDays: a.silent_days,
     silentActiveShare: a.silent_active_share / 100,
+    fastMaxPassRate: a.fast_max_pass_rate / 100,
+    recoverPoints: a.recover_points / 100,
+    quietDays: a.quiet_days,
+    knownMinPassing: a.known_min_passing,
+    failureMinReports: a.failure_min_reports,
   };
 }
 
@@ -140,12 +145,14 @@ export interface AlertRun {
 export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
   const settings = settingsOf(config);
   const store = new AlertStore(db);
-  let findings = evaluateRules(db, opts.now, settings);
+  // Open alerts are judged against their frozen baselines (a dry run reads them too).
+  const open = openAlertsForRules(store.openAlerts());
+  let findings = await evaluateRulesInTurns(db, opts.now, settings, { open });
   if (opts.lookup && findings.length) {
     const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
     if (names.size) {
       const domains = new Set(findings.map((f) => f.domain));
-      findings = sortFindings(evaluateRules(db, opts.now, settings, { names, domains }));
+      findings = sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { names, domains, open }));
     }
   }
   const run: AlertRun = { findings, opened: [], reminded: [], resolved: [], deliveries: { sent: 0, failed: [], pending: 0 } };
