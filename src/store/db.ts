@@ -57,6 +57,11 @@ function dbError(file: string, err: unknown): RuawatchError {
   let hint = '';
   if (/unable to open database file|readonly database|SQLITE_CANTOPEN|SQLITE_READONLY/i.test(`${errorMessage(err)}${sqlite}`)) {
     hint = ` (SQLite writes ${path.basename(file)}-wal and -shm beside it: the folder must be writable${uidNote()})`;
+  } else if (/SQLITE_BUSY|database is locked/i.test(`${errorMessage(err)}${sqlite}`)) {
+    // At open, the lock is almost always another ruawatch bringing the schema up to date, which on
+    // a large database can take minutes (building the daily rollups of an older database).
+    hint =
+      ' (another process holds its write lock, for instance a ruawatch upgrading its schema, which can take minutes on a large database: try again when it is done)';
   }
   return new RuawatchError('E_DB', `database ${file}: ${errorMessage(err)}${sqlite}${hint}`, { cause: err });
 }

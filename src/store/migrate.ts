@@ -50,14 +50,26 @@ export function migrate(db: Database.Database, migrations = loadMigrations(), st
     );
   }
   const done: number[] = [];
+  const isApplied = db.prepare('SELECT 1 FROM schema_migrations WHERE id = ?');
   for (const m of migrations) {
     if (applied.has(m.id)) continue;
-    db.transaction(() => {
-      db.exec(m.sql);
-      steps[m.id]?.(db);
-      db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(m.id, m.name, Math.floor(Date.now() / 1000));
-    })();
-    done.push(m.id);
+    // Another process opening the database at the same moment (a cron `fetch` beside `run`) may
+    // have applied it since the list above was read. BEGIN IMMEDIATE takes the write lock first,
+    // so looking again and applying are one step: the second process finds it applied and goes on.
+    const ran = db
+      .transaction(() => {
+        if (isApplied.get(m.id)) return false;
+        db.exec(m.sql);
+        steps[m.id]?.(db);
+        db.prepare('INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)').run(
+          m.id,
+          m.name,
+          Math.floor(Date.now() / 1000),
+        );
+        return true;
+      })
+      .immediate();
+    if (ran) done.push(m.id);
   }
   return done;
 }
