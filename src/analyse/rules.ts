@@ -281,7 +281,14 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         make: (cause) => ({
           key: dropKey,
           kind: 'pass_rate_drop',
-          severity: fromFailures ? (open?.severity ?? 'warning') : now < 0.5 ? 'critical' : 'warning',
+          // Failure reports still arriving about a source whose drop is already judged (a burst
+          // since yesterday on top of the aggregate reports' figures): it is getting worse now, so
+          // critical, which a reminder then says (severity up).
+          severity: fromFailures
+            ? (open?.severity ?? 'warning')
+            : now < 0.5 || (open !== undefined && burst !== undefined && burst >= s.failureMinReports)
+              ? 'critical'
+              : 'warning',
           domain: st.domain,
           source_ip: st.ip,
           source_name: input.names?.get(st.ip) ?? null,

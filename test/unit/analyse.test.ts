@@ -705,6 +705,17 @@ describe('the life of an alert (issue 12)', () => {
         drop,
       ]);
     });
+    it('a burst about the source of an open warning drop escalates it to critical; without an open alert it does not', () => {
+      const falling = rows({ ...good, spfAligned: false, to: 92 }, { ...good, spfAligned: false, from: 93, pass: 0.6 });
+      const severity = (opened?: ReturnType<typeof open>, extra: Partial<AnalysisInput> = {}) =>
+        analyse({ ...input(falling), ...(opened ? { open: opened } : {}), ...extra }, NOW, defaultSettings).find((f) => f.key === drop)
+          ?.severity;
+      const warning = open(drop, { baseline_pass_rate: 100 });
+      assert.equal(severity(warning), 'warning');
+      assert.equal(severity(warning, { failures: failures('192.0.2.10', 4) }), 'warning');
+      assert.equal(severity(warning, { failures: failures('192.0.2.10', 5) }), 'critical');
+      assert.equal(severity(undefined, { failures: failures('192.0.2.10', 5) }), 'warning');
+    });
     it('fewer than failure_min_reports, or from a source that never passed: nothing', () => {
       assert.deepEqual(run(healthy, undefined, { failures: failures('192.0.2.10', 4) }), []);
       assert.deepEqual(run(healthy, undefined, { failures: failures('203.0.113.66', 500, 's1') }), []);
