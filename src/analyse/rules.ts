@@ -1,4 +1,5 @@
 import { DAY, emptyTally, inWindow, isoDay, judged, mergeTally, passRate, type Tally, type Windows } from './rollups.js';
+import { authorisedServices, classifyFinding, exemptTally, forwarderExemptions } from './senders.js';
 import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
 
 /**
@@ -67,7 +68,9 @@ function failureCause(st: SourceStats): string {
 
 function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats> {
   const out = new Map<string, SourceStats>();
-  for (const r of input.sources) {
+  const forwarders = forwarderExemptions(input.senders);
+  for (const row of input.sources) {
+    const r = forwarders.has(row.sourceIp) ? exemptTally(row) : row;
     const inBase = inWindow(r.day, w.baseline);
     const inRecent = inWindow(r.day, w.recent);
     if (!inBase && !inRecent) continue;
@@ -205,7 +208,8 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     }
   }
   withDkim(input, w, new Map(pending.map((p) => [`${p.st.domain}\0${p.st.ip}`, p.st])));
-  for (const p of pending) out.push(p.make(failureCause(p.st)));
+  const authorised = authorisedServices(stats.values(), input.senders);
+  for (const p of pending) out.push(classifyFinding(p.make(failureCause(p.st)), input.senders, authorised));
   collapseNewSources(out, s, days, input.names);
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a
@@ -310,7 +314,8 @@ const DKIM_HINTS: Record<string, string> = {
  */
 export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   const known = new Set<string>();
-  for (const r of input.sources) if (inWindow(r.day, w.baseline)) known.add(`${r.domain}\0${r.sourceIp}`);
+  const forwarders = forwarderExemptions(input.senders);
+  for (const r of input.sources) if (inWindow(r.day, w.baseline) && !forwarders.has(r.sourceIp)) known.add(`${r.domain}\0${r.sourceIp}`);
   type Sel = {
     domain: string;
     d: string;

@@ -13,6 +13,8 @@ import { AlertStore } from '../store/alerts.js';
 import { evaluateRules } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
+import type { Enricher } from '../enrich/index.js';
+import { decorateFindings, enrichEvaluation, mentionedIps } from './senders.js';
 
 export function settingsOf(config: Config): AnalysisSettings {
   const a = config.analysis;
@@ -106,6 +108,8 @@ export interface AlertRunOptions {
   channels: Channel[];
   /** null: reverse DNS switched off. */
   lookup: ReverseLookup | null;
+  /** Who is sending (App.enricher()); null or absent: enrichment off. */
+  enricher?: Enricher | null;
   retry?: RetryPolicy;
   sleep?: (ms: number) => Promise<void>;
   log: Logger;
@@ -140,10 +144,16 @@ export interface AlertRun {
 export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
   const settings = settingsOf(config);
   const store = new AlertStore(db);
-  let findings = evaluateRules(db, opts.now, settings);
-  if (opts.lookup && findings.length) {
-    const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
-    if (names.size) {
+  const enricher = opts.enricher ?? null;
+  let findings = evaluateRules(db, opts.now, settings, enricher ? enrichEvaluation(enricher) : {});
+  if ((opts.lookup || enricher) && findings.length) {
+    const names = opts.lookup ? await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun) : new Map<string, string>();
+    if (enricher) {
+      // Again, with the sources' labels in the messages (senders.ts).
+      const e = enrichEvaluation(enricher, { names: opts.lookup ? names : null, labelled: mentionedIps(findings) });
+      const domains = new Set(findings.map((f) => f.domain));
+      findings = decorateFindings(sortFindings(evaluateRules(db, opts.now, settings, { domains, prepare: e.prepare })), e.seen, names);
+    } else if (names.size) {
       const domains = new Set(findings.map((f) => f.domain));
       findings = sortFindings(evaluateRules(db, opts.now, settings, { names, domains }));
     }

@@ -103,7 +103,7 @@ export function evaluateRules(
   db: Db,
   now: number,
   settings: AnalysisSettings,
-  opts: { names?: Map<string, string>; domains?: Iterable<string> } = {},
+  opts: { names?: Map<string, string>; domains?: Iterable<string>; prepare?: (input: AnalysisInput) => void } = {},
 ): Finding[] {
   const reader = new AnalysisReader(db, now, settings);
   const findings: Finding[] = [];
@@ -116,6 +116,8 @@ export function evaluateRules(
     i += group.length;
     const input = reader.load(group);
     if (opts.names) input.names = opts.names;
+    // Who the sources are (pipeline/senders.ts), when enrichment is on.
+    opts.prepare?.(input);
     for (const f of analyse(input, now, settings)) findings.push(f);
     const rows = input.sources.length + input.dkim.length;
     size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;

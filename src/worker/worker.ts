@@ -168,6 +168,7 @@ export class Worker {
           dryRun: false,
           channels: this.app.channels(),
           lookup: this.app.lookup,
+          enricher: await this.app.enricher({ orNone: true }),
           log,
         });
         if (run.deliveries.failed.length) log.warn({ failed: run.deliveries.failed }, 'some notifications wait for the next poll');

@@ -1,0 +1,121 @@
+/**
+ * Source IPs as findings, `report`, the dashboard, the digest and /metrics show them: the facts of
+ * analyse/senders.ts (SenderFacts) from an Enricher. Only types come from src/enrich here; the
+ * enricher itself is made by App.enricher(), which imports that code when it is first asked for.
+ */
+import { describeSender, sourceFields, type SenderFacts } from '../analyse/senders.js';
+import type { AnalysisInput, Finding } from '../analyse/types.js';
+import type { Enricher } from '../enrich/index.js';
+
+export interface SourceContext {
+  /** The reverse DNS name of an IP: a name, null when it has none, undefined when not looked up. */
+  ptr?: (ip: string) => string | null | undefined;
+  /** DKIM signing domains seen for each IP (dkim_daily). */
+  dkim?: ReadonlyMap<string, readonly string[]>;
+}
+
+/**
+ * Facts for each IP, each looked up once. Names come from the reverse DNS cache and count as
+ * unconfirmed (ptr_unconfirmed, the weakest evidence): nothing here resolves them forward.
+ */
+export function sendersOf(enricher: Enricher, ips: Iterable<string>, ctx: SourceContext = {}): Map<string, SenderFacts> {
+  const spf = new Map<string, string>();
+  for (const e of enricher.data().services.entries) if (e.spf_include) spf.set(e.id, e.spf_include);
+  const out = new Map<string, SenderFacts>();
+  for (const ip of ips) {
+    if (out.has(ip)) continue;
+    const ptr = ctx.ptr?.(ip);
+    const e = enricher.enrich({ ip, ptr: ptr ?? null, ptrConfirmed: false, dkimDomains: ctx.dkim?.get(ip) ?? [] });
+    const best = e.matches[0];
+    out.set(ip, {
+      asn: e.asn,
+      as_org: e.as_org,
+      country: e.country,
+      special: e.special,
+      service: e.service,
+      service_id: best?.id ?? null,
+      service_type: e.service_type,
+      matched_by: e.matched_by,
+      spf_include: best ? (spf.get(best.id) ?? null) : null,
+      ...(ptr === undefined ? {} : { ptr }),
+    });
+  }
+  return out;
+}
+
+/** DKIM signing domains per source IP, from rows of dkim_daily. */
+export function dkimDomainsOf(rows: Iterable<{ sourceIp: string; signingDomain: string }>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const r of rows) {
+    if (!r.signingDomain) continue;
+    const list = out.get(r.sourceIp);
+    if (!list) out.set(r.sourceIp, [r.signingDomain]);
+    else if (!list.includes(r.signingDomain)) list.push(r.signingDomain);
+  }
+  return out;
+}
+
+/** The IPs a finding names: its source, and the first few it lists (as the reverse DNS lookups take them). */
+export function mentionedIps(findings: Finding[]): Set<string> {
+  const ips = new Set<string>();
+  for (const f of findings) {
+    if (f.source_ip) ips.add(f.source_ip);
+    const listed = f.details.source_ips;
+    if (Array.isArray(listed)) for (const ip of listed.slice(0, 3)) ips.add(ip);
+  }
+  return ips;
+}
+
+/**
+ * What evaluateRules' `prepare` does with enrichment on: the facts of every source of the domains
+ * loaded (the rules' two effects need them all), and, for the IPs in `labelled`, the label that
+ * findings' messages show in place of the reverse DNS name. `seen` collects the facts for
+ * decorate() afterwards.
+ */
+export function enrichEvaluation(
+  enricher: Enricher,
+  opts: { names?: ReadonlyMap<string, string> | null; labelled?: ReadonlySet<string> } = {},
+): { prepare: (input: AnalysisInput) => void; seen: Map<string, SenderFacts> } {
+  const seen = new Map<string, SenderFacts>();
+  const labelled = opts.labelled ?? new Set<string>();
+  const names = opts.names;
+  const prepare = (input: AnalysisInput) => {
+    const ips = new Set<string>();
+    for (const s of input.sources) ips.add(s.sourceIp);
+    const senders = sendersOf(enricher, ips, {
+      // An IP the lookups asked about and got no name for has none; the others were not asked.
+      ptr: (ip) => (names && labelled.has(ip) ? (names.get(ip) ?? null) : undefined),
+      dkim: dkimDomainsOf(input.dkim),
+    });
+    for (const [ip, f] of senders) seen.set(ip, f);
+    input.senders = senders;
+    if (labelled.size) {
+      const labels = new Map<string, string>();
+      for (const ip of labelled) {
+        const f = senders.get(ip);
+        const name = names?.get(ip);
+        if (f) labels.set(ip, describeSender(f));
+        else if (name) labels.set(ip, name);
+      }
+      input.names = labels;
+    }
+  };
+  return { prepare, seen };
+}
+
+/**
+ * Findings about one source gain asn, as_org, country, service and service_type; source_name stays
+ * the reverse DNS name (the rules saw labels in its place).
+ */
+export function decorateFindings(
+  findings: Finding[],
+  seen: ReadonlyMap<string, SenderFacts>,
+  names: ReadonlyMap<string, string>,
+): Finding[] {
+  for (const f of findings) {
+    if (!f.source_ip) continue;
+    Object.assign(f, sourceFields(seen.get(f.source_ip)));
+    f.source_name = names.get(f.source_ip) ?? null;
+  }
+  return findings;
+}
