@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.js';
 import { runAlerts } from '../src/pipeline/alerts.js';
 import type { Db } from '../src/store/db.js';
 import { runCli } from './helpers/cli.js';
-import { freshStore, tempDir } from './helpers/common.js';
+import { bufferInput, freshStore, tempDir } from './helpers/common.js';
 import { D0, dayIso, EXPECTED, ingestDays } from './helpers/scenario.js';
 
 /**
@@ -136,5 +136,70 @@ describe('findings name who is sending', () => {
     });
     const plain = JSON.parse(off.stdout) as { findings: Record<string, unknown>[] };
     assert.equal('service' in plain.findings.find((f) => f.kind === 'new_failing_source')!, false);
+  });
+});
+
+describe('ruawatch report --enrich', () => {
+  let file: string;
+  before(async () => {
+    const s = freshStore();
+    const xml = fs.readFileSync(new URL('../../fixtures/dmarc-aggregate/pdm_nice-input.xml', import.meta.url));
+    const res = await s.ingestor.ingest(bufferInput('pdm_nice-input.xml', xml));
+    assert.deepEqual(
+      res.leaves.map((l) => l.status),
+      ['stored'],
+    );
+    s.db.close();
+    file = s.file;
+  });
+
+  type Source = {
+    ip: string;
+    asn?: number | null;
+    as_org?: string | null;
+    country?: string | null;
+    service?: string | null;
+    service_type?: string | null;
+  };
+  const sourcesOf = (stdout: string) =>
+    (JSON.parse(stdout) as { domains: { domain: string; sources: Source[] }[] }).domains.flatMap((d) => d.sources);
+
+  it('--json: asn, as_org, country, service and service_type per source, from the bundled data', async () => {
+    const res = await runCli(['report', '--db', file, '--json', '--enrich']);
+    assert.equal(res.code, 0, res.stderr);
+    const byIp = new Map(sourcesOf(res.stdout).map((s) => [s.ip, s]));
+    assert.deepEqual(byIp.get('209.85.220.41'), {
+      ...byIp.get('209.85.220.41'),
+      asn: 15169,
+      as_org: 'Google LLC',
+      country: 'US',
+      service: 'Google Workspace / Gmail',
+      service_type: 'email provider',
+    });
+    assert.equal(byIp.get('2607:f8b0:4864:20::132')?.asn, 15169);
+    // AWS's network is hosting; SES's DKIM domain (amazonses.com) names the service.
+    assert.equal(byIp.get('54.240.48.94')?.service, 'Amazon SES');
+    assert.equal(byIp.get('54.240.48.94')?.service_type, 'transactional');
+  });
+
+  it('without --enrich: the same totals, none of the fields; the table gains a "who" column with it', async () => {
+    const plain = await runCli(['report', '--db', file, '--json']);
+    const enriched = await runCli(['report', '--db', file, '--json', '--enrich']);
+    const strip = (s: Source) => {
+      const { asn: _a, as_org: _o, country: _c, service: _s, service_type: _t, ...rest } = s;
+      return rest;
+    };
+    assert.deepEqual(sourcesOf(plain.stdout), sourcesOf(enriched.stdout).map(strip));
+    for (const s of sourcesOf(plain.stdout)) assert.equal('asn' in s, false);
+    const table = await runCli(['report', '--db', file, '--enrich', '--domain', 'example.com']);
+    assert.match(table.stdout, / {2}who\n/);
+    assert.match(table.stdout, /209\.85\.220\.41 .* Google Workspace \/ Gmail \(email provider\)\n/);
+    assert.doesNotMatch((await runCli(['report', '--db', file])).stdout, /who/);
+  });
+
+  it('--enrich with [enrich] enabled = false is a configuration error', async () => {
+    const res = await runCli(['report', '--db', file, '--enrich'], { RUAWATCH_ENRICH_ENABLED: 'false' });
+    assert.equal(res.code, 2);
+    assert.match(res.stderr, /enrichment is switched off/);
   });
 });

@@ -6,6 +6,9 @@
 import { describeSender, sourceFields, type SenderFacts } from '../analyse/senders.js';
 import type { AnalysisInput, Finding } from '../analyse/types.js';
 import type { Enricher } from '../enrich/index.js';
+import { DAY } from '../analyse/rollups.js';
+import type { Db } from '../store/db.js';
+import { cachedNames, dkimDomainsBySource, type ReportFilter, type ReportTotals } from '../store/summary.js';
 
 export interface SourceContext {
   /** The reverse DNS name of an IP: a name, null when it has none, undefined when not looked up. */
@@ -118,4 +121,22 @@ export function decorateFindings(
     f.source_name = names.get(f.source_ip) ?? null;
   }
   return findings;
+}
+
+/**
+ * Report totals with who each source is: asn, as_org, country, service and service_type added to
+ * every source (`report --enrich`, the digest). DKIM domains come from the same days' rollups,
+ * names from the reverse DNS cache (findings' sources only).
+ */
+export function enrichTotals(db: Db, totals: ReportTotals, f: ReportFilter, enricher: Enricher): ReportTotals {
+  const from = f.since === undefined ? undefined : Math.floor(f.since / DAY);
+  const to = f.until === undefined ? undefined : Math.ceil(f.until / DAY);
+  for (const d of totals.domains) {
+    if (d.sources.length === 0) continue;
+    const ips = d.sources.map((s) => s.ip);
+    const names = cachedNames(db, ips);
+    const senders = sendersOf(enricher, ips, { ptr: (ip) => names.get(ip), dkim: dkimDomainsBySource(db, d.domain, from, to) });
+    for (const s of d.sources) Object.assign(s, sourceFields(senders.get(s.ip)));
+  }
+  return totals;
 }
