@@ -6,7 +6,8 @@ import { DAY } from '../src/analyse/index.js';
 import { configSchema, type Config } from '../src/config/schema.js';
 import { createEnricher } from '../src/enrich/index.js';
 import { createLogger } from '../src/log.js';
-import { runAlerts } from '../src/pipeline/alerts.js';
+import { renderDigest } from '../src/notify/render.js';
+import { buildDigest, runAlerts } from '../src/pipeline/alerts.js';
 import type { Db } from '../src/store/db.js';
 import { runCli } from './helpers/cli.js';
 import { bufferInput, freshStore, tempDir } from './helpers/common.js';
@@ -108,6 +109,30 @@ describe('findings name who is sending', () => {
     assert.equal(drop.details.sender, 'configured_service_failing');
     assert.equal(drop.source_name, 'out.esp.example'); // still the reverse DNS name
     assert.equal(drop.service, 'Example ESP');
+  });
+
+  it("the digest's failing sources say who they are", () => {
+    const config = configWith({ services_file: servicesFile });
+    const enricher = createEnricher(config.enrich, { cacheDir: null });
+    const plain = buildDigest(db, 'daily', at);
+    const d = buildDigest(db, 'daily', at, enricher);
+    const failing = d.domains.find((x) => x.domain === 'example.com')!.failing;
+    assert.deepEqual(
+      failing.map((f) => [f.ip, f.service, f.service_type, f.who]),
+      [
+        ['198.51.100.20', 'Example ESP', 'transactional', 'Example ESP, transactional'],
+        ['203.0.113.66', 'Example Mailer', 'marketing', 'Example Mailer, marketing'],
+        ['192.0.2.200', null, null, 'documentation (RFC 5737); not a known mail service'],
+      ],
+    );
+    // The same sources, in the same order, as without enrichment.
+    assert.deepEqual(
+      failing.map((f) => f.ip),
+      plain.domains.find((x) => x.domain === 'example.com')!.failing.map((f) => f.ip),
+    );
+    const text = renderDigest(d, at).text;
+    assert.match(text, /\n {4}203\.0\.113\.66 \(Example Mailer, marketing\): 80 of 80 failing\n/);
+    assert.doesNotMatch(renderDigest(plain, at).text, /Example/);
   });
 
   it('ruawatch alerts --dry-run --json: source findings carry asn, as_org, country, service, service_type', async () => {

@@ -14,7 +14,7 @@ import { evaluateRules } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
 import type { Enricher } from '../enrich/index.js';
-import { decorateFindings, enrichEvaluation, mentionedIps } from './senders.js';
+import { decorateFindings, enrichDigest, enrichEvaluation, mentionedIps } from './senders.js';
 
 export function settingsOf(config: Config): AnalysisSettings {
   const a = config.analysis;
@@ -263,29 +263,32 @@ export function digestPeriod(period: 'daily' | 'weekly', now: number): { from: n
   return { from: w.from * DAY, to: w.to * DAY };
 }
 
-export function buildDigest(db: Db, period: 'daily' | 'weekly', now: number): DigestData {
+export function buildDigest(db: Db, period: 'daily' | 'weekly', now: number, enricher: Enricher | null = null): DigestData {
   const { from, to } = digestPeriod(period, now);
   const current = reportTotals(db, { since: from, until: to });
   const previous = reportTotals(db, { since: from - (to - from), until: from });
   const before = new Map(previous.domains.map((d) => [d.domain, d.pass_rate]));
   const store = new AlertStore(db);
   const nameOf = (ip: string) => store.cachedName(ip, now, { found: Infinity, missing: Infinity }).name;
+  const domains = current.domains.map((d) => ({
+    domain: d.domain,
+    messages: d.messages,
+    pass_rate: d.pass_rate,
+    previous_pass_rate: before.get(d.domain) ?? null,
+    reports: d.reports,
+    failing: d.sources
+      .map((s) => ({ ip: s.ip, name: nameOf(s.ip), failed: s.messages - s.dmarc_pass, messages: s.messages }))
+      .filter((s) => s.failed > 0)
+      .sort((a, b) => b.failed - a.failed || a.ip.localeCompare(b.ip))
+      .slice(0, 5),
+  }));
+  // Who the failing sources are (senders.ts), when enrichment is on.
+  if (enricher) enrichDigest(db, domains, { since: from, until: to }, enricher);
   return {
     period,
     from,
     to,
-    domains: current.domains.map((d) => ({
-      domain: d.domain,
-      messages: d.messages,
-      pass_rate: d.pass_rate,
-      previous_pass_rate: before.get(d.domain) ?? null,
-      reports: d.reports,
-      failing: d.sources
-        .map((s) => ({ ip: s.ip, name: nameOf(s.ip), failed: s.messages - s.dmarc_pass, messages: s.messages }))
-        .filter((s) => s.failed > 0)
-        .sort((a, b) => b.failed - a.failed || a.ip.localeCompare(b.ip))
-        .slice(0, 5),
-    })),
+    domains,
     tls: current.tlsrpt.map((t) => ({ policy_domain: t.policy_domain, successful: t.successful, failed: t.failed, failures: t.failures })),
     open_alerts: store.openAlerts().map((a) => ({ severity: a.severity, kind: a.kind, summary: a.summary, first_seen: a.first_seen })),
   };

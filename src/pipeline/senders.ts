@@ -3,7 +3,7 @@
  * analyse/senders.ts (SenderFacts) from an Enricher. Only types come from src/enrich here; the
  * enricher itself is made by App.enricher(), which imports that code when it is first asked for.
  */
-import { describeSender, sourceFields, type SenderFacts } from '../analyse/senders.js';
+import { describeSender, sourceFields, type SenderFacts, type SourceFields } from '../analyse/senders.js';
 import type { AnalysisInput, Finding } from '../analyse/types.js';
 import type { Enricher } from '../enrich/index.js';
 import { DAY } from '../analyse/rollups.js';
@@ -139,4 +139,27 @@ export function enrichTotals(db: Db, totals: ReportTotals, f: ReportFilter, enri
     for (const s of d.sources) Object.assign(s, sourceFields(senders.get(s.ip)));
   }
   return totals;
+}
+
+/** The digest's failing sources with who they are: the fields, and the label its lines show. */
+export function enrichDigest(
+  db: Db,
+  domains: { domain: string; failing: ({ ip: string; name: string | null; who?: string } & Partial<SourceFields>)[] }[],
+  f: ReportFilter,
+  enricher: Enricher,
+): void {
+  const from = f.since === undefined ? undefined : Math.floor(f.since / DAY);
+  const to = f.until === undefined ? undefined : Math.ceil(f.until / DAY);
+  for (const d of domains) {
+    if (d.failing.length === 0) continue;
+    const ips = d.failing.map((s) => s.ip);
+    const names = cachedNames(db, ips);
+    const senders = sendersOf(enricher, ips, { ptr: (ip) => names.get(ip), dkim: dkimDomainsBySource(db, d.domain, from, to) });
+    for (const s of d.failing) {
+      const facts = senders.get(s.ip);
+      Object.assign(s, sourceFields(facts));
+      // The name, when known, is shown beside the label already.
+      if (facts) s.who = describeSender({ ...facts, ptr: undefined });
+    }
+  }
 }

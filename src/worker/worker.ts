@@ -207,7 +207,8 @@ export class Worker {
     const period = this.config.alerts.digest;
     if (period === 'off' || this.abort.signal.aborted) return;
     try {
-      const report = await sendDigest(this.db, buildDigest(this.db, period, now()), now(), {
+      const digest = buildDigest(this.db, period, now(), await this.app.enricher({ orNone: true }));
+      const report = await sendDigest(this.db, digest, now(), {
         channels: this.app.channels(),
         log: this.log,
       });
