@@ -163,3 +163,67 @@ export function enrichDigest(
     }
   }
 }
+
+export interface ServiceTotal {
+  /** '' for sources of no known service. */
+  service: string;
+  service_type: string;
+  messages: number;
+  pass_rate: number | null;
+}
+
+const serviceCache = new WeakMap<Db, { key: string; value: ServiceTotal[] }>();
+
+/**
+ * Messages and DMARC pass rate per known service over a window of days (all policy domains), for
+ * /metrics. Every source of the window is looked up (each address once per process, then from the
+ * enricher's cache); the answer is kept until a report is added or the window moves.
+ */
+export function serviceTotals(db: Db, w: { from: number; to: number }, enricher: Enricher): ServiceTotal[] {
+  const version = (db.prepare(`SELECT max(id) FROM reports`).pluck().get() as number | null) ?? 0;
+  const key = `${version}:${w.from}:${w.to}`;
+  const hit = serviceCache.get(db);
+  if (hit?.key === key) return hit.value;
+  const rows = db
+    .prepare(
+      `SELECT source_ip, SUM(messages), SUM(dmarc_pass) FROM dmarc_daily WHERE day >= ? AND day < ? GROUP BY source_ip HAVING SUM(messages) > 0`,
+    )
+    .raw(true)
+    .all(w.from, w.to) as [string, number, number][];
+  const dkim = dkimDomainsOf(
+    (
+      db
+        .prepare(`SELECT DISTINCT source_ip, signing_domain FROM dkim_daily WHERE day >= ? AND day < ? AND signing_domain <> ''`)
+        .raw(true)
+        .all(w.from, w.to) as [string, string][]
+    ).map(([sourceIp, signingDomain]) => ({ sourceIp, signingDomain })),
+  );
+  const names = cachedNames(
+    db,
+    rows.map((r) => r[0]),
+  );
+  const senders = sendersOf(
+    enricher,
+    rows.map((r) => r[0]),
+    { ptr: (ip) => names.get(ip), dkim },
+  );
+  const sums = new Map<string, { service: string; service_type: string; messages: number; pass: number }>();
+  for (const [ip, messages, pass] of rows) {
+    const f = senders.get(ip);
+    const service = f?.service ?? '';
+    const t = sums.get(service) ?? { service, service_type: f?.service_type ?? '', messages: 0, pass: 0 };
+    t.messages += messages;
+    t.pass += pass;
+    sums.set(service, t);
+  }
+  const value = [...sums.values()]
+    .sort((a, b) => a.service.localeCompare(b.service))
+    .map((t) => ({
+      service: t.service,
+      service_type: t.service_type,
+      messages: Math.round(t.messages * 1e6) / 1e6,
+      pass_rate: t.messages > 0 ? Math.round((t.pass / t.messages) * 10000) / 10000 : null,
+    }));
+  serviceCache.set(db, { key, value });
+  return value;
+}

@@ -104,11 +104,7 @@ export class QueryRunner {
   private execute(q: Query): Promise<string | null> {
     if (this.closed) return Promise.reject(new Error('the web server is closing'));
     if (this.inline) {
-      try {
-        return Promise.resolve(runQuery(this.db, q));
-      } catch (err) {
-        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-      }
+      return runQuery(this.db, q).catch((err: unknown) => Promise.reject(err instanceof Error ? err : new Error(String(err))));
     }
     if (this.pending.size >= this.opts.maxPending) {
       this.stats.busy++;
