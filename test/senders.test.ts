@@ -153,7 +153,14 @@ describe('findings name who is sending', () => {
         ['service_type', 'marketing'],
       ],
     );
-    assert.match(String(nfs.summary), /An unconfigured sender/);
+    // Without reverse DNS, one evaluation labels the sources as the rules name them.
+    assert.match(
+      String(nfs.summary),
+      /^new source 203\.0\.113\.66 \(Example Mailer, marketing\) sent 400 messages .*An unconfigured sender/,
+    );
+    const drop = out.findings.find((f) => f.kind === 'pass_rate_drop')!;
+    assert.match(String(drop.summary), /^mail from 198\.51\.100\.20 \(Example ESP, transactional\) for example\.com/);
+    assert.equal(drop.source_name, null);
     // [enrich] enabled = false: the findings as before, without the fields.
     const off = await runCli(['alerts', '--db', store.file, '--at', dayIso(D0 + 34), '--dry-run', '--json'], {
       RUAWATCH_ANALYSIS_REVERSE_DNS: 'false',

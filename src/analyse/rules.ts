@@ -1,5 +1,5 @@
 import { DAY, emptyTally, inWindow, isoDay, judged, mergeTally, passRate, type Tally, type Windows } from './rollups.js';
-import { authorisedServices, classifyFinding, exemptTally, forwarderExemptions } from './senders.js';
+import { authorisedServices, classifyFinding, exemptTally, failingSignatures, failingSources, forwarderExemptions } from './senders.js';
 import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
 
 /**
@@ -68,7 +68,7 @@ function failureCause(st: SourceStats): string {
 
 function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats> {
   const out = new Map<string, SourceStats>();
-  const forwarders = forwarderExemptions(input.senders);
+  const forwarders = input.senders ? forwarderExemptions(input.senders, failingSources(input.sources)) : NO_IPS;
   for (const row of input.sources) {
     const r = forwarders.has(row.sourceIp) ? exemptTally(row) : row;
     const inBase = inWindow(r.day, w.baseline);
@@ -97,6 +97,7 @@ function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats>
 }
 
 const NO_DKIM = new Map<string, Map<string, number>>();
+const NO_IPS = new Set<string>();
 
 /** Fills the recent DKIM results of the given sources (by "domain\0ip" key). */
 function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceStats>): void {
@@ -314,7 +315,7 @@ const DKIM_HINTS: Record<string, string> = {
  */
 export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   const known = new Set<string>();
-  const forwarders = forwarderExemptions(input.senders);
+  const forwarders = input.senders ? forwarderExemptions(input.senders, failingSignatures(input.dkim)) : NO_IPS;
   for (const r of input.sources) if (inWindow(r.day, w.baseline) && !forwarders.has(r.sourceIp)) known.add(`${r.domain}\0${r.sourceIp}`);
   type Sel = {
     domain: string;

@@ -34,7 +34,14 @@ export interface SourceFields {
   service_type: string | null;
 }
 
-export type Senders = ReadonlyMap<string, SenderFacts>;
+/**
+ * Who the source IPs are, asked one IP at a time (a Map will do): the rules ask only about the
+ * sources whose failures the answer could change, so a domain with a million passing sources does
+ * not cost a million lookups.
+ */
+export interface Senders {
+  get(ip: string): SenderFacts | undefined;
+}
 
 export const FORWARDER_TYPE = 'forwarder/list';
 
@@ -55,18 +62,34 @@ export function sourceFields(f: SenderFacts | undefined): SourceFields {
 }
 
 /**
- * The source IPs of known forwarders and mailing-list operators, whose failing mail joins the
- * forwarded exemption (as a forwarded or mailing_list override reason does): only when the
- * address itself says so (a range of the user's, a forward-confirmed name, the operator's own
- * network). A DKIM or SPF domain, an unconfirmed name or an AS organisation's name is something a
- * sender can claim, and is not enough to leave a failure out.
+ * Which of the given source IPs (those with failing mail: only their failures can be exempted) are
+ * known forwarders or mailing-list operators, whose failing mail joins the forwarded exemption (as
+ * a forwarded or mailing_list override reason does): only when the address itself says so (a range
+ * of the user's, a forward-confirmed name, the operator's own network). A DKIM or SPF domain, an
+ * unconfirmed name or an AS organisation's name is something a sender can claim, and is not enough
+ * to leave a failure out.
  */
-export function forwarderExemptions(senders: Senders | undefined): Set<string> {
+export function forwarderExemptions(senders: Senders | undefined, ips: Iterable<string>): Set<string> {
   const out = new Set<string>();
   if (!senders) return out;
-  for (const [ip, f] of senders) {
-    if (f.service_type === FORWARDER_TYPE && f.matched_by !== null && ADDRESS_EVIDENCE.has(f.matched_by)) out.add(ip);
+  for (const ip of ips) {
+    const f = senders.get(ip);
+    if (f && f.service_type === FORWARDER_TYPE && f.matched_by !== null && ADDRESS_EVIDENCE.has(f.matched_by)) out.add(ip);
   }
+  return out;
+}
+
+/** The source IPs with mail that failed DMARC and was not forwarded, in rows of tallies. */
+export function failingSources(rows: Iterable<Tally & { sourceIp: string }>): Set<string> {
+  const out = new Set<string>();
+  for (const r of rows) if (r.messages - r.dmarcPass - r.forwarded > 0) out.add(r.sourceIp);
+  return out;
+}
+
+/** The source IPs with DKIM results other than pass, in rows of dkim_daily. */
+export function failingSignatures(rows: Iterable<{ sourceIp: string; result: string }>): Set<string> {
+  const out = new Set<string>();
+  for (const r of rows) if (r.result !== 'pass') out.add(r.sourceIp);
   return out;
 }
 
@@ -76,24 +99,34 @@ export function exemptTally<T extends Tally>(r: T): T {
 }
 
 /**
- * The services a policy domain has set up, as its reports show: a service is authorised when one
- * of its sources passed DMARC for the domain for at least half its messages over the windows the
- * rules read (baseline and recent).
+ * Whether a policy domain has set up a service, as its reports show: one of the service's sources
+ * passed DMARC for the domain for at least half its messages over the windows the rules read
+ * (baseline and recent). Asked only for the services of the findings' sources, each answer
+ * remembered.
  */
 export function authorisedServices(
   sources: Iterable<{ domain: string; ip: string; base: Tally; recent: Tally }>,
   senders: Senders | undefined,
-): Set<string> {
-  const out = new Set<string>();
-  if (!senders) return out;
-  for (const s of sources) {
-    const id = senders.get(s.ip)?.service_id;
-    if (!id) continue;
-    const pass = s.base.dmarcPass + s.recent.dmarcPass;
-    const judged = s.base.messages - s.base.forwarded + s.recent.messages - s.recent.forwarded;
-    if (judged > 0 && pass * 2 >= judged) out.add(`${s.domain}\0${id}`);
-  }
-  return out;
+): (domain: string, serviceId: string) => boolean {
+  const answers = new Map<string, boolean>();
+  let passing: { domain: string; ip: string }[] | null = null;
+  return (domain, serviceId) => {
+    const key = `${domain}\0${serviceId}`;
+    let yes = answers.get(key);
+    if (yes === undefined) {
+      if (!passing) {
+        passing = [];
+        for (const s of sources) {
+          const pass = s.base.dmarcPass + s.recent.dmarcPass;
+          const judged = s.base.messages - s.base.forwarded + s.recent.messages - s.recent.forwarded;
+          if (judged > 0 && pass * 2 >= judged) passing.push({ domain: s.domain, ip: s.ip });
+        }
+      }
+      yes = passing.some((s) => s.domain === domain && senders?.get(s.ip)?.service_id === serviceId);
+      answers.set(key, yes);
+    }
+    return yes;
+  };
 }
 
 export type SenderClass =
@@ -103,10 +136,14 @@ export type SenderClass =
   | { sender: 'configured_service_failing'; service: string; service_type: string; spf_include: string | null };
 
 /** How a source finding reads given who the source is; null when the source is no known sending service. */
-export function classifySender(domain: string, facts: SenderFacts | undefined, authorised: Set<string>): SenderClass | null {
+export function classifySender(
+  domain: string,
+  facts: SenderFacts | undefined,
+  authorised: (domain: string, serviceId: string) => boolean,
+): SenderClass | null {
   if (!facts?.service || !facts.service_id || !facts.service_type || NOT_A_SENDER.has(facts.service_type)) return null;
   const base = { service: facts.service, service_type: facts.service_type, spf_include: facts.spf_include };
-  return authorised.has(`${domain}\0${facts.service_id}`)
+  return authorised(domain, facts.service_id)
     ? { sender: 'configured_service_failing', ...base }
     : { sender: 'unconfigured_sender', ...base };
 }
@@ -122,7 +159,11 @@ export function setupAdvice(domain: string, c: { service: string; spf_include: s
  * service says about it. Kind, key and severity stay as the rule made them: a known service can
  * change how a failure reads, never whether it is one.
  */
-export function classifyFinding(f: Finding, senders: Senders | undefined, authorised: Set<string>): Finding {
+export function classifyFinding(
+  f: Finding,
+  senders: Senders | undefined,
+  authorised: (domain: string, serviceId: string) => boolean,
+): Finding {
   if (!f.source_ip || !senders) return f;
   const c = classifySender(f.domain, senders.get(f.source_ip), authorised);
   if (!c) return f;

@@ -145,12 +145,16 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
   const settings = settingsOf(config);
   const store = new AlertStore(db);
   const enricher = opts.enricher ?? null;
-  let findings = evaluateRules(db, opts.now, settings, enricher ? enrichEvaluation(enricher) : {});
-  if ((opts.lookup || enricher) && findings.length) {
-    const names = opts.lookup ? await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun) : new Map<string, string>();
+  // With enrichment and no reverse DNS, one evaluation labels the sources as the rules name them;
+  // with reverse DNS, a second one does, once the names of the findings' sources are known.
+  const first = enricher ? enrichEvaluation(enricher, { labelAll: !opts.lookup }) : null;
+  let findings = evaluateRules(db, opts.now, settings, first ? { prepare: first.prepare } : {});
+  if (first && !opts.lookup) findings = decorateFindings(findings, first.seen, new Map());
+  else if (opts.lookup && findings.length) {
+    const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
     if (enricher) {
       // Again, with the sources' labels in the messages (senders.ts).
-      const e = enrichEvaluation(enricher, { names: opts.lookup ? names : null, labelled: mentionedIps(findings) });
+      const e = enrichEvaluation(enricher, { names, labelled: mentionedIps(findings), reuse: first?.seen });
       const domains = new Set(findings.map((f) => f.domain));
       findings = decorateFindings(sortFindings(evaluateRules(db, opts.now, settings, { domains, prepare: e.prepare })), e.seen, names);
     } else if (names.size) {

@@ -22,15 +22,29 @@ export interface SourceContext {
  * unconfirmed (ptr_unconfirmed, the weakest evidence): nothing here resolves them forward.
  */
 export function sendersOf(enricher: Enricher, ips: Iterable<string>, ctx: SourceContext = {}): Map<string, SenderFacts> {
-  const spf = new Map<string, string>();
-  for (const e of enricher.data().services.entries) if (e.spf_include) spf.set(e.id, e.spf_include);
+  const one = senderLookup(enricher, ctx);
   const out = new Map<string, SenderFacts>();
-  for (const ip of ips) {
-    if (out.has(ip)) continue;
+  for (const ip of ips) if (!out.has(ip)) out.set(ip, one(ip));
+  return out;
+}
+
+/** What the services map tells customers to add to SPF, by service id. */
+const spfIncludes = new WeakMap<Enricher, Map<string, string>>();
+
+/** A function giving the facts of one IP (not remembered: the enricher caches the network facts). */
+export function senderLookup(enricher: Enricher, ctx: SourceContext = {}): (ip: string) => SenderFacts {
+  let spf = spfIncludes.get(enricher);
+  if (!spf) {
+    spf = new Map();
+    for (const e of enricher.data().services.entries) if (e.spf_include) spf.set(e.id, e.spf_include);
+    spfIncludes.set(enricher, spf);
+  }
+  const includes = spf;
+  return (ip) => {
     const ptr = ctx.ptr?.(ip);
     const e = enricher.enrich({ ip, ptr: ptr ?? null, ptrConfirmed: false, dkimDomains: ctx.dkim?.get(ip) ?? [] });
     const best = e.matches[0];
-    out.set(ip, {
+    return {
       asn: e.asn,
       as_org: e.as_org,
       country: e.country,
@@ -39,11 +53,10 @@ export function sendersOf(enricher: Enricher, ips: Iterable<string>, ctx: Source
       service_id: best?.id ?? null,
       service_type: e.service_type,
       matched_by: e.matched_by,
-      spf_include: best ? (spf.get(best.id) ?? null) : null,
+      spf_include: best ? (includes.get(best.id) ?? null) : null,
       ...(ptr === undefined ? {} : { ptr }),
-    });
-  }
-  return out;
+    };
+  };
 }
 
 /** DKIM signing domains per source IP, from rows of dkim_daily. */
@@ -70,40 +83,70 @@ export function mentionedIps(findings: Finding[]): Set<string> {
 }
 
 /**
- * What evaluateRules' `prepare` does with enrichment on: the facts of every source of the domains
- * loaded (the rules' two effects need them all), and, for the IPs in `labelled`, the label that
- * findings' messages show in place of the reverse DNS name. `seen` collects the facts for
- * decorate() afterwards.
+ * What evaluateRules' `prepare` does with enrichment on: the rules get a lookup of who a source is,
+ * which they ask only about the sources whose failures the answer could change, and the IPs in
+ * `labelled` get the label that findings' messages show in place of the reverse DNS name. `seen`
+ * keeps every answer, for decorateFindings() and for a second evaluation (`reuse`), whose labelled
+ * IPs alone are looked up again (with their names).
  */
 export function enrichEvaluation(
   enricher: Enricher,
-  opts: { names?: ReadonlyMap<string, string> | null; labelled?: ReadonlySet<string> } = {},
+  opts: {
+    names?: ReadonlyMap<string, string> | null;
+    labelled?: ReadonlySet<string>;
+    /** Every source gets its label, made when the rules ask for it (no reverse DNS to wait for). */
+    labelAll?: boolean;
+    reuse?: ReadonlyMap<string, SenderFacts>;
+  } = {},
 ): { prepare: (input: AnalysisInput) => void; seen: Map<string, SenderFacts> } {
-  const seen = new Map<string, SenderFacts>();
   const labelled = opts.labelled ?? new Set<string>();
+  const seen = new Map<string, SenderFacts>();
+  if (opts.reuse) for (const [ip, f] of opts.reuse) if (!labelled.has(ip)) seen.set(ip, f);
   const names = opts.names;
   const prepare = (input: AnalysisInput) => {
-    const ips = new Set<string>();
-    for (const s of input.sources) ips.add(s.sourceIp);
-    const senders = sendersOf(enricher, ips, {
+    const one = senderLookup(enricher, {
       // An IP the lookups asked about and got no name for has none; the others were not asked.
       ptr: (ip) => (names && labelled.has(ip) ? (names.get(ip) ?? null) : undefined),
       dkim: dkimDomainsOf(input.dkim),
     });
-    for (const [ip, f] of senders) seen.set(ip, f);
+    const senders = {
+      get: (ip: string) => {
+        let f = seen.get(ip);
+        if (!f) seen.set(ip, (f = one(ip)));
+        return f;
+      },
+    };
     input.senders = senders;
-    if (labelled.size) {
+    if (opts.labelAll) {
+      input.names = new LazyLabels(senders, new Set(input.sources.map((s) => s.sourceIp)));
+    } else if (labelled.size) {
+      const present = new Set(input.sources.map((s) => s.sourceIp));
       const labels = new Map<string, string>();
       for (const ip of labelled) {
-        const f = senders.get(ip);
         const name = names?.get(ip);
-        if (f) labels.set(ip, describeSender(f));
+        if (present.has(ip)) labels.set(ip, describeSender(senders.get(ip)));
         else if (name) labels.set(ip, name);
       }
       input.names = labels;
     }
   };
   return { prepare, seen };
+}
+
+/**
+ * Labels made on demand: the rules read `names` only for the IPs they put in a message, so a domain
+ * with a million sources costs a label per finding, not per source.
+ */
+class LazyLabels extends Map<string, string> {
+  constructor(
+    private readonly senders: { get(ip: string): SenderFacts },
+    private readonly present: ReadonlySet<string>,
+  ) {
+    super();
+  }
+  override get(ip: string): string | undefined {
+    return this.present.has(ip) ? describeSender(this.senders.get(ip)) : undefined;
+  }
 }
 
 /**
