@@ -7,10 +7,11 @@ import { openApp } from '../src/app.js';
 import { DAY } from '../src/analyse/index.js';
 import { configSchema } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
-import { runAlerts } from '../src/pipeline/alerts.js';
+import { channelsOf, runAlerts } from '../src/pipeline/alerts.js';
 import { overview } from '../src/store/dashboard.js';
 import { startWeb, type WebServer } from '../src/web/server.js';
 import { Worker } from '../src/worker/worker.js';
+import { startSmtp, type SmtpSink } from './helpers/chat-servers.js';
 import { bufferInput, freshStore, ROOT } from './helpers/common.js';
 import { D0, dayIso, ingestDays } from './helpers/scenario.js';
 import { dmarcXml, record } from './helpers/synth.js';
@@ -30,6 +31,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   let browser: Browser;
   let page: Page;
   let web: WebServer;
+  let smtp: SmtpSink;
   const problems: string[] = [];
   const store = freshStore();
 
@@ -46,18 +48,26 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
       ],
     });
     assert.equal((await store.ingestor.ingest(bufferInput('evil.xml', evil))).leaves[0]!.status, 'stored');
-    // Without enrichment: the columns as they are without it (dashboard-senders.test.ts has them with).
+    // Alerts go out by email to an SMTP server whose content filter refuses one of them with 554:
+    // it is parked, and the dashboard must say so.
+    smtp = await startSmtp();
+    smtp.refuse = (m) => (/DKIM selector broken/.test(m.subject ?? '') ? { code: 554, text: '5.7.1 Message content rejected' } : null);
     const config = configSchema.parse({
       web: { listen: '127.0.0.1:0', token: 'dash-token' },
       analysis: { reverse_dns: false },
+      // Without enrichment: the columns as they are without it (dashboard-senders.test.ts has them with).
       enrich: { enabled: false },
+      alerts: {
+        email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
+      },
     });
     const log = createLogger('silent');
     const names = new Map([['198.51.100.20', 'out.esp.example']]);
+    const channels = channelsOf(config, { attempts: 2, baseMs: 20, maxWaitMs: 1000, timeoutMs: 2000 });
     await runAlerts(store.db, config, {
       now: (D0 + 35) * DAY,
       dryRun: false,
-      channels: [],
+      channels,
       lookup: async (ip) => names.get(ip) ?? null,
       log,
     });
@@ -74,6 +84,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   after(async () => {
     await browser?.close();
     await web?.close();
+    await smtp?.close();
     store.db.close();
   });
 
@@ -211,6 +222,22 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
   it('shows the open alerts', async () => {
     const kinds = await page.$$eval('#alerts-open tbody tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent).sort());
     assert.deepEqual(kinds, ['dkim_selector_broken', 'new_failing_source', 'pass_rate_drop', 'tls_failures']);
+  });
+
+  it('shows a notification parked for good, with the reason the receiver gave', async () => {
+    assert.equal(smtp.refused.length, 1);
+    const channels = await page.$$eval('#notifications table:first-of-type tbody tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+    );
+    assert.equal(channels.length, 1);
+    assert.deepEqual(channels[0]!.slice(0, 4), ['email', 'delivering', '0', '1']);
+    const parked = await page.$$eval('#notifications table:nth-of-type(2) tbody tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+    );
+    assert.equal(parked.length, 1);
+    assert.equal(parked[0]![1], 'email');
+    assert.match(parked[0]![2]!, /^opened: .*DKIM selector broken/);
+    assert.match(parked[0]![3]!, /554 5\.7\.1 Message content rejected/);
   });
 
   it('drills down from a report to its records, and from a TLS report to its failures', async () => {

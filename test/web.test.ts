@@ -516,3 +516,123 @@ describe('a listener beyond loopback without credentials', () => {
     }
   });
 });
+
+describe('the Host a request names (DNS rebinding)', () => {
+  const get = (port: number, target: string, host: string, extra = '') =>
+    raw(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
+
+  it('without credentials: addresses and localhost are served, other names get 403 (logged once), /healthz answers all', async () => {
+    const { log, lines } = capturedLogger();
+    const { server, port } = await serve({}, log);
+    try {
+      for (const host of [
+        `127.0.0.1:${port}`,
+        '127.0.0.1',
+        `[::1]:${port}`,
+        `localhost:${port}`,
+        'LOCALHOST',
+        'app.localhost',
+        '192.0.2.7:8080',
+      ]) {
+        assert.equal(statusOf(await get(port, '/api/overview', host)), 200, host);
+      }
+      for (const host of [
+        'attacker.example',
+        `attacker.example:${port}`,
+        'ATTACKER.example.',
+        'localhost.attacker.example',
+        '[::1',
+        '127.0.0.1:x',
+        '',
+      ]) {
+        const answer = await get(port, '/api/overview', host);
+        assert.equal(statusOf(answer), 403, host);
+        assert.doesNotMatch(answer, /"sources"/, host);
+      }
+      assert.equal(statusOf(await get(port, '/', 'attacker.example')), 403);
+      assert.equal(statusOf(await get(port, '/metrics', 'attacker.example')), 403);
+      assert.equal(statusOf(await get(port, '/healthz', 'attacker.example')), 200);
+      await get(port, '/api/overview', 'attacker.example');
+      const refused = lines().filter((l) => /DNS rebinding/.test(String(l.msg)));
+      assert.deepEqual(
+        refused.map((l) => l.host),
+        ['attacker.example', `attacker.example:${port}`, 'ATTACKER.example.', 'localhost.attacker.example', '[::1', '127.0.0.1:x', ''],
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a name listed in [web] allowed_hosts is served; with credentials the name does not matter', async () => {
+    const listed = await serve({ allowed_hosts: ['dmarc.example.net'] });
+    try {
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'dmarc.example.net')), 200);
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'Dmarc.Example.Net:443')), 200);
+      assert.equal(statusOf(await get(listed.port, '/api/overview', 'other.example.net')), 403);
+    } finally {
+      await listed.server.close();
+    }
+    const guarded = await serve({ token: 's3cret-token' });
+    try {
+      assert.equal(statusOf(await get(guarded.port, '/api/overview', 'attacker.example')), 401);
+      assert.equal(statusOf(await get(guarded.port, '/api/overview', 'dmarc.example.net', 'Authorization: Bearer s3cret-token\r\n')), 200);
+    } finally {
+      await guarded.server.close();
+    }
+  });
+
+  it('allowed_hosts takes host names only', () => {
+    assert.throws(() => configSchema.parse({ web: { allowed_hosts: ['https://dmarc.example.net/'] } }), /host name/);
+    assert.throws(() => configSchema.parse({ web: { allowed_hosts: ['dmarc.example.net:443'] } }), /host name/);
+  });
+});
+
+describe('/api/reports/N', () => {
+  it('a TLS report with 150 policies of 150 failure details each: 100 of each listed, largest first, and the cut stated', async () => {
+    const policies = Array.from({ length: 150 }, (_, p) => ({
+      policy: { 'policy-type': 'sts', 'policy-domain': `d${p}.example.com`, 'mx-host': [`mx.d${p}.example.com`] },
+      summary: { 'total-successful-session-count': 10, 'total-failure-session-count': 150 * 151 },
+      'failure-details': Array.from({ length: 150 }, (_, f) => ({
+        'result-type': 'certificate-expired',
+        'sending-mta-ip': '192.0.2.1',
+        'receiving-mx-hostname': `mx.d${p}.example.com`,
+        'failed-session-count': f + 1,
+      })),
+    }));
+    const begin = (today - 2) * DAY;
+    const json = JSON.stringify({
+      'organization-name': 'Long Reports Inc.',
+      'date-range': {
+        'start-datetime': new Date(begin * 1000).toISOString(),
+        'end-datetime': new Date((begin + DAY - 1) * 1000).toISOString(),
+      },
+      'contact-info': 'tlsrpt@example.net',
+      'report-id': 'long-tls-1',
+      policies,
+    });
+    const leaf = (await store.ingestor.ingest(bufferInput('long.json', json))).leaves[0]!;
+    assert.equal(leaf.status, 'stored');
+    const id = store.db.prepare(`SELECT id FROM reports WHERE report_id = 'long-tls-1'`).pluck().get() as number;
+    const { server, port } = await serve({});
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/api/reports/${id}`);
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as {
+        policies: { policy_domain: string; failures: { failed_sessions: number }[] }[];
+        limits: { policies: number; failures: number };
+        truncated: { policies: boolean; failures: boolean };
+      };
+      assert.equal(body.policies.length, 100);
+      assert.equal(body.policies[0]!.policy_domain, 'd0.example.com');
+      assert.ok(body.policies.every((p) => p.failures.length === 100));
+      assert.deepEqual(
+        body.policies[0]!.failures.slice(0, 3).map((f) => f.failed_sessions),
+        [150, 149, 148],
+      );
+      assert.deepEqual(body.truncated, { policies: true, failures: true });
+      assert.deepEqual(body.limits, { records: 1000, policies: 100, failures: 100 });
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -304,6 +304,9 @@ export const configSchema = z.strictObject({
       user: z.string().min(1).optional(),
       password: z.string().min(1).optional(),
       token: z.string().min(1).optional(),
+      // Without credentials, requests must name the server by an address or localhost in Host;
+      // other names (a reverse proxy's) only when listed here. Guards against DNS rebinding.
+      allowed_hosts: z.array(z.string().regex(/^[A-Za-z0-9.-]+$/, 'a host name, without port or scheme')).default([]),
     })
     .refine((w) => (w.user === undefined) === (w.password === undefined), { message: 'set user and password together' })
     .prefault({}),

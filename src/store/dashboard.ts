@@ -267,31 +267,40 @@ export function overview(db: Db, o: OverviewOptions) {
 }
 
 /** One report with its rows: DMARC records, TLS policies with their failures, or the failure report. */
+/** Rows /api/reports/N lists at most: records of an aggregate report, policies of a TLS report, failure details of a policy. */
+export const DETAIL_LIMITS = { records: 1000, policies: 100, failures: 100 } as const;
+
 export function reportDetail(db: Db, id: number): Record<string, unknown> | null {
   const report = db.prepare(`SELECT * FROM reports WHERE id = ?`).get(id) as Record<string, unknown> | undefined;
   if (!report) return null;
   const json = (s: unknown) => JSON.parse(String(s)) as unknown;
+  const L = DETAIL_LIMITS;
   if (report.kind === 'dmarc') {
     const policy = db.prepare(`SELECT * FROM dmarc_policies WHERE report_id = ?`).get(id) ?? null;
-    const records = (
-      db
-        .prepare(
-          `SELECT source_ip, count, disposition, dkim_aligned, spf_aligned, header_from, envelope_from, reasons, dkim_results, spf_results FROM dmarc_records WHERE report_id = ? ORDER BY count DESC, id LIMIT 1000`,
-        )
-        .all(id) as Record<string, unknown>[]
-    ).map((r) => ({ ...r, reasons: json(r.reasons), dkim_results: json(r.dkim_results), spf_results: json(r.spf_results) }));
-    return { report, policy, records };
+    const rows = db
+      .prepare(
+        `SELECT source_ip, count, disposition, dkim_aligned, spf_aligned, header_from, envelope_from, reasons, dkim_results, spf_results FROM dmarc_records WHERE report_id = ? ORDER BY count DESC, id LIMIT ?`,
+      )
+      .all(id, L.records + 1) as Record<string, unknown>[];
+    const records = rows
+      .slice(0, L.records)
+      .map((r) => ({ ...r, reasons: json(r.reasons), dkim_results: json(r.dkim_results), spf_results: json(r.spf_results) }));
+    return { report, policy, records, limits: L, truncated: { records: rows.length > L.records } };
   }
   if (report.kind === 'tlsrpt') {
-    const policies = (db.prepare(`SELECT * FROM tls_policies WHERE report_id = ? ORDER BY id`).all(id) as Record<string, unknown>[]).map(
-      (p) => ({
-        ...p,
-        policy_strings: json(p.policy_strings),
-        mx_hosts: json(p.mx_hosts),
-        failures: db.prepare(`SELECT * FROM tls_failures WHERE policy_id = ?`).all(p.id),
-      }),
-    );
-    return { report, policies };
+    // A TLS report may list any number of policies and failure details: the answer stays bounded.
+    const rows = db.prepare(`SELECT * FROM tls_policies WHERE report_id = ? ORDER BY id LIMIT ?`).all(id, L.policies + 1) as Record<
+      string,
+      unknown
+    >[];
+    const failuresOf = db.prepare(`SELECT * FROM tls_failures WHERE policy_id = ? ORDER BY failed_sessions DESC, rowid LIMIT ?`);
+    let failuresCut = false;
+    const policies = rows.slice(0, L.policies).map((p) => {
+      const failures = failuresOf.all(p.id, L.failures + 1);
+      if (failures.length > L.failures) failuresCut = true;
+      return { ...p, policy_strings: json(p.policy_strings), mx_hosts: json(p.mx_hosts), failures: failures.slice(0, L.failures) };
+    });
+    return { report, policies, limits: L, truncated: { policies: rows.length > L.policies, failures: failuresCut } };
   }
   return { report, failure: db.prepare(`SELECT * FROM failure_reports WHERE report_id = ?`).get(id) ?? null };
 }

@@ -25,6 +25,7 @@ export const dashboardHtml = `<!doctype html>
 <p id="status">Loading…</p>
 <div class="charts"><div id="pass-chart"></div><div id="tls-chart"></div></div>
 <h2>Open alerts</h2><div id="alerts-open"></div>
+<h2>Notifications</h2><div id="notifications"></div>
 <h2 id="sources-title">Sources</h2><div id="sources" class="scroll"></div>
 <h2>Recent reports</h2><div id="reports" class="scroll"></div><div id="detail"></div>
 <h2>Recently resolved alerts</h2><div id="alerts-recent"></div>

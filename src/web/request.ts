@@ -1,3 +1,5 @@
+import { isIPv4, isIPv6 } from 'node:net';
+
 /**
  * The parts of HTTP handling that must never throw on what a client sends: reading the request
  * target, and the headers every answer carries. Everything here is total.
@@ -55,6 +57,31 @@ export function parseTarget(raw: string | undefined): Target | null {
   const query = q < 0 ? '' : target.slice(q + 1);
   if (!PATH.test(path) || !QUERY.test(query)) return null;
   return { path, query: new URLSearchParams(query) };
+}
+
+/**
+ * Whether a request's Host header may reach a dashboard that asks for no credentials. DNS
+ * rebinding: a page on attacker.example whose name is then pointed at 127.0.0.1 reaches this
+ * server from the user's own browser, same-origin as far as the browser knows, and reads the
+ * answers; its requests carry `Host: attacker.example`. A name cannot be trusted, an address can
+ * (nobody can rebind an address), and so can `localhost` and names under it (RFC 6761 section
+ * 6.3; browsers answer them with loopback themselves). Other names only when the user lists them
+ * ([web] allowed_hosts: the name a reverse proxy passes on). No Host at all (HTTP/1.0) is not
+ * something a browser sends: allowed. Total: any bytes in, a boolean out.
+ */
+export function hostAllowed(host: string | undefined, allowed: readonly string[]): boolean {
+  if (host === undefined) return true;
+  const h = host.trim().toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    return end > 0 && isIPv6(h.slice(1, end)) && /^(?::\d{1,5})?$/.test(h.slice(end + 1));
+  }
+  const m = /^([^:]*)(?::\d{1,5})?$/.exec(h);
+  if (!m) return false;
+  const name = m[1]!.replace(/\.$/, '');
+  if (name === '') return false;
+  if (isIPv4(name) || name === 'localhost' || name.endsWith('.localhost')) return true;
+  return allowed.some((a) => a.toLowerCase().replace(/\.$/, '') === name);
 }
 
 /** An answer written straight to a socket, for a request too malformed to have a response object. */

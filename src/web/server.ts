@@ -15,7 +15,7 @@ import { Credentials, DEFAULT_THROTTLE, LoginThrottle, type ThrottleOptions } fr
 import { healthOf } from './health.js';
 import { dashboardHtml } from './page.js';
 import { BusyError, QueryRunner } from './query-runner.js';
-import { clientKey, PAGE_CSP, parseTarget, PLAIN_CSP, rawResponse, SECURITY_HEADERS, type Target } from './request.js';
+import { clientKey, hostAllowed, PAGE_CSP, parseTarget, PLAIN_CSP, rawResponse, SECURITY_HEADERS, type Target } from './request.js';
 
 export interface WebServer {
   url: string;
@@ -71,6 +71,10 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
       const h = health();
       return send(h.code, 'application/json', `${JSON.stringify(h.body)}\n`);
     }
+    if (!credentials.required && !hostAllowed(req.headers.host, config.web.allowed_hosts)) {
+      noteForeignHost(req.headers.host ?? '');
+      return send(403, 'text/plain', 'forbidden: this Host is not served without credentials ([web] allowed_hosts)\n');
+    }
     if (!admit(req, target, send)) return;
     switch (target.path) {
       case '/':
@@ -99,6 +103,18 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
         : send(200, 'application/json; charset=utf-8', body);
     }
     return send(404, 'text/plain', 'not found\n');
+  }
+
+  /** Each refused Host name logged once (at most 100 of them), so a scan cannot flood the log. */
+  const foreignHosts = new Set<string>();
+  function noteForeignHost(host: string): void {
+    const name = host.slice(0, 100);
+    if (foreignHosts.has(name) || foreignHosts.size >= 100) return;
+    foreignHosts.add(name);
+    log.warn(
+      { host: name },
+      'refused a request for a Host name this dashboard does not serve without credentials (DNS rebinding?); a name of your own goes in [web] allowed_hosts',
+    );
   }
 
   /** Concurrent callers with the same question share one answer, kept for a few seconds. */

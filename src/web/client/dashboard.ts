@@ -44,6 +44,7 @@ interface Overview {
   /** Whether sources carry who they are (asn, as_org, country, service, service_type), and why not. */
   enrichment?: { on: boolean; error?: string | null };
   alerts: { open: AlertRow[]; recent: AlertRow[] };
+  notifications: { channels: ChannelRow[]; parked: ParkedRow[] };
   reports: {
     id: number;
     kind: string;
@@ -64,6 +65,26 @@ interface Who {
   country?: string | null;
   service?: string | null;
   service_type?: string | null;
+}
+
+/** store/alerts.ts ChannelStatus and ParkedNotification, as /api/overview sends them. */
+interface ChannelRow {
+  channel: string;
+  pending: number;
+  parked: number;
+  last_delivered_at: number | null;
+  failing_since: number | null;
+  held: boolean;
+  last_error: string | null;
+}
+
+interface ParkedRow {
+  channel: string;
+  event: string;
+  title: string;
+  parked_at: number;
+  reason: string;
+  attempts: number;
 }
 
 interface AlertRow {
@@ -353,6 +374,44 @@ function renderAlerts(o: Overview): void {
     .replaceChildren(recent.length ? table(['Severity', 'Kind', 'Summary', 'Open'], recent) : el('p', 'None resolved recently.', 'empty'));
 }
 
+/**
+ * Delivery: a line per channel that has anything undelivered or is failing, and the messages
+ * parked for good with the reason their receiver gave (`ruawatch notify status` says the same).
+ */
+function renderNotifications(o: Overview): void {
+  const box = document.getElementById('notifications')!;
+  const troubled = o.notifications.channels.filter((c) => c.pending || c.parked || c.failing_since !== null || c.held);
+  if (!troubled.length) {
+    box.replaceChildren(el('p', 'Every notification was delivered.', 'empty'));
+    return;
+  }
+  const state = (c: ChannelRow) =>
+    c.held ? 'held: every message would fail' : c.failing_since !== null ? `failing since ${time(c.failing_since)}` : 'delivering';
+  const parts: Node[] = [
+    table(
+      ['Channel', 'State', 'Waiting', 'Parked', 'Last delivered', 'Last error'],
+      troubled.map((c) => [
+        c.channel,
+        state(c),
+        c.pending,
+        c.parked,
+        c.last_delivered_at === null ? '-' : time(c.last_delivered_at),
+        c.last_error ?? '-',
+      ]),
+    ),
+  ];
+  if (o.notifications.parked.length) {
+    parts.push(el('p', 'Parked for good (not retried; a short notice was sent in their place where the channel took it):'));
+    parts.push(
+      table(
+        ['Parked', 'Channel', 'Message', 'Reason', 'Attempts'],
+        o.notifications.parked.map((n) => [time(n.parked_at), n.channel, `${n.event}: ${n.title}`, n.reason, n.attempts]),
+      ),
+    );
+  }
+  box.replaceChildren(...parts);
+}
+
 function renderReports(o: Overview): void {
   const rows = o.reports.map((r) => [
     date(r.begin),
@@ -386,7 +445,15 @@ async function openReport(id: number): Promise<void> {
     box.replaceChildren(el('p', `Could not load report ${id}: ${res.status}`, 'error'));
     return;
   }
-  const d = (await res.json()) as { report: Json; policy?: Json | null; records?: Json[]; policies?: Json[]; failure?: Json | null };
+  const d = (await res.json()) as {
+    report: Json;
+    policy?: Json | null;
+    records?: Json[];
+    policies?: Json[];
+    failure?: Json | null;
+    limits?: Record<string, number>;
+    truncated?: Record<string, boolean>;
+  };
   state.detail = d;
   const r = d.report;
   const head = el('h3', `${String(r.kind)} report ${String(r.report_id)} from ${String(r.reporter)}`);
@@ -395,6 +462,11 @@ async function openReport(id: number): Promise<void> {
     `${String(r.policy_domain)}, ${time(Number(r.begin_ts))} to ${time(Number(r.end_ts))} UTC, received as ${String(r.input)}`,
   );
   const parts: Node[] = [head, meta];
+  const cut = Object.entries(d.truncated ?? {}).filter(([, v]) => v);
+  if (cut.length) {
+    const what = cut.map(([k]) => `${d.limits?.[k] ?? '?'} ${k === 'failures' ? 'failure details per policy' : k}`).join(' and ');
+    parts.push(el('p', `This report is long: only the first ${what} are shown.`, 'empty'));
+  }
   if (r.pruned_at !== null && r.pruned_at !== undefined) {
     parts.push(
       el(
@@ -508,6 +580,7 @@ async function load(): Promise<void> {
     renderCharts(o);
     renderSources(o);
     renderAlerts(o);
+    renderNotifications(o);
     renderReports(o);
     const more =
       o.domain_count > o.domains.length
