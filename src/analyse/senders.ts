@@ -41,6 +41,8 @@ export interface SourceFields {
  */
 export interface Senders {
   get(ip: string): SenderFacts | undefined;
+  /** The facts of the address alone (no DKIM or SPF domain), when cheaper: all the forwarder exemption may use. */
+  byAddress?(ip: string): SenderFacts | undefined;
 }
 
 export const FORWARDER_TYPE = 'forwarder/list';
@@ -73,7 +75,7 @@ export function forwarderExemptions(senders: Senders | undefined, ips: Iterable<
   const out = new Set<string>();
   if (!senders) return out;
   for (const ip of ips) {
-    const f = senders.get(ip);
+    const f = senders.byAddress ? senders.byAddress(ip) : senders.get(ip);
     if (f && f.service_type === FORWARDER_TYPE && f.matched_by !== null && ADDRESS_EVIDENCE.has(f.matched_by)) out.add(ip);
   }
   return out;

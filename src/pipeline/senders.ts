@@ -104,15 +104,25 @@ export function enrichEvaluation(
   if (opts.reuse) for (const [ip, f] of opts.reuse) if (!labelled.has(ip)) seen.set(ip, f);
   const names = opts.names;
   const prepare = (input: AnalysisInput) => {
-    const one = senderLookup(enricher, {
-      // An IP the lookups asked about and got no name for has none; the others were not asked.
-      ptr: (ip) => (names && labelled.has(ip) ? (names.get(ip) ?? null) : undefined),
-      dkim: dkimDomainsOf(input.dkim),
-    });
+    // An IP the lookups asked about and got no name for has none; the others were not asked.
+    const ptr = (ip: string) => (names && labelled.has(ip) ? (names.get(ip) ?? null) : undefined);
+    // The DKIM domains by source are gathered only when a full answer is first asked for: the
+    // forwarder exemption, which asks about every failing source, needs the address alone.
+    let one: ((ip: string) => SenderFacts) | null = null;
+    const address = senderLookup(enricher, { ptr });
+    const own = new Map<string, SenderFacts>();
     const senders = {
       get: (ip: string) => {
         let f = seen.get(ip);
-        if (!f) seen.set(ip, (f = one(ip)));
+        if (!f) {
+          one ??= senderLookup(enricher, { ptr, dkim: dkimDomainsOf(input.dkim) });
+          seen.set(ip, (f = one(ip)));
+        }
+        return f;
+      },
+      byAddress: (ip: string) => {
+        let f = seen.get(ip) ?? own.get(ip);
+        if (!f) own.set(ip, (f = address(ip)));
         return f;
       },
     };
