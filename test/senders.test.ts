@@ -111,6 +111,23 @@ describe('findings name who is sending', () => {
     assert.equal(drop.service, 'Example ESP');
   });
 
+  it('a forwarder known by its address range joins the forwarded exemption: its failures raise nothing', async () => {
+    const file = path.join(dir, 'forwarder.toml');
+    fs.writeFileSync(
+      file,
+      `[[service]]\nid = "list-host"\nname = "Example Lists"\ntype = "forwarder/list"\nip_ranges = ["203.0.113.0/24"]\n`,
+    );
+    const config = configWith({ services_file: file });
+    const enricher = createEnricher(config.enrich, { cacheDir: null });
+    for (const l of [lookup, null]) {
+      const r = await runAlerts(db, config, { now: at, dryRun: true, channels: [], lookup: l, enricher, log });
+      assert.deepEqual(
+        r.findings.map((f) => f.key).sort(),
+        EXPECTED.filter((k) => !k.startsWith('new_failing_source')),
+      );
+    }
+  });
+
   it("the digest's failing sources say who they are", () => {
     const config = configWith({ services_file: servicesFile });
     const enricher = createEnricher(config.enrich, { cacheDir: null });
