@@ -109,8 +109,8 @@ describe('ruawatch ingest', () => {
       [
         ['b-page.html', 'an HTML document, not a report'],
         ['c-page.htm', 'an HTML document, not a report'],
-        ['d-settings.json', 'the JSON has no "policies" array: not an SMTP TLS report (RFC 8460)'],
-        ['e-list.json', 'the JSON has no "policies" array: not an SMTP TLS report (RFC 8460)'],
+        ['d-settings.json', 'JSON with no "policies" array: not an SMTP TLS report (RFC 8460)'],
+        ['e-list.json', 'JSON with no "policies" array: not an SMTP TLS report (RFC 8460)'],
         ['f-scan.pdf', 'a PDF document, not a report'],
       ],
     );

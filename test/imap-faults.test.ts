@@ -10,6 +10,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
+import { pino } from 'pino';
+import { loadConfig } from '../src/config/load.js';
+import { ImapMailbox } from '../src/sources/imap.js';
 import { openDb } from '../src/store/db.js';
 import { CLI, tempDir } from './helpers/common.js';
 import { PASSWORD, findDovecot, startDovecot, type Dovecot } from '../devtools/dovecot.js';
@@ -361,7 +364,7 @@ describe('a frozen IMAP server (SIGSTOP)', { skip: !haveDovecot && 'dovecot is n
   let dovecot: Dovecot;
   const procs: ChildProcess[] = [];
   before(async () => {
-    dovecot = await startDovecot(['frozen@example.com', 'stuck@example.com']);
+    dovecot = await startDovecot(['frozen@example.com', 'stuck@example.com', 'cutoff@example.com']);
   });
   after(async () => {
     dovecot?.thaw();
@@ -377,9 +380,13 @@ describe('a frozen IMAP server (SIGSTOP)', { skip: !haveDovecot && 'dovecot is n
       user,
       Array.from({ length: total }, (_, i) => reportMail(`frozen-${i}`, 40)),
     );
+    // The deadline counts from the start of the pass, and the freeze comes after the first batch
+    // (several seconds in on a loaded machine): it must leave the 2 s idle-read timeout time to
+    // notice the silence first. (With 8 s, a first batch that took 6 s or more under load let the
+    // deadline stop the pass before the timeout noticed anything, and nothing reconnected.)
     const { db, config } = writeConfig(tempDir(), dovecot, user, {
       box: 'timeout_seconds = 2\n',
-      top: '\n[schedule]\npoll_timeout_seconds = 8\n',
+      top: '\n[schedule]\npoll_timeout_seconds = 20\n',
     });
     const running = cli(['fetch', '--config', config, '--json'], { killAfterMs: 60_000 });
     await waitFor('a first acknowledged batch', 30_000, async () => (await dovecot.count(user, 'Processed')) > 0);
@@ -392,19 +399,64 @@ describe('a frozen IMAP server (SIGSTOP)', { skip: !haveDovecot && 'dovecot is n
       dovecot.thaw();
     }
     const took = Date.now() - frozenAt;
-    // At most the deadline (8 s from the start) and its grace (8 s more), whatever the server does.
-    assert.ok(took < 20_000, `fetch ended ${took} ms after the freeze`);
+    // At most the deadline (20 s from the start) and its grace (10 s more), whatever the server does.
+    assert.ok(took < 32_000, `fetch ended ${took} ms after the freeze`);
     assert.equal(first.code, 1, first.stderr);
     // The idle-read timeout (2 s) noticed the silence: the connection was dropped and opened again.
     assert.match(first.stderr, /mailbox connection lost; reconnecting/);
     const s = summaryOf(first);
     assert.equal(s.failed.at(-1)!.code, 'E_TIMEOUT', first.stdout);
-    assert.match(s.failed.at(-1)!.error, /^mailbox dmarc: the pass stopped at its deadline \(\[schedule\] poll_timeout_seconds = 8\)/);
+    assert.match(s.failed.at(-1)!.error, /^mailbox dmarc: the pass stopped at its deadline \(\[schedule\] poll_timeout_seconds = 20\)/);
 
     const second = await cli(['fetch', '--config', config, '--json']);
     assert.equal(second.code, 0, second.stderr);
     assert.equal(dbCount(db, 'SELECT COUNT(*) AS n FROM reports'), total);
     assert.deepEqual(await folders(dovecot, user), [0, total, 0]);
+  });
+
+  it('a server that stops answering between the login and the folder: the kill signal of the pass cuts the opening off at once', async () => {
+    const user = 'cutoff@example.com';
+    // Between the client and Dovecot: passes the login through, then swallows everything from the
+    // first command that opens folders, as a server that hangs right after the login would.
+    let swallowing = false;
+    const sockets: net.Socket[] = [];
+    const proxy = net.createServer((c) => {
+      const up = net.connect(dovecot.port, '127.0.0.1');
+      sockets.push(c, up);
+      up.on('data', (d: Buffer) => {
+        if (!swallowing) c.write(d);
+      });
+      c.on('data', (d: Buffer) => {
+        if (/ (CREATE|SELECT|EXAMINE) /i.test(d.toString('latin1'))) swallowing = true;
+        if (!swallowing) up.write(d);
+      });
+      for (const s of [c, up]) s.on('error', () => undefined).on('close', () => (s === c ? up : c).destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      const dir = tempDir();
+      const file = path.join(dir, 'c.toml');
+      const port = (proxy.address() as net.AddressInfo).port;
+      fs.writeFileSync(
+        file,
+        `[database]\npath = "${path.join(dir, 'r.sqlite')}"\n\n[[mailbox]]\nname = "dmarc"\nhost = "127.0.0.1"\nport = ${port}\nsecurity = "none"\nuser = "${user}"\npassword = "${PASSWORD}"\ntimeout_seconds = 30\n`,
+      );
+      const box = loadConfig(file, {}).config.mailbox[0]!;
+      const kill = new AbortController();
+      const opening = new ImapMailbox(box, pino({ level: 'silent' })).open(kill.signal);
+      opening.catch(() => undefined);
+      await waitFor('the login, then a command that gets no answer', 10_000, () => Promise.resolve(swallowing));
+      await new Promise((r) => setTimeout(r, 200));
+      const killedAt = Date.now();
+      kill.abort();
+      // Before, the signal was let go once logged in: the opening waited for timeout_seconds (30 s).
+      await assert.rejects(opening, (e: Error) => /mailbox dmarc/.test(e.message));
+      const took = Date.now() - killedAt;
+      assert.ok(took < 5_000, `the opening ended ${took} ms after the kill`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      proxy.close();
+    }
   });
 
   it('run: /healthz turns unhealthy while a poll hangs past its deadline, and healthy again once the server answers', async () => {

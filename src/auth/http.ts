@@ -4,13 +4,18 @@
  * body, a cap on the body's size, and one kind of error for a service that could not be reached.
  */
 
-/** The request got no (complete) answer: refused, reset, timed out, aborted. `code` as Node names it (ECONNREFUSED...). */
-export class NetworkError extends Error {
-  readonly code: string;
-  constructor(message: string, code: string, cause?: unknown) {
-    super(message, { cause });
+import { RuawatchError } from '../errors.js';
+
+/**
+ * The request got no (complete) answer: refused, reset, timed out, aborted. `errno` as Node names
+ * it (ECONNREFUSED...). Callers wrap it in their own code (E_AUTH, E_GRAPH) with what they were asking.
+ */
+export class NetworkError extends RuawatchError {
+  readonly errno: string;
+  constructor(message: string, errno: string, cause?: unknown) {
+    super('E_NETWORK', message, { cause, retryable: true });
     this.name = 'NetworkError';
-    this.code = code;
+    this.errno = errno;
   }
 }
 

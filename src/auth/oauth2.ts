@@ -56,7 +56,7 @@ export async function requestToken(req: TokenRequest): Promise<Issued> {
     );
   } catch (err) {
     const e = err as NetworkError;
-    throw new RuawatchError('E_AUTH', `cannot reach ${where} for an access token: ${e.message}${e.code ? ` (${e.code})` : ''}`, {
+    throw new RuawatchError('E_AUTH', `cannot reach ${where} for an access token: ${e.message}${e.errno ? ` (${e.errno})` : ''}`, {
       cause: err,
       retryable: true,
     });

@@ -1,13 +1,14 @@
-import { errorMessage } from '../errors.js';
+import { RuawatchError, errorMessage } from '../errors.js';
 import { configFlag, defineCommand } from './command.js';
 import { EXIT_FAILED, EXIT_OK, openConfig } from './common.js';
 
 /** The address to ask for a `[web] listen` value: a wildcard is reached on loopback. */
 export function healthzUrl(listen: string): string {
   const m = /^\[?(.*?)\]?:(\d+)$/.exec(listen);
-  if (!m) throw new Error(`[web] listen = "${listen}" is not host:port`);
+  if (!m) throw new RuawatchError('E_CONFIG', `[web] listen = "${listen}" is not host:port`);
   const [, host, port] = m as unknown as [string, string, string];
-  if (Number(port) === 0) throw new Error(`[web] listen = "${listen}" asks for a random port: there is no fixed address to check`);
+  if (Number(port) === 0)
+    throw new RuawatchError('E_CONFIG', `[web] listen = "${listen}" asks for a random port: there is no fixed address to check`);
   let target = host;
   if (host === '' || host === '0.0.0.0') target = '127.0.0.1';
   else if (host === '::' || host === '::0') target = '::1';
@@ -33,7 +34,7 @@ reserves 2): the container image's HEALTHCHECK.`,
     // read included, is 1.
     try {
       const seconds = Number(values.timeout);
-      if (!(seconds > 0)) throw new Error(`--timeout wants a number of seconds, not "${values.timeout}"`);
+      if (!(seconds > 0)) throw new RuawatchError('E_USAGE', `--timeout wants a number of seconds, not "${values.timeout}"`);
       const url = healthzUrl(openConfig(values.config, io).config.web.listen);
       const res = await fetch(url, { signal: AbortSignal.timeout(seconds * 1000), redirect: 'error' });
       const body = (await res.text()).trim().slice(0, 500);

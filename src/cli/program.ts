@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { RuawatchError, errorMessage } from '../errors.js';
+import { errorCode, errorMessage } from '../errors.js';
 import { alertsCommand } from './alerts.js';
 import { formatHelp, wantsHelp, type Command } from './command.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, processIo, type Io } from './common.js';
@@ -120,7 +120,7 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
   try {
     return await command.run(args, io);
   } catch (err) {
-    const code = err instanceof RuawatchError ? err.code : null;
+    const code = errorCode(err);
     io.stderr.write(`ruawatch ${command.spec.name}: ${errorMessage(err)}\n`);
     return code === 'E_USAGE' || code === 'E_CONFIG' ? EXIT_USAGE : EXIT_FAILED;
   }

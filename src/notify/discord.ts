@@ -188,8 +188,9 @@ export class DiscordChannel implements Channel {
       const channel = (await rest.get(lib.Routes.channel(this.route.channelId))) as { name?: string };
       return `bot ${me.username ?? '?'}, which can see channel #${channel.name ?? this.route.channelId} (whether it may post there shows only when it posts)`;
     } catch (err) {
-      if (err instanceof lib.DiscordAPIError || err instanceof lib.HTTPError) throw new Error(`${err.status} ${err.message}`);
-      throw new Error(`${this.api} unreachable: ${causeOf(err)}`);
+      if (err instanceof lib.DiscordAPIError || err instanceof lib.HTTPError)
+        throw new DeliveryError(`${err.status} ${err.message}`, httpScope(err.status), { status: `HTTP ${err.status}` });
+      throw new DeliveryError(`${this.api} unreachable: ${causeOf(err)}`, 'retry', { cause: err });
     }
   }
 

@@ -79,16 +79,19 @@ export class MatrixChannel implements Channel {
           signal: AbortSignal.timeout(this.timeoutMs),
         });
       } catch (err) {
-        throw new Error(`${base} unreachable: ${causeOf(err)}`);
+        throw new DeliveryError(`${base} unreachable: ${causeOf(err)}`, 'retry', { cause: err });
       }
       const body = (await res.json().catch(() => ({}))) as { errcode?: string; error?: string };
-      if (!res.ok) throw new Error(`${path}: ${res.status} ${body.errcode ?? ''} ${body.error ?? ''}`.replace(/\s+/g, ' ').trim());
+      if (!res.ok) {
+        const what = `${path}: ${res.status} ${body.errcode ?? ''} ${body.error ?? ''}`.replace(/\s+/g, ' ').trim();
+        throw new DeliveryError(what, httpScope(res.status), { status: `HTTP ${res.status}` });
+      }
       return body;
     };
     const { user_id: user } = (await get('/account/whoami')) as { user_id?: string };
     const { joined_rooms: rooms } = (await get('/joined_rooms')) as { joined_rooms?: string[] };
     if (!rooms?.includes(this.s.room_id))
-      throw new Error(`${user ?? "the token's user"} has not joined ${this.s.room_id}: invite it, then join`);
+      throw new DeliveryError(`${user ?? "the token's user"} has not joined ${this.s.room_id}: invite it, then join`, 'channel');
     return `${base}: the token is ${user ?? '(unnamed)'}'s, who is in ${this.s.room_id}`;
   }
 

@@ -1,4 +1,5 @@
 import type { Severity } from '../analyse/types.js';
+import { RuawatchError } from '../errors.js';
 
 export type ChannelName = 'email' | 'matrix' | 'discord';
 export const CHANNEL_NAMES: ChannelName[] = ['email', 'matrix', 'discord'];
@@ -53,7 +54,7 @@ export type FailureScope = 'retry' | 'message' | 'channel';
  * (a timeout or a connection lost after the message went out): sending it again may post it twice.
  * `status` is the bare protocol status ("SMTP 554", "HTTP 400") without the receiver's text.
  */
-export class DeliveryError extends Error {
+export class DeliveryError extends RuawatchError {
   readonly scope: FailureScope;
   readonly retryAfterMs: number | null;
   readonly unanswered: boolean;
@@ -61,18 +62,15 @@ export class DeliveryError extends Error {
   constructor(
     message: string,
     scope: FailureScope,
-    opts: { retryAfterMs?: number | null; unanswered?: boolean; status?: string | null } = {},
+    opts: { retryAfterMs?: number | null; unanswered?: boolean; status?: string | null; cause?: unknown } = {},
   ) {
-    super(message);
+    // Retryable is the scope's `retry`: the only failure tried again.
+    super('E_DELIVERY', message, { cause: opts.cause, retryable: scope === 'retry' });
     this.name = 'DeliveryError';
     this.scope = scope;
     this.retryAfterMs = opts.retryAfterMs ?? null;
     this.unanswered = opts.unanswered ?? false;
     this.status = opts.status ?? null;
-  }
-
-  get retryable(): boolean {
-    return this.scope === 'retry';
   }
 }
 

@@ -1,7 +1,16 @@
 import { RuawatchError, errorMessage } from '../errors.js';
 import type { ByteStream } from '../unpack/bytes.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
-import { clean, emailDomain, normaliseDomain, normaliseReportId, normaliseResult, normaliseWord, parseCount } from './normalise.js';
+import {
+  clean,
+  emailDomain,
+  normaliseDomain,
+  normaliseReportId,
+  normaliseResult,
+  normaliseSelector,
+  normaliseWord,
+  parseCount,
+} from './normalise.js';
 import { checkDateRange, checkTotal, nowSeconds, quote, readCount, readIp } from './plausible.js';
 import type { DmarcHeader, DmarcRecord } from './types.js';
 import { XmlTextDecoder } from './xml-text.js';
@@ -132,7 +141,7 @@ class DmarcState {
     if (this.stack.length === (this.wrapped ? 2 : 1)) {
       this.sawRoot = true;
       if (name !== 'feedback') {
-        throw new RuawatchError('E_NOT_REPORT', `the XML root element is <${tagName}>, not <feedback>: not a DMARC aggregate report`);
+        throw new RuawatchError('E_NOT_REPORT', `XML whose root element is <${tagName}>, not <feedback>: not a DMARC aggregate report`);
       }
       for (const [k, v] of Object.entries(attributes)) {
         if ((k === 'xmlns' || k.startsWith('xmlns:')) && String(v).trim() === NS_DMARC_2) this.namespace2 = true;
@@ -418,7 +427,7 @@ function normaliseRecord(r: PartialRecord, sourceIp: string, count: number): Dma
     envelopeTo: normaliseDomain(r.envelopeTo),
     dkimResults: r.dkimResults.map((d) => ({
       domain: normaliseDomain(d.domain),
-      selector: clean(d.selector),
+      selector: normaliseSelector(d.selector),
       result: normaliseResult(d.result),
       humanResult: clean(d.humanResult),
     })),

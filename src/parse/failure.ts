@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Mail } from '../unpack/mime.js';
-import { clean, emailDomain, normaliseDomain, normaliseReportId, normaliseWord } from './normalise.js';
+import { clean, emailDomain, normaliseDomain, normaliseReportId, normaliseSelector, normaliseWord } from './normalise.js';
 import { checkTime, nowSeconds, readIp } from './plausible.js';
 import type { FailureReport } from './types.js';
 
@@ -52,7 +52,7 @@ function fromArf(mail: Mail, body: string): FailureParse {
       authFailure: normaliseWord(one('auth-failure')),
       deliveryResult: normaliseWord(one('delivery-result')),
       dkimDomain: normaliseDomain(one('dkim-domain')),
-      dkimSelector: one('dkim-selector'),
+      dkimSelector: normaliseSelector(one('dkim-selector')),
       spfDns: one('spf-dns'),
       identityAlignment: normaliseWord(one('identity-alignment')),
       authenticationResults:

@@ -1,7 +1,7 @@
 import { TextDecoder } from 'node:util';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { overLimit, type Limits } from '../unpack/limits.js';
-import { clean, emailDomain, normaliseDomain, normaliseWord } from './normalise.js';
+import { clean, emailDomain, normaliseDomain, normaliseMxHost, normaliseWord } from './normalise.js';
 import { checkDateRange, checkText, checkTotal, nowSeconds, quote, readCount, readIp } from './plausible.js';
 import type { TlsFailure, TlsPolicy, TlsReport } from './types.js';
 
@@ -39,7 +39,7 @@ export function parseTlsReport(bytes: Uint8Array, opts: TlsParseOptions): TlsRep
     throw new RuawatchError('E_JSON', `not valid JSON: ${errorMessage(err)}`);
   }
   if (!isObj(doc) || !Array.isArray(doc.policies)) {
-    throw new RuawatchError('E_NOT_REPORT', 'the JSON has no "policies" array: not an SMTP TLS report (RFC 8460)');
+    throw new RuawatchError('E_NOT_REPORT', 'JSON with no "policies" array: not an SMTP TLS report (RFC 8460)');
   }
   checkStrings(doc, '');
   const range = isObj(doc['date-range']) ? doc['date-range'] : {};
@@ -84,7 +84,7 @@ function parsePolicy(entry: Json, index: number, countEntry: () => void, limits:
     return {
       resultType: normaliseWord(str(d['result-type'])) ?? 'unknown',
       sendingMtaIp: ip(d['sending-mta-ip'], `${here}.sending-mta-ip`),
-      receivingMxHostname: normaliseDomain(str(d['receiving-mx-hostname'])),
+      receivingMxHostname: normaliseMxHost(str(d['receiving-mx-hostname'])),
       receivingMxHelo: clean(str(d['receiving-mx-helo'])),
       receivingIp: ip(d['receiving-ip'], `${here}.receiving-ip`),
       // A failure detail without a count still stands for at least one failed session.
@@ -98,7 +98,7 @@ function parsePolicy(entry: Json, index: number, countEntry: () => void, limits:
     policyDomain: normaliseDomain(str(policy['policy-domain'])),
     policyStrings: strings(policy['policy-string']),
     // Some reporters repeat the policy line ("mx: mx1.example.com") in mx-host.
-    mxHosts: strings(policy['mx-host']).map((h) => h.replace(/^mx:\s*/i, '').toLowerCase()),
+    mxHosts: strings(policy['mx-host']).flatMap((h) => normaliseMxHost(h.replace(/^\s*mx:\s*/i, '')) ?? []),
     successful: count(summary['total-successful-session-count'], `${at}.summary.total-successful-session-count`, limits) ?? 0,
     failed: count(summary['total-failure-session-count'], `${at}.summary.total-failure-session-count`, limits) ?? 0,
     failures,

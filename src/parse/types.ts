@@ -1,7 +1,7 @@
 /**
  * The normalised shapes every parser produces and the store consumes. Normalised once, here:
- * results lower-case in RFC spelling, domains lower-case without a trailing dot, IPs canonical,
- * times in UTC epoch seconds.
+ * results lower-case in RFC spelling, domains, DKIM selectors and MX hosts lower-case without a
+ * trailing dot, IPs canonical, times in UTC epoch seconds.
  */
 
 export type ReportKind = 'dmarc' | 'tlsrpt' | 'failure';

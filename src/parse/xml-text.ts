@@ -6,6 +6,13 @@ import { RuawatchError } from '../errors.js';
  * Character decoding for XML documents. The encoding comes from the byte order mark or the XML
  * declaration (XML 1.0 section 4.3.3); UTF-8 is decoded strictly, so a stray windows-1252 byte in
  * a document that claims UTF-8 is reported with its offset instead of silently becoming U+FFFD.
+ *
+ * Fast path (ARCHITECTURE.md, "Fast paths"): UTF-8, nearly every report, is checked with Node's
+ * isUtf8 and decoded without a TextDecoder, carrying a character cut by the end of a chunk over to
+ * the next one; other encodings go through TextDecoder.
+ * Invariant: the same text as TextDecoder with `fatal: true`, and a failure at the same byte
+ * offset, whatever the chunk boundaries.
+ * Held by: test/unit/xml-text.test.ts (3,000 cut sequences, failing offsets, a split byte order mark).
  */
 export class XmlTextDecoder {
   /** For encodings other than UTF-8; UTF-8 (nearly every report) takes Node's faster validator. */

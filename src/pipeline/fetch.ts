@@ -6,7 +6,7 @@ import { mailboxFailure, readMailbox, type Mailbox, type MailboxPassOptions } fr
 export interface FetchAllResult {
   summary: IngestSummary;
   /** Mailboxes that could not be read at all (unreachable, login refused, the database failing). */
-  mailboxErrors: { mailbox: string; error: string }[];
+  mailboxErrors: { mailbox: string; error: string; code: string }[];
   /** Mailboxes skipped because another ruawatch process was reading them. */
   busy: { mailbox: string; lease: Lease }[];
   /** The pass stopped at its deadline. */
@@ -44,7 +44,7 @@ export async function fetchAll(mailboxes: Mailbox[], opts: FetchAllOptions): Pro
   const fail = (box: Mailbox, err: unknown) => {
     const f = mailboxFailure(box.name, err);
     summary.failed.push({ input: box.name, error: f.error, code: f.code });
-    result.mailboxErrors.push({ mailbox: box.name, error: f.error });
+    result.mailboxErrors.push({ mailbox: box.name, error: f.error, code: f.code });
     // Reported by the caller: fetch's summary lists it, run logs the poll as failed with it.
     opts.log.info({ mailbox: box.name, code: f.code, err: f.error }, 'mailbox failed');
   };

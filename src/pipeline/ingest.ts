@@ -95,8 +95,13 @@ interface Context {
   budget: InputBudget;
 }
 
-/** Thrown inside a container to say "this piece holds no report", with the reason. */
-class NoReport extends Error {}
+/**
+ * "This piece holds no report", with the reason: an outcome (skipped), not a failure. The parsers
+ * say the same of well-formed XML or JSON that is not a report, with the same code.
+ */
+function notReport(reason: string): RuawatchError {
+  return new RuawatchError('E_NOT_REPORT', reason);
+}
 
 /**
  * source -> unpack -> parse -> store, for one input at a time. Everything below an input is
@@ -152,9 +157,7 @@ export class Ingestor implements IngestRunner {
       await fn();
     } catch (err) {
       if (err instanceof BudgetExceeded) throw err;
-      // Well-formed XML or JSON that is not a report is no more a report than a PDF is.
-      if (err instanceof NoReport || errorCode(err) === 'E_NOT_REPORT')
-        leaves.push({ input: name, status: 'none', reason: errorMessage(err) });
+      if (errorCode(err) === 'E_NOT_REPORT') leaves.push({ input: name, status: 'none', reason: errorMessage(err) });
       else leaves.push({ input: name, status: 'failed', code: errorCode(err), error: errorMessage(err) });
     }
   }
@@ -171,7 +174,7 @@ export class Ingestor implements IngestRunner {
       );
     } else {
       const outcome = leaf.status === 'failed' ? 'failed' : 'skipped';
-      const code = leaf.status === 'failed' ? leaf.code : 'E_NO_REPORT';
+      const code = leaf.status === 'failed' ? leaf.code : 'E_NOT_REPORT';
       const message = leaf.status === 'failed' ? leaf.error : leaf.reason;
       // Info, not warn: the caller reports every failed input (ingest and fetch in their summary,
       // run in a warning of its own); a second warning here would only repeat it.
@@ -197,7 +200,7 @@ export class Ingestor implements IngestRunner {
     switch (kind) {
       case 'empty':
         if (topLevel) throw new RuawatchError('E_EMPTY', 'the input is empty (0 bytes)');
-        throw new NoReport('an empty part');
+        throw notReport('an empty part');
       case 'gzip':
       case 'zlib':
         return this.handle(
@@ -207,7 +210,7 @@ export class Ingestor implements IngestRunner {
           leaves,
           topLevel,
         ).catch((err: unknown) => {
-          if (err instanceof NoReport) throw new NoReport(`${kind} holding ${err.message}`);
+          if (errorCode(err) === 'E_NOT_REPORT') throw notReport(`${kind} holding ${errorMessage(err)}`);
           throw err;
         });
       case 'zip':
@@ -225,11 +228,11 @@ export class Ingestor implements IngestRunner {
         return this.handleMail(name, raw, inner, leaves);
       }
       case 'html':
-        throw new NoReport('an HTML document, not a report');
+        throw notReport('an HTML document, not a report');
       case 'pdf':
-        throw new NoReport('a PDF document, not a report');
+        throw notReport('a PDF document, not a report');
       case 'other':
-        throw new NoReport(describeOther(head));
+        throw notReport(describeOther(head));
     }
   }
 
@@ -237,7 +240,7 @@ export class Ingestor implements IngestRunner {
     const buf = await readAll(src, this.limits, 'maxArchiveBytes', 'the zip archive');
     const entries = listZip(buf, this.limits, 'the zip archive', ctx.budget);
     ctx.budget.addLeaves(entries.length, `a zip archive of ${entries.length} entries`);
-    if (entries.length === 0) throw new NoReport('an empty zip archive');
+    if (entries.length === 0) throw notReport('an empty zip archive');
     const before = leaves.length;
     const empty: string[] = [];
     for (const entry of entries) {
@@ -254,7 +257,7 @@ export class Ingestor implements IngestRunner {
         }
       }
     }
-    if (leaves.length === before) throw new NoReport(`a zip archive with no report (${empty.join('; ')})`);
+    if (leaves.length === before) throw notReport(`a zip archive with no report (${empty.join('; ')})`);
   }
 
   private async handleMbox(name: string, src: ByteStream, ctx: Context, leaves: Leaf[]): Promise<void> {
@@ -284,7 +287,7 @@ export class Ingestor implements IngestRunner {
     const mctx: Context = { ...ctx, fromAddress: mail.fromAddress ?? ctx.fromAddress };
     const failure = parseFailureReport(mail, { now: this.now() });
     if (failure) {
-      if ('notFailure' in failure) throw new NoReport(failure.notFailure);
+      if ('notFailure' in failure) throw notReport(failure.notFailure);
       leaves.push(this.storeFailure(name, failure.report, raw, ctx.budget));
       return;
     }
@@ -320,7 +323,7 @@ export class Ingestor implements IngestRunner {
     }
     if (found.length === 0) {
       const what = candidates.length === 0 ? 'no attachment' : notes.join('; ');
-      throw new NoReport(`a mail with no report in it (${what})`);
+      throw notReport(`a mail with no report in it (${what})`);
     }
   }
 

@@ -1,5 +1,17 @@
 import type { Logger } from 'pino';
-import { RuawatchError, databaseError, errorCode, errorMessage, isDatabaseError, isInfrastructure, type ErrorCode } from '../errors.js';
+import {
+  RuawatchError,
+  databaseError,
+  errorCode,
+  errorMessage,
+  hintOf,
+  isDatabaseError,
+  isInfrastructure,
+  isRetryable,
+  messageWithHint,
+  ownCode,
+  type ErrorCode,
+} from '../errors.js';
 import type { MailboxStore } from '../store/mailboxes.js';
 import { fromBuffer } from '../unpack/bytes.js';
 import { formatBytes, overLimit, type Limits } from '../unpack/limits.js';
@@ -77,13 +89,15 @@ export interface Mailbox {
   watch?(onNew: () => void): Watcher;
 }
 
-/** An error of a mailbox adapter (connection, login, server), with what to try when it never connected. */
+/**
+ * An error of a mailbox adapter (connection, login, server). An adapter must say whether another
+ * attempt may succeed (`retryable`: the connection was lost) and may give a `hint` for a
+ * connection that never succeeded (a wrong port, TLS against a plain port...). The loop reads
+ * both as properties (isRetryable, messageWithHint), whatever the class of the error.
+ */
 export class MailboxError extends RuawatchError {
-  /** What to check when the connection never succeeded (a wrong port, TLS against a plain port...). */
-  readonly hint: string | null;
   constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryable: boolean; hint?: string | null }) {
     super(code, message, opts);
-    this.hint = opts.hint ?? null;
   }
 }
 
@@ -161,15 +175,15 @@ export async function readMailbox(mailbox: Mailbox, opts: MailboxPassOptions): P
       if (opts.kill?.aborted) throw stoppedError(mailbox, err);
       if (!established) {
         // Never connected in this pass: a wrong port or security setting, not a dropped line.
-        if (err instanceof MailboxError && err.hint) throw new RuawatchError(err.code, `${err.message}; ${err.hint}`, { cause: err });
+        if (hintOf(err)) throw new RuawatchError(ownCode(err), messageWithHint(err), { cause: err });
         throw err;
       }
-      if (!(err instanceof RuawatchError) || !err.retryable) throw err;
+      if (!isRetryable(err)) throw err;
       if (attempt >= reconnects || opts.signal?.aborted) {
-        throw new RuawatchError(err.code, `${err.message}; gave up after ${attempt} reconnects`, { cause: err });
+        throw new RuawatchError(ownCode(err), `${errorMessage(err)}; gave up after ${attempt} reconnects`, { cause: err });
       }
       const delay = Math.min(opts.maxDelayMs ?? 30_000, (opts.baseDelayMs ?? 1_000) * 2 ** attempt);
-      log.warn({ err: err.message, attempt: attempt + 1, delayMs: delay }, 'mailbox connection lost; reconnecting');
+      log.warn({ err: errorMessage(err), attempt: attempt + 1, delayMs: delay }, 'mailbox connection lost; reconnecting');
       await sleep(delay, opts.kill);
     } finally {
       opts.kill?.removeEventListener('abort', onKill);
@@ -290,24 +304,55 @@ async function acknowledge(
     );
   }
   db(() => positions.makeDurable(mailbox.name, mailbox.folder, epoch));
-  for (const to of ['processed', 'invalid'] as const) {
-    const ids = acks.filter((x) => x.verdict.to === to).map((x) => x.m.id);
-    if (ids.length) await session.acknowledge(ids, to);
+  // What has been moved (or flagged) is acknowledged for good, whatever fails after it: a move to
+  // the other destination cut off, or the record of the moves refused (the database locked or
+  // full meanwhile). Those messages are recorded if the database lets us, and reported in any
+  // case: they left the folder, and no later pass would count them.
+  const moved = new Set<string>();
+  try {
+    for (const to of ['processed', 'invalid'] as const) {
+      const ids = acks.filter((x) => x.verdict.to === to).map((x) => x.m.id);
+      if (ids.length) {
+        await session.acknowledge(ids, to);
+        for (const id of ids) moved.add(id);
+      }
+    }
+  } finally {
+    try {
+      if (moved.size) record(mailbox, positions, acks, moved, epoch, blocked, db);
+    } finally {
+      for (const { m } of acks) {
+        if (!moved.has(m.id)) continue;
+        opts.onResult(unacked.get(m.id)!);
+        unacked.delete(m.id);
+      }
+    }
   }
+}
+
+/** Records moved messages as handled, and moves the position past a contiguous run of them. */
+function record(
+  mailbox: Mailbox,
+  positions: MailboxStore,
+  acks: { m: WaitingMessage; verdict: Extract<Verdict, { to: Destination }> }[],
+  moved: Set<string>,
+  epoch: number,
+  blocked: number | null,
+  db: <T>(fn: () => T) => T,
+): void {
+  // A message of this batch that was not moved blocks the position like one left in place.
+  let limit = blocked;
+  for (const { m } of acks) if (!moved.has(m.id) && (limit === null || m.order < limit)) limit = m.order;
   db(() =>
     positions.transaction(() => {
       for (const { m, verdict } of acks) {
+        if (!moved.has(m.id)) continue;
         positions.markHandled(mailbox.name, epoch, m.id, verdict.to, verdict.to === 'invalid' ? verdict.reason : null);
       }
-      // The position only moves past a contiguous run of acknowledged messages.
-      const done = acks.map((x) => x.m.order).filter((order) => blocked === null || order < blocked);
+      const done = acks.map((x) => x.m.order).filter((order) => limit === null || order < limit);
       if (done.length) positions.savePosition(mailbox.name, mailbox.folder, { uidvalidity: epoch, lastUid: Math.max(...done) });
     }),
   );
-  for (const { m } of acks) {
-    opts.onResult(unacked.get(m.id)!);
-    unacked.delete(m.id);
-  }
 }
 
 /** Groups messages so one download holds at most `maxBytes` of message bodies and `maxCount` messages. */

@@ -3,7 +3,7 @@
  * one message at a time and are ingested one after another, each answered with its result.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { RuawatchError, errorCode, errorMessage, type ErrorCode } from '../errors.js';
+import { RuawatchError, errorCode, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { openDb } from '../store/db.js';
 import { SharedLock } from '../store/lock.js';
@@ -49,7 +49,7 @@ port.postMessage({ ready: true });
 function toInput(p: PortableInput): IngestInput {
   if ('file' in p) return { name: p.name, open: () => readFile(p.file, p.maxBytes), portable: p };
   if ('bytes' in p) return { name: p.name, open: () => fromBuffer(p.bytes), portable: p };
-  const err = new RuawatchError(p.error.code as ErrorCode, p.error.message);
+  const err = new RuawatchError(p.error.code, p.error.message);
   return {
     name: p.name,
     open: () => {

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { RuawatchError } from '../errors.js';
+import { RuawatchError, type ErrorCode } from '../errors.js';
 import { SharedLock } from '../store/lock.js';
 import type { Limits } from '../unpack/limits.js';
 import type { IngestInput, InputResult } from './ingest.js';
@@ -14,7 +14,7 @@ import type { IngestInput, InputResult } from './ingest.js';
 export type PortableInput =
   | { name: string; file: string; maxBytes: number }
   | { name: string; bytes: Uint8Array }
-  | { name: string; error: { code: string; message: string } };
+  | { name: string; error: { code: ErrorCode; message: string } };
 
 /** Runs one input through the pipeline; the in-process Ingestor and the pool both do. */
 export interface IngestRunner {
@@ -53,11 +53,9 @@ export type PoolUse = 'files' | 'mail';
 
 /**
  * Worker threads to use when `[ingest] workers` is 0: one per core for files, one per core but
- * one for mail, at most 4. On 2 cores mail is read on one thread: measured with 1,000 mails from
- * a local Dovecot, one thread fetched 314-358 messages/s in 3.5-4.1 CPU-s, two worker threads
- * 307-332 in 5.1-5.5 CPU-s. (Before plain mails were read without mailparser: 228-237 against
- * 192-243, and one worker thread 162-196: the IMAP work left the main thread idle 78% of the
- * time, while the two connections' writes emptied each other's page cache.)
+ * one for mail, at most 4. On 2 cores mail is read on one thread: the main thread runs the IMAP
+ * connection and records positions, and one thread fetched as fast as two worker threads for less
+ * CPU time (docs/performance.md, "Ingest and fetch").
  */
 export function autoWorkers(use: PoolUse = 'files'): number {
   return Math.min(4, os.availableParallelism() - (use === 'mail' ? 1 : 0));
@@ -74,13 +72,19 @@ export function poolFor(config: Config, dbFile: string, limits: Limits, log: Log
 }
 
 /**
- * Ingest on worker threads, each with its own Ingestor and database connection: parsing and
- * unpacking run on all cores, and the writes of whole reports take turns under a shared lock
- * (store/lock.ts), in input order: each input's id is its turn, so reports sharing a key are
- * decided as on one thread. Results are the same as in process. A worker that dies fails its
- * inputs with E_WORKER (infrastructure: a mail is left in its mailbox for the next pass), its
- * turns are skipped, and it is replaced. Only inputs with a portable form can be handed over (not
- * standard input).
+ * Fast path (ARCHITECTURE.md, "Fast paths"): ingest on worker threads, each with its own Ingestor
+ * and database connection, in place of one thread: parsing and unpacking run on all cores, and
+ * the writes of whole reports take turns under a lock in shared memory (store/lock.ts) in place
+ * of SQLite's busy handler (docs/performance.md, "Ingest and fetch").
+ * Invariant: the same results as the in-process Ingestor: the same summary, in input order, and
+ * the same rows, the same copy of a report kept among several with one key (each input's id is its
+ * turn to write, so inputs commit in input order).
+ * Held by: test/pool.test.ts (every fixture, copies included, on 1, 2 and 4 threads; a dead
+ * thread's lock freed and its turns skipped), with store/lock.ts.
+ *
+ * A worker that dies fails its inputs with E_WORKER (infrastructure: a mail is left in its mailbox
+ * for the next pass), its turns are skipped, and it is replaced. Only inputs with a portable form
+ * can be handed over (not standard input).
  */
 export class IngestPool implements IngestRunner {
   private readonly slots: Slot[] = [];
@@ -102,15 +106,15 @@ export class IngestPool implements IngestRunner {
     private readonly log: Logger,
     readonly size: number,
   ) {
-    if (dbFile === ':memory:') throw new Error('an ingest pool needs a database file');
+    if (dbFile === ':memory:') throw new RuawatchError('E_INTERNAL', 'an ingest pool needs a database file');
     // Two per worker: the next input is waiting when one finishes.
     this.inFlight = size * 2;
   }
 
   ingest(input: IngestInput): Promise<InputResult> {
-    if (this.closed) throw new Error('the ingest pool is closed');
+    if (this.closed) throw new RuawatchError('E_INTERNAL', 'the ingest pool is closed');
     const portable = input.portable;
-    if (!portable) throw new Error(`input ${input.name} cannot be handed to a worker thread`);
+    if (!portable) throw new RuawatchError('E_INTERNAL', `input ${input.name} cannot be handed to a worker thread`);
     const slot = this.pick();
     if (!slot) return Promise.resolve(workerLost(input.name, this.broken ?? 'no worker thread'));
     const id = this.nextId++;

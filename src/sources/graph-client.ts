@@ -151,17 +151,17 @@ export class GraphClient {
         this.checkAborted();
         const e = err as NetworkError;
         if (++networkFailures < NETWORK_TRIES) {
-          this.opts.log.warn({ mailbox: this.opts.name, err: e.message, code: e.code }, 'Graph request failed; trying again');
+          this.opts.log.warn({ mailbox: this.opts.name, err: e.message, code: e.errno }, 'Graph request failed; trying again');
           await delay((this.opts.backoffMs ?? 1000) * networkFailures, this.opts.signal);
           continue;
         }
         throw new MailboxError(
           'E_GRAPH',
-          `mailbox ${this.opts.name} (graph): ${method} ${new URL(url).pathname}: ${e.message} (${e.code})`,
+          `mailbox ${this.opts.name} (graph): ${method} ${new URL(url).pathname}: ${e.message} (${e.errno})`,
           {
             cause: err,
             retryable: true,
-            hint: networkHint(e.code, this.base),
+            hint: networkHint(e.errno, this.base),
           },
         );
       }

@@ -3,7 +3,7 @@ import { ImapFlow, type MailboxLockObject } from 'imapflow';
 import { pino, type Logger } from 'pino';
 import type { Token, TokenProvider } from '../auth/tokens.js';
 import { authOf, isLoopback, type MailboxConfig } from '../config/schema.js';
-import { RuawatchError, errorMessage } from '../errors.js';
+import { RuawatchError, errorMessage, messageWithHint } from '../errors.js';
 import {
   MailboxError,
   type Destination,
@@ -38,7 +38,13 @@ export class ImapMailbox implements Mailbox {
     const box = this.box;
     checkSecurity(box);
     const client = await login(box, this.log, this.tokens, false, signal);
+    // Cut off (the pass's kill signal) until the session is handed over, which the caller can then
+    // destroy: a server that stops answering after the login would otherwise hold the pass until
+    // timeout_seconds, long past the deadline and its grace.
+    const abort = () => client.close();
+    signal?.addEventListener('abort', abort);
     try {
+      if (signal?.aborted) throw new RuawatchError('E_IMAP', `mailbox ${box.name} (${box.host}): stopped while opening the folder`);
       if (!box.mark_seen_only) {
         for (const folder of [box.processed_folder, box.invalid_folder]) await client.mailboxCreate(folderPath(folder));
       }
@@ -52,6 +58,8 @@ export class ImapMailbox implements Mailbox {
     } catch (err) {
       client.close();
       throw describe(box, err, false);
+    } finally {
+      signal?.removeEventListener('abort', abort);
     }
   }
 
@@ -463,7 +471,7 @@ export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number, t
       const name = box[role];
       try {
         const st = await client.status(folderPath(name), { messages: true, unseen: true });
-        if (!st) throw new Error('the server did not answer STATUS');
+        if (!st) throw new RuawatchError('E_IMAP', 'the server did not answer STATUS');
         probe.folders.push({ role, name, exists: true, messages: st.messages ?? 0, unseen: st.unseen ?? 0 });
       } catch (err) {
         const missing = (err as { code?: string }).code === 'NotFound';
@@ -476,8 +484,7 @@ export async function probeMailbox(box: MailboxConfig, timeoutSeconds: number, t
     await client.logout().catch(() => undefined);
   } catch (err) {
     client?.close();
-    const e = err instanceof MailboxError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
-    probe.error = e.replace(`mailbox ${box.name} (${box.host}): `, '');
+    probe.error = messageWithHint(err).replace(`mailbox ${box.name} (${box.host}): `, '');
   }
   return probe;
 }

@@ -2,8 +2,7 @@ import type { Logger } from 'pino';
 import { GRAPH_URL } from '../auth/providers.js';
 import type { TokenProvider } from '../auth/tokens.js';
 import type { MailboxConfig } from '../config/schema.js';
-import { errorMessage } from '../errors.js';
-import { MailboxError } from '../pipeline/mailbox.js';
+import { messageWithHint } from '../errors.js';
 import { GraphMailbox } from './graph.js';
 import { probeMailbox as probeImap, type MailboxProbe } from './imap.js';
 import { tokensOf } from './mailboxes.js';
@@ -33,7 +32,7 @@ export async function probeMailbox(
     folders: [],
   };
   const failed = (err: unknown) => {
-    const text = err instanceof MailboxError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
+    const text = messageWithHint(err);
     probe.error = text.replace(/^mailbox [^ ]+ \([^)]*\): /, '');
     return probe;
   };

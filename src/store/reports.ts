@@ -1,4 +1,5 @@
 import type { Statement } from 'better-sqlite3';
+import { RuawatchError } from '../errors.js';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
@@ -153,8 +154,9 @@ export class ReportStore {
       r.envelopeFrom,
       r.envelopeTo,
       r.reasons.length ? JSON.stringify(r.reasons) : '[]',
-      resultsJson(r.dkimResults, 'selector'),
-      resultsJson(r.spfResults, 'scope'),
+      // The stored form (migrations/0001): [{"domain", "selector" or "scope", "result", "human_result"}].
+      JSON.stringify(r.dkimResults.map((d) => ({ domain: d.domain, selector: d.selector, result: d.result, human_result: d.humanResult }))),
+      JSON.stringify(r.spfResults.map((d) => ({ domain: d.domain, scope: d.scope, result: d.result, human_result: d.humanResult }))),
     ];
   }
 
@@ -328,25 +330,6 @@ export class ReportStore {
   }
 }
 
-/*
- * The DKIM and SPF results of a record as JSON arrays, written out directly: the same text as
- * JSON.stringify of [{domain, selector, result, human_result}] (and [{domain, scope, ...}]) without
- * building the objects first: 1.3-1.4x faster, at one call per record.
- */
-function resultsJson(list: readonly Record<'domain' | 'result' | 'humanResult', string | null>[], second: 'selector' | 'scope'): string {
-  let out = '[';
-  for (const x of list) {
-    if (out.length > 1) out += ',';
-    const middle = (x as unknown as Record<typeof second, string | null>)[second];
-    out += `{"domain":${jsonValue(x.domain)},"${second}":${jsonValue(middle)},"result":${jsonValue(x.result)},"human_result":${jsonValue(x.humanResult)}}`;
-  }
-  return `${out}]`;
-}
-
-function jsonValue(v: string | null | undefined): string {
-  return v == null ? 'null' : JSON.stringify(v);
-}
-
 /**
  * An aggregate report being written as it is parsed: records are buffered until the report ends
  * (one short transaction) or until BUFFERED_RECORDS, after which the transaction stays open and
@@ -386,7 +369,7 @@ export class DmarcWriter {
 
   /** Commits; false when the report turned out to be stored already (by another thread). */
   commit(sha256: string, size: number): boolean {
-    if (!this.open) throw new Error('report writer already closed');
+    if (!this.open) throw new RuawatchError('E_INTERNAL', 'report writer already closed');
     const totals = { records: this.records, messages: this.messages, sha256, size };
     // Still all in memory: the report row is written complete, with its totals.
     const opened = this.id !== null;

@@ -5,19 +5,23 @@ import { fromBuffer, type ByteStream } from './bytes.js';
 import { formatBytes, overLimit, type InputBudget, type Limits } from './limits.js';
 
 /**
- * Compressed input is fed to the inflater in small slices: deflate expands at most ~1032:1, so a
- * 2 KiB slice yields at most ~2 MiB, and the size cap is checked after every slice. A bomb is
- * therefore refused after holding at most one slice's output, never followed to its end. Measured
- * (test "streams a bomb of well-formed XML..."): 1 KiB slices keep peak RSS growth at ~80 MiB but
- * inflate ordinary reports 1.8x slower than 4 KiB; 4 KiB lets it reach ~120 MiB; 2 KiB: ~90 MiB.
+ * Compressed input is fed to the inflater (fflate) in small slices: deflate expands at most
+ * ~1032:1, so a 2 KiB slice yields at most ~2 MiB, and the size cap is checked after every slice.
+ * A bomb is therefore refused after holding at most one slice's output, never followed to its end.
+ * The slice size trades peak memory against speed (docs/performance.md, "Memory under hostile
+ * input"; test/slow/memory.test.ts measures it).
  */
 const INFLATE_SLICE = 2 * 1024;
 
 /**
- * A compressed stream this small (nearly every report) is first inflated in one call of the
- * platform's zlib, at most AT_ONCE_OUTPUT bytes out: 3-4 times faster than inflating in slices.
- * Anything else (bigger, over that output, or an error of any kind) takes the sliced path
- * below from the start, so caps and error messages are the same either way.
+ * Fast path (ARCHITECTURE.md, "Fast paths"): a compressed stream this small (nearly every
+ * report) is first inflated in one call of Node's zlib, at most AT_ONCE_OUTPUT bytes out, in place
+ * of the sliced fflate path below, which is several times slower on small streams
+ * (docs/performance.md, "Inflating"). Anything else (bigger, over that output, or an error of any
+ * kind) takes the sliced path from the start.
+ * Invariant: `inflate` gives what `inflateSliced` alone gives, the same bytes out or the same
+ * error, so caps and error messages do not depend on the path taken.
+ * Held by: test/unit/inflate.test.ts (every compressed fixture and 300 damaged copies of each).
  */
 const AT_ONCE_INPUT = 256 * 1024;
 const AT_ONCE_OUTPUT = 8 * 1024 * 1024;
@@ -164,6 +168,15 @@ export interface ZipEntry {
  * Lists a zip archive's file entries from its central directory (directories skipped), refusing
  * archives with more entries than allowed before anything is decompressed. The entries' bytes
  * count against `budget`, when given.
+ *
+ * Fast path (ARCHITECTURE.md, "Fast paths"): a central-directory reader (APPNOTE 4.3.12-4.3.16,
+ * ZIP64 4.5.3) in place of a zip library: unzipper, used at first, was slower per archive and its
+ * entry streams could not be capped slice by slice (docs/performance.md, "Zip"). It is no longer a
+ * dependency, so the reader is held to real archives and to APPNOTE rather than to a library.
+ * Invariant: every entry of a sound archive, by name, with its bytes through `inflateSliced`'s caps;
+ * anything else refused with E_ZIP or E_LIMIT, never read past the buffer.
+ * Held by: test/unit/fixtures.test.ts (the zip fixtures from real reporters),
+ * test/unit/hostile.test.ts (ZIP64, truncated and corrupt archives, entry count, declared sizes).
  */
 export function listZip(buf: Buffer, limits: Limits, what: string, budget?: InputBudget): ZipEntry[] {
   const bad = (why: string) => new RuawatchError('E_ZIP', `${what}: not a readable zip archive: ${why}`);

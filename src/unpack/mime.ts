@@ -39,8 +39,8 @@ export async function parseMail(raw: Buffer): Promise<Mail> {
 
 /** The mailparser path alone (exported for the test that holds both paths to the same result). */
 export async function parseWithMailparser(raw: Buffer): Promise<Mail> {
-  // Loaded on first use: mailparser and its dependencies take ~100 ms to load, and a run over
-  // plain report files never needs them.
+  // Loaded on first use: mailparser and its dependencies take a while to load (docs/performance.md,
+  // "Mail"), and a run over plain report files never needs them.
   const { simpleParser } = await import('mailparser');
   let m;
   try {

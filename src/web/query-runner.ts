@@ -1,18 +1,25 @@
 import { Worker } from 'node:worker_threads';
+import { RuawatchError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
 import { runQuery, type Query } from './queries.js';
 
 /**
- * Too many queries waiting, one that took too long, or a query thread that stopped: the client is
- * told to come back (503).
+ * Too many queries waiting, one that took too long, or a query thread that stopped: retryable, so
+ * the client is told to come back (503).
  */
-export class BusyError extends Error {}
+function busy(message: string): RuawatchError {
+  return new RuawatchError('E_UNAVAILABLE', message, { retryable: true });
+}
+
+function closing(): RuawatchError {
+  return new RuawatchError('E_UNAVAILABLE', 'the web server is closing');
+}
 
 export interface QueryRunnerOptions {
-  /** A query not answered by then fails with BusyError, and the thread is replaced. */
+  /** A query not answered by then fails as busy (E_UNAVAILABLE, retryable), and the thread is replaced. */
   timeoutMs: number;
-  /** Queries waiting at most; more fail at once with BusyError. */
+  /** Queries waiting at most; more fail at once as busy. */
   maxPending: number;
   /** Run in the calling thread (an in-memory database, which a thread cannot open). */
   inline: boolean;
@@ -25,7 +32,7 @@ interface Pending {
   thread: Worker;
 }
 
-type Reply = { ready: true } | { id: number; body: string | null } | { id: number; error: string };
+type Reply = { ready: true } | { id: number; body: string | null } | { id: number; error: { code: ErrorCode; message: string } };
 
 /** Threads that die before they are ready before the runner gives up on threads and runs inline. */
 const MAX_FAILED_STARTS = 3;
@@ -89,7 +96,7 @@ export class QueryRunner {
     const t = this.thread;
     this.thread = null;
     if (t) await t.terminate();
-    this.failAll(null, new Error('the web server is closing'));
+    this.failAll(null, closing());
   }
 
   private prune(now: number): void {
@@ -102,20 +109,22 @@ export class QueryRunner {
   }
 
   private execute(q: Query): Promise<string | null> {
-    if (this.closed) return Promise.reject(new Error('the web server is closing'));
+    if (this.closed) return Promise.reject(closing());
     if (this.inline) {
-      return runQuery(this.db, q).catch((err: unknown) => Promise.reject(err instanceof Error ? err : new Error(String(err))));
+      return runQuery(this.db, q).catch((err: unknown) =>
+        Promise.reject(err instanceof Error ? err : new RuawatchError('E_INTERNAL', String(err))),
+      );
     }
     if (this.pending.size >= this.opts.maxPending) {
       this.stats.busy++;
-      return Promise.reject(new BusyError('too many queries waiting'));
+      return Promise.reject(busy('too many queries waiting'));
     }
     const thread = this.thread ?? this.spawn();
     const id = this.nextId++;
     return new Promise<string | null>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new BusyError(`a query took longer than ${this.opts.timeoutMs} ms`));
+        reject(busy(`a query took longer than ${this.opts.timeoutMs} ms`));
         // Queries run one after another: one that hangs would hold up every later one.
         this.log.error({ kind: q.kind, timeoutMs: this.opts.timeoutMs }, 'web query timed out; replacing the query thread');
         if (this.thread === thread) {
@@ -145,7 +154,7 @@ export class QueryRunner {
       if (!p) return;
       this.pending.delete(msg.id);
       clearTimeout(p.timer);
-      if ('error' in msg) p.reject(new Error(msg.error));
+      if ('error' in msg) p.reject(new RuawatchError(msg.error.code, msg.error.message));
       else p.resolve(msg.body);
     });
     thread.on('error', (err) => {
@@ -155,7 +164,7 @@ export class QueryRunner {
     thread.on('exit', (code) => {
       if (this.thread === thread) this.thread = null;
       if (this.closed) return;
-      this.failAll(thread, new BusyError(`the query thread stopped (${failure ?? `exit code ${code}`})`));
+      this.failAll(thread, busy(`the query thread stopped (${failure ?? `exit code ${code}`})`));
       if (!ready && ++this.failedStarts >= MAX_FAILED_STARTS) {
         this.inline = true;
         this.log.error({ err: failure }, 'the web query thread cannot start; dashboard queries now run in the main thread');

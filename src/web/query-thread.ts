@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { errorMessage } from '../errors.js';
+import { errorMessage, ownCode } from '../errors.js';
 import { runQuery, type Query } from './queries.js';
 
 const port = parentPort!;
@@ -20,7 +20,7 @@ port.on('message', (msg: { id: number; query: Query } | { close: true }) => {
   }
   runQuery(db, msg.query).then(
     (body) => port.postMessage({ id: msg.id, body }),
-    (err: unknown) => port.postMessage({ id: msg.id, error: errorMessage(err) }),
+    (err: unknown) => port.postMessage({ id: msg.id, error: { code: ownCode(err), message: errorMessage(err) } }),
   );
 });
 port.postMessage({ ready: true });

@@ -7,14 +7,14 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { DAY } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage, isRetryable } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
 import type { Worker } from '../worker/worker.js';
 import { Credentials, DEFAULT_THROTTLE, LoginThrottle, type ThrottleOptions } from './auth.js';
 import { healthOf } from './health.js';
 import { dashboardHtml } from './page.js';
-import { BusyError, QueryRunner } from './query-runner.js';
+import { QueryRunner } from './query-runner.js';
 import { clientKey, hostAllowed, PAGE_CSP, parseTarget, PLAIN_CSP, rawResponse, SECURITY_HEADERS, type Target } from './request.js';
 
 export interface WebServer {
@@ -183,8 +183,8 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
       };
       res.on('error', (err) => log.debug({ err: err.message }, 'web response failed'));
       handle(req, send).catch((err: unknown) => {
-        if (err instanceof BusyError) {
-          log.warn({ err: err.message }, 'web request refused: the query thread is busy');
+        if (isRetryable(err)) {
+          log.warn({ err: errorMessage(err) }, 'web request refused: the query thread is busy');
           return send(503, 'text/plain', 'busy; try again shortly\n', { 'retry-after': '5' });
         }
         log.error({ path: parseTarget(req.url)?.path ?? null, err: errorMessage(err) }, 'web request failed');

@@ -1,7 +1,7 @@
 import { schedule, type ScheduledTask } from 'node-cron';
 import type { App } from '../app.js';
 import type { Config } from '../config/schema.js';
-import { errorMessage } from '../errors.js';
+import { RuawatchError, asOwnCode, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { buildDigest, runAlerts, sendDigest } from '../pipeline/alerts.js';
 import type { Db } from '../store/db.js';
@@ -173,7 +173,7 @@ export class Worker {
         });
         if (run.deliveries.failed.length) log.warn({ failed: run.deliveries.failed }, 'some notifications wait for the next poll');
       }
-      if (mailboxErrors.length) throw new Error(mailboxErrors.map((e) => e.error).join('; '));
+      if (mailboxErrors.length) throw new RuawatchError(asOwnCode(mailboxErrors[0]!.code), mailboxErrors.map((e) => e.error).join('; '));
       st.polls.ok++;
       st.lastSuccessAt = now();
       st.consecutiveFailures = 0;

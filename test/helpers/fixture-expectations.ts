@@ -182,7 +182,7 @@ export const expectations: Record<string, Expectation> = {
   },
   // Well-formed XML, but not a report: skipped like any other file that is not one.
   'dmarc-aggregate/andreialecu_report-invalid.xml': {
-    skipped: /^the XML root element is <invalid>, not <feedback>: not a DMARC aggregate report$/,
+    skipped: /^XML whose root element is <invalid>, not <feedback>: not a DMARC aggregate report$/,
   },
   'dmarc-aggregate/kimon_non-dmarc.xml': { skipped: /root element is <root>, not <feedback>/ },
   'dmarc-aggregate/trollbyte_malformed_report.xml': { skipped: /root element is <invalid_root>/ },

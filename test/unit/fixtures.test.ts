@@ -96,7 +96,10 @@ describe('every fixture has an expected outcome', () => {
           assert.equal(leaf.status, 'none', JSON.stringify(leaf));
           if (leaf.status !== 'none') return;
           assert.match(leaf.reason, want.skipped);
-          assert.equal((db.prepare('SELECT outcome FROM ingest_failures').get() as { outcome: string }).outcome, 'skipped');
+          assert.deepEqual(db.prepare('SELECT outcome, error_code FROM ingest_failures').get(), {
+            outcome: 'skipped',
+            error_code: 'E_NOT_REPORT',
+          });
         }
       } finally {
         db.close();

@@ -215,6 +215,55 @@ describe('mailbox loop (pipeline/mailbox.ts) over a mailbox in memory', () => {
     assert.deepEqual([box.processed, box.events.filter((e) => e.op === 'open').length], [[], 1]);
   });
 
+  it('reports the messages it moved even when recording them fails after the move (the database locked meanwhile)', async () => {
+    const { opts, db, results } = setup();
+    const box = new FakeMailbox();
+    for (let i = 0; i < 5; i++) box.add(report(`m${i}`));
+    // Another process locks the database while the first batch is being moved: the record of the
+    // moved messages then fails. They left the folder, so no later pass will see them again.
+    box.onAcknowledge = () => {
+      box.onAcknowledge = null;
+      db.exec(`CREATE TRIGGER locked BEFORE INSERT ON mailbox_messages BEGIN SELECT RAISE(ABORT, 'database is locked'); END`);
+    };
+    await assert.rejects(readMailbox(box, { ...opts, batchMessages: 3 }), (e: RuawatchError) => e.code === 'E_DB');
+    assert.deepEqual(
+      [box.processed, [...box.inbox.keys()]],
+      [
+        [1, 2, 3],
+        [4, 5],
+      ],
+    );
+    assert.deepEqual(
+      results.map((r) => r.input),
+      ['fake:1', 'fake:2', 'fake:3'],
+    );
+  });
+
+  it('reports once each message moved before the connection dropped between two destinations', async () => {
+    for (const markSeenOnly of [false, true]) {
+      const { opts, results, reports } = setup();
+      const box = new FakeMailbox();
+      box.markSeenOnly = markSeenOnly;
+      box.add(report('d1'));
+      box.add('Subject: hello\r\n\r\nno report\r\n');
+      // The move to Processed succeeds, the one to Invalid finds the connection gone.
+      box.faults = [{ op: 'acknowledge', at: 2, error: dropped() }];
+      await readMailbox(box, opts);
+      assert.equal(box.events.filter((e) => e.op === 'open').length, 2);
+      assert.deepEqual(
+        results.map((r) => [r.input, r.leaves[0]!.status]),
+        [
+          ['fake:1', 'stored'],
+          ['fake:2', 'none'],
+        ],
+        `mark_seen_only = ${markSeenOnly}`,
+      );
+      assert.equal(reports(), 1);
+      if (markSeenOnly) assert.deepEqual([...box.seen], [1, 2]);
+      else assert.deepEqual([box.processed, box.invalid], [[1], [2]]);
+    }
+  });
+
   it('skips a message that vanished before its download (not invalid, not counted), and one too large is invalid with its size', async () => {
     const limits = { ...defaultLimits, maxMessageBytes: 4000 };
     const { opts, results, positions } = setup(limits);

@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { emlMessage, rng } from '../../devtools/corpus.js';
 import type { Mail } from '../../src/unpack/mime.js';
 import { normaliseMail, parseMail, parseWithMailparser } from '../../src/unpack/mime.js';
-import { parseSimpleMail } from '../../src/unpack/mime-simple.js';
-import { fixture, fixtureFiles } from '../helpers/common.js';
+import { MAILPARSER_VERSION, parseSimpleMail } from '../../src/unpack/mime-simple.js';
+import { ROOT, fixture, fixtureFiles } from '../helpers/common.js';
 
 function mailFixtures(): { name: string; raw: Buffer }[] {
   return fixtureFiles('.eml')
@@ -32,6 +33,21 @@ async function sameAsMailparser(raw: Buffer, what: string): Promise<boolean> {
 
 describe('plain report mails read directly', () => {
   const fixtures = mailFixtures();
+
+  it('are compared with the mailparser release that package-lock.json installs', () => {
+    const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { version?: string }>;
+    };
+    const locked = lock.packages['node_modules/mailparser']?.version;
+    const installed = (JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules/mailparser/package.json'), 'utf8')) as { version: string })
+      .version;
+    const advice =
+      'src/unpack/mime-simple.ts reads mail the way mailparser ' +
+      `${MAILPARSER_VERSION} does. Read mailparser's changes since then, run this suite against the new release ` +
+      "(the comparisons below), fix the direct reader where they differ, then set MAILPARSER_VERSION to it and pin it in package.json's dependencies.";
+    assert.equal(locked, MAILPARSER_VERSION, `package-lock.json installs mailparser ${locked}. ${advice}`);
+    assert.equal(installed, MAILPARSER_VERSION, `node_modules holds mailparser ${installed} (run npm ci). ${advice}`);
+  });
 
   it('give what mailparser gives, for every fixture mail read this way', async () => {
     const direct: string[] = [];

@@ -106,6 +106,21 @@ describe('DMARC aggregate reports', () => {
     );
   });
 
+  it('lower-cases DKIM selectors (DNS labels, RFC 6376 section 3.1) like the domains they sign for', async () => {
+    const { records } = await parse(
+      dmarcXml({
+        records: [record({ extra: '<dkim><domain>ESP.Example.</domain><selector> K2.Mail </selector><result>pass</result></dkim>' })],
+      }),
+    );
+    assert.deepEqual(
+      records[0]!.dkimResults.map((d) => [d.domain, d.selector]),
+      [
+        ['example.com', 's1'],
+        ['esp.example', 'k2.mail'],
+      ],
+    );
+  });
+
   it('stores IPv6 sources canonically', async () => {
     const { records } = await parse(dmarcXml({ records: [record({ ip: '2001:DB8:0000::00A1' }), record({ ip: '::ffff:198.51.100.7' })] }));
     assert.deepEqual(
@@ -174,6 +189,32 @@ describe('TLS reports', () => {
   it('reads mx-host as a string or a list, with "mx:" prefixes removed', () => {
     assert.deepEqual(tls('tlsrpt/tlsrptbe_testing.json').policies[0]!.mxHosts, ['*.mail.company-y.example']);
     assert.deepEqual(tls('tlsrpt/drv_no-contact.json').policies[0]!.mxHosts, ['mx.server.com']);
+  });
+
+  it('normalises MX hosts like every other host name: lower case, trimmed, without the root dot', () => {
+    const report = (mx: unknown, receiving: string) =>
+      parseTlsReport(
+        Buffer.from(
+          JSON.stringify({
+            'organization-name': 'r.example',
+            'date-range': { 'start-datetime': '2024-01-01T00:00:00Z', 'end-datetime': '2024-01-01T23:59:59Z' },
+            'report-id': 'mx-case',
+            policies: [
+              {
+                policy: { 'policy-type': 'sts', 'policy-domain': 'example.com', 'mx-host': mx },
+                summary: { 'total-successful-session-count': 1, 'total-failure-session-count': 1 },
+                'failure-details': [
+                  { 'result-type': 'certificate-expired', 'receiving-mx-hostname': receiving, 'failed-session-count': 1 },
+                ],
+              },
+            ],
+          }),
+        ),
+        { limits: defaultLimits, now: 1_800_000_000 },
+      ).policies[0]!;
+    const p = report([' MX1.Example.COM. ', 'mx: *.Mail.Example.com', ''], 'MX1.Example.COM.');
+    assert.deepEqual(p.mxHosts, ['mx1.example.com', '*.mail.example.com']);
+    assert.equal(p.failures[0]!.receivingMxHostname, 'mx1.example.com');
   });
 
   it('tolerates null contact-info, missing IPs and MX names, and counts sent as strings', () => {
