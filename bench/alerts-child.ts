@@ -21,6 +21,7 @@ if (mode === 'enrich') {
   loadSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
 }
 const start = process.hrtime.bigint();
+const cpu0 = process.cpuUsage();
 const run = await runAlerts(db, config, {
   now: Number(nowArg),
   dryRun: true,
@@ -30,11 +31,14 @@ const run = await runAlerts(db, config, {
   log: createLogger('silent'),
 });
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+const cpu = process.cpuUsage(cpu0);
 const records = (db.prepare(`SELECT COUNT(*) AS n FROM dmarc_records`).get() as { n: number }).n;
 const sources = (db.prepare(`SELECT COUNT(DISTINCT source_ip) AS n FROM dmarc_daily`).get() as { n: number }).n;
+db.close();
 process.stdout.write(
   JSON.stringify({
     seconds,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
     loadSeconds,
     records,
     sources,
@@ -42,4 +46,3 @@ process.stdout.write(
     maxRssMiB: process.resourceUsage().maxRSS / 1024,
   }),
 );
-db.close();

@@ -171,25 +171,31 @@ async function scale(): Promise<void> {
     console.log(
       `scale: generated ${gen.reports.toLocaleString('en-US')} reports, ${gen.records.toLocaleString('en-US')} records in ${gen.seconds.toFixed(0)} s (${(size(db) / 2 ** 30).toFixed(1)} GiB)`,
     );
-    const mig = step<{ seconds: number; rollupRows: number; maxRssMiB: number }>('migrate', db);
+    const mig = step<{ seconds: number; cpuSeconds: number; rollupRows: number; maxRssMiB: number }>('migrate', db);
     console.log(
-      `${'rollup migration (0004)'.padEnd(34)} ${mig.seconds.toFixed(1).padStart(7)} s, ${mig.rollupRows.toLocaleString('en-US')} source-day rows, peak RSS ${mig.maxRssMiB.toFixed(0)} MiB; database ${(size(db) / 2 ** 30).toFixed(2)} GiB`,
+      `${'rollup migration (0004)'.padEnd(34)} ${mig.seconds.toFixed(1).padStart(7)} s (${mig.cpuSeconds.toFixed(0)} CPU-s), ${mig.rollupRows.toLocaleString('en-US')} source-day rows, peak RSS ${mig.maxRssMiB.toFixed(0)} MiB; database ${(size(db) / 2 ** 30).toFixed(2)} GiB`,
     );
     const alertsChild = fileURLToPath(new URL('./alerts-child.js', import.meta.url));
     const now = String((SCALE_FIRST_DAY + SCALE_DAYS) * 86400);
     for (let i = 0; i < 2; i++) {
       const r = JSON.parse(execFileSync(process.execPath, [alertsChild, db, now], { encoding: 'utf8' })) as {
         seconds: number;
+        cpuSeconds: number;
         findings: number;
         maxRssMiB: number;
       };
       console.log(
-        `${'alerts --dry-run, 10,000 domains'.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s ${String(r.findings).padStart(4)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+        `${'alerts --dry-run, 10,000 domains'.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s (${r.cpuSeconds.toFixed(1)} CPU-s) ${String(r.findings).padStart(4)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
       );
     }
     const rep = step<{ seconds: number; sources: number; maxRssMiB: number }>('report', db, 'd00000.example');
     console.log(
       `${'report totals, one domain'.padEnd(34)} ${rep.seconds.toFixed(3).padStart(7)} s (${rep.sources} sources), peak RSS ${rep.maxRssMiB.toFixed(0)} MiB`,
+    );
+    // The same as a user runs it: the whole process, start-up and JSON output included.
+    const cli = timeCommand(['report', '--db', db, '--json', '--domain', 'd00000.example'], 3);
+    console.log(
+      `${'ruawatch report --json --domain'.padEnd(34)} ${(cli.ms / 1000).toFixed(3).padStart(7)} s wall (median of 3), ${cli.cpuMs.toFixed(0)} CPU-ms`,
     );
     const dash = step<{
       requests: Record<string, { first: number; p50: number; p95: number; max: number; bytes: number }>;
@@ -233,6 +239,7 @@ try {
     const alertsChild = fileURLToPath(new URL('./alerts-child.js', import.meta.url));
     const r = JSON.parse(execFileSync(process.execPath, [alertsChild, db, String((firstDay + 36) * 86400)], { encoding: 'utf8' })) as {
       seconds: number;
+      cpuSeconds: number;
       records: number;
       findings: number;
       maxRssMiB: number;
@@ -241,7 +248,9 @@ try {
       `${'alerts over 36 days (dry run)'.padEnd(34)} ${ingested.records.toLocaleString('en-US').padStart(9)} records ${r.seconds.toFixed(2).padStart(7)} s ` +
         `${Math.round(r.records / r.seconds)
           .toLocaleString('en-US')
-          .padStart(8)} records/s ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+          .padStart(
+            8,
+          )} records/s ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB, ${r.cpuSeconds.toFixed(1)} CPU-s`,
     );
     // The same evaluation naming who is sending: every source of the windows looked up once.
     const e = JSON.parse(

@@ -177,7 +177,8 @@ if (!main) {
   const rows = db.prepare(`SELECT COUNT(*) FROM dmarc_daily`).pluck().get() as number;
   const t = seconds();
   db.close();
-  process.stdout.write(JSON.stringify({ seconds: t, rollupRows: rows, maxRssMiB: rss() }));
+  const cpu = process.cpuUsage();
+  process.stdout.write(JSON.stringify({ seconds: t, cpuSeconds: (cpu.user + cpu.system) / 1e6, rollupRows: rows, maxRssMiB: rss() }));
 } else if (mode === 'dashboard') {
   process.stdout.write(JSON.stringify(await dashboard(args[0]!)));
 } else if (mode === 'report') {

@@ -490,3 +490,98 @@ describe('delivery: a receiver that takes a message but answers too late', () =>
     assert.equal(count(db, `SELECT attempts FROM notifications WHERE json_extract(message, '$.title') = 'mail-3'`), 3);
   });
 });
+
+describe('reminders: only when an alert got worse, and no timed ones to a channel that parks them', () => {
+  const { db } = freshStore();
+  const store = new AlertStore(db);
+  let smtp: SmtpSink;
+  let email: Channel[];
+  const DAY = 86_400;
+  const spam = (severity: 'warning' | 'critical', messages: number): Finding => ({
+    ...SPAMMY,
+    severity,
+    details: { recent_messages: messages, recent_pass_rate: 0 },
+  });
+  const tls = (failed: number): Finding => ({ ...TLS, details: { failed_sessions: failed, sessions: 1300 } });
+  const rows = () =>
+    db.prepare(`SELECT a.key, n.event, n.message FROM notifications n JOIN alerts a ON a.id = n.alert_id ORDER BY n.id`).all() as {
+      key: string;
+      event: string;
+      message: string;
+    }[];
+  const queue = (findings: Finding[], now: number, renotifySeconds = 0) =>
+    store.reconcile(findings, now, { renotifySeconds, channels: ['email'], silent: new Set() });
+
+  before(async () => {
+    smtp = await startSmtp();
+    smtp.refuse = (m) => (/casino-pills/.test(m.text ?? '') ? { code: 554, text: '5.7.1 Message content rejected' } : null);
+    email = channelsOf(
+      configSchema.parse({
+        alerts: {
+          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
+        },
+      }),
+      fast,
+    );
+  });
+  after(async () => {
+    await Promise.all([...email.map((c) => c.close()), smtp.close()]);
+    db.close();
+  });
+
+  it('sends nothing more while an open alert stays the same, or grows by less than double', async () => {
+    queue([spam('warning', 200), tls(300)], T0);
+    await deliverPending(store, email, { retry: fast, log });
+    const n = rows().length;
+    // Over a week: a new source's 7-day count grows every day while it sends as much as before.
+    for (let d = 1; d <= 7; d++) {
+      const r = queue([spam('warning', 200 * Math.min(7, d + 1)), tls(300 + 40 * d)], T0 + d * DAY);
+      assert.deepEqual([r.reminded, r.ongoing.length], [[], 2]);
+    }
+    assert.equal(rows().length, n);
+  });
+
+  it('sends a reminder saying what got worse: the severity, or the volume doubled', () => {
+    let r = queue([spam('critical', 1400), tls(300)], T0 + 8 * DAY);
+    assert.deepEqual(
+      r.reminded.map((f) => f.key),
+      [SPAMMY.key],
+    );
+    r = queue([spam('critical', 1400), tls(700)], T0 + 9 * DAY);
+    assert.deepEqual(
+      r.reminded.map((f) => f.key),
+      [TLS.key],
+    );
+    const reminders = rows().filter((x) => x.event === 'reminder');
+    assert.deepEqual(
+      reminders.map((x) => (JSON.parse(x.message) as Message).text.split('\n')[0]),
+      [
+        `Open since ${new Date(T0 * 1000).toISOString().slice(0, 16).replace('T', ' ')} UTC. Worse: now critical, was warning.`,
+        `Open since ${new Date(T0 * 1000).toISOString().slice(0, 16).replace('T', ' ')} UTC. Worse: 700 failed sessions now, 300 when last sent.`,
+      ],
+    );
+    // Once sent, the new figures are what the next change is measured against.
+    assert.deepEqual(queue([spam('critical', 1400), tls(1000)], T0 + 10 * DAY).reminded, []);
+  });
+
+  it("timed reminders (renotify_hours set) skip a channel that parked the alert's last message", async () => {
+    await deliverPending(store, email, { retry: fast, log });
+    const parked = db.prepare(`SELECT COUNT(*) AS n FROM notifications WHERE parked_at IS NOT NULL AND fallback_for IS NULL`).get() as {
+      n: number;
+    };
+    assert.equal(parked.n, 2); // the spam alert's opening and its reminder: refused by the content filter
+    const before = rows().length;
+    const r = queue([spam('critical', 1400), tls(1000)], T0 + 12 * DAY, DAY);
+    // Both are due; only the TLS alert, whose messages got through, is queued.
+    assert.deepEqual(
+      r.reminded.map((f) => f.key),
+      [SPAMMY.key, TLS.key],
+    );
+    assert.deepEqual(
+      rows()
+        .slice(before)
+        .map((x) => [x.key, x.event]),
+      [[TLS.key, 'reminder']],
+    );
+  });
+});

@@ -36,6 +36,12 @@ export interface Windows {
   baseline: Window;
   recent: Window;
   latest: Window;
+  /** The last whole day. */
+  last: Window;
+  /** The days without a sight of an alert's source after which it resolves (at most the recent days). */
+  quiet: Window;
+  /** From this day on the rules look at single days (fast detection, recovery, silence). */
+  daily: number;
 }
 
 /**
@@ -52,10 +58,15 @@ export function lastDays(now: number, n: number): Window {
 /** The windows the drift rules compare as of `now`: the recent days, the baseline before them, the latest days. */
 export function windowsAt(now: number, s: AnalysisSettings): Windows {
   const recent = lastDays(now, s.recentDays);
+  const latest = lastDays(now, s.latestDays);
+  const quiet = lastDays(now, Math.min(s.quietDays, s.recentDays));
   return {
     recent,
     baseline: { from: recent.from - s.baselineDays, to: recent.from },
-    latest: lastDays(now, s.latestDays),
+    latest,
+    last: lastDays(now, 1),
+    quiet,
+    daily: Math.max(recent.from, Math.min(latest.from, quiet.from, recent.to - 2)),
   };
 }
 
@@ -229,14 +240,15 @@ export function rollupRecords(records: RecordRow[]): { sources: SourceDay[]; dki
 /**
  * TLS sessions per (day, policy domain, MX) and failures per (day, domain, MX, result type,
  * reporter). A failure goes to the MX its details name, else to the policy's only MX, else to '*';
- * successful sessions to the only MX, else '*'. Failed sessions the details leave out are
+ * successful sessions to the policy's MX hosts in equal shares, else to '*'. Failed sessions the details leave out are
  * 'unspecified' (RFC 8460 section 4.3: details are optional).
  */
 export function rollupTls(rows: TlsRow[]): { tls: TlsDay[]; tlsFailures: TlsFailureDay[] } {
   const tls = new Map<string, TlsDay>();
   const failures = new Map<string, TlsFailureDay>();
   for (const row of rows) {
-    const only = row.mxHosts.length === 1 ? mxKey(row.mxHosts[0]!) : '*';
+    const hosts = [...new Set(row.mxHosts.map(mxKey))].sort();
+    const only = hosts.length === 1 ? hosts[0]! : '*';
     const failed: { mx: string; type: string; sessions: number }[] = [];
     let detailed = 0;
     for (const f of row.failures) {
@@ -254,7 +266,10 @@ export function rollupTls(rows: TlsRow[]): { tls: TlsDay[]; tlsFailures: TlsFail
         }
         return t;
       };
-      at(only).successful += row.successful * share;
+      // RFC 8460 counts successful sessions per policy: shared out evenly over its MX hosts, so a
+      // failure share can be taken per MX.
+      if (hosts.length > 1) for (const h of hosts) at(h).successful += (row.successful * share) / hosts.length;
+      else at(only).successful += row.successful * share;
       for (const f of failed) {
         at(f.mx).failed += f.sessions * share;
         const key = `${row.domain}\0${day}\0${f.mx}\0${f.type}\0${row.reporter}`;

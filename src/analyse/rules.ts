@@ -1,6 +1,18 @@
-import { DAY, emptyTally, inWindow, isoDay, judged, mergeTally, passRate, type Tally, type Windows } from './rollups.js';
+import {
+  DAY,
+  emptyTally,
+  inWindow,
+  isoDay,
+  judged,
+  lastDays,
+  mergeTally,
+  passRate,
+  type Tally,
+  type Window,
+  type Windows,
+} from './rollups.js';
 import { authorisedServices, classifyFinding, exemptTally, failingSignatures, failingSources, forwarderExemptions } from './senders.js';
-import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
+import type { AnalysisInput, AnalysisSettings, Finding, OpenAlert, Severity } from './types.js';
 
 /**
  * The drift rules. Each reads the daily rollups and the windows and returns findings; none does
@@ -30,6 +42,10 @@ interface SourceStats {
    * for the sources a finding is about (withDkim): a domain can have hundreds of thousands.
    */
   dkimRecent: Map<string, Map<string, number>>;
+  /** The single days from Windows.daily on. */
+  days: Map<number, Tally>;
+  /** The days a finding about it judged, and its tally over them (the recent days when unset). */
+  cause?: { win: Window; t: Tally };
   headerFroms: string[];
 }
 
@@ -43,8 +59,12 @@ function selectorLabel(key: string): string {
   return `DKIM ${s || '(no selector)'} (${d || 'no domain'})`;
 }
 
-/** Why a source fails, from its recent auth results: "DKIM s1 (example.com) fails; SPF not aligned". */
+/**
+ * Why a source fails, from its auth results over the days a finding is about (st.cause):
+ * "DKIM s1 (example.com) fails; SPF not aligned".
+ */
 function failureCause(st: SourceStats): string {
+  const t = st.cause?.t ?? st.recent;
   const parts: string[] = [];
   const failing: [string, number][] = [];
   let signatures = 0;
@@ -61,8 +81,8 @@ function failureCause(st: SourceStats): string {
   failing.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   if (signatures === 0) parts.push('no DKIM signature');
   for (const [sel] of failing.slice(0, 2)) parts.push(`${selectorLabel(sel)} fails`);
-  if (failing.length === 0 && signatures > 0 && st.recent.dkimAlignedPass < judged(st.recent) / 2) parts.push('DKIM not aligned');
-  if (st.recent.spfAlignedPass < judged(st.recent) / 2) parts.push('SPF not aligned');
+  if (failing.length === 0 && signatures > 0 && t.dkimAlignedPass < judged(t) / 2) parts.push('DKIM not aligned');
+  if (t.spfAlignedPass < judged(t) / 2) parts.push('SPF not aligned');
   return parts.join(', ');
 }
 
@@ -82,6 +102,7 @@ function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats>
         ip: r.sourceIp,
         base: emptyTally(),
         recent: emptyTally(),
+        days: NO_DAYS,
         dkimRecent: NO_DKIM,
         headerFroms: [],
       };
@@ -90,22 +111,39 @@ function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats>
     if (inBase) mergeTally(st.base, r);
     if (inRecent) {
       mergeTally(st.recent, r);
+      if (r.day >= w.daily) {
+        // Most sources of a large domain send on a day or two: no map for those that do not.
+        if (st.days === NO_DAYS) st.days = new Map();
+        const t = st.days.get(r.day) ?? emptyTally();
+        mergeTally(t, r);
+        st.days.set(r.day, t);
+      }
       if (r.headerFrom && !st.headerFroms.includes(r.headerFrom)) st.headerFroms.push(r.headerFrom);
     }
   }
   return out;
 }
 
+const NO_DAYS: Map<number, Tally> = new Map();
+const EMPTY: Readonly<Tally> = Object.freeze(emptyTally());
+
+/** The tally of the single days (Windows.daily on) that fall in a window (not to be changed). */
+function over(days: Map<number, Tally>, win: Window): Tally {
+  if (days.size === 0) return EMPTY;
+  const t = emptyTally();
+  for (const [day, x] of days) if (inWindow(day, win)) mergeTally(t, x);
+  return t;
+}
+
 const NO_DKIM = new Map<string, Map<string, number>>();
 const NO_IPS = new Set<string>();
 
-/** Fills the recent DKIM results of the given sources (by "domain\0ip" key). */
+/** Fills the DKIM results of the given sources (by "domain\0ip" key) over the days their finding judged. */
 function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceStats>): void {
   if (sources.size === 0) return;
   for (const d of input.dkim) {
-    if (!inWindow(d.day, w.recent)) continue;
     const st = sources.get(`${d.domain}\0${d.sourceIp}`);
-    if (!st) continue;
+    if (!st || !inWindow(d.day, st.cause?.win ?? w.recent)) continue;
     if (st.dkimRecent === NO_DKIM) st.dkimRecent = new Map();
     const sel = `${d.signingDomain}/${d.selector}`;
     const m = st.dkimRecent.get(sel) ?? new Map<string, number>();
@@ -129,6 +167,81 @@ function policyOf(input: AnalysisInput, domain: string, w: Windows): string | nu
   }
   return best ? (/^p=([^;]*)/.exec(best.policy)?.[1] ?? null) : null;
 }
+
+/** A number an open alert's frozen baseline holds, or null. */
+function frozenNumber(a: OpenAlert | undefined, field: string): number | null {
+  const v = a?.baseline[field];
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+/**
+ * The first day an open alert may be judged on: the day it opened when failure reports opened it
+ * (the aggregate reports of the days before knew nothing of it), else any.
+ */
+function judgeFrom(a: OpenAlert): number {
+  return frozenNumber(a, 'judge_from') ?? -Infinity;
+}
+
+/** What a pass-rate alert is about: the baseline it is judged against and the window that shows the fall. */
+interface Judged {
+  before: number;
+  now: number;
+  t: Tally;
+  /** Days the numbers cover; 0 when no report has covered the alert's days yet. */
+  days: number;
+}
+
+/**
+ * Whether a source's (or a domain's) pass rate fell, and over which days. A new fall opens on the
+ * recent days (7), or on the last two days when both fell, or on the last day alone when it
+ * failed nearly completely: a total failure is paged the day after it starts, while a one-day dip
+ * that recovers is not. An open alert is judged against its frozen baseline: it stays open until
+ * the latest days are back within recoverPoints of that baseline, or the source has sent nothing
+ * for quietDays; never because the failing days moved into the baseline.
+ */
+function judgeDrop(base: Tally, recent: Tally, days: Map<number, Tally>, w: Windows, s: AnalysisSettings, open?: OpenAlert): Judged | null {
+  if (open) {
+    const frozen = frozenNumber(open, 'baseline_pass_rate');
+    const before = frozen !== null ? frozen / 100 : passRate(base);
+    if (before === null) return null;
+    const from = judgeFrom(open);
+    const latest = over(days, { from: Math.max(w.latest.from, from), to: w.latest.to });
+    if (from <= w.quiet.from && judged(over(days, w.quiet)) <= 0) return null; // silent for quietDays
+    const lr = passRate(latest);
+    if (lr !== null && lr >= before - s.recoverPoints) return null; // recovered
+    if (lr !== null) return { before, now: lr, t: latest, days: s.latestDays };
+    const rr = passRate(recent);
+    if (rr !== null && from <= w.recent.from) return { before, now: rr, t: recent, days: s.recentDays };
+    return {
+      before,
+      now: (frozenNumber(open, 'judged_pass_rate') ?? frozenNumber(open, 'recent_pass_rate') ?? 0) / 100,
+      t: emptyTally(),
+      days: 0,
+    };
+  }
+  const before = passRate(base);
+  if (before === null || judged(base) < s.dropMinMessages || before < s.dropMinBaselineRate) return null;
+  const fell = (r: number | null): r is number => r !== null && r <= before - s.dropPoints;
+  const now = passRate(recent);
+  // What would resolve an open alert keeps one from opening: the latest days back near the baseline.
+  const lr = passRate(over(days, w.latest));
+  const recovered = lr !== null && lr >= before - s.recoverPoints;
+  if (fell(now) && judged(recent) >= s.dropMinMessages && !recovered) return { before, now, t: recent, days: s.recentDays };
+  const last = over(days, w.last);
+  const previous = over(days, { from: w.last.from - 1, to: w.last.from });
+  const two = over(days, { from: w.last.from - 1, to: w.last.to });
+  const twoRate = passRate(two);
+  if (fell(passRate(last)) && fell(passRate(previous)) && twoRate !== null && judged(two) >= s.dropMinMessages) {
+    return { before, now: twoRate, t: two, days: 2 };
+  }
+  const lastRate = passRate(last);
+  if (lastRate !== null && judged(last) >= s.dropMinMessages && lastRate <= s.fastMaxPassRate)
+    return { before, now: lastRate, t: last, days: 1 };
+  return null;
+}
+
+const overDays = (n: number) => (n === 1 ? 'on the last day' : n === 0 ? 'since failure reports began' : `in the last ${n} days`);
+
 /** pass_rate_drop per source and per domain, and new_failing_source. */
 export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   const out: Finding[] = [];
@@ -139,44 +252,82 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const days = s.recentDays;
   // Findings are made once the DKIM results of their sources are known (withDkim).
   const pending: { st: SourceStats; make: (cause: string) => Finding }[] = [];
+  const bursts = failureBursts(input, w, s);
 
   for (const [key, st] of stats) {
-    const before = passRate(st.base);
-    const now = passRate(st.recent);
     const who = named(st.ip, input.names);
-    if (
-      before !== null &&
-      now !== null &&
-      judged(st.base) >= s.dropMinMessages &&
-      before >= s.dropMinBaselineRate &&
-      judged(st.recent) >= s.dropMinMessages &&
-      now <= before - s.dropPoints
-    ) {
+    const dropKey = `pass_rate_drop:${st.domain}:${st.ip}`;
+    const open = input.open?.get(dropKey);
+    let j = judgeDrop(st.base, st.recent, st.days, w, s, open);
+    const known = st.base.dmarcPass >= s.knownMinPassing;
+    const burst = bursts.get(`${st.domain}\0${st.ip}`);
+    const before = passRate(st.base);
+    // Failure reports about a known, passing source: the fast signal, before any aggregate report.
+    const burstOpens =
+      !j && burst !== undefined && known && before !== null && before >= s.dropMinBaselineRate && burst >= s.failureMinReports;
+    if (!j && burstOpens) {
+      const b = open ? (frozenNumber(open, 'baseline_pass_rate') ?? before * 100) / 100 : before;
+      j = {
+        before: b,
+        now: open ? (frozenNumber(open, 'judged_pass_rate') ?? frozenNumber(open, 'recent_pass_rate') ?? 0) / 100 : b,
+        t: emptyTally(),
+        days: 0,
+      };
+    }
+    if (j) {
+      const { before: was, now, t } = j;
+      const fromFailures = j.days === 0;
+      const judgeFromDay = open ? frozenNumber(open, 'judge_from') : fromFailures ? w.last.to : null;
+      if (j.days > 0 && j.days < s.recentDays) st.cause = { win: lastDays(w.recent.to * DAY, j.days), t };
       flagged.add(key);
       pending.push({
         st,
         make: (cause) => ({
-          key: `pass_rate_drop:${st.domain}:${st.ip}`,
+          key: dropKey,
           kind: 'pass_rate_drop',
-          severity: now < 0.5 ? 'critical' : 'warning',
+          severity: fromFailures ? (open?.severity ?? 'warning') : now < 0.5 ? 'critical' : 'warning',
           domain: st.domain,
           source_ip: st.ip,
           source_name: input.names?.get(st.ip) ?? null,
           reporter: null,
-          summary: `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(st.recent))} messages in the last ${days} days${cause ? `; ${cause}` : ''}`,
+          summary: fromFailures
+            ? `${num(burst ?? 0)} failure reports since yesterday say mail from ${who} for ${st.domain} fails DMARC; it passed ${pct(was)} before${cause ? `; ${cause}` : ''}`
+            : `mail from ${who} for ${st.domain} passing DMARC fell from ${pct(was)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}${cause ? `; ${cause}` : ''}`,
           details: {
-            baseline_pass_rate: round(before * 100),
-            recent_pass_rate: round(now * 100),
-            baseline_messages: Math.round(judged(st.base)),
+            baseline_pass_rate: round(was * 100),
+            // recent_*: the recent days (recent_days), as ever; judged_*: the days the finding is about.
+            recent_pass_rate: round((passRate(st.recent) ?? now) * 100),
+            baseline_messages: open ? (frozenNumber(open, 'baseline_messages') ?? 0) : Math.round(judged(st.base)),
             recent_messages: Math.round(judged(st.recent)),
+            judged_pass_rate: round(now * 100),
+            judged_messages: Math.round(judged(t)),
+            window_days: j.days,
+            ...(burst !== undefined ? { failure_reports: burst } : {}),
+            ...(judgeFromDay !== null ? { judge_from: judgeFromDay } : {}),
             cause,
           },
         }),
       });
       continue;
     }
+    // "New" means not known: a few stray messages in the baseline do not make a source known.
+    const newKey = `new_failing_source:${st.domain}:${st.ip}`;
+    const openNew = input.open?.get(newKey) ?? input.open?.get(`new_failing_source:${st.domain}`);
+    const quiet = over(st.days, w.quiet);
+    const failingLately = judged(quiet) - quiet.dmarcPass >= 1;
+    const now = passRate(st.recent);
     const watched = (domainBase.get(st.domain) ?? 0) >= s.dropMinMessages;
-    if (watched && st.base.messages === 0 && now !== null && judged(st.recent) >= s.newSourceMinMessages && now <= s.newSourceMaxPassRate) {
+    const opens =
+      !openNew &&
+      failingLately &&
+      watched &&
+      !known &&
+      now !== null &&
+      judged(st.recent) >= s.newSourceMinMessages &&
+      now <= s.newSourceMaxPassRate;
+    // An open one stays open while the source keeps sending failing mail.
+    const carries = openNew !== undefined && !known && now !== null && failingLately;
+    if (opens || carries) {
       flagged.add(key);
       const p = policyOf(input, st.domain, w);
       const fate =
@@ -186,7 +337,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       pending.push({
         st,
         make: (cause) => ({
-          key: `new_failing_source:${st.domain}:${st.ip}`,
+          key: newKey,
           kind: 'new_failing_source',
           // Under p=none spoofed mail is delivered; under quarantine/reject it is stopped, but a real
           // sender that was never set up is losing mail either way.
@@ -211,54 +362,67 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   withDkim(input, w, new Map(pending.map((p) => [`${p.st.domain}\0${p.st.ip}`, p.st])));
   const authorised = authorisedServices(stats.values(), input.senders);
   for (const p of pending) out.push(classifyFinding(p.make(failureCause(p.st)), input.senders, authorised));
-  collapseNewSources(out, s, days, input.names);
+  collapseNewSources(out, s, days, input);
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a
   // change that hits every sender at once.
-  const domains = new Map<string, { base: Tally; recent: Tally; failing: Map<string, number> }>();
+  const domains = new Map<string, { base: Tally; recent: Tally; days: Map<number, Tally>; failing: Map<string, number> }>();
   for (const [key, st] of stats) {
     if (flagged.has(key)) continue;
-    const d = domains.get(st.domain) ?? { base: emptyTally(), recent: emptyTally(), failing: new Map() };
+    const d = domains.get(st.domain) ?? { base: emptyTally(), recent: emptyTally(), days: new Map<number, Tally>(), failing: new Map() };
     mergeTally(d.base, st.base);
     mergeTally(d.recent, st.recent);
+    for (const [day, t] of st.days) {
+      const x = d.days.get(day) ?? emptyTally();
+      mergeTally(x, t);
+      d.days.set(day, x);
+    }
     const fails = judged(st.recent) - st.recent.dmarcPass;
     if (fails > 0) d.failing.set(st.ip, fails);
     domains.set(st.domain, d);
   }
   for (const [domain, d] of domains) {
-    const before = passRate(d.base);
-    const now = passRate(d.recent);
-    if (
-      before === null ||
-      now === null ||
-      judged(d.base) < s.dropMinMessages ||
-      before < s.dropMinBaselineRate ||
-      judged(d.recent) < s.dropMinMessages ||
-      now > before - s.dropPoints
-    )
-      continue;
-    const top = [...d.failing]
-      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
-      .slice(0, 3)
-      .map(([ip, n]) => `${named(ip, input.names)} ${num(n)}`);
+    const key = `pass_rate_drop:${domain}`;
+    const j = judgeDrop(d.base, d.recent, d.days, w, s, input.open?.get(key));
+    if (!j) continue;
+    const { before, now, t } = j;
+    const failing = [...d.failing].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const top = failing.slice(0, 3).map(([ip, n]) => `${named(ip, input.names)} ${num(n)}`);
     out.push({
-      key: `pass_rate_drop:${domain}`,
+      key,
       kind: 'pass_rate_drop',
       severity: now < 0.5 ? 'critical' : 'warning',
       domain,
       source_ip: null,
       source_name: null,
       reporter: null,
-      summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(d.recent))} messages in the last ${days} days; failing from ${d.failing.size} sources (most: ${top.join(', ')})`,
+      summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}; failing from ${d.failing.size} ${d.failing.size === 1 ? 'source' : 'sources'} (most: ${top.join(', ')})`,
       details: {
         baseline_pass_rate: round(before * 100),
-        recent_pass_rate: round(now * 100),
+        recent_pass_rate: round((passRate(d.recent) ?? now) * 100),
         baseline_messages: Math.round(judged(d.base)),
         recent_messages: Math.round(judged(d.recent)),
+        judged_pass_rate: round(now * 100),
+        judged_messages: Math.round(judged(t)),
+        window_days: j.days,
         failing_sources: d.failing.size,
+        source_ips: failing.slice(0, 20).map(([ip]) => ip),
       },
     });
   }
+  return out;
+}
+
+/** Failure reports per "domain\0source IP" received over the last whole day and the current one. */
+function failureBursts(input: AnalysisInput, w: Windows, s: AnalysisSettings): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!input.failures?.length) return out;
+  for (const f of input.failures) {
+    if (f.day < w.last.from || f.day > w.last.to || !f.sourceIp) continue;
+    const k = `${f.domain}\0${f.sourceIp}`;
+    out.set(k, (out.get(k) ?? 0) + f.reports);
+  }
+  for (const [k, n] of out) if (n < s.failureMinReports) out.delete(k);
   return out;
 }
 
@@ -267,11 +431,14 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
  * newSourceMaxFindings for a domain they become one finding for the domain, naming the largest,
  * instead of a page per IP.
  */
-function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, names: Map<string, string> | undefined): void {
+function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, input: AnalysisInput): void {
+  const names = input.names;
   const byDomain = new Map<string, Finding[]>();
   for (const f of out) if (f.kind === 'new_failing_source') byDomain.set(f.domain, [...(byDomain.get(f.domain) ?? []), f]);
   for (const [domain, list] of byDomain) {
-    if (list.length <= s.newSourceMaxFindings) continue;
+    // Once folded, a run stays one finding while any of its sources goes on.
+    const folded = input.open?.has(`new_failing_source:${domain}`) && !list.some((f) => input.open?.has(f.key));
+    if (list.length <= s.newSourceMaxFindings && !folded) continue;
     const n = (f: Finding, k: string) => Number(f.details[k] ?? 0);
     list.sort((a, b) => n(b, 'recent_messages') - n(a, 'recent_messages') || a.key.localeCompare(b.key));
     const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0);
@@ -309,102 +476,232 @@ const DKIM_HINTS: Record<string, string> = {
 };
 
 /**
- * dkim_selector_broken: a (signing domain, selector) that passed now fails. Measured only on
- * sources already seen in the baseline window, so a spoofer forging the selector cannot trip it,
- * and without forwarded or list mail, which breaks signatures by nature.
+ * dkim_selector_broken: a (signing domain, selector) that passed now fails. Judged only on the
+ * (source, selector) pairs that passed in the baseline: a spoofer forging the selector never
+ * passed with it, so it neither raises the finding nor, once its failures reach the baseline,
+ * masks a real break. Forwarded and list mail, which breaks signatures by nature, is left out.
+ * Opens on the recent days, on the last two days when both fail, or on the last day when it fails
+ * nearly completely; an open one is judged against its frozen baseline (judgeDrop's rules).
  */
 export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
-  const known = new Set<string>();
-  const forwarders = input.senders ? forwarderExemptions(input.senders, failingSignatures(input.dkim)) : NO_IPS;
-  for (const r of input.sources) if (inWindow(r.day, w.baseline) && !forwarders.has(r.sourceIp)) known.add(`${r.domain}\0${r.sourceIp}`);
-  type Sel = {
-    domain: string;
-    d: string;
-    s: string;
-    basePass: number;
-    base: number;
-    recentPass: number;
-    recent: number;
-    results: Map<string, number>;
-    ips: Map<string, number>;
+  type Counts = { pass: number; all: number };
+  // A large domain has hundreds of thousands of pairs, most seen once: the maps come when needed.
+  type Pair = {
+    base: Counts;
+    recent: Counts;
+    days?: Map<number, Counts>;
+    results?: Map<string, number>;
+    /** Failed results per single day (Windows.daily on), by result word. */
+    dayResults?: Map<number, Map<string, number>>;
   };
-  const sels = new Map<string, Sel>();
+  const pairs = new Map<string, Map<string, Pair>>(); // selector key -> source IP -> pair
+  const add = (c: Counts, n: number, pass: boolean) => {
+    c.all += n;
+    if (pass) c.pass += n;
+  };
+  // Known forwarders' signatures join the forwarded exemption (senders.ts).
+  const forwarders = input.senders ? forwarderExemptions(input.senders, failingSignatures(input.dkim)) : NO_IPS;
   for (const r of input.dkim) {
-    if (!r.signingDomain || !known.has(`${r.domain}\0${r.sourceIp}`)) continue;
+    if (!r.signingDomain || forwarders.has(r.sourceIp)) continue;
     const inBase = inWindow(r.day, w.baseline);
     const inRecent = inWindow(r.day, w.recent);
     if (!inBase && !inRecent) continue;
-    const key = `${r.domain}\0${r.signingDomain}\0${r.selector}`;
-    let st = sels.get(key);
-    if (!st) {
-      st = {
-        domain: r.domain,
-        d: r.signingDomain,
-        s: r.selector,
-        basePass: 0,
-        base: 0,
-        recentPass: 0,
-        recent: 0,
-        results: new Map(),
-        ips: new Map(),
-      };
-      sels.set(key, st);
+    const key = `dkim_selector_broken:${r.domain}:${r.signingDomain}:${r.selector}`;
+    const m = pairs.get(key) ?? new Map<string, Pair>();
+    pairs.set(key, m);
+    let p = m.get(r.sourceIp);
+    if (!p) {
+      p = { base: { pass: 0, all: 0 }, recent: { pass: 0, all: 0 } };
+      m.set(r.sourceIp, p);
     }
     const pass = r.result === 'pass';
-    if (inBase) {
-      st.base += r.messages;
-      if (pass) st.basePass += r.messages;
-    } else {
-      st.recent += r.messages;
-      if (pass) st.recentPass += r.messages;
-      else {
-        st.results.set(r.result, (st.results.get(r.result) ?? 0) + r.messages);
-        st.ips.set(r.sourceIp, (st.ips.get(r.sourceIp) ?? 0) + r.messages);
+    if (inBase) add(p.base, r.messages, pass);
+    else {
+      add(p.recent, r.messages, pass);
+      if (!pass) {
+        p.results ??= new Map();
+        p.results.set(r.result, (p.results.get(r.result) ?? 0) + r.messages);
+      }
+      if (r.day >= w.daily) {
+        p.days ??= new Map();
+        const c = p.days.get(r.day) ?? { pass: 0, all: 0 };
+        add(c, r.messages, pass);
+        p.days.set(r.day, c);
+        if (!pass) {
+          p.dayResults ??= new Map();
+          const m = p.dayResults.get(r.day) ?? new Map<string, number>();
+          m.set(r.result, (m.get(r.result) ?? 0) + r.messages);
+          p.dayResults.set(r.day, m);
+        }
       }
     }
   }
+  const bursts = new Map<string, number>(); // selector key -> failure reports from its known sources
   const out: Finding[] = [];
-  for (const st of sels.values()) {
-    if (st.base < s.dkimMinSignatures || st.recent < s.dkimMinSignatures) continue;
-    const before = st.basePass / st.base;
-    const now = st.recentPass / st.recent;
-    if (before < s.dkimMinBaselineRate || now > s.dkimMaxPassRate) continue;
-    const results = [...st.results].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-    const top = results[0]?.[0] ?? 'fail';
-    const ips = [...st.ips]
-      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
-      .slice(0, 3)
-      .map(([ip]) => named(ip, input.names));
+  for (const [key, m] of pairs) {
+    const [, domain, d, sel] = key.split(':') as [string, string, string, string];
+    const open = input.open?.get(key);
+    const frozenKnown = new Set(Array.isArray(open?.baseline.known_sources) ? (open.baseline.known_sources as string[]) : []);
+    const known = [...m].filter(([ip, p]) => (p.base.pass > 0 && p.base.pass >= p.base.all / 2) || frozenKnown.has(ip));
+    if (known.length === 0) continue;
+    const knownIps = new Set(known.map(([ip]) => ip));
+    const base = { pass: 0, all: 0 };
+    const recent = { pass: 0, all: 0 };
+    const days = new Map<number, Counts>();
+    const results = new Map<string, number>();
+    const dayResults = new Map<number, Map<string, number>>();
+    const ips = new Map<string, number>();
+    for (const [ip, p] of known) {
+      add(base, p.base.all, false);
+      base.pass += p.base.pass;
+      add(recent, p.recent.all, false);
+      recent.pass += p.recent.pass;
+      for (const [day, c] of p.days ?? []) {
+        const x = days.get(day) ?? { pass: 0, all: 0 };
+        x.pass += c.pass;
+        x.all += c.all;
+        days.set(day, x);
+      }
+      for (const [r, n] of p.results ?? []) results.set(r, (results.get(r) ?? 0) + n);
+      for (const [day, m] of p.dayResults ?? []) {
+        const x = dayResults.get(day) ?? new Map<string, number>();
+        for (const [r, n] of m) x.set(r, (x.get(r) ?? 0) + n);
+        dayResults.set(day, x);
+      }
+      const failed = p.recent.all - p.recent.pass;
+      if (failed > 0) ips.set(ip, failed);
+    }
+    for (const f of input.failures ?? []) {
+      if (f.domain !== domain || f.dkimDomain !== d || f.dkimSelector !== sel || f.day < w.last.from) continue;
+      if (knownIps.has(f.sourceIp)) bursts.set(key, (bursts.get(key) ?? 0) + f.reports);
+    }
+    const sum = (win: Window) => {
+      const c = { pass: 0, all: 0 };
+      for (const [day, x] of days) {
+        if (!inWindow(day, win)) continue;
+        c.pass += x.pass;
+        c.all += x.all;
+      }
+      return c;
+    };
+    const rate = (c: Counts) => (c.all > 0 ? c.pass / c.all : null);
+    let j: { before: number; now: number; c: Counts; days: number } | null = null;
+    const burst = bursts.get(key) ?? 0;
+    if (open) {
+      const frozen = frozenNumber(open, 'baseline_pass_rate');
+      const before = frozen !== null ? frozen / 100 : (rate(base) ?? 1);
+      const from = judgeFrom(open);
+      const latest = sum({ from: Math.max(w.latest.from, from), to: w.latest.to });
+      const lr = rate(latest);
+      const silent = from <= w.quiet.from && sum(w.quiet).all <= 0;
+      const recovered = lr !== null && lr >= before - s.recoverPoints;
+      if (!silent && !recovered) {
+        const rr = rate(recent);
+        j =
+          lr !== null
+            ? { before, now: lr, c: latest, days: s.latestDays }
+            : rr !== null && from <= w.recent.from
+              ? { before, now: rr, c: recent, days: s.recentDays }
+              : {
+                  before,
+                  now: (frozenNumber(open, 'judged_pass_rate') ?? frozenNumber(open, 'recent_pass_rate') ?? 0) / 100,
+                  c: { pass: 0, all: 0 },
+                  days: 0,
+                };
+      }
+    } else {
+      const before = rate(base);
+      if (before !== null && base.all >= s.dkimMinSignatures && before >= s.dkimMinBaselineRate) {
+        const bad = (c: Counts) => c.all > 0 && c.pass / c.all <= s.dkimMaxPassRate;
+        const last = sum(w.last);
+        const two = sum({ from: w.last.from - 1, to: w.last.to });
+        const lr = rate(sum(w.latest));
+        const recovered = lr !== null && lr >= before - s.recoverPoints;
+        if (recent.all >= s.dkimMinSignatures && bad(recent) && !recovered)
+          j = { before, now: rate(recent)!, c: recent, days: s.recentDays };
+        else if (two.all >= s.dkimMinSignatures && bad(last) && bad(sum({ from: w.last.from - 1, to: w.last.from })))
+          j = { before, now: rate(two)!, c: two, days: 2 };
+        else if (last.all >= s.dkimMinSignatures && rate(last)! <= s.fastMaxPassRate) j = { before, now: rate(last)!, c: last, days: 1 };
+        else if (burst >= s.failureMinReports) j = { before, now: before, c: { pass: 0, all: 0 }, days: 0 };
+      }
+    }
+    if (!j) continue;
+    const { before, now, c } = j;
+    // The results over the days the finding judged.
+    let shown = results;
+    if (j.days > 0 && j.days < s.recentDays) {
+      const win = lastDays(w.recent.to * DAY, j.days);
+      shown = new Map();
+      for (const [day, m] of dayResults) if (inWindow(day, win)) for (const [r, n] of m) shown.set(r, (shown.get(r) ?? 0) + n);
+    }
+    const sorted = [...shown].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const top = sorted[0]?.[0] ?? 'fail';
+    const byFailed = [...ips].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([ip]) => ip);
+    const knownTop = known
+      .sort((a, b) => b[1].base.all - a[1].base.all || a[0].localeCompare(b[0]))
+      .slice(0, 50)
+      .map(([ip]) => ip);
+    const seen = byFailed.slice(0, 3).map((ip) => named(ip, input.names));
+    const judgeFromDay = open ? frozenNumber(open, 'judge_from') : j.days === 0 ? w.last.to : null;
     out.push({
-      key: `dkim_selector_broken:${st.domain}:${st.d}:${st.s}`,
+      key,
       kind: 'dkim_selector_broken',
       severity: 'critical',
-      domain: st.domain,
+      domain,
       source_ip: null,
       source_name: null,
       reporter: null,
-      summary: `DKIM selector ${st.s || '(none)'}._domainkey.${st.d} passed ${pct(before)} of ${num(st.base)} signatures, now ${pct(now)} of ${num(st.recent)} (${results.map(([r, n]) => `${r} ${num(n)}`).join(', ')}): ${DKIM_HINTS[top] ?? 'signatures fail'}; seen from ${ips.join(', ')}`,
+      summary:
+        j.days === 0
+          ? `${num(burst)} failure reports since yesterday say DKIM selector ${sel || '(none)'}._domainkey.${d} fails from sources where it passed ${pct(before)} before`
+          : `DKIM selector ${sel || '(none)'}._domainkey.${d} passed ${pct(before)} of ${num(open ? (frozenNumber(open, 'baseline_signatures') ?? base.all) : base.all)} signatures, now ${pct(now)} of ${num(c.all)} ${j.days === s.recentDays ? '' : `${overDays(j.days)} `}(${sorted.map(([r, n]) => `${r} ${num(n)}`).join(', ')}): ${DKIM_HINTS[top] ?? 'signatures fail'}${seen.length ? `; seen from ${seen.join(', ')}` : ''}`,
       details: {
-        signing_domain: st.d,
-        selector: st.s,
+        signing_domain: d,
+        selector: sel,
         baseline_pass_rate: round(before * 100),
-        recent_pass_rate: round(now * 100),
-        baseline_signatures: Math.round(st.base),
-        recent_signatures: Math.round(st.recent),
+        recent_pass_rate: round((rate(recent) ?? now) * 100),
+        baseline_signatures: open ? (frozenNumber(open, 'baseline_signatures') ?? Math.round(base.all)) : Math.round(base.all),
+        recent_signatures: Math.round(recent.all),
+        judged_pass_rate: round(now * 100),
+        judged_signatures: Math.round(c.all),
+        window_days: j.days,
         result: top,
-        source_ips: [...st.ips].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([ip]) => ip),
+        source_ips: byFailed,
+        known_sources: open && frozenKnown.size ? [...frozenKnown] : knownTop,
+        ...(burst ? { failure_reports: burst } : {}),
+        ...(judgeFromDay !== null ? { judge_from: judgeFromDay } : {}),
       },
     });
   }
   return out;
 }
 
-/** tls_failures: failed TLS sessions per (policy domain, MX, result type) over the latest window. */
+/**
+ * tls_failures: failed TLS sessions per (policy domain, MX, result type) over the latest window,
+ * as a share of that MX's sessions (successful sessions, which RFC 8460 counts per policy, are
+ * shared out evenly over the policy's MX hosts). Critical from half the sessions; an open critical
+ * one stays critical until the share falls under 40%, so a share hovering around 50% does not flip
+ * the severity back and forth. An open one resolves when the share falls under half of
+ * tlsMinFailureRate, or when no session to the MX failed that way in the latest window.
+ */
 export function tlsFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
-  const sessions = new Map<string, number>();
+  // Sessions per domain and MX; '*' holds successes no MX was named for (older rollups, or a policy
+  // without MX hosts), shared out evenly over the MX hosts seen for the domain.
+  const perMx = new Map<string, Map<string, number>>();
   for (const t of input.tls) {
-    if (inWindow(t.day, w.latest)) sessions.set(t.domain, (sessions.get(t.domain) ?? 0) + t.successful + t.failed);
+    if (!inWindow(t.day, w.latest)) continue;
+    const m = perMx.get(t.domain) ?? new Map<string, number>();
+    m.set(t.mx, (m.get(t.mx) ?? 0) + t.successful + t.failed);
+    perMx.set(t.domain, m);
   }
+  const sessionsOf = (domain: string, mx: string) => {
+    const m = perMx.get(domain);
+    if (!m) return 0;
+    const hosts = [...m.keys()].filter((h) => h !== '*').length;
+    const star = m.get('*') ?? 0;
+    if (mx === '*') return hosts ? 0 : star;
+    return (m.get(mx) ?? 0) + (hosts ? star / hosts : 0);
+  };
   const fails = new Map<string, { domain: string; mx: string; type: string; n: number; reporters: Set<string> }>();
   for (const x of input.tlsFailures) {
     if (!inWindow(x.day, w.latest)) continue;
@@ -416,14 +713,17 @@ export function tlsFindings(input: AnalysisInput, w: Windows, s: AnalysisSetting
   }
   const out: Finding[] = [];
   for (const f of fails.values()) {
-    const total = sessions.get(f.domain) ?? 0;
+    const key = `tls_failures:${f.domain}:${f.mx}:${f.type}`;
+    const open = input.open?.get(key);
+    const total = Math.max(sessionsOf(f.domain, f.mx), f.n);
     const rate = total > 0 ? f.n / total : 1;
-    if (f.n < s.tlsMinFailedSessions || rate < s.tlsMinFailureRate) continue;
+    if (open ? rate < s.tlsMinFailureRate / 2 : f.n < s.tlsMinFailedSessions || rate < s.tlsMinFailureRate) continue;
+    const critical = rate >= 0.5 || (open?.severity === 'critical' && rate >= 0.4);
     const target = f.mx === '*' ? `the MX hosts of ${f.domain}` : `${f.mx} (${f.domain})`;
     out.push({
-      key: `tls_failures:${f.domain}:${f.mx}:${f.type}`,
+      key,
       kind: 'tls_failures',
-      severity: rate >= 0.5 ? 'critical' : 'warning',
+      severity: critical ? 'critical' : 'warning',
       domain: f.domain,
       source_ip: null,
       source_name: null,
@@ -474,30 +774,34 @@ export function silenceFindings(input: AnalysisInput, now: number, w: Windows, s
     perDomain.set(dk, b);
   }
   const active = (days: Set<number>) => days.size >= s.silentActiveShare * s.baselineDays;
+  // An open one stays open while the reporter stays silent, however few baseline days it has left.
+  const watched = (key: string, days: Set<number>) => active(days) || (input.open?.has(key) ?? false);
   const silentFor = (last: number) => (now - last) / DAY;
   const out: Finding[] = [];
   const silentDomains = new Set<string>();
   for (const d of perDomain.values()) {
     const gap = silentFor(d.last);
-    if (!active(d.days) || gap < s.silentDays) continue;
+    const key = `reporter_silent:${d.kind}:${d.domain}`;
+    if (!watched(key, d.days) || gap < s.silentDays) continue;
     silentDomains.add(`${d.kind}\0${d.domain}`);
     out.push({
-      key: `reporter_silent:${d.kind}:${d.domain}`,
+      key,
       kind: 'reporter_silent',
       severity: 'critical',
       domain: d.domain,
       source_ip: null,
       source_name: null,
       reporter: null,
-      summary: `no ${KIND_LABEL[d.kind]} reports for ${d.domain} for ${Math.floor(gap)} days (last covered ${isoDay(Math.floor((d.last - 1) / DAY))}); ${d.reporters.size} reporters sent them on ${d.days.size} of ${s.baselineDays} days before: check the rua record and the mailbox`,
+      summary: `no ${KIND_LABEL[d.kind]} reports for ${d.domain} for ${Math.floor(gap)} days (last covered ${isoDay(Math.floor((d.last - 1) / DAY))}); ${d.reporters.size} ${d.reporters.size === 1 ? 'reporter' : 'reporters'} sent them on ${d.days.size} of ${s.baselineDays} days before: check the rua record and the mailbox`,
       details: { report_kind: d.kind, silent_days: round(gap), baseline_days_reported: d.days.size, reporters: [...d.reporters].sort() },
     });
   }
   for (const a of perReporter.values()) {
     const gap = silentFor(a.last);
-    if (!active(a.days) || gap < s.silentDays || silentDomains.has(`${a.kind}\0${a.domain}`)) continue;
+    const key = `reporter_silent:${a.kind}:${a.domain}:${a.reporter}`;
+    if (!watched(key, a.days) || gap < s.silentDays || silentDomains.has(`${a.kind}\0${a.domain}`)) continue;
     out.push({
-      key: `reporter_silent:${a.kind}:${a.domain}:${a.reporter}`,
+      key,
       kind: 'reporter_silent',
       severity: 'warning',
       domain: a.domain,

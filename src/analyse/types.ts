@@ -118,6 +118,30 @@ export interface PolicyDay {
   reports: number;
 }
 
+/** Per UTC day, reported domain, source IP and DKIM signature: failure reports (RFC 6591) received. */
+export interface FailureDay {
+  domain: string;
+  day: number;
+  sourceIp: string;
+  dkimDomain: string;
+  dkimSelector: string;
+  reports: number;
+}
+
+/**
+ * An alert that is open as the rules run: what they judge it against. `baseline` holds the
+ * finding's numbers as they were when the alert opened (its details then), so an alert is judged
+ * against the state before it began, however long it lasts.
+ */
+export interface OpenAlert {
+  key: string;
+  domain: string;
+  severity: Severity;
+  /** When it opened, epoch seconds. */
+  firstSeen: number;
+  baseline: Record<string, unknown>;
+}
+
 /** The daily rollups of one or more policy domains over the days the rules look at. */
 export interface AnalysisInput {
   sources: SourceDay[];
@@ -126,6 +150,10 @@ export interface AnalysisInput {
   tlsFailures: TlsFailureDay[];
   coverage: CoverageDay[];
   policies: PolicyDay[];
+  /** Failure reports of the latest days, the current one included (they arrive within minutes). */
+  failures?: FailureDay[];
+  /** The alerts open for these domains, by key. */
+  open?: Map<string, OpenAlert>;
   /** Reverse DNS names of source IPs, when known. */
   names?: Map<string, string>;
   /** Who the source IPs are (src/enrich), when enrichment is on: see senders.ts for what the rules do with it. */
@@ -151,6 +179,16 @@ export interface AnalysisSettings {
   tlsMinFailureRate: number; // 0..1
   silentDays: number;
   silentActiveShare: number; // 0..1 of baseline days with a report
+  /** A day on which a known source or selector passes at most this share opens an alert at once. */
+  fastMaxPassRate: number; // 0..1
+  /** An open alert resolves when the latest days are back within this many points of its baseline. */
+  recoverPoints: number; // 0..1
+  /** An open alert whose source (or selector, or failing mail) has not been seen for this many days resolves. */
+  quietDays: number;
+  /** A source is known (not "new") once it sent this many messages passing DMARC in the baseline. */
+  knownMinPassing: number;
+  /** Failure reports for one known source (or selector) within the latest day that open an alert. */
+  failureMinReports: number;
 }
 
 export const defaultSettings: AnalysisSettings = {
@@ -170,6 +208,11 @@ export const defaultSettings: AnalysisSettings = {
   tlsMinFailureRate: 0.05,
   silentDays: 3,
   silentActiveShare: 0.75,
+  fastMaxPassRate: 0.25,
+  recoverPoints: 0.05,
+  quietDays: 3,
+  knownMinPassing: 20,
+  failureMinReports: 5,
 };
 
 export const FINDING_KINDS = [

@@ -244,6 +244,12 @@ const analysis = z.strictObject({
   tls_min_failure_rate: percent.default(5),
   silent_days: positive.default(3),
   silent_active_share: percent.default(75),
+  // The life of an alert (docs/findings.md "The life of an alert").
+  fast_max_pass_rate: percent.default(25),
+  recover_points: percent.default(5),
+  quiet_days: positive.default(3),
+  known_min_passing: positive.default(20),
+  failure_min_reports: positive.default(5),
   reverse_dns: z.boolean().default(true),
 });
 const limits = z.strictObject(
@@ -270,7 +276,8 @@ export const configSchema = z.strictObject({
   analysis: analysis.prefault({}),
   alerts: z
     .strictObject({
-      renotify_hours: z.number().positive().default(24),
+      // 0: no reminders on a timer; an open alert is sent again only when it gets worse.
+      renotify_hours: z.number().min(0).default(0),
       digest: z.enum(['off', 'daily', 'weekly']).default('off'),
       email: email.optional(),
       matrix: matrix.optional(),

@@ -15,6 +15,8 @@ export const KIND_TITLES: Record<FindingKind, string> = {
 /** What render needs from an alert row (store/alerts.ts): the finding's fields and when it opened. */
 export type AlertView = Pick<Finding, 'key' | 'kind' | 'severity' | 'domain' | 'source_ip' | 'source_name' | 'reporter' | 'summary'> & {
   first_seen: number;
+  /** For a reminder: what got worse since the last message (store/alerts.ts changeOf). */
+  change?: string;
 };
 
 export function escapeHtml(s: string): string {
@@ -33,7 +35,7 @@ export function renderAlert(a: AlertView, event: Exclude<NotificationEvent, 'dig
     event === 'resolved'
       ? `No longer seen after ${durationText(now - a.first_seen)} (open since ${isoTime(a.first_seen)}). Last seen:`
       : event === 'reminder'
-        ? `Open since ${isoTime(a.first_seen)}.`
+        ? `Open since ${isoTime(a.first_seen)}.${a.change ? ` ${a.change}` : ''}`
         : null;
   const source = a.source_ip ? (a.source_name ? `${a.source_ip} (${a.source_name})` : a.source_ip) : null;
   const fields = [

@@ -9,8 +9,8 @@ import { MatrixChannel } from '../notify/matrix.js';
 import { deliverOne } from '../notify/deliver.js';
 import { renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
-import { AlertStore } from '../store/alerts.js';
-import { evaluateRules } from '../store/analysis.js';
+import { AlertStore, openAlertsForRules } from '../store/alerts.js';
+import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
 import type { Enricher } from '../enrich/index.js';
@@ -35,6 +35,11 @@ export function settingsOf(config: Config): AnalysisSettings {
     tlsMinFailureRate: a.tls_min_failure_rate / 100,
     silentDays: a.silent_days,
     silentActiveShare: a.silent_active_share / 100,
+    fastMaxPassRate: a.fast_max_pass_rate / 100,
+    recoverPoints: a.recover_points / 100,
+    quietDays: a.quiet_days,
+    knownMinPassing: a.known_min_passing,
+    failureMinReports: a.failure_min_reports,
   };
 }
 
@@ -144,11 +149,13 @@ export interface AlertRun {
 export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
   const settings = settingsOf(config);
   const store = new AlertStore(db);
+  // Open alerts are judged against their frozen baselines (a dry run reads them too).
+  const open = openAlertsForRules(store.openAlerts());
   const enricher = opts.enricher ?? null;
   // With enrichment and no reverse DNS, one evaluation labels the sources as the rules name them;
   // with reverse DNS, a second one does, once the names of the findings' sources are known.
   const first = enricher ? enrichEvaluation(enricher, { labelAll: !opts.lookup }) : null;
-  let findings = evaluateRules(db, opts.now, settings, first ? { prepare: first.prepare } : {});
+  let findings = await evaluateRulesInTurns(db, opts.now, settings, first ? { open, prepare: first.prepare } : { open });
   if (first && !opts.lookup) findings = decorateFindings(findings, first.seen, new Map());
   else if (opts.lookup && findings.length) {
     const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
@@ -156,10 +163,14 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
       // Again, with the sources' labels in the messages (senders.ts).
       const e = enrichEvaluation(enricher, { names, labelled: mentionedIps(findings), reuse: first?.seen });
       const domains = new Set(findings.map((f) => f.domain));
-      findings = decorateFindings(sortFindings(evaluateRules(db, opts.now, settings, { domains, prepare: e.prepare })), e.seen, names);
+      findings = decorateFindings(
+        sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { domains, open, prepare: e.prepare })),
+        e.seen,
+        names,
+      );
     } else if (names.size) {
       const domains = new Set(findings.map((f) => f.domain));
-      findings = sortFindings(evaluateRules(db, opts.now, settings, { names, domains }));
+      findings = sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { names, domains, open }));
     }
   }
   const run: AlertRun = { findings, opened: [], reminded: [], resolved: [], deliveries: { sent: 0, failed: [], pending: 0 } };

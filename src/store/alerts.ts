@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Finding, FindingKind, Severity } from '../analyse/types.js';
+import type { Finding, FindingKind, OpenAlert, Severity } from '../analyse/types.js';
 import { renderAlert, renderFallback, type AlertView } from '../notify/render.js';
 import { CHANNEL_NAMES, type ChannelName, type Message, type NotificationEvent } from '../notify/types.js';
 import type { Db } from './db.js';
@@ -10,6 +10,54 @@ export interface AlertRow extends Omit<AlertView, 'source_name'> {
   last_seen: number;
   last_notified: number | null;
   resolved_at: number | null;
+  /** JSON: the finding's details when it opened (migration 0008); null for alerts opened before. */
+  baseline: string | null;
+  /** JSON: what the last message said (Notified); null for alerts opened before migration 0008. */
+  notified: string | null;
+}
+
+/** What an alert's last message said, to tell whether it got worse since. */
+export interface Notified {
+  severity: Severity;
+  /** Failing messages (or failed sessions) per day, when the kind has a volume. */
+  volume: number | null;
+  /** Failing sources, when the finding counts them. */
+  sources: number | null;
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/**
+ * What a finding says that a reminder compares: its severity, its failing volume per day and the
+ * number of failing sources. The volume of a new source is averaged over the days since the alert
+ * opened (its 7-day total grows every day while it simply goes on).
+ */
+export function notifiedOf(f: Finding, firstSeen: number, now: number): Notified {
+  const d = f.details;
+  let volume: number | null = null;
+  const messages = num(d.recent_messages);
+  const rate = num(d.recent_pass_rate);
+  if (f.kind === 'new_failing_source' && messages !== null) {
+    const days = Math.min(7, Math.floor((now - firstSeen) / 86_400) + 1);
+    volume = (messages * (1 - (rate ?? 0) / 100)) / days;
+  } else if (f.kind === 'tls_failures') {
+    volume = num(d.failed_sessions);
+  }
+  const sources = num(d.failing_sources) ?? num(d.sources);
+  return { severity: f.severity, volume, sources };
+}
+
+/** Why an open alert is sent again, or null when nothing changed that a postmaster would act on. */
+export function changeOf(f: Finding, before: Notified | null, after: Notified): string | null {
+  if (!before) return null;
+  if (SEVERITY_RANK[after.severity] > SEVERITY_RANK[before.severity]) return `Worse: now ${after.severity}, was ${before.severity}.`;
+  if (before.volume !== null && after.volume !== null && before.volume > 0 && after.volume >= 2 * before.volume) {
+    return `Worse: ${Math.round(after.volume).toLocaleString('en-US')} ${f.kind === 'tls_failures' ? 'failed sessions' : 'failing messages a day'} now, ${Math.round(before.volume).toLocaleString('en-US')} when last sent.`;
+  }
+  if (before.sources !== null && after.sources !== null && after.sources >= Math.max(before.sources + 1, 1.5 * before.sources)) {
+    return `Worse: ${after.sources} failing sources now, ${before.sources} when last sent.`;
+  }
+  return null;
 }
 
 export interface Reconciled {
@@ -68,6 +116,22 @@ export interface ParkedNotification {
 
 const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
 
+/** The open alerts as the rules read them (analyse/types.ts OpenAlert), by key. */
+export function openAlertsForRules(rows: AlertRow[]): Map<string, OpenAlert> {
+  const out = new Map<string, OpenAlert>();
+  for (const a of rows) {
+    let baseline: Record<string, unknown> = {};
+    try {
+      const v = JSON.parse(a.baseline ?? a.details) as unknown;
+      if (v && typeof v === 'object' && !Array.isArray(v)) baseline = v as Record<string, unknown>;
+    } catch {
+      // A damaged row is judged as if it had no baseline: the rules fall back on the current one.
+    }
+    out.set(a.key, { key: a.key, domain: a.domain, severity: a.severity, firstSeen: a.first_seen, baseline });
+  }
+  return out;
+}
+
 /** The alerts, notifications and reverse_dns tables (migration 0003), and delivery state (0006). */
 export class AlertStore {
   constructor(private readonly db: Db) {}
@@ -82,29 +146,37 @@ export class AlertStore {
 
   /**
    * Brings the alert state in line with this run's findings, in one transaction, and queues the
-   * notifications that follow: a new finding opens an alert ("opened"); one still open is sent
-   * again once `renotifySeconds` have passed or when its severity rises ("reminder"); an open
-   * alert whose finding is gone is resolved ("resolved", except kinds in `silent`).
+   * notifications that follow: a new finding opens an alert ("opened") and freezes its baseline;
+   * one still open is sent again when it got worse since its last message (severity up, failing
+   * volume doubled, more failing sources: changeOf), or once `renotifySeconds` have passed when
+   * that is not 0, except to a channel that parked its last message ("reminder"); an open alert
+   * whose finding is gone is resolved ("resolved", except kinds in `silent`).
    */
   reconcile(findings: Finding[], now: number, opts: { renotifySeconds: number; channels: ChannelName[]; silent: Set<string> }): Reconciled {
     const out: Reconciled = { opened: [], reminded: [], ongoing: [], resolved: [], queued: 0 };
     const insertAlert = this.db.prepare(
-      `INSERT INTO alerts (key, kind, severity, domain, source_ip, reporter, summary, details, first_seen, last_seen, last_notified)
-       VALUES (@key, @kind, @severity, @domain, @source_ip, @reporter, @summary, @details, @now, @now, @now)`,
+      `INSERT INTO alerts (key, kind, severity, domain, source_ip, reporter, summary, details, first_seen, last_seen, last_notified, baseline, notified)
+       VALUES (@key, @kind, @severity, @domain, @source_ip, @reporter, @summary, @details, @now, @now, @now, @details, @notified)`,
     );
     const updateAlert = this.db.prepare(
       `UPDATE alerts SET severity = @severity, summary = @summary, details = @details, reporter = @reporter, last_seen = @now,
-              last_notified = CASE WHEN @notify THEN @now ELSE last_notified END
+              last_notified = CASE WHEN @notify THEN @now ELSE last_notified END,
+              notified = CASE WHEN @notify THEN @notified ELSE COALESCE(notified, @notified) END
         WHERE id = @id`,
+    );
+    // A channel that refused an alert's last message is not sent timed reminders of it.
+    const lastParked = this.db.prepare(
+      `SELECT parked_at IS NOT NULL FROM notifications WHERE alert_id = ? AND channel = ? AND fallback_for IS NULL ORDER BY id DESC LIMIT 1`,
     );
     const resolve = this.db.prepare(`UPDATE alerts SET resolved_at = @now WHERE id = @id`);
     const pendingFor = this.db.prepare(
       `SELECT 1 FROM notifications WHERE alert_id = ? AND channel = ? AND delivered_at IS NULL AND parked_at IS NULL`,
     );
-    const queue = (alertId: number, view: AlertView, event: 'opened' | 'reminder' | 'resolved') => {
+    const queue = (alertId: number, view: AlertView, event: 'opened' | 'reminder' | 'resolved', timed = false) => {
       for (const channel of opts.channels) {
         // A channel that is down does not pile up reminders: one undelivered message is enough.
         if (event === 'reminder' && pendingFor.get(alertId, channel)) continue;
+        if (timed && lastParked.pluck().get(alertId, channel) === 1) continue;
         this.enqueue(channel, event, renderAlert(view, event, now), alertId, now);
         out.queued++;
       }
@@ -116,18 +188,22 @@ export class AlertStore {
         const existing = open.get(f.key);
         const params = { ...f, details: JSON.stringify({ ...f.details, source_name: f.source_name }), now };
         if (!existing) {
-          const id = Number(insertAlert.run(params).lastInsertRowid);
+          const id = Number(insertAlert.run({ ...params, notified: JSON.stringify(notifiedOf(f, now, now)) }).lastInsertRowid);
           queue(id, { ...f, first_seen: now }, 'opened');
           out.opened.push(f);
           continue;
         }
         open.delete(f.key);
-        const due = existing.last_notified === null || now - existing.last_notified >= opts.renotifySeconds;
-        const worse = SEVERITY_RANK[f.severity] > SEVERITY_RANK[existing.severity];
-        const notify = due || worse;
-        updateAlert.run({ ...params, id: existing.id, notify: notify ? 1 : 0 });
+        const now_ = notifiedOf(f, existing.first_seen, now);
+        const before = existing.notified
+          ? (JSON.parse(existing.notified) as Notified)
+          : { severity: existing.severity, volume: null, sources: null };
+        const change = changeOf(f, before, now_);
+        const due = opts.renotifySeconds > 0 && (existing.last_notified === null || now - existing.last_notified >= opts.renotifySeconds);
+        const notify = change !== null || due;
+        updateAlert.run({ ...params, id: existing.id, notify: notify ? 1 : 0, notified: JSON.stringify(now_) });
         if (notify) {
-          queue(existing.id, { ...f, first_seen: existing.first_seen }, 'reminder');
+          queue(existing.id, { ...f, first_seen: existing.first_seen, ...(change ? { change } : {}) }, 'reminder', change === null);
           out.reminded.push(f);
         } else {
           out.ongoing.push(f);

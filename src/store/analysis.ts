@@ -1,6 +1,17 @@
 import { analyse, sortFindings, windowsAt } from '../analyse/index.js';
 import { DAY } from '../analyse/rollups.js';
-import type { AnalysisInput, AnalysisSettings, CoverageDay, DkimDay, Finding, PolicyDay, TlsDay, TlsFailureDay } from '../analyse/types.js';
+import type {
+  AnalysisInput,
+  AnalysisSettings,
+  CoverageDay,
+  DkimDay,
+  FailureDay,
+  Finding,
+  OpenAlert,
+  PolicyDay,
+  TlsDay,
+  TlsFailureDay,
+} from '../analyse/types.js';
 import type { Db } from './db.js';
 
 /**
@@ -11,13 +22,16 @@ import type { Db } from './db.js';
  * Per-source rows (sources, DKIM) are summed by SQLite over each window the rules compare them on:
  * the baseline's days come as one row dated with the baseline's first day, the recent days as one
  * row dated with the recent window's first day (the rules only ask which window a row's day falls
- * in). That is 2 rows per source instead of 35, which a domain with hundreds of sources needs.
- * TLS, policy and coverage rows, one per domain and day or so, come by day.
+ * in), except the last few days (Windows.daily on), which come one row per day for fast detection
+ * and recovery. That is about 5 rows per source instead of 35, which a domain with hundreds of
+ * sources needs. TLS, policy and coverage rows, one per domain and day or so, come by day; failure
+ * reports for the last whole day and the current one.
  */
 export class AnalysisReader {
   readonly from: number;
   readonly to: number;
   private readonly recent: number;
+  private readonly daily: number;
   private readonly q: ReturnType<typeof statements>;
 
   constructor(
@@ -29,6 +43,7 @@ export class AnalysisReader {
     this.from = Math.min(w.baseline.from, w.recent.from, w.latest.from);
     this.to = Math.floor(now / DAY);
     this.recent = w.recent.from;
+    this.daily = w.daily;
     this.q = statements(db);
   }
 
@@ -38,8 +53,8 @@ export class AnalysisReader {
   }
 
   /** The rollups of some policy domains over the windows. */
-  load(domains: string[]): AnalysisInput {
-    const p = { domains: JSON.stringify(domains), from: this.from, to: this.to, recent: this.recent };
+  load(domains: string[], open?: Map<string, OpenAlert>): AnalysisInput {
+    const p = { domains: JSON.stringify(domains), from: this.from, to: this.to, recent: this.recent, daily: this.daily };
     return {
       sources: (this.q.sources.all(p) as SourceRow[]).map((r) => ({
         domain: r[0],
@@ -60,6 +75,8 @@ export class AnalysisReader {
       tlsFailures: this.q.tlsFailures.all(p) as TlsFailureDay[],
       coverage: this.q.coverage.all(p) as CoverageDay[],
       policies: this.q.policies.all(p) as PolicyDay[],
+      failures: this.q.failures.all({ domains: p.domains, from: this.to - 1, to: this.to }) as FailureDay[],
+      ...(open ? { open } : {}),
     };
   }
 }
@@ -69,7 +86,7 @@ type SourceRow = [string, number, string, string, number, number, number, number
 function statements(db: Db) {
   // For each domain of the list, its rows of the days in range: the primary keys' order.
   const range = 'domain IN (SELECT value FROM json_each(@domains)) AND day >= @from AND day < @to';
-  const window = `CASE WHEN day >= @recent THEN @recent ELSE @from END`;
+  const window = `CASE WHEN day >= @daily THEN day WHEN day >= @recent THEN @recent ELSE @from END`;
   return {
     domains: db.prepare(`SELECT DISTINCT domain FROM domain_daily WHERE day >= ? AND day < ? ORDER BY domain`),
     sources: db
@@ -90,37 +107,81 @@ function statements(db: Db) {
       `SELECT kind, domain, reporter, day, reports, last_end AS lastEnd FROM report_daily WHERE ${range} AND kind IN ('dmarc', 'tlsrpt')`,
     ),
     policies: db.prepare(`SELECT domain, day, policy, weight, reports FROM policy_daily WHERE ${range}`),
+    // The current day too: failure reports come within minutes of the mail they are about.
+    failures: db.prepare(
+      `SELECT domain, day, source_ip AS sourceIp, dkim_domain AS dkimDomain, dkim_selector AS dkimSelector, reports
+         FROM failure_daily WHERE domain IN (SELECT value FROM json_each(@domains)) AND day >= @from AND day <= @to`,
+    ),
   };
 }
 
 const ROWS_PER_GROUP = 5_000;
 
+export type EvaluateOptions = {
+  names?: Map<string, string>;
+  domains?: Iterable<string>;
+  open?: Map<string, OpenAlert>;
+  /** Called with each group's rollups before the rules run (pipeline/senders.ts: who the sources are). */
+  prepare?: (input: AnalysisInput) => void;
+};
+
 /**
  * Every finding as of `now`, evaluated a group of policy domains at a time (or only the domains
- * given), in the order analyse() gives.
+ * given), in the order analyse() gives. A generator: it yields after each group, so a caller can
+ * let other work run between them (evaluateRulesInTurns).
  */
-export function evaluateRules(
-  db: Db,
-  now: number,
-  settings: AnalysisSettings,
-  opts: { names?: Map<string, string>; domains?: Iterable<string>; prepare?: (input: AnalysisInput) => void } = {},
-): Finding[] {
+function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts: EvaluateOptions): Generator<void, Finding[]> {
   const reader = new AnalysisReader(db, now, settings);
   const findings: Finding[] = [];
-  const domains = opts.domains ? [...opts.domains] : reader.domains();
+  let domains = opts.domains ? [...opts.domains] : reader.domains();
+  if (!opts.domains && opts.open?.size) {
+    // A domain nothing reported on lately still has its open alerts judged (they resolve).
+    const more = new Set(domains);
+    for (const a of opts.open.values()) more.add(a.domain);
+    domains = [...more].sort();
+  }
   // Domains go in groups, so the many small ones cost a few queries rather than a few each; the
   // group shrinks when its rows grow, keeping memory to about ROWS_PER_GROUP rows.
   let size = 1;
   for (let i = 0; i < domains.length;) {
     const group = domains.slice(i, i + size);
     i += group.length;
-    const input = reader.load(group);
+    const input = reader.load(group, opts.open);
     if (opts.names) input.names = opts.names;
     // Who the sources are (pipeline/senders.ts), when enrichment is on.
     opts.prepare?.(input);
     for (const f of analyse(input, now, settings)) findings.push(f);
     const rows = input.sources.length + input.dkim.length;
     size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;
+    yield;
   }
   return sortFindings(findings);
+}
+
+/** Every finding as of `now`, in one go. */
+export function evaluateRules(db: Db, now: number, settings: AnalysisSettings, opts: EvaluateOptions = {}): Finding[] {
+  const steps = evaluationSteps(db, now, settings, opts);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * The same with a turn of the event loop after each group of domains: inside `ruawatch run` an
+ * evaluation of 10,000 domains takes seconds, and /healthz, the dashboard and signals must not
+ * wait for all of it.
+ */
+export async function evaluateRulesInTurns(
+  db: Db,
+  now: number,
+  settings: AnalysisSettings,
+  opts: EvaluateOptions = {},
+): Promise<Finding[]> {
+  const steps = evaluationSteps(db, now, settings, opts);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }

@@ -144,7 +144,14 @@ describe('windows and pro-rata rollups', () => {
 
   it('leaves the current, incomplete day out of the windows', () => {
     const w = windowsAt(NOW + 3600, defaultSettings);
-    assert.deepEqual(w, { recent: { from: 93, to: 100 }, baseline: { from: 65, to: 93 }, latest: { from: 98, to: 100 } });
+    assert.deepEqual(w, {
+      recent: { from: 93, to: 100 },
+      baseline: { from: 65, to: 93 },
+      latest: { from: 98, to: 100 },
+      last: { from: 99, to: 100 },
+      quiet: { from: 97, to: 100 },
+      daily: 97,
+    });
   });
 });
 
@@ -247,6 +254,9 @@ describe('pass-rate rules', () => {
       recent_pass_rate: 30,
       baseline_messages: 2800,
       recent_messages: 700,
+      judged_pass_rate: 30,
+      judged_messages: 700,
+      window_days: 7,
       cause: 'DKIM s1 (example.com) fails, SPF not aligned',
     });
     assert.match(all[0]!.summary, /seen from 192\.0\.2\.10 \(mx1\.example\.net\)$/);
@@ -391,7 +401,8 @@ describe('tls_failures', () => {
     );
     assert.equal(
       f!.summary,
-      'TLS to mx2.example.com (example.com) failed in 150 of 650 sessions (23.1%) over the last 2 days with certificate-expired; reported by google.com',
+      // Successes are counted per policy: each of its two MX hosts gets half of the 500.
+      'TLS to mx2.example.com (example.com) failed in 150 of 400 sessions (37.5%) over the last 2 days with certificate-expired; reported by google.com',
     );
     assert.equal(f!.severity, 'warning');
   });
@@ -479,4 +490,224 @@ describe('policy_changed', () => {
       );
     });
   }
+});
+
+describe('the life of an alert (issue 12)', () => {
+  const good = { ip: '192.0.2.10', from: 65, to: 99, perDay: 100, spfAligned: false };
+  const open = (key: string, baseline: Record<string, unknown>, severity: 'critical' | 'warning' = 'warning') =>
+    new Map([[key, { key, domain: 'example.com', severity, firstSeen: 90 * DAY, baseline }]]);
+  const drop = 'pass_rate_drop:example.com:192.0.2.10';
+  const run = (records: RecordRow[], opened?: ReturnType<typeof open>, extra: Partial<AnalysisInput> = {}) =>
+    keys(analyse({ ...input(records), ...(opened ? { open: opened } : {}), ...extra }, NOW, defaultSettings));
+
+  const cases: { name: string; records: RecordRow[]; open?: ReturnType<typeof open>; want: string[] }[] = [
+    {
+      name: 'failing since day 75: the baseline has fallen under the floor, so nothing opens',
+      records: rows({ ...good, to: 74 }, { ...good, from: 75, pass: 0.5 }),
+      want: [],
+    },
+    {
+      name: '...but an alert opened on day 76 stays open against its frozen baseline',
+      records: rows({ ...good, to: 74 }, { ...good, from: 75, pass: 0.5 }),
+      open: open(drop, { baseline_pass_rate: 100 }),
+      want: [drop],
+    },
+    {
+      name: 'an open alert resolves once the latest days are back within recover_points',
+      records: rows({ ...good, to: 74 }, { ...good, from: 75, to: 97, pass: 0.5 }, { ...good, from: 98, pass: 0.96 }),
+      open: open(drop, { baseline_pass_rate: 100 }),
+      want: [],
+    },
+    {
+      name: '...not when they are only halfway back',
+      records: rows({ ...good, to: 74 }, { ...good, from: 75, to: 97, pass: 0.5 }, { ...good, from: 98, pass: 0.9 }),
+      open: open(drop, { baseline_pass_rate: 100 }),
+      want: [drop],
+    },
+    {
+      name: '...nor on one good day after a bad one (the latest two days count)',
+      records: rows({ ...good, to: 98, pass: 0.5 }, { ...good, from: 99 }),
+      open: open(drop, { baseline_pass_rate: 100 }),
+      want: [drop],
+    },
+    {
+      name: 'an open alert whose source sent nothing for quiet_days resolves',
+      records: rows({ ...good, to: 96, pass: 0.5 }),
+      open: open(drop, { baseline_pass_rate: 100 }),
+      want: [],
+    },
+    {
+      name: '...while one that sent on the first of those days stays open',
+      records: rows({ ...good, to: 97, pass: 0.5 }),
+      open: open(drop, { baseline_pass_rate: 100 }),
+      want: [drop],
+    },
+    {
+      name: 'fast: the last day failing completely opens at once (its selector too)',
+      records: rows({ ...good, to: 98, spfAligned: true }, { ...good, from: 99, pass: 0 }),
+      want: ['dkim_selector_broken:example.com:example.com:s1', drop],
+    },
+    {
+      name: 'fast: two days in a row 30 points down open',
+      records: rows({ ...good, to: 97, spfAligned: true }, { ...good, from: 98, pass: 0.7 }),
+      want: [drop],
+    },
+    {
+      name: 'a one-day dip to 60% opens nothing',
+      records: rows({ ...good, to: 98, spfAligned: true }, { ...good, from: 99, pass: 0.6 }),
+      want: [],
+    },
+    {
+      name: 'a one-day dip that recovered the next day opens nothing, even a deep one',
+      records: rows(
+        { ...good, to: 97, spfAligned: true },
+        { ...good, from: 98, to: 98, pass: 0.1 },
+        { ...good, from: 99, spfAligned: true },
+      ),
+      want: [],
+    },
+    {
+      name: 'a week-long fall that has recovered on the latest days does not open',
+      records: rows({ ...good, to: 92 }, { ...good, from: 93, to: 97, pass: 0.2 }, { ...good, from: 98 }),
+      want: [],
+    },
+    {
+      name: '"new" means not known: a spoofer seen with a handful of messages in the baseline is new',
+      records: rows(
+        good,
+        { ip: '203.0.113.66', from: 70, to: 70, perDay: 5, pass: 0 },
+        { ip: '203.0.113.66', from: 95, to: 99, perDay: 200, pass: 0 },
+      ),
+      want: ['new_failing_source:example.com:203.0.113.66'],
+    },
+    {
+      name: 'a source that sent real passing volume in the baseline is not new (the domain fell, though)',
+      records: rows(
+        good,
+        { ip: '198.51.100.7', from: 80, to: 80, perDay: 30 },
+        { ip: '198.51.100.7', from: 95, to: 99, perDay: 40, pass: 0 },
+      ),
+      want: ['pass_rate_drop:example.com'],
+    },
+    {
+      name: 'an open new source that has not sent failing mail for quiet_days resolves',
+      records: rows(good, { ip: '203.0.113.66', from: 90, to: 96, perDay: 200, pass: 0 }),
+      open: open('new_failing_source:example.com:203.0.113.66', {}),
+      want: [],
+    },
+    {
+      name: '...and does not open again from the 7 days it still shows in',
+      records: rows(good, { ip: '203.0.113.66', from: 90, to: 96, perDay: 200, pass: 0 }),
+      want: [],
+    },
+    {
+      name: 'an open new source still sending failing mail after weeks stays open',
+      records: rows(good, { ip: '203.0.113.66', from: 60, to: 99, perDay: 3, pass: 0 }),
+      open: open('new_failing_source:example.com:203.0.113.66', {}),
+      want: ['new_failing_source:example.com:203.0.113.66'],
+    },
+  ];
+  for (const c of cases) it(c.name, () => assert.deepEqual(run(c.records, c.open), c.want));
+
+  it('a spoofer forging the selector in the baseline does not mask a real break of it later', () => {
+    const records = rows(
+      { ...good, spfAligned: true, to: 97 },
+      { ...good, spfAligned: true, from: 98, pass: 0 },
+      { ip: '203.0.113.99', from: 65, to: 92, perDay: 300, pass: 0 },
+    );
+    // Without pairs the baseline of s1 would be 2,800 of 11,200: 25%.
+    assert.deepEqual(
+      run(records).filter((k) => k.startsWith('dkim')),
+      ['dkim_selector_broken:example.com:example.com:s1'],
+    );
+    const [f] = analyse(input(records), NOW, defaultSettings).filter((x) => x.kind === 'dkim_selector_broken');
+    assert.match(f!.summary, /passed 100\.0% of 2,800 signatures, now 0\.0% of 200 in the last 2 days/);
+    assert.deepEqual(f!.details.known_sources, ['192.0.2.10']);
+  });
+
+  it('a DKIM alert resolves when its known pairs pass again, whatever a forger still sends', () => {
+    const key = 'dkim_selector_broken:example.com:example.com:s1';
+    const records = rows(
+      { ...good, spfAligned: true, to: 95, pass: 0 },
+      { ...good, spfAligned: true, from: 96 },
+      { ip: '203.0.113.99', from: 90, to: 99, perDay: 300, pass: 0 },
+    );
+    assert.deepEqual(
+      run(records, open(key, { baseline_pass_rate: 100, known_sources: ['192.0.2.10'] }, 'critical')).filter((k) => k.startsWith('dkim')),
+      [],
+    );
+  });
+
+  describe('tls_failures per MX, with hysteresis', () => {
+    const tls = (day: number, share: number): TlsRow => ({
+      domain: 'example.com',
+      reporter: 'google.com',
+      begin: day * DAY,
+      end: (day + 1) * DAY - 1,
+      policyType: 'sts',
+      mxHosts: ['mx1.example.com', 'mx2.example.com'],
+      // Successes are shared evenly over the two MX hosts: mx2 has 1,000 sessions, `share` of them failing.
+      successful: 2000 * (1 - share),
+      failed: 1000 * share,
+      failures: [{ resultType: 'certificate-expired', mx: 'mx2.example.com', sessions: 1000 * share }],
+    });
+    const key = 'tls_failures:example.com:mx2.example.com:certificate-expired';
+    const sev = (share: number, opened?: ReturnType<typeof open>) =>
+      analyse({ ...input([], { tls: [tls(98, share), tls(99, share)] }), ...(opened ? { open: opened } : {}) }, NOW, defaultSettings).map(
+        (f) => [f.key, f.severity, f.details.failure_rate],
+      );
+    it('is judged on the MX sessions: half of them failing is critical', () => {
+      assert.deepEqual(sev(0.5), [[key, 'critical', 50]]);
+    });
+    it('45% is a warning when it opens...', () => assert.deepEqual(sev(0.45), [[key, 'warning', 45]]));
+    it('...but an open critical one stays critical down to 40%', () =>
+      assert.deepEqual(sev(0.45, open(key, {}, 'critical')), [[key, 'critical', 45]]));
+    it('an open one stays open down to half of tls_min_failure_rate, then resolves', () => {
+      assert.deepEqual(sev(0.03, open(key, {})), [[key, 'warning', 3]]);
+      assert.deepEqual(sev(0.02, open(key, {})), []);
+      assert.deepEqual(sev(0.03), []);
+    });
+  });
+
+  describe('reporter_silent', () => {
+    const daily = (reporter: string, from: number, to: number) =>
+      Array.from({ length: to - from + 1 }, (_, i) => ({
+        kind: 'dmarc' as const,
+        domain: 'example.com',
+        reporter,
+        begin: (from + i) * DAY,
+        end: (from + i + 1) * DAY,
+      }));
+    const key = 'reporter_silent:dmarc:example.com:yahoo.com';
+    const reports = [...daily('google.com', 60, 99), ...daily('yahoo.com', 60, 84)];
+    it('silent for 15 days: no longer active enough to open...', () => assert.deepEqual(run([], undefined, rollupInput({ reports })), []));
+    it('...but an open one stays open while the reporter stays silent', () =>
+      assert.deepEqual(run([], open(key, {}), rollupInput({ reports })), [key]));
+    it('and resolves once it reports again', () =>
+      assert.deepEqual(run([], open(key, {}), rollupInput({ reports: [...reports, ...daily('yahoo.com', 98, 99)] })), []));
+    it('one reporter is "1 reporter"', () => {
+      const [f] = analyse(input([], { reports: daily('google.com', 60, 94) }), NOW, defaultSettings);
+      assert.match(f!.summary, /; 1 reporter sent them on 28 of 28 days before/);
+    });
+  });
+
+  describe('failure reports', () => {
+    const failures = (ip: string, reports: number, selector = '') => [
+      { domain: 'example.com', day: 100, sourceIp: ip, dkimDomain: selector ? 'example.com' : '', dkimSelector: selector, reports },
+    ];
+    const healthy = rows({ ...good, spfAligned: false, to: 99 });
+    it('a burst about a known source opens its pass_rate_drop before any aggregate report says so', () => {
+      assert.deepEqual(run(healthy, undefined, { failures: failures('192.0.2.10', 5) }), [drop]);
+    });
+    it('and about a selector that passed from it, its dkim_selector_broken', () => {
+      assert.deepEqual(run(healthy, undefined, { failures: failures('192.0.2.10', 5, 's1') }), [
+        'dkim_selector_broken:example.com:example.com:s1',
+        drop,
+      ]);
+    });
+    it('fewer than failure_min_reports, or from a source that never passed: nothing', () => {
+      assert.deepEqual(run(healthy, undefined, { failures: failures('192.0.2.10', 4) }), []);
+      assert.deepEqual(run(healthy, undefined, { failures: failures('203.0.113.66', 500, 's1') }), []);
+    });
+  });
 });
