@@ -1,5 +1,8 @@
+import path from 'node:path';
 import { limitsOf } from './config/load.js';
 import type { Config } from './config/schema.js';
+import type { Enricher } from './enrich/index.js';
+import { errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import { defaultRetry, type Channel, type RetryPolicy } from './notify/types.js';
 import { channelsOf, systemReverseLookup, type ReverseLookup } from './pipeline/alerts.js';
@@ -45,6 +48,7 @@ export class App {
     ingestor?: Ingestor;
     channels?: Channel[];
     lookup?: ReverseLookup | null;
+    enricher?: Promise<Enricher | null>;
   } = {};
 
   constructor(
@@ -91,6 +95,31 @@ export class App {
   get lookup(): ReverseLookup | null {
     if (this.built.lookup === undefined) this.built.lookup = this.config.analysis.reverse_dns ? systemReverseLookup() : null;
     return this.built.lookup;
+  }
+
+  /**
+   * Who is sending (src/enrich), its data read now; null when [enrich] enabled = false. The code is
+   * imported here, on first use: commands that never ask pay nothing. Compiled copies of CSV data
+   * files go beside the database, which ruawatch can write to. Data that cannot be read is an
+   * E_ENRICH error, unless `orNone`: then it is logged and the caller goes on without (alerts must
+   * not stop because a data file went missing).
+   */
+  async enricher(opts: { orNone?: boolean } = {}): Promise<Enricher | null> {
+    if (!this.config.enrich.enabled) return null;
+    const cacheDir = this.dbFile && this.dbFile !== ':memory:' ? path.dirname(path.resolve(this.dbFile)) : null;
+    this.built.enricher ??= import('./enrich/index.js').then((m) => {
+      const e = m.createEnricher(this.config.enrich, { cacheDir });
+      e.data();
+      return e;
+    });
+    try {
+      return await this.built.enricher;
+    } catch (err) {
+      this.built.enricher = undefined;
+      if (!opts.orNone) throw err;
+      this.log.warn({ err: errorMessage(err) }, 'enrichment data cannot be read: findings go without it');
+      return null;
+    }
   }
 
   /**

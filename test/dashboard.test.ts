@@ -55,6 +55,8 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
     const config = configSchema.parse({
       web: { listen: '127.0.0.1:0', token: 'dash-token' },
       analysis: { reverse_dns: false },
+      // Without enrichment: the columns as they are without it (dashboard-senders.test.ts has them with).
+      enrich: { enabled: false },
       alerts: {
         email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
       },

@@ -11,6 +11,7 @@ import {
   type Window,
   type Windows,
 } from './rollups.js';
+import { authorisedServices, classifyFinding, exemptTally, failingSignatures, failingSources, forwarderExemptions } from './senders.js';
 import type { AnalysisInput, AnalysisSettings, Finding, OpenAlert, Severity } from './types.js';
 
 /**
@@ -87,7 +88,9 @@ function failureCause(st: SourceStats): string {
 
 function sourceStats(input: AnalysisInput, w: Windows): Map<string, SourceStats> {
   const out = new Map<string, SourceStats>();
-  for (const r of input.sources) {
+  const forwarders = input.senders ? forwarderExemptions(input.senders, failingSources(input.sources)) : NO_IPS;
+  for (const row of input.sources) {
+    const r = forwarders.has(row.sourceIp) ? exemptTally(row) : row;
     const inBase = inWindow(r.day, w.baseline);
     const inRecent = inWindow(r.day, w.recent);
     if (!inBase && !inRecent) continue;
@@ -133,6 +136,7 @@ function over(days: Map<number, Tally>, win: Window): Tally {
 }
 
 const NO_DKIM = new Map<string, Map<string, number>>();
+const NO_IPS = new Set<string>();
 
 /** Fills the DKIM results of the given sources (by "domain\0ip" key) over the days their finding judged. */
 function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceStats>): void {
@@ -363,7 +367,8 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     }
   }
   withDkim(input, w, new Map(pending.map((p) => [`${p.st.domain}\0${p.st.ip}`, p.st])));
-  for (const p of pending) out.push(p.make(failureCause(p.st)));
+  const authorised = authorisedServices(stats.values(), input.senders);
+  for (const p of pending) out.push(classifyFinding(p.make(failureCause(p.st)), input.senders, authorised));
   collapseNewSources(out, s, days, input);
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a
@@ -501,8 +506,10 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     c.all += n;
     if (pass) c.pass += n;
   };
+  // Known forwarders' signatures join the forwarded exemption (senders.ts).
+  const forwarders = input.senders ? forwarderExemptions(input.senders, failingSignatures(input.dkim)) : NO_IPS;
   for (const r of input.dkim) {
-    if (!r.signingDomain) continue;
+    if (!r.signingDomain || forwarders.has(r.sourceIp)) continue;
     const inBase = inWindow(r.day, w.baseline);
     const inRecent = inWindow(r.day, w.recent);
     if (!inBase && !inRecent) continue;

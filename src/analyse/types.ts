@@ -6,6 +6,7 @@
  */
 
 import type { Tally } from './rollups.js';
+import type { Senders } from './senders.js';
 
 /** One aggregate-report record with what the rules need from its report (raw; see rollupRecords). */
 export interface RecordRow {
@@ -155,6 +156,8 @@ export interface AnalysisInput {
   open?: Map<string, OpenAlert>;
   /** Reverse DNS names of source IPs, when known. */
   names?: Map<string, string>;
+  /** Who the source IPs are (src/enrich), when enrichment is on: see senders.ts for what the rules do with it. */
+  senders?: Senders;
 }
 
 export interface AnalysisSettings {
@@ -235,4 +238,10 @@ export interface Finding {
   summary: string;
   /** The numbers behind the summary. */
   details: Record<string, string | number | null | string[]>;
+  /** Who the source is, for findings about one source IP when enrichment is on (senders.ts, sourceFields). */
+  asn?: number | null;
+  as_org?: string | null;
+  country?: string | null;
+  service?: string | null;
+  service_type?: string | null;
 }

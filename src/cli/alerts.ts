@@ -31,7 +31,15 @@ refused for good), else 0; findings are not errors.`,
     const app = appFor(values, io, { level: 'warn', mustExist: true });
     try {
       const channels = values['dry-run'] ? [] : app.channels();
-      const run = await runAlerts(app.db, app.config, { now, dryRun: values['dry-run'], channels, lookup: app.lookup, log: app.log });
+      const enricher = await app.enricher({ orNone: true });
+      const run = await runAlerts(app.db, app.config, {
+        now,
+        dryRun: values['dry-run'],
+        channels,
+        lookup: app.lookup,
+        enricher,
+        log: app.log,
+      });
       io.stdout.write(
         values.json ? `${JSON.stringify(jsonOf(run, values['dry-run']))}\n` : formatRun(run, now, values['dry-run'], channels.length),
       );

@@ -1,4 +1,5 @@
 import os from 'node:os';
+import type { SourceFields } from '../analyse/senders.js';
 import type { Finding, FindingKind, Severity } from '../analyse/types.js';
 import type { Message, NotificationEvent } from './types.js';
 
@@ -114,7 +115,8 @@ export interface DigestData {
     pass_rate: number | null;
     previous_pass_rate: number | null;
     reports: number;
-    failing: { ip: string; name: string | null; failed: number; messages: number }[];
+    /** `who` and the fields of analyse/senders.ts when enrichment is on. */
+    failing: ({ ip: string; name: string | null; failed: number; messages: number; who?: string } & Partial<SourceFields>)[];
   }[];
   tls: { policy_domain: string; successful: number; failed: number; failures: { result_type: string; count: number }[] }[];
   open_alerts: { severity: Severity; kind: FindingKind; summary: string; first_seen: number }[];
@@ -141,7 +143,10 @@ export function renderDigest(d: DigestData, now: number): Message {
     const trend = x.previous_pass_rate === null ? '' : ` (before: ${pctText(x.previous_pass_rate)})`;
     const line = `${x.domain}: ${intText(x.messages)} messages, ${pctText(x.pass_rate)} passing DMARC${trend}, ${x.reports} reports`;
     text.push(`  ${line}`);
-    const failing = x.failing.map((f) => `${f.ip}${f.name ? ` (${f.name})` : ''}: ${intText(f.failed)} of ${intText(f.messages)} failing`);
+    const failing = x.failing.map((f) => {
+      const about = [f.name, f.who].filter(Boolean).join('; ');
+      return `${f.ip}${about ? ` (${about})` : ''}: ${intText(f.failed)} of ${intText(f.messages)} failing`;
+    });
     for (const f of failing) text.push(`    ${f}`);
     html.push(
       `<li>${escapeHtml(line)}${failing.length ? `<ul>${failing.map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul>` : ''}</li>`,

@@ -13,6 +13,8 @@ import { AlertStore, openAlertsForRules } from '../store/alerts.js';
 import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
+import type { Enricher } from '../enrich/index.js';
+import { decorateFindings, enrichDigest, enrichEvaluation, mentionedIps } from './senders.js';
 
 export function settingsOf(config: Config): AnalysisSettings {
   const a = config.analysis;
@@ -111,6 +113,8 @@ export interface AlertRunOptions {
   channels: Channel[];
   /** null: reverse DNS switched off. */
   lookup: ReverseLookup | null;
+  /** Who is sending (App.enricher()); null or absent: enrichment off. */
+  enricher?: Enricher | null;
   retry?: RetryPolicy;
   sleep?: (ms: number) => Promise<void>;
   log: Logger;
@@ -147,10 +151,24 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
   const store = new AlertStore(db);
   // Open alerts are judged against their frozen baselines (a dry run reads them too).
   const open = openAlertsForRules(store.openAlerts());
-  let findings = await evaluateRulesInTurns(db, opts.now, settings, { open });
-  if (opts.lookup && findings.length) {
+  const enricher = opts.enricher ?? null;
+  // With enrichment and no reverse DNS, one evaluation labels the sources as the rules name them;
+  // with reverse DNS, a second one does, once the names of the findings' sources are known.
+  const first = enricher ? enrichEvaluation(enricher, { labelAll: !opts.lookup }) : null;
+  let findings = await evaluateRulesInTurns(db, opts.now, settings, first ? { open, prepare: first.prepare } : { open });
+  if (first && !opts.lookup) findings = decorateFindings(findings, first.seen, new Map());
+  else if (opts.lookup && findings.length) {
     const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
-    if (names.size) {
+    if (enricher) {
+      // Again, with the sources' labels in the messages (senders.ts).
+      const e = enrichEvaluation(enricher, { names, labelled: mentionedIps(findings), reuse: first?.seen });
+      const domains = new Set(findings.map((f) => f.domain));
+      findings = decorateFindings(
+        sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { domains, open, prepare: e.prepare })),
+        e.seen,
+        names,
+      );
+    } else if (names.size) {
       const domains = new Set(findings.map((f) => f.domain));
       findings = sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { names, domains, open }));
     }
@@ -260,29 +278,32 @@ export function digestPeriod(period: 'daily' | 'weekly', now: number): { from: n
   return { from: w.from * DAY, to: w.to * DAY };
 }
 
-export function buildDigest(db: Db, period: 'daily' | 'weekly', now: number): DigestData {
+export function buildDigest(db: Db, period: 'daily' | 'weekly', now: number, enricher: Enricher | null = null): DigestData {
   const { from, to } = digestPeriod(period, now);
   const current = reportTotals(db, { since: from, until: to });
   const previous = reportTotals(db, { since: from - (to - from), until: from });
   const before = new Map(previous.domains.map((d) => [d.domain, d.pass_rate]));
   const store = new AlertStore(db);
   const nameOf = (ip: string) => store.cachedName(ip, now, { found: Infinity, missing: Infinity }).name;
+  const domains = current.domains.map((d) => ({
+    domain: d.domain,
+    messages: d.messages,
+    pass_rate: d.pass_rate,
+    previous_pass_rate: before.get(d.domain) ?? null,
+    reports: d.reports,
+    failing: d.sources
+      .map((s) => ({ ip: s.ip, name: nameOf(s.ip), failed: s.messages - s.dmarc_pass, messages: s.messages }))
+      .filter((s) => s.failed > 0)
+      .sort((a, b) => b.failed - a.failed || a.ip.localeCompare(b.ip))
+      .slice(0, 5),
+  }));
+  // Who the failing sources are (senders.ts), when enrichment is on.
+  if (enricher) enrichDigest(db, domains, { since: from, until: to }, enricher);
   return {
     period,
     from,
     to,
-    domains: current.domains.map((d) => ({
-      domain: d.domain,
-      messages: d.messages,
-      pass_rate: d.pass_rate,
-      previous_pass_rate: before.get(d.domain) ?? null,
-      reports: d.reports,
-      failing: d.sources
-        .map((s) => ({ ip: s.ip, name: nameOf(s.ip), failed: s.messages - s.dmarc_pass, messages: s.messages }))
-        .filter((s) => s.failed > 0)
-        .sort((a, b) => b.failed - a.failed || a.ip.localeCompare(b.ip))
-        .slice(0, 5),
-    })),
+    domains,
     tls: current.tlsrpt.map((t) => ({ policy_domain: t.policy_domain, successful: t.successful, failed: t.failed, failures: t.failures })),
     open_alerts: store.openAlerts().map((a) => ({ severity: a.severity, kind: a.kind, summary: a.summary, first_seen: a.first_seen })),
   };

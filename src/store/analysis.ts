@@ -117,7 +117,13 @@ function statements(db: Db) {
 
 const ROWS_PER_GROUP = 5_000;
 
-export type EvaluateOptions = { names?: Map<string, string>; domains?: Iterable<string>; open?: Map<string, OpenAlert> };
+export type EvaluateOptions = {
+  names?: Map<string, string>;
+  domains?: Iterable<string>;
+  open?: Map<string, OpenAlert>;
+  /** Called with each group's rollups before the rules run (pipeline/senders.ts: who the sources are). */
+  prepare?: (input: AnalysisInput) => void;
+};
 
 /**
  * Every finding as of `now`, evaluated a group of policy domains at a time (or only the domains
@@ -142,6 +148,8 @@ function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts:
     i += group.length;
     const input = reader.load(group, opts.open);
     if (opts.names) input.names = opts.names;
+    // Who the sources are (pipeline/senders.ts), when enrichment is on.
+    opts.prepare?.(input);
     for (const f of analyse(input, now, settings)) findings.push(f);
     const rows = input.sources.length + input.dkim.length;
     size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;

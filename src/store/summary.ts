@@ -12,6 +12,12 @@ export interface ReportFilter {
 
 export interface SourceTotals {
   ip: string;
+  /** With enrichment asked for (`report --enrich`, the digest): who the source is (analyse/senders.ts). */
+  asn?: number | null;
+  as_org?: string | null;
+  country?: string | null;
+  service?: string | null;
+  service_type?: string | null;
   messages: number;
   dmarc_pass: number;
   dkim_aligned_pass: number;
@@ -192,4 +198,34 @@ export function reporterCountSql(column: string, bits: number): string {
 export function reporterBits(db: Db, domain: string): number {
   const top = db.prepare(`SELECT max(bit) FROM domain_reporters WHERE domain = ?`).pluck().get(domain) as number | null;
   return top === null ? 0 : top + 1;
+}
+
+/**
+ * The DKIM signing domains each source of a policy domain signed with over a range of days (day
+ * numbers, `to` exclusive; undefined: unbounded), from dkim_daily: what enrichment matches a
+ * source on beyond its address.
+ */
+export function dkimDomainsBySource(db: Db, domain: string, from: number | undefined, to: number | undefined): Map<string, string[]> {
+  const dkim = new Map<string, string[]>();
+  const rows = db
+    .prepare(`SELECT DISTINCT source_ip, signing_domain FROM dkim_daily WHERE domain = ? AND day >= ? AND day < ? AND signing_domain <> ''`)
+    .raw(true)
+    .all(domain, from ?? -1e9, to ?? 1e9) as [string, string][];
+  for (const [ip, d] of rows) {
+    const list = dkim.get(ip);
+    if (list) list.push(d);
+    else dkim.set(ip, [d]);
+  }
+  return dkim;
+}
+
+/** Reverse DNS names cached for some IPs (null: looked up, none); IPs never looked up are absent. */
+export function cachedNames(db: Db, ips: Iterable<string>): Map<string, string | null> {
+  const q = db.prepare(`SELECT name FROM reverse_dns WHERE ip = ?`).raw(true);
+  const out = new Map<string, string | null>();
+  for (const ip of ips) {
+    const row = q.get(ip) as [string | null] | undefined;
+    if (row) out.set(ip, row[0]);
+  }
+  return out;
 }

@@ -1,5 +1,7 @@
 import { DAY, lastDays } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
+import type { Enricher } from '../enrich/index.js';
+import { serviceTotals } from '../pipeline/senders.js';
 import { AlertStore } from '../store/alerts.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
@@ -21,7 +23,7 @@ class Exposition {
   }
 }
 
-export function metricsText(db: Db, state: WorkerState, config: Config, now: number): string {
+export function metricsText(db: Db, state: WorkerState, config: Config, now: number, enricher: Enricher | null = null): string {
   const m = new Exposition();
   const stored = db.prepare(`SELECT kind, COUNT(*) AS n FROM reports GROUP BY kind`).all() as { kind: string; n: number }[];
   const byKind = new Map(stored.map((r) => [r.kind, r.n]));
@@ -66,6 +68,23 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
     `Share of messages passing DMARC over the last ${config.analysis.recent_days} whole UTC days, by policy domain (0-1).`,
     totals.domains.map((d) => [{ domain: d.domain }, d.pass_rate]),
   );
+  if (enricher) {
+    // Per known service, not per source IP: a label per address would grow without bound.
+    const services = serviceTotals(db, w, enricher);
+    const labels = (s: { service: string; service_type: string }) => ({ service: s.service, service_type: s.service_type });
+    m.metric(
+      'ruawatch_dmarc_service_messages',
+      'gauge',
+      `Messages in aggregate reports over the last ${config.analysis.recent_days} whole UTC days, by the known service of their source IP (service="" for sources of no known service), all policy domains.`,
+      services.map((s) => [labels(s), s.messages]),
+    );
+    m.metric(
+      'ruawatch_dmarc_service_pass_rate',
+      'gauge',
+      `Share of those messages passing DMARC, by the known service of their source IP (0-1).`,
+      services.map((s) => [labels(s), s.pass_rate]),
+    );
+  }
   m.metric(
     'ruawatch_tls_sessions',
     'gauge',

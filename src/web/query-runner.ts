@@ -111,11 +111,9 @@ export class QueryRunner {
   private execute(q: Query): Promise<string | null> {
     if (this.closed) return Promise.reject(closing());
     if (this.inline) {
-      try {
-        return Promise.resolve(runQuery(this.db, q));
-      } catch (err) {
-        return Promise.reject(err instanceof Error ? err : new RuawatchError('E_INTERNAL', String(err)));
-      }
+      return runQuery(this.db, q).catch((err: unknown) =>
+        Promise.reject(err instanceof Error ? err : new RuawatchError('E_INTERNAL', String(err))),
+      );
     }
     if (this.pending.size >= this.opts.maxPending) {
       this.stats.busy++;

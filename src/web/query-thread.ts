@@ -18,10 +18,9 @@ port.on('message', (msg: { id: number; query: Query } | { close: true }) => {
     port.close();
     return;
   }
-  try {
-    port.postMessage({ id: msg.id, body: runQuery(db, msg.query) });
-  } catch (err) {
-    port.postMessage({ id: msg.id, error: { code: ownCode(err), message: errorMessage(err) } });
-  }
+  runQuery(db, msg.query).then(
+    (body) => port.postMessage({ id: msg.id, body }),
+    (err: unknown) => port.postMessage({ id: msg.id, error: { code: ownCode(err), message: errorMessage(err) } }),
+  );
 });
 port.postMessage({ ready: true });

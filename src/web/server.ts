@@ -97,7 +97,7 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
     const report = /^\/api\/reports\/(\d{1,15})$/.exec(target.path);
     if (report) {
       const id = Number(report[1]);
-      const body = await queries.run(`report:${id}`, { kind: 'report', id });
+      const body = await queries.run(`report:${id}`, { kind: 'report', id, enrich: config.enrich });
       return body === null
         ? send(404, 'application/json', '{"error":"no such report"}\n')
         : send(200, 'application/json; charset=utf-8', body);
@@ -128,7 +128,7 @@ export async function startWeb(config: Config, db: Db, worker: Worker, log: Logg
     const domain = target.query.get('domain')?.toLowerCase().slice(0, 253) || null;
     const key = `overview:${days}:${fixed ? at : 'now'}:${domain ?? ''}`;
     const now = fixed ? day + DAY : nowSeconds();
-    const q = { kind: 'overview', days, now, recentDays: config.analysis.recent_days, domain } as const;
+    const q = { kind: 'overview', days, now, recentDays: config.analysis.recent_days, domain, enrich: config.enrich } as const;
     return queries.run(key, q, opts.overviewCacheMs ?? OVERVIEW_CACHE_MS);
   }
 

@@ -168,6 +168,7 @@ export class Worker {
           dryRun: false,
           channels: this.app.channels(),
           lookup: this.app.lookup,
+          enricher: await this.app.enricher({ orNone: true }),
           log,
         });
         if (run.deliveries.failed.length) log.warn({ failed: run.deliveries.failed }, 'some notifications wait for the next poll');
@@ -206,7 +207,8 @@ export class Worker {
     const period = this.config.alerts.digest;
     if (period === 'off' || this.abort.signal.aborted) return;
     try {
-      const report = await sendDigest(this.db, buildDigest(this.db, period, now()), now(), {
+      const digest = buildDigest(this.db, period, now(), await this.app.enricher({ orNone: true }));
+      const report = await sendDigest(this.db, digest, now(), {
         channels: this.app.channels(),
         log: this.log,
       });

@@ -30,7 +30,7 @@ interface Overview {
   domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] }[];
   all_domains: { domain: string; days: { day: string; messages: number; pass_rate: number | null }[] } | null;
   tls: { domain: string; days: { day: string; successful: number; failed: number }[] }[];
-  sources: {
+  sources: ({
     domain: string;
     ip: string;
     name: string | null;
@@ -40,7 +40,9 @@ interface Overview {
     dkim_aligned_pass: number;
     spf_aligned_pass: number;
     reporters: number;
-  }[];
+  } & Who)[];
+  /** Whether sources carry who they are (asn, as_org, country, service, service_type), and why not. */
+  enrichment?: { on: boolean; error?: string | null };
   alerts: { open: AlertRow[]; recent: AlertRow[] };
   notifications: { channels: ChannelRow[]; parked: ParkedRow[] };
   reports: {
@@ -54,6 +56,15 @@ interface Overview {
     record_count: number;
     message_count: number;
   }[];
+}
+
+/** Who a source is, when enrichment is on (docs/enrichment.md). */
+interface Who {
+  asn?: number | null;
+  as_org?: string | null;
+  country?: string | null;
+  service?: string | null;
+  service_type?: string | null;
 }
 
 /** store/alerts.ts ChannelStatus and ParkedNotification, as /api/overview sends them. */
@@ -88,11 +99,19 @@ interface AlertRow {
   resolved_at: number | null;
 }
 
-const state: { charts: Record<string, uPlotType>; ticks: Record<string, number[]>; overview: Overview | null; detail: unknown } = {
+const state: {
+  charts: Record<string, uPlotType>;
+  ticks: Record<string, number[]>;
+  overview: Overview | null;
+  detail: unknown;
+  /** The sources table's service filter: '' all, NO_SERVICE sources of no known service. */
+  service: string;
+} = {
   charts: {},
   ticks: {},
   overview: null,
   detail: null,
+  service: '',
 };
 (window as unknown as { ruawatch: typeof state }).ruawatch = state;
 
@@ -251,31 +270,94 @@ function trend(s: Overview['sources'][number]): Node {
   return el('span', `${d > 0 ? '▲' : '▼'} ${Math.abs(d).toFixed(1)} pt`, d > 0 ? 'trend-up' : 'trend-down');
 }
 
+const NO_SERVICE = '\u0000none';
+const network = (w: Who) => (w.asn === null || w.asn === undefined ? null : `AS${w.asn}${w.as_org ? ` ${w.as_org}` : ''}`);
+const serviceText = (w: Who) => (w.service ? `${w.service}${w.service_type ? ` (${w.service_type})` : ''}` : null);
+
 function renderSources(o: Overview): void {
-  const rows = o.sources
+  const who = o.enrichment?.on === true;
+  const shown = o.sources
     .slice(0, 200)
-    .map((s) => [
-      s.domain,
-      s.ip,
-      s.name,
-      int(s.messages),
-      pct(s.pass_rate),
-      trend(s),
-      pct(s.messages ? s.dkim_aligned_pass / s.messages : null),
-      pct(s.messages ? s.spf_aligned_pass / s.messages : null),
-      s.reporters,
-    ]);
-  document
-    .getElementById('sources')!
-    .replaceChildren(
-      rows.length
-        ? table(['Domain', 'Source IP', 'Reverse DNS', 'Messages', 'Pass rate', 'Trend', 'DKIM aligned', 'SPF aligned', 'Reporters'], rows)
-        : el('p', emptyText('aggregate reports', { ...o, period: o.recent }, o.data.dmarc), 'empty'),
-    );
+    .filter((s) => !who || state.service === '' || (state.service === NO_SERVICE ? !s.service : s.service === state.service));
+  const rows = shown.map((s) => [
+    s.domain,
+    s.ip,
+    s.name,
+    ...(who ? [network(s), s.country ?? null, serviceText(s)] : []),
+    int(s.messages),
+    pct(s.pass_rate),
+    trend(s),
+    pct(s.messages ? s.dkim_aligned_pass / s.messages : null),
+    pct(s.messages ? s.spf_aligned_pass / s.messages : null),
+    s.reporters,
+  ]);
+  const head = [
+    'Domain',
+    'Source IP',
+    'Reverse DNS',
+    ...(who ? ['Network', 'Country', 'Service'] : []),
+    'Messages',
+    'Pass rate',
+    'Trend',
+    'DKIM aligned',
+    'SPF aligned',
+    'Reporters',
+  ];
+  const parts: Node[] = [];
+  if (who) parts.push(serviceFilter(o));
+  parts.push(
+    rows.length
+      ? table(head, rows)
+      : el(
+          'p',
+          o.sources.length ? 'No source of this service.' : emptyText('aggregate reports', { ...o, period: o.recent }, o.data.dmarc),
+          'empty',
+        ),
+  );
+  if (who) parts.push(attribution());
+  else if (o.enrichment?.error) parts.push(el('p', `Who is sending is not shown: ${o.enrichment.error}`, 'empty'));
+  document.getElementById('sources')!.replaceChildren(...parts);
   document.getElementById('sources-title')!.textContent =
     `Sources, ${o.recent.from} to ${o.recent.to} (the ${o.recent.days} days the alerts judge), trend against the ${o.recent.days} days before`;
   const note = `The ${o.limits.sources} sources with the most messages.`;
   if (o.truncated.sources) document.getElementById('sources')!.prepend(el('p', note, 'empty'));
+}
+
+/** A choice of the services among the sources, most messages first; choosing one redraws the table. */
+function serviceFilter(o: Overview): Node {
+  const messages = new Map<string, number>();
+  for (const s of o.sources) {
+    const k = s.service ?? NO_SERVICE;
+    messages.set(k, (messages.get(k) ?? 0) + s.messages);
+  }
+  const select = el('select');
+  select.id = 'service-filter';
+  const option = (value: string, text: string) => {
+    const opt = el('option', text);
+    opt.value = value;
+    opt.selected = value === state.service;
+    return opt;
+  };
+  select.append(option('', 'All services'));
+  for (const [k, n] of [...messages].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))) {
+    select.append(option(k, `${k === NO_SERVICE ? 'No known service' : k} (${int(n)} messages)`));
+  }
+  select.addEventListener('change', () => {
+    state.service = select.value;
+    renderSources(o);
+  });
+  const label = el('label', 'Service: ');
+  label.append(select);
+  return label;
+}
+
+/** DB-IP's terms ask a page that shows its data to link to it (docs/enrichment.md, "Licences"). */
+function attribution(): Node {
+  const p = el('p', 'Networks: ip-location-db, from RouteViews, NRO and ', 'empty');
+  const a = el('a', 'IP Geolocation by DB-IP');
+  a.href = 'https://db-ip.com';
+  p.append(a, ' (CC BY 4.0).');
+  return p;
 }
 
 function renderAlerts(o: Overview): void {
@@ -404,13 +486,27 @@ async function openReport(id: number): Promise<void> {
     );
   }
   if (d.records) {
+    // Records carry who their source is when enrichment is on.
+    const who = d.records.some((x) => 'service' in x);
     const results = (list: unknown, key: string) =>
       (list as Json[]).map((x) => `${String(x.domain ?? '?')}${x[key] ? `/${String(x[key])}` : ''}: ${String(x.result ?? '?')}`).join(', ');
     parts.push(
       table(
-        ['Source IP', 'Messages', 'Disposition', 'DKIM aligned', 'SPF aligned', 'Header from', 'DKIM results', 'SPF results', 'Reasons'],
+        [
+          'Source IP',
+          ...(who ? ['Who'] : []),
+          'Messages',
+          'Disposition',
+          'DKIM aligned',
+          'SPF aligned',
+          'Header from',
+          'DKIM results',
+          'SPF results',
+          'Reasons',
+        ],
         d.records.map((x) => [
           String(x.source_ip),
+          ...(who ? [serviceText(x as Who) ?? ([network(x as Who), (x as Who).country].filter(Boolean).join(', ') || null)] : []),
           int(Number(x.count)),
           x.disposition as string,
           x.dkim_aligned as string,
