@@ -689,7 +689,8 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
  * shared out evenly over the policy's MX hosts). Critical from half the sessions; an open critical
  * one stays critical until the share falls under 40%, so a share hovering around 50% does not flip
  * the severity back and forth. An open one resolves when the share falls under half of
- * tlsMinFailureRate, or when no session to the MX failed that way in the latest window.
+ * tlsMinFailureRate, or when the MX's sessions in the latest window all succeeded that way; while
+ * no report mentions the MX at all, it stays open.
  */
 export function tlsFindings(input: AnalysisInput, w: Windows, s: AnalysisSettings): Finding[] {
   // Sessions per domain and MX; '*' holds successes no MX was named for (older rollups, or a policy
@@ -743,6 +744,30 @@ export function tlsFindings(input: AnalysisInput, w: Windows, s: AnalysisSetting
         sessions: Math.round(total),
         failure_rate: round(rate * 100),
       },
+    });
+  }
+  // An open alert whose MX no TLS report mentions in the latest window (reports late, or the
+  // mailbox not read) has nothing to be judged on: it stays open with the figures it had, and
+  // resolves only when reports show the sessions succeeding again, never because time passed.
+  const found = new Set(out.map((f) => f.key));
+  for (const [key, a] of input.open ?? []) {
+    if (!key.startsWith('tls_failures:') || found.has(key)) continue;
+    // The key is tls_failures:DOMAIN:MX:TYPE; an alert opened before baselines were kept has only that.
+    const parts = key.split(':');
+    const mx = typeof a.baseline.mx === 'string' ? a.baseline.mx : parts.length === 4 ? parts[2]! : null;
+    const type = typeof a.baseline.result_type === 'string' ? a.baseline.result_type : parts.length === 4 ? parts[3]! : null;
+    if (mx === null || type === null || sessionsOf(a.domain, mx) > 0) continue;
+    const target = mx === '*' ? `the MX hosts of ${a.domain}` : `${mx} (${a.domain})`;
+    out.push({
+      key,
+      kind: 'tls_failures',
+      severity: a.severity,
+      domain: a.domain,
+      source_ip: null,
+      source_name: null,
+      reporter: null,
+      summary: `TLS to ${target} failed with ${type} (${pct((frozenNumber(a, 'failure_rate') ?? 0) / 100)} of sessions when last reported); no TLS report has mentioned it in the last ${s.latestDays} days, so it stays open until one shows it working`,
+      details: { ...a.baseline, mx, result_type: type, no_recent_reports: 1 } as Finding['details'],
     });
   }
   return out;

@@ -76,9 +76,17 @@ export class AnalysisReader {
       coverage: this.q.coverage.all(p) as CoverageDay[],
       policies: this.q.policies.all(p) as PolicyDay[],
       failures: this.q.failures.all({ domains: p.domains, from: this.to - 1, to: this.to }) as FailureDay[],
-      ...(open ? { open } : {}),
+      ...(open ? { open: openOf(open, domains) } : {}),
     };
   }
+}
+
+/** The open alerts of these domains only: a rule that walks the open alerts sees each in one group. */
+function openOf(open: Map<string, OpenAlert>, domains: string[]): Map<string, OpenAlert> {
+  const wanted = new Set(domains);
+  const out = new Map<string, OpenAlert>();
+  for (const [key, a] of open) if (wanted.has(a.domain)) out.set(key, a);
+  return out;
 }
 
 type SourceRow = [string, number, string, string, number, number, number, number, number, number, number];

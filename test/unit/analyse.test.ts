@@ -667,6 +667,21 @@ describe('the life of an alert (issue 12)', () => {
       assert.deepEqual(sev(0.02, open(key, {})), []);
       assert.deepEqual(sev(0.03), []);
     });
+    it('an open one with no TLS report in the latest days stays open with its figures; a report of working sessions resolves it', () => {
+      const opened = open(key, { mx: 'mx2.example.com', result_type: 'certificate-expired', failure_rate: 50 }, 'critical');
+      const quiet = analyse({ ...input([], { tls: [tls(90, 0.5)] }), open: opened }, NOW, defaultSettings);
+      assert.deepEqual(
+        quiet.map((f) => [f.key, f.severity, f.details.failure_rate, f.details.no_recent_reports]),
+        [[key, 'critical', 50, 1]],
+      );
+      assert.match(quiet[0]!.summary, /no TLS report has mentioned it in the last 2 days, so it stays open/);
+      // Opened before baselines were kept: the key says which MX and result.
+      assert.deepEqual(
+        analyse({ ...input([]), open: open(key, {}) }, NOW, defaultSettings).map((f) => f.key),
+        [key],
+      );
+      assert.deepEqual(sev(0, opened), []);
+    });
   });
 
   describe('reporter_silent', () => {
