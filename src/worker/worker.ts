@@ -205,34 +205,51 @@ export class Worker {
 
   async digest(): Promise<void> {
     const period = this.config.alerts.digest;
-    if (period === 'off' || this.abort.signal.aborted) return;
-    try {
-      const digest = buildDigest(this.db, period, now(), await this.app.enricher({ orNone: true }));
-      const report = await sendDigest(this.db, digest, now(), {
-        channels: this.app.channels(),
-        log: this.log,
-      });
-      if (report.failed.length) this.log.warn({ sent: report.sent, failed: report.failed }, 'digest not delivered everywhere');
-      else this.log.info({ sent: report.sent }, 'digest sent');
-    } catch (err) {
-      this.log.error({ err: errorMessage(err) }, 'digest failed');
-    }
+    if (period === 'off') return;
+    await this.alone(async () => {
+      try {
+        const digest = buildDigest(this.db, period, now(), await this.app.enricher({ orNone: true }));
+        const report = await sendDigest(this.db, digest, now(), {
+          channels: this.app.channels(),
+          log: this.log,
+        });
+        if (report.failed.length) this.log.warn({ sent: report.sent, failed: report.failed }, 'digest not delivered everywhere');
+        else this.log.info({ sent: report.sent }, 'digest sent');
+      } catch (err) {
+        this.log.error({ err: errorMessage(err) }, 'digest failed');
+      }
+    });
+  }
+
+  /** Applies [retention]. */
+  async prune(): Promise<void> {
+    await this.alone(async () => {
+      const r = this.config.retention;
+      try {
+        const result = await pruneInTurns(this.db, { recordsDays: r.records_days, failureReportsDays: r.failure_reports_days }, now());
+        this.log.info({ ...result }, 'retention applied');
+      } catch (err) {
+        this.log.error({ err: errorMessage(err) }, 'retention failed');
+      }
+    });
   }
 
   /**
-   * Applies [retention]. Never beside a poll, which may hold a report's transaction open across
-   * its awaits: it waits for one to end, and polls wait for it (as for each other).
+   * Runs a task that writes (the digest's delivery records, retention) never beside a poll, which
+   * may hold a report's transaction open across its awaits (ingest on the main thread): it waits
+   * for the one under way, and polls wait for it as for each other. New mail announced meanwhile
+   * (IDLE) starts a poll as soon as it is over.
    */
-  async prune(): Promise<void> {
+  private async alone(task: () => Promise<void>): Promise<void> {
     while (this.current) await this.current;
     if (this.abort.signal.aborted) return;
-    const r = this.config.retention;
-    this.current = pruneInTurns(this.db, { recordsDays: r.records_days, failureReportsDays: r.failure_reports_days }, now())
-      .then((result) => this.log.info({ ...result }, 'retention applied'))
-      .catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'retention failed'))
-      .finally(() => {
-        this.current = null;
-      });
+    this.current = task().finally(() => {
+      this.current = null;
+      if (this.again) {
+        this.again = false;
+        void this.tick('idle');
+      }
+    });
     await this.current;
   }
 
