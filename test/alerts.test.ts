@@ -469,3 +469,19 @@ describe('an evaluation inside ruawatch run', () => {
     store.db.close();
   });
 });
+
+describe('a damaged alert row', () => {
+  it('does not stop later evaluations: unreadable details and notification state count as none', async () => {
+    const store = freshStore();
+    await ingestDays(store, 0, 34);
+    const config = configSchema.parse({ analysis: { reverse_dns: false } });
+    const log = createLogger('silent');
+    const first = await runAlerts(store.db, config, { now: (D0 + 35) * DAY, dryRun: false, channels: [], lookup: null, log });
+    assert.deepEqual([...first.opened].sort(), EXPECTED);
+    store.db.exec(`UPDATE alerts SET details = '{not json', notified = 'also not json'`);
+    const next = await runAlerts(store.db, config, { now: (D0 + 35) * DAY + 3600, dryRun: false, channels: [], lookup: null, log });
+    assert.deepEqual(next.opened, []);
+    assert.deepEqual(next.resolved, []);
+    store.db.close();
+  });
+});

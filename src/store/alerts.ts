@@ -195,9 +195,7 @@ export class AlertStore {
         }
         open.delete(f.key);
         const now_ = notifiedOf(f, existing.first_seen, now);
-        const before = existing.notified
-          ? (JSON.parse(existing.notified) as Notified)
-          : { severity: existing.severity, volume: null, sources: null };
+        const before = parseOr<Notified | null>(existing.notified, null) ?? { severity: existing.severity, volume: null, sources: null };
         const change = changeOf(f, before, now_);
         const due = opts.renotifySeconds > 0 && (existing.last_notified === null || now - existing.last_notified >= opts.renotifySeconds);
         const notify = change !== null || due;
@@ -385,8 +383,21 @@ export class AlertStore {
   }
 }
 
+/**
+ * JSON kept in the alerts table, read back; a row damaged by hand or by a disk must not stop every
+ * later evaluation, so what cannot be read counts as `fallback`.
+ */
+function parseOr<T>(text: string | null, fallback: T): T {
+  if (text === null) return fallback;
+  try {
+    return (JSON.parse(text) as T | null) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
 function viewOf(a: AlertRow): AlertView {
-  const details = JSON.parse(a.details) as { source_name?: string | null };
+  const details = parseOr<{ source_name?: string | null }>(a.details, {});
   return {
     key: a.key,
     kind: a.kind as FindingKind,
