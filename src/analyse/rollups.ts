@@ -243,11 +243,17 @@ export function rollupRecords(records: RecordRow[]): { sources: SourceDay[]; dki
  * successful sessions to the policy's MX hosts in equal shares, else to '*'. Failed sessions the details leave out are
  * 'unspecified' (RFC 8460 section 4.3: details are optional).
  */
+/** MX hosts of one policy over which its successful sessions are shared out, at most. */
+export const MAX_POLICY_HOSTS = 32;
+
 export function rollupTls(rows: TlsRow[]): { tls: TlsDay[]; tlsFailures: TlsFailureDay[] } {
   const tls = new Map<string, TlsDay>();
   const failures = new Map<string, TlsFailureDay>();
   for (const row of rows) {
-    const hosts = [...new Set(row.mxHosts.map(mxKey))].sort();
+    // A policy names a handful of MX hosts; a report listing thousands (nothing bounds the list but
+    // the report's size) would make a row per host and day: past MAX_POLICY_HOSTS, successes go to '*'.
+    const named = [...new Set(row.mxHosts.map(mxKey))].sort();
+    const hosts = named.length > MAX_POLICY_HOSTS ? [] : named;
     const only = hosts.length === 1 ? hosts[0]! : '*';
     const failed: { mx: string; type: string; sessions: number }[] = [];
     let detailed = 0;

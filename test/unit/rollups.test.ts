@@ -2,7 +2,17 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { rng } from '../../devtools/corpus.js';
-import { dayShares, DAY, effectivePolicy, rollupCoverage, rollupPolicies, rollupRecords, type RecordRow } from '../../src/analyse/index.js';
+import {
+  dayShares,
+  DAY,
+  effectivePolicy,
+  rollupCoverage,
+  rollupPolicies,
+  rollupRecords,
+  rollupTls,
+  type RecordRow,
+} from '../../src/analyse/index.js';
+import { MAX_POLICY_HOSTS } from '../../src/analyse/rollups.js';
 import { openDb, type Db } from '../../src/store/db.js';
 import { buildRollups, RollupWriter } from '../../src/store/rollups.js';
 import { bufferInput, count, freshStore, tempDir } from '../helpers/common.js';
@@ -299,5 +309,24 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
       effectivePolicy({ p: 'reject', sp: null, np: null, pct: null, adkim: null, aspf: null }),
       'p=reject; sp=reject; pct=100; adkim=r; aspf=r',
     );
+  });
+});
+
+describe('TLS rollups of a policy naming many MX hosts', () => {
+  it('share successes over at most MAX_POLICY_HOSTS hosts: a policy listing 100,000 makes one row a day, not 100,000', () => {
+    const row = (hosts: number) => ({
+      domain: 'example.com',
+      reporter: 'r',
+      begin: 20_000 * DAY,
+      end: 20_001 * DAY - 1,
+      policyType: 'sts',
+      mxHosts: Array.from({ length: hosts }, (_, i) => `mx${i}.example.com`),
+      successful: 1000,
+      failed: 0,
+      failures: [],
+    });
+    assert.equal(rollupTls([row(MAX_POLICY_HOSTS)]).tls.length, MAX_POLICY_HOSTS);
+    const many = rollupTls([row(100_000)]).tls;
+    assert.deepEqual(many, [{ domain: 'example.com', day: 20_000, mx: '*', successful: 1000, failed: 0 }]);
   });
 });
