@@ -19,6 +19,10 @@ pass rate drops, new failing sources, broken DKIM selectors, TLS failures, silen
 policy changes. Opens, re-notifies and resolves alerts, and sends what that calls for through
 every [alerts] channel, plus anything an earlier run could not deliver.
 
+With --dry-run nothing is written, with one exception shared by every command: a database left
+by an older ruawatch has its schema brought up to date first (on a large database, building the
+daily rollups takes minutes).
+
 Exit 1 when a notification could not be delivered (it is kept for the next run, or parked when
 refused for good), else 0; findings are not errors.`,
     examples: [
