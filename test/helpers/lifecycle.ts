@@ -1,4 +1,5 @@
 import { DAY } from '../../src/analyse/index.js';
+import { aggregateXml as scenarioXml, dayIso, type Rec } from './scenario.js';
 import { gzip } from './synth.js';
 
 /**
@@ -103,36 +104,17 @@ function prng(seed: number): () => number {
   };
 }
 
-interface Rec {
-  ip: string;
-  count: number;
-  dkim: { d: string; s: string; result: string }[];
-  spf: { d: string; result: string };
-  dkimAligned: 'pass' | 'fail';
-  spfAligned: 'pass' | 'fail';
-  reason?: string;
-}
+const iso = (d: number) => dayIso(L0 + d);
 
-const iso = (d: number) => new Date((L0 + d) * DAY * 1000).toISOString().slice(0, 10);
-
+/** Day d's aggregate report: days from L0, sources sending nothing that day left out, p=none. */
 function aggregateXml(reporter: string, email: string, d: number, recs: Rec[]): string {
-  const day = L0 + d;
-  const records = recs
-    .filter((r) => r.count > 0)
-    .map(
-      (r) =>
-        `<record><row><source_ip>${r.ip}</source_ip><count>${r.count}</count><policy_evaluated><disposition>none</disposition>` +
-        `<dkim>${r.dkimAligned}</dkim><spf>${r.spfAligned}</spf>${r.reason ? `<reason><type>${r.reason}</type></reason>` : ''}</policy_evaluated></row>` +
-        `<identifiers><header_from>example.com</header_from></identifiers><auth_results>` +
-        r.dkim.map((k) => `<dkim><domain>${k.d}</domain><selector>${k.s}</selector><result>${k.result}</result></dkim>`).join('') +
-        `<spf><domain>${r.spf.d}</domain><result>${r.spf.result}</result></spf></auth_results></record>`,
-    );
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<feedback><report_metadata><org_name>${reporter}</org_name><email>${email}</email><report_id>${reporter}-${iso(d)}</report_id>
-<date_range><begin>${day * DAY}</begin><end>${(day + 1) * DAY - 1}</end></date_range></report_metadata>
-<policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf><p>none</p><sp>none</sp><pct>100</pct></policy_published>
-${records.join('\n')}
-</feedback>`;
+  return scenarioXml(
+    reporter,
+    email,
+    L0 + d,
+    recs.filter((r) => r.count > 0),
+    'none',
+  );
 }
 
 function tlsJson(org: string, contact: string, d: number, successful: number, mx2Failed: number): string {

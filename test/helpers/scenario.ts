@@ -14,7 +14,8 @@ import { gzip } from './synth.js';
 export const D0 = Date.UTC(2026, 9, 5) / 1000 / DAY; // Monday 2026-10-05
 export const dayIso = (d: number) => new Date(d * DAY * 1000).toISOString().slice(0, 10);
 
-interface Rec {
+/** One <record> of a generated aggregate report. */
+export interface Rec {
   ip: string;
   count: number;
   dkim: { d: string; s: string; result: string }[];
@@ -25,7 +26,8 @@ interface Rec {
   reason?: string;
 }
 
-function aggregateXml(reporter: string, email: string, day: number, recs: Rec[]): string {
+/** An aggregate report for example.com covering UTC day `day` (an epoch day), with policy p=`policy`. */
+export function aggregateXml(reporter: string, email: string, day: number, recs: Rec[], policy = 'reject'): string {
   const records = recs.map(
     (r) =>
       `<record><row><source_ip>${r.ip}</source_ip><count>${r.count}</count><policy_evaluated><disposition>${r.disposition ?? 'none'}</disposition>` +
@@ -37,7 +39,7 @@ function aggregateXml(reporter: string, email: string, day: number, recs: Rec[])
   return `<?xml version="1.0" encoding="UTF-8"?>
 <feedback><report_metadata><org_name>${reporter}</org_name><email>${email}</email><report_id>${reporter}-${dayIso(day)}</report_id>
 <date_range><begin>${day * DAY}</begin><end>${(day + 1) * DAY - 1}</end></date_range></report_metadata>
-<policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p><sp>reject</sp><pct>100</pct></policy_published>
+<policy_published><domain>example.com</domain><adkim>r</adkim><aspf>r</aspf><p>${policy}</p><sp>${policy}</sp><pct>100</pct></policy_published>
 ${records.join('\n')}
 </feedback>`;
 }
