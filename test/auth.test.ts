@@ -8,28 +8,15 @@ import { describe, it } from 'node:test';
 import { thumbprints } from '../src/auth/jwt.js';
 import { requestToken } from '../src/auth/oauth2.js';
 import { tokenProviderFor } from '../src/auth/providers.js';
-import type { MailboxConfig } from '../src/config/schema.js';
 import { type RuawatchError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
 import { tempDir } from './helpers/common.js';
 import { testCertificate } from './helpers/oauth-server.js';
+import { mailboxConfig } from './helpers/config.js';
 
 const log = createLogger('silent');
 
-function box(extra: Partial<MailboxConfig>): MailboxConfig {
-  return {
-    name: 'm',
-    kind: 'imap',
-    security: 'tls',
-    user: 'dmarc@example.com',
-    folder: 'INBOX',
-    processed_folder: 'Processed',
-    invalid_folder: 'Invalid',
-    mark_seen_only: false,
-    timeout_seconds: 5,
-    ...extra,
-  };
-}
+const box = mailboxConfig;
 
 /** A one-route HTTP server answering `status` with `body`; the requests it got. */
 async function answering(status: number, body: string, headers: Record<string, string> = {}) {

@@ -4,27 +4,14 @@ import { describe, it } from 'node:test';
 import { readRsaKey, signJwt, unverifiedExpiry } from '../../src/auth/jwt.js';
 import { microsoftScope, parseTokenText } from '../../src/auth/providers.js';
 import { CachedTokens, renewalMargin, type Issued } from '../../src/auth/tokens.js';
-import type { MailboxConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { retryAfter } from '../../src/sources/graph-client.js';
 import { epochOf } from '../../src/sources/graph.js';
+import { mailboxConfig } from '../helpers/config.js';
 
 const log = createLogger('silent');
 
-function box(extra: Partial<MailboxConfig>): MailboxConfig {
-  return {
-    name: 'm',
-    kind: 'imap',
-    security: 'tls',
-    user: 'dmarc@example.com',
-    folder: 'INBOX',
-    processed_folder: 'Processed',
-    invalid_folder: 'Invalid',
-    mark_seen_only: false,
-    timeout_seconds: 5,
-    ...extra,
-  };
-}
+const box = mailboxConfig;
 
 describe('JWT (auth/jwt.ts)', () => {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
