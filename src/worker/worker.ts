@@ -54,6 +54,8 @@ export class Worker {
   /** A poll asked for while one was running (new mail announced meanwhile): run it right after. */
   private again = false;
   private current: Promise<void> | null = null;
+  /** `current` is the digest or retention (alone()), not a poll. */
+  private task = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly abort = new AbortController();
   private readonly config: Config;
@@ -106,7 +108,8 @@ export class Worker {
     if (this.abort.signal.aborted) return Promise.resolve();
     if (this.current) {
       // New mail announced during a poll may have come after that poll listed the folder.
-      if (reason === 'idle') this.again = true;
+      // A scheduled poll that falls during the digest or retention runs right after them.
+      if (reason === 'idle' || this.task) this.again = true;
       this.log.debug({ reason }, 'poll still running; tick skipped');
       return this.current;
     }
@@ -243,8 +246,10 @@ export class Worker {
   private async alone(task: () => Promise<void>): Promise<void> {
     while (this.current) await this.current;
     if (this.abort.signal.aborted) return;
+    this.task = true;
     this.current = task().finally(() => {
       this.current = null;
+      this.task = false;
       if (this.again) {
         this.again = false;
         void this.tick('idle');
