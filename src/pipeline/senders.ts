@@ -110,6 +110,8 @@ export function enrichEvaluation(
     // forwarder exemption, which asks about every failing source, needs the address alone.
     let one: ((ip: string) => SenderFacts) | null = null;
     const address = senderLookup(enricher, { ptr });
+    // The facts of the address alone, for the forwarder exemption (asked twice for a source failing
+    // both DMARC and DKIM); a domain's summed sources are asked once each, so the map is bounded.
     const own = new Map<string, SenderFacts>();
     const senders = {
       get: (ip: string) => {
@@ -122,25 +124,36 @@ export function enrichEvaluation(
       },
       byAddress: (ip: string) => {
         let f = seen.get(ip) ?? own.get(ip);
-        if (!f) own.set(ip, (f = address(ip)));
+        if (!f) {
+          if (own.size >= OWN_MAX) own.clear();
+          own.set(ip, (f = address(ip)));
+        }
         return f;
       },
     };
     input.senders = senders;
-    if (opts.labelAll) {
-      input.names = new LazyLabels(senders, new Set(input.sources.map((s) => s.sourceIp)));
-    } else if (labelled.size) {
-      const present = new Set(input.sources.map((s) => s.sourceIp));
-      const labels = new Map<string, string>();
-      for (const ip of labelled) {
-        const name = names?.get(ip);
-        if (present.has(ip)) labels.set(ip, describeSender(senders.get(ip)));
-        else if (name) labels.set(ip, name);
-      }
-      input.names = labels;
+    // The sources of the group, asked when a label is first wanted: a large domain's summed
+    // sources (AnalysisInput.rest, added after this) are named by their most failing only.
+    let sources: Set<string> | null = null;
+    const present = () => (sources ??= presentIps(input));
+    if (opts.labelAll) input.names = new LazyLabels((ip) => (present().has(ip) ? describeSender(senders.get(ip)) : undefined));
+    else if (labelled.size) {
+      input.names = new LazyLabels((ip) => {
+        if (!labelled.has(ip)) return undefined;
+        return present().has(ip) ? describeSender(senders.get(ip)) : names?.get(ip);
+      });
     }
   };
   return { prepare, seen };
+}
+
+const OWN_MAX = 65_536;
+
+/** The IPs of a group's rollups: its sources, and the most failing of the sources summed. */
+function presentIps(input: AnalysisInput): Set<string> {
+  const out = new Set(input.sources.map((s) => s.sourceIp));
+  for (const r of input.rest ?? []) for (const [ip] of r.top) out.add(ip);
+  return out;
 }
 
 /**
@@ -148,14 +161,11 @@ export function enrichEvaluation(
  * with a million sources costs a label per finding, not per source.
  */
 class LazyLabels extends Map<string, string> {
-  constructor(
-    private readonly senders: { get(ip: string): SenderFacts },
-    private readonly present: ReadonlySet<string>,
-  ) {
+  constructor(private readonly label: (ip: string) => string | undefined) {
     super();
   }
   override get(ip: string): string | undefined {
-    return this.present.has(ip) ? describeSender(this.senders.get(ip)) : undefined;
+    return this.label(ip);
   }
 }
 
