@@ -261,6 +261,23 @@ try {
         `(+${(e.seconds - r.seconds).toFixed(2)} s; data read before, in ${e.loadSeconds.toFixed(2)} s) ${String(e.findings).padStart(3)} findings peak RSS ${e.maxRssMiB.toFixed(0)} MiB`,
     );
   }
+  if (!only || only === 'flood') {
+    // One domain of 300,000 one-message sources (a forged report's worth) and 20 real ones.
+    const db = path.join(work, 'flood.sqlite');
+    const scaleChild = fileURLToPath(new URL('./scale-child.js', import.meta.url));
+    execFileSync(process.execPath, [scaleChild, 'flood', db, '300000'], { encoding: 'utf8' });
+    const alertsChild = fileURLToPath(new URL('./alerts-child.js', import.meta.url));
+    for (const mode of ['', 'enrich']) {
+      const r = JSON.parse(
+        execFileSync(process.execPath, [alertsChild, db, String((SCALE_FIRST_DAY + SCALE_DAYS) * 86400), ...(mode ? [mode] : [])], {
+          encoding: 'utf8',
+        }),
+      ) as { seconds: number; cpuSeconds: number; findings: number; maxRssMiB: number };
+      console.log(
+        `${`alerts, 300,000 one-message sources${mode ? ', enriched' : ''}`.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s (${r.cpuSeconds.toFixed(1)} CPU-s) ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+      );
+    }
+  }
   if (!only || only === 'enrich') enrichCase();
   if (only === 'scale') await scale();
   if (!only || only === 'imap') {

@@ -7,7 +7,9 @@ import { configSchema, type Config } from '../src/config/schema.js';
 import { createEnricher } from '../src/enrich/index.js';
 import { createLogger } from '../src/log.js';
 import { renderDigest } from '../src/notify/render.js';
-import { buildDigest, runAlerts } from '../src/pipeline/alerts.js';
+import { buildDigest, runAlerts, settingsOf } from '../src/pipeline/alerts.js';
+import { decorateFindings, enrichEvaluation } from '../src/pipeline/senders.js';
+import { evaluateRules } from '../src/store/analysis.js';
 import type { Db } from '../src/store/db.js';
 import { runCli } from './helpers/cli.js';
 import { bufferInput, freshStore, tempDir } from './helpers/common.js';
@@ -79,6 +81,27 @@ describe('findings name who is sending', () => {
     );
     // Findings about no single source gain nothing.
     assert.equal('service' in r.findings.find((f) => f.kind === 'tls_failures')!, false);
+  });
+
+  it("keeps the facts of the findings' sources only, across groups of domains, and gives them the same fields", async () => {
+    const config = configWith({ services_file: servicesFile });
+    const enricher = createEnricher(config.enrich, { cacheDir: null });
+    const e = enrichEvaluation(enricher, { labelAll: true });
+    let asked = 0;
+    const findings = evaluateRules(db, at, settingsOf(config), {
+      prepare: (input) => {
+        e.prepare(input);
+        const get = input.senders!.get.bind(input.senders);
+        input.senders = { ...input.senders, get: (ip) => (asked++, get(ip)) };
+      },
+      done: e.done,
+    });
+    const sources = [...new Set(findings.flatMap((f) => (f.source_ip ? [f.source_ip] : [])))].sort();
+    // The rules asked about more sources (labels, the services a domain has set up) than they found.
+    assert.ok(asked > sources.length, `${asked} asked`);
+    assert.deepEqual([...e.seen.keys()].sort(), sources);
+    const r = await runAlerts(db, config, { now: at, dryRun: true, channels: [], lookup: null, enricher, log });
+    assert.deepEqual(decorateFindings(findings, e.seen, new Map()), r.findings);
   });
 
   it('a known service not set up for the domain is an unconfigured sender; one that is set up and fails is a failure', async () => {

@@ -155,7 +155,7 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
   // With enrichment and no reverse DNS, one evaluation labels the sources as the rules name them;
   // with reverse DNS, a second one does, once the names of the findings' sources are known.
   const first = enricher ? enrichEvaluation(enricher, { labelAll: !opts.lookup }) : null;
-  let findings = await evaluateRulesInTurns(db, opts.now, settings, first ? { open, prepare: first.prepare } : { open });
+  let findings = await evaluateRulesInTurns(db, opts.now, settings, first ? { open, prepare: first.prepare, done: first.done } : { open });
   if (first && !opts.lookup) findings = decorateFindings(findings, first.seen, new Map());
   else if (opts.lookup && findings.length) {
     const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
@@ -164,7 +164,7 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
       const e = enrichEvaluation(enricher, { names, labelled: mentionedIps(findings), reuse: first?.seen });
       const domains = new Set(findings.map((f) => f.domain));
       findings = decorateFindings(
-        sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { domains, open, prepare: e.prepare })),
+        sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { domains, open, prepare: e.prepare, done: e.done })),
         e.seen,
         names,
       );

@@ -85,9 +85,11 @@ export function mentionedIps(findings: Finding[]): Set<string> {
 /**
  * What evaluateRules' `prepare` does with enrichment on: the rules get a lookup of who a source is,
  * which they ask only about the sources whose failures the answer could change, and the IPs in
- * `labelled` get the label that findings' messages show in place of the reverse DNS name. `seen`
- * keeps every answer, for decorateFindings() and for a second evaluation (`reuse`), whose labelled
- * IPs alone are looked up again (with their names).
+ * `labelled` get the label that findings' messages show in place of the reverse DNS name. The
+ * answers last for one group of domains; `done` (evaluateRules' option of that name) keeps in
+ * `seen` those about the sources of the group's findings, for decorateFindings() and for a second
+ * evaluation (`reuse`), whose labelled IPs alone are looked up again (with their names). An
+ * evaluation of 10,000 domains asks about some 100,000 sources: only the findings' are kept.
  */
 export function enrichEvaluation(
   enricher: Enricher,
@@ -98,12 +100,27 @@ export function enrichEvaluation(
     labelAll?: boolean;
     reuse?: ReadonlyMap<string, SenderFacts>;
   } = {},
-): { prepare: (input: AnalysisInput) => void; seen: Map<string, SenderFacts> } {
+): {
+  prepare: (input: AnalysisInput) => void;
+  done: (input: AnalysisInput, findings: readonly Finding[]) => void;
+  seen: Map<string, SenderFacts>;
+} {
   const labelled = opts.labelled ?? new Set<string>();
   const seen = new Map<string, SenderFacts>();
-  if (opts.reuse) for (const [ip, f] of opts.reuse) if (!labelled.has(ip)) seen.set(ip, f);
+  const reused = new Map<string, SenderFacts>();
+  if (opts.reuse) for (const [ip, f] of opts.reuse) if (!labelled.has(ip)) reused.set(ip, f);
+  // This group's answers.
+  let group = new Map<string, SenderFacts>();
   const names = opts.names;
+  const done = (_input: AnalysisInput, findings: readonly Finding[]) => {
+    for (const f of findings) {
+      const facts = f.source_ip ? group.get(f.source_ip) : undefined;
+      if (facts) seen.set(f.source_ip!, facts);
+    }
+    group = new Map();
+  };
   const prepare = (input: AnalysisInput) => {
+    group = new Map(reused);
     // An IP the lookups asked about and got no name for has none; the others were not asked.
     const ptr = (ip: string) => (names && labelled.has(ip) ? (names.get(ip) ?? null) : undefined);
     // The DKIM domains by source are gathered only when a full answer is first asked for: the
@@ -115,15 +132,15 @@ export function enrichEvaluation(
     const own = new Map<string, SenderFacts>();
     const senders = {
       get: (ip: string) => {
-        let f = seen.get(ip);
+        let f = group.get(ip);
         if (!f) {
           one ??= senderLookup(enricher, { ptr, dkim: dkimDomainsOf(input.dkim) });
-          seen.set(ip, (f = one(ip)));
+          group.set(ip, (f = one(ip)));
         }
         return f;
       },
       byAddress: (ip: string) => {
-        let f = seen.get(ip) ?? own.get(ip);
+        let f = group.get(ip) ?? own.get(ip);
         if (!f) {
           if (own.size >= OWN_MAX) own.clear();
           own.set(ip, (f = address(ip)));
@@ -144,7 +161,7 @@ export function enrichEvaluation(
       });
     }
   };
-  return { prepare, seen };
+  return { prepare, done, seen };
 }
 
 const OWN_MAX = 65_536;
