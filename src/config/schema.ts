@@ -325,5 +325,9 @@ export const configSchema = z.strictObject({
 });
 
 export type Config = z.infer<typeof configSchema>;
+/** The channels' sections as the schema gives them (defaults applied): what each channel is built from. */
+export type EmailConfig = z.infer<typeof email>;
+export type MatrixConfig = z.infer<typeof matrix>;
+export type DiscordConfig = z.infer<typeof discord>;
 
 export { SECRET_KEYS } from '../log.js';
