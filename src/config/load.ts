@@ -4,7 +4,7 @@ import nodePath from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import type { z } from 'zod';
 import { RuawatchError, errorMessage } from '../errors.js';
-import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
+import { LIMIT_NAMES, defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
 import { SECRET_KEYS, configSchema, type Config } from './schema.js';
 
 export interface LoadedConfig {
@@ -146,12 +146,10 @@ function resolvePaths(node: unknown, base: string, key = ''): void {
   }
 }
 
+/** The caps as the unpacking and parsing code reads them, from the [limits] section. */
 export function limitsOf(config: Config): Limits {
-  const out = { ...defaultLimits } as Limits;
-  for (const k of Object.keys(defaultLimits) as (keyof Limits)[]) {
-    const v = (config.limits as Record<string, number | undefined>)[limitSetting(k)];
-    if (v !== undefined) out[k] = v;
-  }
+  const out: Limits = { ...defaultLimits };
+  for (const k of LIMIT_NAMES) out[k] = config.limits[limitSetting(k)];
   return out;
 }
 

@@ -1,7 +1,7 @@
 import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
 import { analysisSettingEntries, type AnalysisKey, type SettingSpec } from '../analyse/settings.js';
-import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
+import { LIMIT_NAMES, defaultLimits, limitSetting, type LimitSetting } from '../unpack/limits.js';
 
 /**
  * The one place a setting exists. Every section is strict: a misspelt key is an error naming its
@@ -241,8 +241,8 @@ const analysis = z.strictObject({
   reverse_dns: z.boolean().default(true),
 });
 const limits = z.strictObject(
-  Object.fromEntries(Object.entries(defaultLimits).map(([k, v]) => [limitSetting(k as keyof Limits), positive.default(v)])) as Record<
-    string,
+  Object.fromEntries(LIMIT_NAMES.map((k) => [limitSetting(k), positive.default(defaultLimits[k])])) as Record<
+    LimitSetting,
     z.ZodDefault<z.ZodNumber>
   >,
 );

@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ANALYSIS_SETTINGS, defaultSettings, type AnalysisSettings } from '../../src/analyse/index.js';
+import { limitsOf } from '../../src/config/load.js';
 import { configSchema, type Config } from '../../src/config/schema.js';
+import { LIMIT_NAMES, defaultLimits, limitSetting, type LimitSetting } from '../../src/unpack/limits.js';
 import { settingsOf } from '../../src/pipeline/alerts.js';
 import { ROOT } from '../helpers/common.js';
 
@@ -73,5 +75,26 @@ describe('[analysis] settings, stated once (analyse/settings.ts)', () => {
       const text = fs.readFileSync(path.join(dir, f), 'utf8');
       assert.doesNotMatch(text, /from '(zod|\.\.\/config\/[^']*)'/, f);
     }
+  });
+});
+
+describe('[limits], typed by the caps of unpack/limits.ts', () => {
+  it('has one snake-case key per cap, each a number', () => {
+    const config = configSchema.parse({ limits: { max_xml_depth: 12 } });
+    const depth: number = config.limits.max_xml_depth;
+    // @ts-expect-error: a misspelt key is a type error
+    const none: unknown = config.limits.max_xml_depht;
+    const key: 'max_decompressed_bytes' = limitSetting('maxDecompressedBytes');
+    // @ts-expect-error: the key of a cap is its own, not another's
+    const other: 'max_zip_entries' = limitSetting('maxNesting');
+    assert.deepEqual([depth, none, key, other], [12, undefined, 'max_decompressed_bytes', 'max_nesting']);
+    const keys: LimitSetting[] = LIMIT_NAMES.map((k) => limitSetting(k));
+    assert.deepEqual(Object.keys(config.limits).sort(), keys.sort());
+  });
+
+  it('gives the caps a configured value or their defaults', () => {
+    assert.deepEqual(limitsOf(configSchema.parse({})), defaultLimits);
+    const limits = limitsOf(configSchema.parse({ limits: { max_xml_depth: 12, max_zip_entries: 7 } }));
+    assert.deepEqual(limits, { ...defaultLimits, maxXmlDepth: 12, maxZipEntries: 7 });
   });
 });
