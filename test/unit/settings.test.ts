@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ANALYSIS_SETTINGS, defaultSettings, type AnalysisSettings } from '../../src/analyse/index.js';
-import { limitsOf } from '../../src/config/load.js';
-import { configSchema, type Config } from '../../src/config/schema.js';
+import { z } from 'zod';
+import { applyEnv, limitsOf } from '../../src/config/load.js';
+import { SECRET_KEYS, configSchema, type Config } from '../../src/config/schema.js';
 import { LIMIT_NAMES, defaultLimits, limitSetting, type LimitSetting } from '../../src/unpack/limits.js';
 import { settingsOf } from '../../src/pipeline/alerts.js';
 import { ROOT } from '../helpers/common.js';
@@ -96,5 +97,70 @@ describe('[limits], typed by the caps of unpack/limits.ts', () => {
     assert.deepEqual(limitsOf(configSchema.parse({})), defaultLimits);
     const limits = limitsOf(configSchema.parse({ limits: { max_xml_depth: 12, max_zip_entries: 7 } }));
     assert.deepEqual(limits, { ...defaultLimits, maxXmlDepth: 12, maxZipEntries: 7 });
+  });
+});
+
+interface JsonSchema {
+  type?: string;
+  properties?: Record<string, JsonSchema>;
+  items?: JsonSchema;
+}
+
+/** Every leaf key of a JSON Schema (a list of objects, as [[mailbox]], counts as its object). */
+function leavesOf(s: JsonSchema, path: string[] = [], out: { path: string[]; type: string }[] = []) {
+  if (s.properties) for (const [k, v] of Object.entries(s.properties)) leavesOf(v, [...path, k], out);
+  else if (s.type === 'array' && s.items?.properties) leavesOf(s.items, path, out);
+  else out.push({ path, type: s.type ?? 'string' });
+  return out;
+}
+
+function nested(path: string[], value: unknown): Record<string, unknown> {
+  return path.reduceRight<Record<string, unknown>>((inner, k) => ({ [k]: inner }), value as Record<string, unknown>);
+}
+
+describe('RUAWATCH_ variables, read off the schema', () => {
+  // The leaves as zod's JSON Schema export lists them: a walk of the schema apart from load.ts's own.
+  const leaves = leavesOf(z.toJSONSchema(configSchema, { io: 'input' }) as JsonSchema);
+
+  it('set every leaf key of the schema, each by exactly one variable (and a secret by its _FILE too)', () => {
+    assert.ok(leaves.length > 100, `${leaves.length} leaves`);
+    const names = new Map<string, string>();
+    for (const { path, type } of leaves) {
+      const [raw, value] =
+        type === 'integer' || type === 'number'
+          ? ['7', 7]
+          : type === 'boolean'
+            ? ['true', true]
+            : type === 'array'
+              ? ['a, b', ['a', 'b']]
+              : ['x', 'x'];
+      const key = path[path.length - 1] ?? '';
+      const box = path[0] === 'mailbox';
+      // A mailbox's name is the part of its variables between MAILBOX_ and the key.
+      if (box && key === 'name') continue;
+      const name = `RUAWATCH_${(box ? ['mailbox', 'dmarc', key] : path).join('_').toUpperCase()}`;
+      const at = (k: string, v: unknown) => (box ? { mailbox: [{ name: 'dmarc', [k]: v }] } : nested([...path.slice(0, -1), k], v));
+      assert.equal(names.get(name), undefined, `${name} names both ${names.get(name)} and ${path.join('.')}`);
+      names.set(name, path.join('.'));
+      const tree = {};
+      applyEnv(tree, { [name]: raw });
+      assert.deepEqual(tree, at(key, value), `${name} sets ${path.join('.')}`);
+      if (SECRET_KEYS.has(key)) {
+        const fromFile = {};
+        applyEnv(fromFile, { [`${name}_FILE`]: '/run/secrets/s' });
+        assert.deepEqual(fromFile, at(`${key}_file`, '/run/secrets/s'), `${name}_FILE`);
+      }
+    }
+  });
+
+  it('refuses a variable that names no key', () => {
+    for (const name of [
+      'RUAWATCH_ANALYSIS_RECENT',
+      'RUAWATCH_ALERTS_EMAIL',
+      'RUAWATCH_LIMITS_MAX_XML_DEPTH_FILE',
+      'RUAWATCH_MAILBOX_DMARC_NOPE',
+    ]) {
+      assert.throws(() => applyEnv({}, { [name]: '1' }), /no such (mailbox )?setting/, name);
+    }
   });
 });
