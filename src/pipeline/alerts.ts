@@ -7,7 +7,7 @@ import { DiscordChannel } from '../notify/discord.js';
 import { EmailChannel } from '../notify/email.js';
 import { MatrixChannel } from '../notify/matrix.js';
 import { deliverOne } from '../notify/deliver.js';
-import { renderDigest, type DigestData } from '../notify/render.js';
+import { alertRenderer, renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
 import { AlertStore, openAlertsForRules } from '../store/alerts.js';
 import { evaluateRulesInTurns } from '../store/analysis.js';
@@ -166,6 +166,7 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
     renotifySeconds: config.alerts.renotify_hours * 3600,
     channels: opts.channels.map((c) => c.name),
     silent: CLOSES_SILENTLY,
+    render: alertRenderer,
   });
   run.opened = r.opened.map((f) => f.key);
   run.reminded = r.reminded.map((f) => f.key);
@@ -217,7 +218,7 @@ export async function deliverPending(
             // output, run in a warning after the poll or the digest).
             opts.log.info({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
             // A notice stands for a refused message, sent next; a refused notice stands for itself.
-            if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock()));
+            if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock(), alertRenderer));
             // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
             if (!o.refused && o.attempts > 0) {
               store.channelFailed(channel.name, o.reason, false, clock());
