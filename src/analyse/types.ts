@@ -5,7 +5,7 @@
  * in memory (rollups.ts, rollupInput).
  */
 
-import type { Tally } from './rollups.js';
+import type { EffectivePolicy, Tally } from './rollups.js';
 import type { Senders } from './senders.js';
 
 /** One aggregate-report record with what the rules need from its report (raw; see rollupRecords). */
@@ -112,7 +112,10 @@ export interface CoverageDay {
 export interface PolicyDay {
   domain: string;
   day: number;
+  /** Its text (policyKey), the row's key. */
   policy: string;
+  /** The same policy as a record, for the rules to compare. */
+  published: EffectivePolicy;
   weight: number;
   /** Reports that saw it, counted on the day they end. */
   reports: number;
@@ -154,8 +157,8 @@ export interface AnalysisInput {
   failures?: FailureDay[];
   /** The alerts open for these domains, by key. */
   open?: Map<string, OpenAlert>;
-  /** Reverse DNS names of source IPs, when known. */
-  names?: Map<string, string>;
+  /** What analyse() shows beside source IPs in messages (reverse DNS names), when known; see names.ts. */
+  names?: ReadonlyMap<string, string>;
   /** Who the source IPs are (src/enrich), when enrichment is on: see senders.ts for what the rules do with it. */
   senders?: Senders;
 }

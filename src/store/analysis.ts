@@ -1,5 +1,5 @@
-import { analyse, sortFindings, windowsAt } from '../analyse/index.js';
-import { DAY } from '../analyse/rollups.js';
+import { analyseUnnamed, nameFindings, sortFindings, windowsAt } from '../analyse/index.js';
+import { DAY, parsePolicyKey } from '../analyse/rollups.js';
 import type {
   AnalysisInput,
   AnalysisSettings,
@@ -74,7 +74,7 @@ export class AnalysisReader {
       tls: this.q.tls.all(p) as TlsDay[],
       tlsFailures: this.q.tlsFailures.all(p) as TlsFailureDay[],
       coverage: this.q.coverage.all(p) as CoverageDay[],
-      policies: this.q.policies.all(p) as PolicyDay[],
+      policies: policyDays(this.q.policies.all(p) as Omit<PolicyDay, 'published'>[]),
       failures: this.q.failures.all({ domains: p.domains, from: this.to - 1, to: this.to }) as FailureDay[],
       ...(open ? { open: openOf(open, domains) } : {}),
     };
@@ -126,11 +126,17 @@ function statements(db: Db) {
 const ROWS_PER_GROUP = 5_000;
 
 export type EvaluateOptions = {
-  names?: Map<string, string>;
   domains?: Iterable<string>;
   open?: Map<string, OpenAlert>;
   /** Called with each group's rollups before the rules run (pipeline/senders.ts: who the sources are). */
   prepare?: (input: AnalysisInput) => void;
+  /** Called with each group's rollups and its findings (not yet named) after the rules ran. */
+  examine?: (input: AnalysisInput, findings: readonly Finding[]) => void;
+  /**
+   * Leave the addresses in the findings' messages as marks, for the caller to name once it has
+   * looked up what to show beside them (analyse/names.ts); otherwise they are written bare.
+   */
+  unnamed?: boolean;
 };
 
 /**
@@ -155,15 +161,27 @@ function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts:
     const group = domains.slice(i, i + size);
     i += group.length;
     const input = reader.load(group, opts.open);
-    if (opts.names) input.names = opts.names;
     // Who the sources are (pipeline/senders.ts), when enrichment is on.
     opts.prepare?.(input);
-    for (const f of analyse(input, now, settings)) findings.push(f);
+    const found = analyseUnnamed(input, now, settings);
+    opts.examine?.(input, found);
+    for (const f of found) findings.push(f);
     const rows = input.sources.length + input.dkim.length;
     size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;
     yield;
   }
-  return sortFindings(findings);
+  sortFindings(findings);
+  return opts.unnamed ? findings : nameFindings(findings);
+}
+
+/** policy_daily rows with their policy as a record; a key policyKey did not write (none should) is left out. */
+function policyDays(rows: Omit<PolicyDay, 'published'>[]): PolicyDay[] {
+  const out: PolicyDay[] = [];
+  for (const r of rows) {
+    const published = parsePolicyKey(r.policy);
+    if (published) out.push({ ...r, published });
+  }
+  return out;
 }
 
 /** Every finding as of `now`, in one go. */
