@@ -25,6 +25,17 @@ export {
   type Window,
 } from './rollups.js';
 export * from './types.js';
+export {
+  ANALYSIS_SETTINGS,
+  analysisSettingEntries,
+  defaultSection,
+  settingsFrom,
+  type AnalysisKey,
+  type AnalysisSection,
+  type AnalysisSettingName,
+  type SettingSpec,
+  type SettingUnit,
+} from './settings.js';
 export { mention, mentionedIn, nameFindings, type Naming } from './names.js';
 
 const SEVERITY_ORDER: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };

@@ -1,5 +1,5 @@
 import dns from 'node:dns';
-import { CLOSES_SILENTLY, DAY, lastDays, mentionedIn, type AnalysisSettings, type Finding } from '../analyse/index.js';
+import { CLOSES_SILENTLY, DAY, lastDays, mentionedIn, settingsFrom, type AnalysisSettings, type Finding } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -16,31 +16,9 @@ import { reportTotals } from '../store/summary.js';
 import type { Enricher } from '../enrich/index.js';
 import { enrichDigest, enrichEvaluation, labelFindings } from './senders.js';
 
+/** The thresholds the rules read, from the config's [analysis] section (analyse/settings.ts maps one to the other). */
 export function settingsOf(config: Config): AnalysisSettings {
-  const a = config.analysis;
-  return {
-    recentDays: a.recent_days,
-    baselineDays: a.baseline_days,
-    latestDays: a.latest_days,
-    dropMinMessages: a.drop_min_messages,
-    dropMinBaselineRate: a.drop_min_baseline_pass_rate / 100,
-    dropPoints: a.drop_points / 100,
-    newSourceMinMessages: a.new_source_min_messages,
-    newSourceMaxPassRate: a.new_source_max_pass_rate / 100,
-    newSourceMaxFindings: a.new_source_max_findings,
-    dkimMinSignatures: a.dkim_min_signatures,
-    dkimMinBaselineRate: a.dkim_min_baseline_pass_rate / 100,
-    dkimMaxPassRate: a.dkim_max_pass_rate / 100,
-    tlsMinFailedSessions: a.tls_min_failed_sessions,
-    tlsMinFailureRate: a.tls_min_failure_rate / 100,
-    silentDays: a.silent_days,
-    silentActiveShare: a.silent_active_share / 100,
-    fastMaxPassRate: a.fast_max_pass_rate / 100,
-    recoverPoints: a.recover_points / 100,
-    quietDays: a.quiet_days,
-    knownMinPassing: a.known_min_passing,
-    failureMinReports: a.failure_min_reports,
-  };
+  return settingsFrom(config.analysis);
 }
 
 /** The channels configured under [alerts], in a fixed order. */
