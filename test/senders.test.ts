@@ -7,9 +7,7 @@ import { configSchema, type Config } from '../src/config/schema.js';
 import { createEnricher } from '../src/enrich/index.js';
 import { createLogger } from '../src/log.js';
 import { renderDigest } from '../src/notify/render.js';
-import { buildDigest, runAlerts, settingsOf } from '../src/pipeline/alerts.js';
-import { decorateFindings, enrichEvaluation } from '../src/pipeline/senders.js';
-import { evaluateRules } from '../src/store/analysis.js';
+import { buildDigest, runAlerts } from '../src/pipeline/alerts.js';
 import type { Db } from '../src/store/db.js';
 import { runCli } from './helpers/cli.js';
 import { bufferInput, freshStore, tempDir } from './helpers/common.js';
@@ -83,27 +81,6 @@ describe('findings name who is sending', () => {
     assert.equal('service' in r.findings.find((f) => f.kind === 'tls_failures')!, false);
   });
 
-  it("keeps the facts of the findings' sources only, across groups of domains, and gives them the same fields", async () => {
-    const config = configWith({ services_file: servicesFile });
-    const enricher = createEnricher(config.enrich, { cacheDir: null });
-    const e = enrichEvaluation(enricher, { labelAll: true });
-    let asked = 0;
-    const findings = evaluateRules(db, at, settingsOf(config), {
-      prepare: (input) => {
-        e.prepare(input);
-        const get = input.senders!.get.bind(input.senders);
-        input.senders = { ...input.senders, get: (ip) => (asked++, get(ip)) };
-      },
-      done: e.done,
-    });
-    const sources = [...new Set(findings.flatMap((f) => (f.source_ip ? [f.source_ip] : [])))].sort();
-    // The rules asked about more sources (labels, the services a domain has set up) than they found.
-    assert.ok(asked > sources.length, `${asked} asked`);
-    assert.deepEqual([...e.seen.keys()].sort(), sources);
-    const r = await runAlerts(db, config, { now: at, dryRun: true, channels: [], lookup: null, enricher, log });
-    assert.deepEqual(decorateFindings(findings, e.seen, new Map()), r.findings);
-  });
-
   it('a known service not set up for the domain is an unconfigured sender; one that is set up and fails is a failure', async () => {
     const config = configWith({ services_file: servicesFile });
     const enricher = createEnricher(config.enrich, { cacheDir: null });
@@ -149,6 +126,37 @@ describe('findings name who is sending', () => {
         EXPECTED.filter((k) => !k.startsWith('new_failing_source')),
       );
     }
+  });
+
+  it('a reverse name is shown, not taken as evidence: a sender chooses its own, and alerts do not confirm it', async () => {
+    const file = path.join(dir, 'by-name.toml');
+    fs.writeFileSync(
+      file,
+      `[[service]]\nid = "named-esp"\nname = "Named ESP"\ntype = "transactional"\nptr_domains = ["esp.example"]\nspf_include = "include:esp.example"\n`,
+    );
+    const config = configWith({ services_file: file });
+    const enricher = createEnricher(config.enrich, { cacheDir: null });
+    const asked: string[] = [];
+    const claims = async (ip: string) => {
+      asked.push(ip);
+      return ip === '203.0.113.66' ? 'bulk.esp.example' : null;
+    };
+    const r = await runAlerts(db, config, { now: at, dryRun: true, channels: [], lookup: claims, enricher, log });
+    const none = await runAlerts(db, config, { now: at, dryRun: true, channels: [], lookup: null, enricher, log });
+    // The same findings, kinds, severities and numbers whatever the names; only the text around the addresses differs.
+    const strip = (fs: typeof r.findings) => fs.map((f) => ({ ...f, summary: '', source_name: null }));
+    assert.deepEqual(strip(r.findings), strip(none.findings));
+    const nfs = r.findings.find((f) => f.kind === 'new_failing_source')!;
+    assert.equal(nfs.service, null);
+    assert.equal(nfs.details.sender, undefined);
+    assert.equal(nfs.source_name, 'bulk.esp.example');
+    assert.match(
+      nfs.summary,
+      /^new source 203\.0\.113\.66 \(documentation \(RFC 5737\); bulk\.esp\.example; not a known mail service\) sent 400/,
+    );
+    // Looked up: the addresses the messages mention, each once.
+    assert.deepEqual([...asked].sort(), [...new Set(asked)].sort());
+    assert.ok(asked.includes('203.0.113.66') && asked.includes('198.51.100.20'), asked.join(' '));
   });
 
   it("the digest's failing sources say who they are", () => {

@@ -10,7 +10,9 @@ import {
   type Tally,
   type Window,
   type Windows,
+  type EffectivePolicy,
 } from './rollups.js';
+import { mention } from './names.js';
 import { authorisedServices, classifyFinding, exemptTally, failingSignatures, failingSources, forwarderExemptions } from './senders.js';
 import type { AnalysisInput, AnalysisSettings, Finding, OpenAlert, Severity } from './types.js';
 
@@ -47,11 +49,6 @@ interface SourceStats {
   /** The days a finding about it judged, and its tally over them (the recent days when unset). */
   cause?: { win: Window; t: Tally };
   headerFroms: string[];
-}
-
-function named(ip: string, names: Map<string, string> | undefined): string {
-  const name = names?.get(ip);
-  return name ? `${ip} (${name})` : ip;
 }
 
 function selectorLabel(key: string): string {
@@ -154,7 +151,7 @@ function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceS
 
 function policyOf(input: AnalysisInput, domain: string, w: Windows): string | null {
   // The policy most reports saw on the latest day that has one decides how bad a failing source is.
-  let best: { day: number; weight: number; policy: string } | null = null;
+  let best: { day: number; weight: number; policy: string; p: string } | null = null;
   for (const p of input.policies) {
     if (p.domain !== domain || p.day >= w.recent.to) continue;
     if (
@@ -162,10 +159,10 @@ function policyOf(input: AnalysisInput, domain: string, w: Windows): string | nu
       p.day > best.day ||
       (p.day === best.day && (p.weight > best.weight || (p.weight === best.weight && p.policy < best.policy)))
     ) {
-      best = { day: p.day, weight: p.weight, policy: p.policy };
+      best = { day: p.day, weight: p.weight, policy: p.policy, p: p.published.p };
     }
   }
-  return best ? (/^p=([^;]*)/.exec(best.policy)?.[1] ?? null) : null;
+  return best?.p ?? null;
 }
 
 /** A number an open alert's frozen baseline holds, or null. */
@@ -257,7 +254,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const bursts = failureBursts(input, w, s);
 
   for (const [key, st] of stats) {
-    const who = named(st.ip, input.names);
+    const who = mention(st.ip);
     const dropKey = `pass_rate_drop:${st.domain}:${st.ip}`;
     const open = input.open?.get(dropKey);
     let j = judgeDrop(st.base, st.recent, st.days, w, s, open);
@@ -297,7 +294,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
               : 'warning',
           domain: st.domain,
           source_ip: st.ip,
-          source_name: input.names?.get(st.ip) ?? null,
+          source_name: null,
           reporter: null,
           summary: fromFailures
             ? `${num(burst ?? 0)} failure reports since yesterday say mail from ${who} for ${st.domain} fails DMARC; it passed ${pct(was)} before${cause ? `; ${cause}` : ''}`
@@ -353,7 +350,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
           severity: p === 'none' || p === null ? 'critical' : 'warning',
           domain: st.domain,
           source_ip: st.ip,
-          source_name: input.names?.get(st.ip) ?? null,
+          source_name: null,
           reporter: null,
           summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].sort().slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
           details: {
@@ -412,7 +409,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     if (!j) continue;
     const { before, now, t } = j;
     const failing = [...d.failing].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-    const top = failing.slice(0, 3).map(([ip, n]) => `${named(ip, input.names)} ${num(n)}`);
+    const top = failing.slice(0, 3).map(([ip, n]) => `${mention(ip)} ${num(n)}`);
     const failingSources = d.failing.size + (unnamed.get(domain) ?? 0);
     out.push({
       key,
@@ -491,7 +488,6 @@ function failureBursts(input: AnalysisInput, w: Windows, s: AnalysisSettings): M
  * instead of a page per IP.
  */
 function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, input: AnalysisInput): void {
-  const names = input.names;
   const byDomain = new Map<string, Finding[]>();
   for (const f of out) if (f.kind === 'new_failing_source') byDomain.set(f.domain, [...(byDomain.get(f.domain) ?? []), f]);
   for (const [domain, list] of byDomain) {
@@ -503,7 +499,7 @@ function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, i
     const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0);
     const rejected = list.reduce((t, f) => t + n(f, 'rejected'), 0);
     const quarantined = list.reduce((t, f) => t + n(f, 'quarantined'), 0);
-    const top = list.slice(0, 5).map((f) => `${named(f.source_ip!, names)} ${num(n(f, 'recent_messages'))}`);
+    const top = list.slice(0, 5).map((f) => `${mention(f.source_ip!)} ${num(n(f, 'recent_messages'))}`);
     for (const f of list) out.splice(out.indexOf(f), 1);
     out.push({
       key: `new_failing_source:${domain}`,
@@ -700,7 +696,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
       .sort((a, b) => b[1].base.all - a[1].base.all || a[0].localeCompare(b[0]))
       .slice(0, 50)
       .map(([ip]) => ip);
-    const seen = byFailed.slice(0, 3).map((ip) => named(ip, input.names));
+    const seen = byFailed.slice(0, 3).map(mention);
     const judgeFromDay = open ? frozenNumber(open, 'judge_from') : j.days === 0 ? w.last.to : null;
     out.push({
       key,
@@ -901,10 +897,9 @@ export function silenceFindings(input: AnalysisInput, now: number, w: Windows, s
 
 const STRENGTH: Record<string, number> = { none: 0, quarantine: 1, reject: 2 };
 
-function strength(policy: string): number {
-  const p = /p=(\w+)/.exec(policy)?.[1] ?? 'none';
-  const pctv = Number(/pct=(\d+)/.exec(policy)?.[1] ?? 100);
-  return (STRENGTH[p] ?? 0) * 1000 + pctv;
+/** How strongly a policy protects the domain: its mode first, then the share it applies to. */
+function strength(policy: EffectivePolicy): number {
+  return (STRENGTH[policy.p] ?? 0) * 1000 + policy.pct;
 }
 
 /**
@@ -914,11 +909,13 @@ function strength(policy: string): number {
  */
 export function policyFindings(input: AnalysisInput, w: Windows): Finding[] {
   const tallies = new Map<string, { base: Map<string, number>; latest: Map<string, number>; latestReports: number }>();
+  const published = new Map<string, EffectivePolicy>();
   for (const p of input.policies) {
     const inBase = inWindow(p.day, w.baseline);
     const inLatest = inWindow(p.day, w.latest);
     if (!inBase && !inLatest) continue;
     const t = tallies.get(p.domain) ?? { base: new Map(), latest: new Map(), latestReports: 0 };
+    published.set(p.policy, p.published);
     if (inBase) t.base.set(p.policy, (t.base.get(p.policy) ?? 0) + p.weight);
     if (inLatest) {
       t.latest.set(p.policy, (t.latest.get(p.policy) ?? 0) + p.weight);
@@ -932,7 +929,7 @@ export function policyFindings(input: AnalysisInput, w: Windows): Finding[] {
     const before = majority(t.base);
     const now = majority(t.latest);
     if (!before || !now || before === now) continue;
-    const weaker = strength(now) < strength(before);
+    const weaker = strength(published.get(now)!) < strength(published.get(before)!);
     const severity: Severity = weaker ? 'warning' : 'info';
     out.push({
       key: `policy_changed:${domain}:${now}`,

@@ -4,6 +4,7 @@
  * enricher itself is made by App.enricher(), which imports that code when it is first asked for.
  */
 import { describeSender, sourceFields, type SenderFacts, type SourceFields } from '../analyse/senders.js';
+import { mentionedIn, nameFindings } from '../analyse/names.js';
 import type { AnalysisInput, Finding } from '../analyse/types.js';
 import type { Enricher } from '../enrich/index.js';
 import { DAY } from '../analyse/rollups.js';
@@ -71,76 +72,39 @@ export function dkimDomainsOf(rows: Iterable<{ sourceIp: string; signingDomain: 
   return out;
 }
 
-/** The IPs a finding names: its source, and the first few it lists (as the reverse DNS lookups take them). */
-export function mentionedIps(findings: Finding[]): Set<string> {
-  const ips = new Set<string>();
-  for (const f of findings) {
-    if (f.source_ip) ips.add(f.source_ip);
-    const listed = f.details.source_ips;
-    if (Array.isArray(listed)) for (const ip of listed.slice(0, 3)) ips.add(ip);
-  }
-  return ips;
-}
-
 /**
- * What evaluateRules' `prepare` does with enrichment on: the rules get a lookup of who a source is,
- * which they ask only about the sources whose failures the answer could change, and the IPs in
- * `labelled` get the label that findings' messages show in place of the reverse DNS name. The
- * answers last for one group of domains; `done` (evaluateRules' option of that name) keeps in
- * `seen` those about the sources of the group's findings, for decorateFindings() and for a second
- * evaluation (`reuse`), whose labelled IPs alone are looked up again (with their names). An
- * evaluation of 10,000 domains asks about some 100,000 sources: only the findings' are kept.
+ * What evaluateRules' `prepare` and `examine` do with enrichment on. `prepare` gives the rules a
+ * lookup of who a source is, which they ask only about the sources whose failures the answer could
+ * change; each group of domains has its own, dropped with the group. `examine` keeps the facts of
+ * the sources the group's findings mention (`facts`), asked while the group's DKIM domains are at
+ * hand: all that labelFindings() needs once the evaluation is over.
  */
-export function enrichEvaluation(
-  enricher: Enricher,
-  opts: {
-    names?: ReadonlyMap<string, string> | null;
-    labelled?: ReadonlySet<string>;
-    /** Every source gets its label, made when the rules ask for it (no reverse DNS to wait for). */
-    labelAll?: boolean;
-    reuse?: ReadonlyMap<string, SenderFacts>;
-  } = {},
-): {
+export function enrichEvaluation(enricher: Enricher): {
   prepare: (input: AnalysisInput) => void;
-  done: (input: AnalysisInput, findings: readonly Finding[]) => void;
-  seen: Map<string, SenderFacts>;
+  examine: (input: AnalysisInput, findings: readonly Finding[]) => void;
+  facts: Map<string, SenderFacts>;
 } {
-  const labelled = opts.labelled ?? new Set<string>();
-  const seen = new Map<string, SenderFacts>();
-  const reused = new Map<string, SenderFacts>();
-  if (opts.reuse) for (const [ip, f] of opts.reuse) if (!labelled.has(ip)) reused.set(ip, f);
-  // This group's answers.
-  let group = new Map<string, SenderFacts>();
-  const names = opts.names;
-  const done = (_input: AnalysisInput, findings: readonly Finding[]) => {
-    for (const f of findings) {
-      const facts = f.source_ip ? group.get(f.source_ip) : undefined;
-      if (facts) seen.set(f.source_ip!, facts);
-    }
-    group = new Map();
-  };
+  const facts = new Map<string, SenderFacts>();
   const prepare = (input: AnalysisInput) => {
-    group = new Map(reused);
-    // An IP the lookups asked about and got no name for has none; the others were not asked.
-    const ptr = (ip: string) => (names && labelled.has(ip) ? (names.get(ip) ?? null) : undefined);
     // The DKIM domains by source are gathered only when a full answer is first asked for: the
     // forwarder exemption, which asks about every failing source, needs the address alone.
     let one: ((ip: string) => SenderFacts) | null = null;
-    const address = senderLookup(enricher, { ptr });
+    const address = senderLookup(enricher);
+    const full = new Map<string, SenderFacts>();
     // The facts of the address alone, for the forwarder exemption (asked twice for a source failing
-    // both DMARC and DKIM); a domain's summed sources are asked once each, so the map is bounded.
+    // both DMARC and DKIM); a large domain's summed sources are asked once each, so the map is bounded.
     const own = new Map<string, SenderFacts>();
-    const senders = {
+    input.senders = {
       get: (ip: string) => {
-        let f = group.get(ip);
+        let f = full.get(ip);
         if (!f) {
-          one ??= senderLookup(enricher, { ptr, dkim: dkimDomainsOf(input.dkim) });
-          group.set(ip, (f = one(ip)));
+          one ??= senderLookup(enricher, { dkim: dkimDomainsOf(input.dkim) });
+          full.set(ip, (f = one(ip)));
         }
         return f;
       },
       byAddress: (ip: string) => {
-        let f = group.get(ip) ?? own.get(ip);
+        let f = full.get(ip) ?? own.get(ip);
         if (!f) {
           if (own.size >= OWN_MAX) own.clear();
           own.set(ip, (f = address(ip)));
@@ -148,58 +112,44 @@ export function enrichEvaluation(
         return f;
       },
     };
-    input.senders = senders;
-    // The sources of the group, asked when a label is first wanted: a large domain's summed
-    // sources (AnalysisInput.rest, added after this) are named by their most failing only.
-    let sources: Set<string> | null = null;
-    const present = () => (sources ??= presentIps(input));
-    if (opts.labelAll) input.names = new LazyLabels((ip) => (present().has(ip) ? describeSender(senders.get(ip)) : undefined));
-    else if (labelled.size) {
-      input.names = new LazyLabels((ip) => {
-        if (!labelled.has(ip)) return undefined;
-        return present().has(ip) ? describeSender(senders.get(ip)) : names?.get(ip);
-      });
-    }
   };
-  return { prepare, done, seen };
+  const examine = (input: AnalysisInput, findings: readonly Finding[]) => {
+    const mentioned = new Set<string>(mentionedIn(findings));
+    for (const f of findings) if (f.source_ip) mentioned.add(f.source_ip);
+    if (mentioned.size === 0 || !input.senders) return;
+    // Labels are for the domain's own sources (an address only failure reports named has no rows here).
+    const present = new Set<string>();
+    for (const s of input.sources) if (mentioned.has(s.sourceIp)) present.add(s.sourceIp);
+    // A large domain's summed sources (store/analysis.ts) are mentioned by their most failing only.
+    for (const r of input.rest ?? []) for (const [ip] of r.top) if (mentioned.has(ip)) present.add(ip);
+    for (const ip of present) if (!facts.has(ip)) facts.set(ip, input.senders.get(ip)!);
+  };
+  return { prepare, examine, facts };
 }
 
 const OWN_MAX = 65_536;
 
-/** The IPs of a group's rollups: its sources, and the most failing of the sources summed. */
-function presentIps(input: AnalysisInput): Set<string> {
-  const out = new Set(input.sources.map((s) => s.sourceIp));
-  for (const r of input.rest ?? []) for (const [ip] of r.top) out.add(ip);
-  return out;
-}
-
 /**
- * Labels made on demand: the rules read `names` only for the IPs they put in a message, so a domain
- * with a million sources costs a label per finding, not per source.
+ * Names the findings of an unnamed evaluation (analyse/names.ts): beside each address its messages
+ * mention, who the source is (describeSender, with its reverse DNS name when looked up) when
+ * enrichment knows it, else the reverse DNS name. Findings about one source gain asn, as_org,
+ * country, service and service_type (with enrichment on); source_name is the reverse DNS name.
+ * `names` null: reverse DNS was not looked up.
  */
-class LazyLabels extends Map<string, string> {
-  constructor(private readonly label: (ip: string) => string | undefined) {
-    super();
-  }
-  override get(ip: string): string | undefined {
-    return this.label(ip);
-  }
-}
-
-/**
- * Findings about one source gain asn, as_org, country, service and service_type; source_name stays
- * the reverse DNS name (the rules saw labels in its place).
- */
-export function decorateFindings(
+export function labelFindings(
   findings: Finding[],
-  seen: ReadonlyMap<string, SenderFacts>,
-  names: ReadonlyMap<string, string>,
+  names: ReadonlyMap<string, string> | null,
+  facts: ReadonlyMap<string, SenderFacts> | null,
 ): Finding[] {
-  for (const f of findings) {
-    if (!f.source_ip) continue;
-    Object.assign(f, sourceFields(seen.get(f.source_ip)));
-    f.source_name = names.get(f.source_ip) ?? null;
-  }
+  nameFindings(findings, {
+    label: (ip) => {
+      const f = facts?.get(ip);
+      if (f) return describeSender(names ? { ...f, ptr: names.get(ip) ?? null } : f);
+      return names?.get(ip);
+    },
+    name: (ip) => names?.get(ip),
+  });
+  if (facts) for (const f of findings) if (f.source_ip) Object.assign(f, sourceFields(facts.get(f.source_ip)));
   return findings;
 }
 

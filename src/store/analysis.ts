@@ -1,5 +1,5 @@
-import { analyse, sortFindings, windowsAt } from '../analyse/index.js';
-import { DAY, emptyTally, inWindow, judged, mergeTally, type Tally, type Windows } from '../analyse/rollups.js';
+import { analyseUnnamed, nameFindings, sortFindings, windowsAt } from '../analyse/index.js';
+import { DAY, emptyTally, inWindow, judged, mergeTally, parsePolicyKey, type Tally, type Windows } from '../analyse/rollups.js';
 import { exemptTally, forwarderExemptions } from '../analyse/senders.js';
 import type {
   AnalysisInput,
@@ -106,7 +106,7 @@ export class AnalysisReader {
       tls: this.q.tls.all(p) as TlsDay[],
       tlsFailures: this.q.tlsFailures.all(p) as TlsFailureDay[],
       coverage: this.q.coverage.all(p) as CoverageDay[],
-      policies: this.q.policies.all(p) as PolicyDay[],
+      policies: policyDays(this.q.policies.all(p) as Omit<PolicyDay, 'published'>[]),
       failures,
       ...(mine ? { open: mine } : {}),
     };
@@ -330,13 +330,17 @@ function statements(db: Db) {
 const ROWS_PER_GROUP = 5_000;
 
 export type EvaluateOptions = {
-  names?: Map<string, string>;
   domains?: Iterable<string>;
   open?: Map<string, OpenAlert>;
   /** Called with each group's rollups before the rules run (pipeline/senders.ts: who the sources are). */
   prepare?: (input: AnalysisInput) => void;
-  /** Called with each group's rollups and findings once the rules have run. */
-  done?: (input: AnalysisInput, findings: Finding[]) => void;
+  /** Called with each group's rollups and its findings (not yet named) after the rules ran. */
+  examine?: (input: AnalysisInput, findings: readonly Finding[]) => void;
+  /**
+   * Leave the addresses in the findings' messages as marks, for the caller to name once it has
+   * looked up what to show beside them (analyse/names.ts); otherwise they are written bare.
+   */
+  unnamed?: boolean;
   /** A domain's source rows held one by one (AnalysisReader): past this its sources no rule judges alone are summed. */
   maxSourceRows?: number;
 };
@@ -363,18 +367,28 @@ function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts:
     const group = domains.slice(i, i + size);
     i += group.length;
     const input = reader.load(group, opts.open);
-    if (opts.names) input.names = opts.names;
     // Who the sources are (pipeline/senders.ts), when enrichment is on.
     opts.prepare?.(input);
     reader.summarise(input);
-    const found = analyse(input, now, settings);
-    opts.done?.(input, found);
+    const found = analyseUnnamed(input, now, settings);
+    opts.examine?.(input, found);
     for (const f of found) findings.push(f);
     const rows = input.sources.length + input.dkim.length;
     size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;
     yield;
   }
-  return sortFindings(findings);
+  sortFindings(findings);
+  return opts.unnamed ? findings : nameFindings(findings);
+}
+
+/** policy_daily rows with their policy as a record; a key policyKey did not write (none should) is left out. */
+function policyDays(rows: Omit<PolicyDay, 'published'>[]): PolicyDay[] {
+  const out: PolicyDay[] = [];
+  for (const r of rows) {
+    const published = parsePolicyKey(r.policy);
+    if (published) out.push({ ...r, published });
+  }
+  return out;
 }
 
 /** Every finding as of `now`, in one go. */

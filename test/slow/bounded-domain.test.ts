@@ -7,7 +7,7 @@ import { configSchema } from '../../src/config/schema.js';
 import { createEnricher } from '../../src/enrich/index.js';
 import { createLogger } from '../../src/log.js';
 import { runAlerts, settingsOf } from '../../src/pipeline/alerts.js';
-import { decorateFindings, enrichEvaluation } from '../../src/pipeline/senders.js';
+import { enrichEvaluation, labelFindings } from '../../src/pipeline/senders.js';
 import { evaluateRules, type EvaluateOptions } from '../../src/store/analysis.js';
 import type { Db } from '../../src/store/db.js';
 import { freshStore, tempDir } from '../helpers/common.js';
@@ -76,14 +76,14 @@ describe('a domain with 300,000 one-message sources and a few real ones', () => 
   /** The findings, and the most rows of sources and DKIM signatures one group of domains held. */
   function evaluate(opts: EvaluateOptions, enriched: boolean): { findings: Finding[]; rows: number } {
     const c = config();
-    const e = enriched ? enrichEvaluation(createEnricher(c.enrich, { cacheDir: null }), { labelAll: true }) : null;
+    const e = enriched ? enrichEvaluation(createEnricher(c.enrich, { cacheDir: null })) : null;
     let rows = 0;
     const prepare = (input: AnalysisInput) => {
       e?.prepare(input);
       rows = Math.max(rows, input.sources.length + input.dkim.length);
     };
-    const findings = evaluateRules(db, now, settingsOf(c), { ...opts, prepare, ...(e ? { done: e.done } : {}) });
-    return { findings: e ? decorateFindings(findings, e.seen, new Map()) : findings, rows };
+    const findings = evaluateRules(db, now, settingsOf(c), { ...opts, unnamed: true, prepare, ...(e ? { examine: e.examine } : {}) });
+    return { findings: labelFindings(findings, null, e?.facts ?? null), rows };
   }
 
   it('gives the same findings whether its sources are held one by one or the small ones summed, holding a few thousand rows', () => {
