@@ -246,6 +246,8 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const flagged = new Set<string>();
   const domainBase = new Map<string, number>();
   for (const st of stats.values()) domainBase.set(st.domain, (domainBase.get(st.domain) ?? 0) + st.base.messages);
+  const rest = restOf(input, w);
+  for (const [domain, r] of rest) domainBase.set(domain, (domainBase.get(domain) ?? 0) + r.base.messages);
   const days = s.recentDays;
   // Findings are made once the DKIM results of their sources are known (withDkim).
   const pending: { st: SourceStats; make: (cause: string) => Finding }[] = [];
@@ -364,7 +366,8 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     }
   }
   withDkim(input, w, new Map(pending.map((p) => [`${p.st.domain}\0${p.st.ip}`, p.st])));
-  const authorised = authorisedServices(stats.values(), input.senders);
+  const held = authorisedServices(stats.values(), input.senders);
+  const authorised = (domain: string, id: string) => rest.get(domain)?.services.has(id) === true || held(domain, id);
   for (const p of pending) out.push(classifyFinding(p.make(failureCause(p.st)), input.senders, authorised));
   collapseNewSources(out, s, days, input);
 
@@ -385,6 +388,21 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     if (fails > 0) d.failing.set(st.ip, fails);
     domains.set(st.domain, d);
   }
+  // The sources summed (a domain with more than are held one by one): only their most failing are named.
+  const unnamed = new Map<string, number>();
+  for (const [domain, r] of rest) {
+    const d = domains.get(domain) ?? { base: emptyTally(), recent: emptyTally(), days: new Map<number, Tally>(), failing: new Map() };
+    mergeTally(d.base, r.base);
+    mergeTally(d.recent, r.recent);
+    for (const [day, t] of r.days) {
+      const x = d.days.get(day) ?? emptyTally();
+      mergeTally(x, t);
+      d.days.set(day, x);
+    }
+    for (const [ip, n] of r.top) d.failing.set(ip, n);
+    unnamed.set(domain, r.failing - r.top.length);
+    domains.set(domain, d);
+  }
   for (const [domain, d] of domains) {
     const key = `pass_rate_drop:${domain}`;
     const j = judgeDrop(d.base, d.recent, d.days, w, s, input.open?.get(key));
@@ -392,6 +410,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     const { before, now, t } = j;
     const failing = [...d.failing].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const top = failing.slice(0, 3).map(([ip, n]) => `${mention(ip)} ${num(n)}`);
+    const failingSources = d.failing.size + (unnamed.get(domain) ?? 0);
     out.push({
       key,
       kind: 'pass_rate_drop',
@@ -400,7 +419,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       source_ip: null,
       source_name: null,
       reporter: null,
-      summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}; failing from ${d.failing.size} ${d.failing.size === 1 ? 'source' : 'sources'} (most: ${top.join(', ')})`,
+      summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}; failing from ${failingSources} ${failingSources === 1 ? 'source' : 'sources'} (most: ${top.join(', ')})`,
       details: {
         baseline_pass_rate: round(before * 100),
         recent_pass_rate: round((passRate(d.recent) ?? now) * 100),
@@ -409,10 +428,43 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         judged_pass_rate: round(now * 100),
         judged_messages: Math.round(judged(t)),
         window_days: j.days,
-        failing_sources: d.failing.size,
+        failing_sources: failingSources,
         source_ips: failing.slice(0, 20).map(([ip]) => ip),
       },
     });
+  }
+  return out;
+}
+
+/** The summed sources of each domain (AnalysisInput.rest) over the windows, as sourceStats() sums a source. */
+function restOf(
+  input: AnalysisInput,
+  w: Windows,
+): Map<string, { base: Tally; recent: Tally; days: Map<number, Tally>; top: [string, number][]; failing: number; services: Set<string> }> {
+  const out = new Map<
+    string,
+    { base: Tally; recent: Tally; days: Map<number, Tally>; top: [string, number][]; failing: number; services: Set<string> }
+  >();
+  for (const r of input.rest ?? []) {
+    const x = {
+      base: emptyTally(),
+      recent: emptyTally(),
+      days: new Map<number, Tally>(),
+      top: r.top,
+      failing: r.failing,
+      services: new Set(r.services),
+    };
+    for (const t of r.days) {
+      if (inWindow(t.day, w.baseline)) mergeTally(x.base, t);
+      if (!inWindow(t.day, w.recent)) continue;
+      mergeTally(x.recent, t);
+      if (t.day >= w.daily) {
+        const d = x.days.get(t.day) ?? emptyTally();
+        mergeTally(d, t);
+        x.days.set(t.day, d);
+      }
+    }
+    out.set(r.domain, x);
   }
   return out;
 }

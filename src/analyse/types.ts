@@ -161,6 +161,28 @@ export interface AnalysisInput {
   names?: ReadonlyMap<string, string>;
   /** Who the source IPs are (src/enrich), when enrichment is on: see senders.ts for what the rules do with it. */
   senders?: Senders;
+  /**
+   * Per policy domain with more sources than are held one by one (store/analysis.ts), the sources
+   * no per-source rule can judge, summed: `sources` then holds only the others of that domain.
+   */
+  rest?: SourceRest[];
+}
+
+/**
+ * The sources of a policy domain that no per-source rule can judge (too few messages in every
+ * window, no open alert, no failure report), as the domain-wide rules need them: their tallies
+ * summed per day (as SourceDay.day, the forwarder exemption applied as the rules apply it), how
+ * many of them fail and which fail most, and the services of those that pass.
+ */
+export interface SourceRest {
+  domain: string;
+  days: (Tally & { day: number })[];
+  /** Sources of the rest with mail failing DMARC over the recent days (not forwarded, not exempted). */
+  failing: number;
+  /** The most failing of them: [ip, failed messages over the recent days], most first, ties by IP. */
+  top: [string, number][];
+  /** SenderFacts.service_id of the sources of the rest that pass DMARC for at least half their mail. */
+  services: string[];
 }
 
 /** The thresholds the rules read, and their defaults: stated once, in settings.ts. */

@@ -91,6 +91,8 @@ export function enrichEvaluation(enricher: Enricher): {
     let one: ((ip: string) => SenderFacts) | null = null;
     const address = senderLookup(enricher);
     const full = new Map<string, SenderFacts>();
+    // The facts of the address alone, for the forwarder exemption (asked twice for a source failing
+    // both DMARC and DKIM); a large domain's summed sources are asked once each, so the map is bounded.
     const own = new Map<string, SenderFacts>();
     input.senders = {
       get: (ip: string) => {
@@ -103,7 +105,10 @@ export function enrichEvaluation(enricher: Enricher): {
       },
       byAddress: (ip: string) => {
         let f = full.get(ip) ?? own.get(ip);
-        if (!f) own.set(ip, (f = address(ip)));
+        if (!f) {
+          if (own.size >= OWN_MAX) own.clear();
+          own.set(ip, (f = address(ip)));
+        }
         return f;
       },
     };
@@ -115,10 +120,14 @@ export function enrichEvaluation(enricher: Enricher): {
     // Labels are for the domain's own sources (an address only failure reports named has no rows here).
     const present = new Set<string>();
     for (const s of input.sources) if (mentioned.has(s.sourceIp)) present.add(s.sourceIp);
+    // A large domain's summed sources (store/analysis.ts) are mentioned by their most failing only.
+    for (const r of input.rest ?? []) for (const [ip] of r.top) if (mentioned.has(ip)) present.add(ip);
     for (const ip of present) if (!facts.has(ip)) facts.set(ip, input.senders.get(ip)!);
   };
   return { prepare, examine, facts };
 }
+
+const OWN_MAX = 65_536;
 
 /**
  * Names the findings of an unnamed evaluation (analyse/names.ts): beside each address its messages
