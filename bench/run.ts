@@ -177,15 +177,23 @@ async function scale(): Promise<void> {
     );
     const alertsChild = fileURLToPath(new URL('./alerts-child.js', import.meta.url));
     const now = String((SCALE_FIRST_DAY + SCALE_DAYS) * 86400);
-    for (let i = 0; i < 2; i++) {
-      const r = JSON.parse(execFileSync(process.execPath, [alertsChild, db, now], { encoding: 'utf8' })) as {
-        seconds: number;
-        cpuSeconds: number;
-        findings: number;
-        maxRssMiB: number;
-      };
+    // Without enrichment, with it (as `alerts` runs by default), and so with the V8 setting of the
+    // image (Dockerfile: NODE_OPTIONS).
+    const image = '--max-semi-space-size=16';
+    for (const [label, mode, nodeOptions] of [
+      ['alerts --dry-run, 10,000 domains', '', ''],
+      ['  the same, enriched', 'enrich', ''],
+      [`  enriched, ${image}`, 'enrich', image],
+      [`  not enriched, ${image}`, '', image],
+    ] as const) {
+      const r = JSON.parse(
+        execFileSync(process.execPath, [alertsChild, db, now, ...(mode ? [mode] : [])], {
+          encoding: 'utf8',
+          env: { ...process.env, NODE_OPTIONS: nodeOptions },
+        }),
+      ) as { seconds: number; cpuSeconds: number; findings: number; maxRssMiB: number };
       console.log(
-        `${'alerts --dry-run, 10,000 domains'.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s (${r.cpuSeconds.toFixed(1)} CPU-s) ${String(r.findings).padStart(4)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+        `${label.padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s (${r.cpuSeconds.toFixed(1)} CPU-s) ${String(r.findings).padStart(4)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
       );
     }
     const rep = step<{ seconds: number; sources: number; maxRssMiB: number }>('report', db, 'd00000.example');
@@ -260,6 +268,23 @@ try {
       `${'alerts, with enrichment'.padEnd(34)} ${e.sources.toLocaleString('en-US').padStart(9)} sources ${e.seconds.toFixed(2).padStart(7)} s ` +
         `(+${(e.seconds - r.seconds).toFixed(2)} s; data read before, in ${e.loadSeconds.toFixed(2)} s) ${String(e.findings).padStart(3)} findings peak RSS ${e.maxRssMiB.toFixed(0)} MiB`,
     );
+  }
+  if (!only || only === 'flood') {
+    // One domain of 300,000 one-message sources (a forged report's worth) and 20 real ones.
+    const db = path.join(work, 'flood.sqlite');
+    const scaleChild = fileURLToPath(new URL('./scale-child.js', import.meta.url));
+    execFileSync(process.execPath, [scaleChild, 'flood', db, '300000'], { encoding: 'utf8' });
+    const alertsChild = fileURLToPath(new URL('./alerts-child.js', import.meta.url));
+    for (const mode of ['', 'enrich']) {
+      const r = JSON.parse(
+        execFileSync(process.execPath, [alertsChild, db, String((SCALE_FIRST_DAY + SCALE_DAYS) * 86400), ...(mode ? [mode] : [])], {
+          encoding: 'utf8',
+        }),
+      ) as { seconds: number; cpuSeconds: number; findings: number; maxRssMiB: number };
+      console.log(
+        `${(mode ? '  the same, enriched' : 'alerts, 300,000 1-message sources').padEnd(34)} ${r.seconds.toFixed(2).padStart(7)} s (${r.cpuSeconds.toFixed(1)} CPU-s) ${String(r.findings).padStart(3)} findings peak RSS ${r.maxRssMiB.toFixed(0)} MiB`,
+      );
+    }
   }
   if (!only || only === 'enrich') enrichCase();
   if (only === 'scale') await scale();

@@ -8,6 +8,10 @@
  *   migrate DB    opens it as ruawatch does: migration 0004 builds the daily rollups
  *   dashboard URL every dashboard API request, timed
  *   report DB D   report totals for one domain, as `ruawatch report --json --domain D`
+ *   flood DB N    a new database with one policy domain over the same 35 days: 20 real sources
+ *                 of 500 messages a day, and N sources of one message each over the last two
+ *                 weeks (a forged report's worth), passing in the baseline, failing in the recent
+ *                 week; written straight into the daily rollups
  *
  * Prints what it measured as JSON.
  */
@@ -167,6 +171,33 @@ async function dashboard(file: string): Promise<Record<string, unknown>> {
   return { requests: results, maxRssMiB: rss() };
 }
 
+/** The `flood` database (see above): what one domain's evaluation holds when most of its sources can matter to no rule. */
+function flood(file: string, n: number): Record<string, number> {
+  const db = openDb(file);
+  const d0 = SCALE_FIRST_DAY;
+  const last = d0 + SCALE_DAYS - 1;
+  db.exec(`
+    CREATE TEMP TABLE flood AS WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < ${n - 1})
+      SELECT i, printf('10.%d.%d.%d', i >> 16 & 255, i >> 8 & 255, i & 255) AS ip, ${last - 13} + i % 14 AS day, (i % 14 < 7) AS pass FROM s;
+    CREATE TEMP TABLE real AS WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 19),
+      d(day) AS (SELECT ${d0} UNION ALL SELECT day + 1 FROM d WHERE day < ${last})
+      SELECT i, '198.51.100.' || i AS ip, day FROM s, d;
+    INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+        forwarded, quarantine, reject, reports, reporters)
+      SELECT 'flood.example', day, ip, 'flood.example', 1, pass, 0, pass, 0, 0, 1 - pass, 1, 1 FROM flood
+      UNION ALL SELECT 'flood.example', day, ip, 'flood.example', 500, 500, 500, 500, 0, 0, 0, 1, 1 FROM real;
+    INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)
+      SELECT 'flood.example', day, ip, 'flood.example', 'forged', 'fail', 1 FROM flood WHERE NOT pass
+      UNION ALL SELECT 'flood.example', day, ip, 'flood.example', 's1', 'pass', 500 FROM real;
+    INSERT INTO domain_daily (day, domain, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass, forwarded, quarantine, reject, dmarc_reports)
+      SELECT day, domain, SUM(messages), SUM(dmarc_pass), SUM(dkim_aligned_pass), SUM(spf_aligned_pass), SUM(forwarded), SUM(quarantine),
+        SUM(reject), 1 FROM dmarc_daily GROUP BY day, domain;`);
+  const rows = db.prepare(`SELECT COUNT(*) FROM dmarc_daily`).pluck().get() as number;
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.close();
+  return { seconds: seconds(), sourceRows: rows, maxRssMiB: rss() };
+}
+
 const main = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (!main) {
   // Imported for its constants.
@@ -181,6 +212,8 @@ if (!main) {
   process.stdout.write(JSON.stringify({ seconds: t, cpuSeconds: (cpu.user + cpu.system) / 1e6, rollupRows: rows, maxRssMiB: rss() }));
 } else if (mode === 'dashboard') {
   process.stdout.write(JSON.stringify(await dashboard(args[0]!)));
+} else if (mode === 'flood') {
+  process.stdout.write(JSON.stringify(flood(args[0]!, Number(args[1] ?? 300_000))));
 } else if (mode === 'report') {
   const db = openDb(args[0]!);
   const t0 = seconds();

@@ -6,6 +6,7 @@ import { configSchema, type Config } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
 import { DiscordChannel } from '../src/notify/discord.js';
 import { MatrixChannel } from '../src/notify/matrix.js';
+import { alertRenderer } from '../src/notify/render.js';
 import type { Channel, ChannelName, Message, RetryPolicy } from '../src/notify/types.js';
 import { buildDigest, channelsOf, deliverPending, sendDigest } from '../src/pipeline/alerts.js';
 import { AlertStore } from '../src/store/alerts.js';
@@ -51,7 +52,7 @@ function finding(kind: FindingKind, domain: string, summary: string, ip: string 
 
 /** Brings the alert state to `findings` (queueing what that calls for) on the channels named. */
 function reconcile(store: AlertStore, findings: Finding[], now: number, channels: ChannelName[]): void {
-  store.reconcile(findings, now, { renotifySeconds: 86_400, channels, silent: new Set() });
+  store.reconcile(findings, now, { renotifySeconds: 86_400, channels, silent: new Set(), render: alertRenderer });
 }
 
 const SPAMMY = finding(
@@ -510,7 +511,7 @@ describe('reminders: only when an alert got worse, and no timed ones to a channe
       message: string;
     }[];
   const queue = (findings: Finding[], now: number, renotifySeconds = 0) =>
-    store.reconcile(findings, now, { renotifySeconds, channels: ['email'], silent: new Set() });
+    store.reconcile(findings, now, { renotifySeconds, channels: ['email'], silent: new Set(), render: alertRenderer });
 
   before(async () => {
     smtp = await startSmtp();

@@ -128,6 +128,37 @@ describe('findings name who is sending', () => {
     }
   });
 
+  it('a reverse name is shown, not taken as evidence: a sender chooses its own, and alerts do not confirm it', async () => {
+    const file = path.join(dir, 'by-name.toml');
+    fs.writeFileSync(
+      file,
+      `[[service]]\nid = "named-esp"\nname = "Named ESP"\ntype = "transactional"\nptr_domains = ["esp.example"]\nspf_include = "include:esp.example"\n`,
+    );
+    const config = configWith({ services_file: file });
+    const enricher = createEnricher(config.enrich, { cacheDir: null });
+    const asked: string[] = [];
+    const claims = async (ip: string) => {
+      asked.push(ip);
+      return ip === '203.0.113.66' ? 'bulk.esp.example' : null;
+    };
+    const r = await runAlerts(db, config, { now: at, dryRun: true, channels: [], lookup: claims, enricher, log });
+    const none = await runAlerts(db, config, { now: at, dryRun: true, channels: [], lookup: null, enricher, log });
+    // The same findings, kinds, severities and numbers whatever the names; only the text around the addresses differs.
+    const strip = (fs: typeof r.findings) => fs.map((f) => ({ ...f, summary: '', source_name: null }));
+    assert.deepEqual(strip(r.findings), strip(none.findings));
+    const nfs = r.findings.find((f) => f.kind === 'new_failing_source')!;
+    assert.equal(nfs.service, null);
+    assert.equal(nfs.details.sender, undefined);
+    assert.equal(nfs.source_name, 'bulk.esp.example');
+    assert.match(
+      nfs.summary,
+      /^new source 203\.0\.113\.66 \(documentation \(RFC 5737\); bulk\.esp\.example; not a known mail service\) sent 400/,
+    );
+    // Looked up: the addresses the messages mention, each once.
+    assert.deepEqual([...asked].sort(), [...new Set(asked)].sort());
+    assert.ok(asked.includes('203.0.113.66') && asked.includes('198.51.100.20'), asked.join(' '));
+  });
+
   it("the digest's failing sources say who they are", () => {
     const config = configWith({ services_file: servicesFile });
     const enricher = createEnricher(config.enrich, { cacheDir: null });

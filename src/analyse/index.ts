@@ -1,3 +1,4 @@
+import { nameFindings } from './names.js';
 import { windowsAt } from './rollups.js';
 import { dkimFindings, passRateFindings, policyFindings, silenceFindings, tlsFindings } from './rules.js';
 import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
@@ -7,6 +8,8 @@ export {
   dailyRollups,
   dayShares,
   effectivePolicy,
+  parsePolicyKey,
+  policyKey,
   inWindow,
   isoDay,
   lastDays,
@@ -18,9 +21,22 @@ export {
   windowsAt,
   DAY,
   MAX_SHARE_DAYS,
+  type EffectivePolicy,
   type Window,
 } from './rollups.js';
 export * from './types.js';
+export {
+  ANALYSIS_SETTINGS,
+  analysisSettingEntries,
+  defaultSection,
+  settingsFrom,
+  type AnalysisKey,
+  type AnalysisSection,
+  type AnalysisSettingName,
+  type SettingSpec,
+  type SettingUnit,
+} from './settings.js';
+export { mention, mentionedIn, nameFindings, type Naming } from './names.js';
 
 const SEVERITY_ORDER: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };
 
@@ -32,9 +48,19 @@ export function sortFindings(findings: Finding[]): Finding[] {
 /**
  * Every finding as of `now` (epoch seconds). Pure: the same rows, clock and settings always give
  * the same findings in the same order (severity, then key). Rows outside the windows, including
- * those of days after `now` (evaluating the past with --at), are not looked at.
+ * those of days after `now` (evaluating the past with --at), are not looked at. Addresses in the
+ * messages are named from `input.names`, when given.
  */
 export function analyse(input: AnalysisInput, now: number, settings: AnalysisSettings): Finding[] {
+  const names = input.names;
+  return nameFindings(analyseUnnamed(input, now, settings), names ? { label: (ip) => names.get(ip), name: (ip) => names.get(ip) } : {});
+}
+
+/**
+ * The same, with the addresses in the messages left as marks (names.ts), for a caller that looks
+ * up what to show beside them once it knows which the findings name, then calls nameFindings().
+ */
+export function analyseUnnamed(input: AnalysisInput, now: number, settings: AnalysisSettings): Finding[] {
   const w = windowsAt(now, settings);
   return sortFindings([
     ...passRateFindings(input, w, settings),

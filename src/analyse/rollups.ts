@@ -180,7 +180,17 @@ export function mxKey(host: string): string {
   return asciiLower(host).replace(/\.+$/, '');
 }
 
-/** A policy as receivers apply it, with RFC 7489 section 6.3 defaults filled in. */
+/** A published DMARC policy as receivers apply it: RFC 7489 section 6.3's defaults filled in. */
+export interface EffectivePolicy {
+  p: string;
+  sp: string;
+  np: string | null;
+  pct: number;
+  adkim: string;
+  aspf: string;
+}
+
+/** The policy of a report's policy_published, defaults filled in (sp defaults to p; pct to 100; r alignment). */
 export function effectivePolicy(p: {
   p: string | null;
   sp: string | null;
@@ -188,12 +198,26 @@ export function effectivePolicy(p: {
   pct: number | null;
   adkim: string | null;
   aspf: string | null;
-}): string {
-  const sp = p.sp ?? p.p;
-  const parts = [`p=${p.p ?? 'none'}`, `sp=${sp ?? 'none'}`];
-  if (p.np) parts.push(`np=${p.np}`);
-  parts.push(`pct=${p.pct ?? 100}`, `adkim=${p.adkim ?? 'r'}`, `aspf=${p.aspf ?? 'r'}`);
-  return parts.join('; ');
+}): EffectivePolicy {
+  const main = p.p ?? 'none';
+  return { p: main, sp: p.sp ?? main, np: p.np || null, pct: p.pct ?? 100, adkim: p.adkim ?? 'r', aspf: p.aspf ?? 'r' };
+}
+
+/**
+ * A policy's one text: the key of its policy_daily rows and what messages quote, e.g.
+ * "p=reject; sp=reject; pct=100; adkim=r; aspf=r" (np only when published).
+ */
+export function policyKey(e: EffectivePolicy): string {
+  return `p=${e.p}; sp=${e.sp}; ${e.np ? `np=${e.np}; ` : ''}pct=${e.pct}; adkim=${e.adkim}; aspf=${e.aspf}`;
+}
+
+const POLICY_KEY = /^p=([^;]*); sp=([^;]*); (?:np=([^;]+); )?pct=(\d+); adkim=([^;]*); aspf=([^;]*)$/;
+
+/** policyKey's text back as a policy; null for any other text. */
+export function parsePolicyKey(text: string): EffectivePolicy | null {
+  const m = POLICY_KEY.exec(text);
+  if (!m) return null;
+  return { p: m[1]!, sp: m[2]!, np: m[3] ?? null, pct: Number(m[4]), adkim: m[5]!, aspf: m[6]! };
 }
 
 /*
@@ -306,12 +330,13 @@ export function rollupCoverage(reports: ReportRow[]): CoverageDay[] {
 export function rollupPolicies(policies: PolicyRow[]): PolicyDay[] {
   const out = new Map<string, PolicyDay>();
   for (const p of policies) {
-    const policy = effectivePolicy(p);
+    const published = effectivePolicy(p);
+    const policy = policyKey(published);
     const shares = dayShares(p.begin, p.end);
     const last = shares[shares.length - 1]![0];
     for (const [day, share] of shares) {
       const key = `${p.domain}\0${day}\0${policy}`;
-      const x = out.get(key) ?? { domain: p.domain, day, policy, weight: 0, reports: 0 };
+      const x = out.get(key) ?? { domain: p.domain, day, policy, published, weight: 0, reports: 0 };
       x.weight += share;
       if (day === last) x.reports++;
       out.set(key, x);

@@ -10,7 +10,9 @@ import {
   type Tally,
   type Window,
   type Windows,
+  type EffectivePolicy,
 } from './rollups.js';
+import { mention } from './names.js';
 import { authorisedServices, classifyFinding, exemptTally, failingSignatures, failingSources, forwarderExemptions } from './senders.js';
 import type { AnalysisInput, AnalysisSettings, Finding, OpenAlert, Severity } from './types.js';
 
@@ -47,11 +49,6 @@ interface SourceStats {
   /** The days a finding about it judged, and its tally over them (the recent days when unset). */
   cause?: { win: Window; t: Tally };
   headerFroms: string[];
-}
-
-function named(ip: string, names: Map<string, string> | undefined): string {
-  const name = names?.get(ip);
-  return name ? `${ip} (${name})` : ip;
 }
 
 function selectorLabel(key: string): string {
@@ -154,7 +151,7 @@ function withDkim(input: AnalysisInput, w: Windows, sources: Map<string, SourceS
 
 function policyOf(input: AnalysisInput, domain: string, w: Windows): string | null {
   // The policy most reports saw on the latest day that has one decides how bad a failing source is.
-  let best: { day: number; weight: number; policy: string } | null = null;
+  let best: { day: number; weight: number; policy: string; p: string } | null = null;
   for (const p of input.policies) {
     if (p.domain !== domain || p.day >= w.recent.to) continue;
     if (
@@ -162,10 +159,10 @@ function policyOf(input: AnalysisInput, domain: string, w: Windows): string | nu
       p.day > best.day ||
       (p.day === best.day && (p.weight > best.weight || (p.weight === best.weight && p.policy < best.policy)))
     ) {
-      best = { day: p.day, weight: p.weight, policy: p.policy };
+      best = { day: p.day, weight: p.weight, policy: p.policy, p: p.published.p };
     }
   }
-  return best ? (/^p=([^;]*)/.exec(best.policy)?.[1] ?? null) : null;
+  return best?.p ?? null;
 }
 
 /** A number an open alert's frozen baseline holds, or null. */
@@ -249,13 +246,15 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const flagged = new Set<string>();
   const domainBase = new Map<string, number>();
   for (const st of stats.values()) domainBase.set(st.domain, (domainBase.get(st.domain) ?? 0) + st.base.messages);
+  const rest = restOf(input, w);
+  for (const [domain, r] of rest) domainBase.set(domain, (domainBase.get(domain) ?? 0) + r.base.messages);
   const days = s.recentDays;
   // Findings are made once the DKIM results of their sources are known (withDkim).
   const pending: { st: SourceStats; make: (cause: string) => Finding }[] = [];
   const bursts = failureBursts(input, w, s);
 
   for (const [key, st] of stats) {
-    const who = named(st.ip, input.names);
+    const who = mention(st.ip);
     const dropKey = `pass_rate_drop:${st.domain}:${st.ip}`;
     const open = input.open?.get(dropKey);
     let j = judgeDrop(st.base, st.recent, st.days, w, s, open);
@@ -295,7 +294,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
               : 'warning',
           domain: st.domain,
           source_ip: st.ip,
-          source_name: input.names?.get(st.ip) ?? null,
+          source_name: null,
           reporter: null,
           summary: fromFailures
             ? `${num(burst ?? 0)} failure reports since yesterday say mail from ${who} for ${st.domain} fails DMARC; it passed ${pct(was)} before${cause ? `; ${cause}` : ''}`
@@ -351,7 +350,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
           severity: p === 'none' || p === null ? 'critical' : 'warning',
           domain: st.domain,
           source_ip: st.ip,
-          source_name: input.names?.get(st.ip) ?? null,
+          source_name: null,
           reporter: null,
           summary: `new source ${who} sent ${num(judged(st.recent))} messages as ${[...st.headerFroms].sort().slice(0, 3).join(', ') || st.domain} in the last ${days} days, ${pct(now)} passing DMARC${cause ? ` (${cause})` : ''}${fate}`,
           details: {
@@ -367,7 +366,8 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     }
   }
   withDkim(input, w, new Map(pending.map((p) => [`${p.st.domain}\0${p.st.ip}`, p.st])));
-  const authorised = authorisedServices(stats.values(), input.senders);
+  const held = authorisedServices(stats.values(), input.senders);
+  const authorised = (domain: string, id: string) => rest.get(domain)?.services.has(id) === true || held(domain, id);
   for (const p of pending) out.push(classifyFinding(p.make(failureCause(p.st)), input.senders, authorised));
   collapseNewSources(out, s, days, input);
 
@@ -388,13 +388,29 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
     if (fails > 0) d.failing.set(st.ip, fails);
     domains.set(st.domain, d);
   }
+  // The sources summed (a domain with more than are held one by one): only their most failing are named.
+  const unnamed = new Map<string, number>();
+  for (const [domain, r] of rest) {
+    const d = domains.get(domain) ?? { base: emptyTally(), recent: emptyTally(), days: new Map<number, Tally>(), failing: new Map() };
+    mergeTally(d.base, r.base);
+    mergeTally(d.recent, r.recent);
+    for (const [day, t] of r.days) {
+      const x = d.days.get(day) ?? emptyTally();
+      mergeTally(x, t);
+      d.days.set(day, x);
+    }
+    for (const [ip, n] of r.top) d.failing.set(ip, n);
+    unnamed.set(domain, r.failing - r.top.length);
+    domains.set(domain, d);
+  }
   for (const [domain, d] of domains) {
     const key = `pass_rate_drop:${domain}`;
     const j = judgeDrop(d.base, d.recent, d.days, w, s, input.open?.get(key));
     if (!j) continue;
     const { before, now, t } = j;
     const failing = [...d.failing].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-    const top = failing.slice(0, 3).map(([ip, n]) => `${named(ip, input.names)} ${num(n)}`);
+    const top = failing.slice(0, 3).map(([ip, n]) => `${mention(ip)} ${num(n)}`);
+    const failingSources = d.failing.size + (unnamed.get(domain) ?? 0);
     out.push({
       key,
       kind: 'pass_rate_drop',
@@ -403,7 +419,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
       source_ip: null,
       source_name: null,
       reporter: null,
-      summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}; failing from ${d.failing.size} ${d.failing.size === 1 ? 'source' : 'sources'} (most: ${top.join(', ')})`,
+      summary: `mail for ${domain} passing DMARC fell from ${pct(before)} to ${pct(now)} over ${num(judged(t))} messages ${overDays(j.days)}; failing from ${failingSources} ${failingSources === 1 ? 'source' : 'sources'} (most: ${top.join(', ')})`,
       details: {
         baseline_pass_rate: round(before * 100),
         recent_pass_rate: round((passRate(d.recent) ?? now) * 100),
@@ -412,10 +428,43 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
         judged_pass_rate: round(now * 100),
         judged_messages: Math.round(judged(t)),
         window_days: j.days,
-        failing_sources: d.failing.size,
+        failing_sources: failingSources,
         source_ips: failing.slice(0, 20).map(([ip]) => ip),
       },
     });
+  }
+  return out;
+}
+
+/** The summed sources of each domain (AnalysisInput.rest) over the windows, as sourceStats() sums a source. */
+function restOf(
+  input: AnalysisInput,
+  w: Windows,
+): Map<string, { base: Tally; recent: Tally; days: Map<number, Tally>; top: [string, number][]; failing: number; services: Set<string> }> {
+  const out = new Map<
+    string,
+    { base: Tally; recent: Tally; days: Map<number, Tally>; top: [string, number][]; failing: number; services: Set<string> }
+  >();
+  for (const r of input.rest ?? []) {
+    const x = {
+      base: emptyTally(),
+      recent: emptyTally(),
+      days: new Map<number, Tally>(),
+      top: r.top,
+      failing: r.failing,
+      services: new Set(r.services),
+    };
+    for (const t of r.days) {
+      if (inWindow(t.day, w.baseline)) mergeTally(x.base, t);
+      if (!inWindow(t.day, w.recent)) continue;
+      mergeTally(x.recent, t);
+      if (t.day >= w.daily) {
+        const d = x.days.get(t.day) ?? emptyTally();
+        mergeTally(d, t);
+        x.days.set(t.day, d);
+      }
+    }
+    out.set(r.domain, x);
   }
   return out;
 }
@@ -439,7 +488,6 @@ function failureBursts(input: AnalysisInput, w: Windows, s: AnalysisSettings): M
  * instead of a page per IP.
  */
 function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, input: AnalysisInput): void {
-  const names = input.names;
   const byDomain = new Map<string, Finding[]>();
   for (const f of out) if (f.kind === 'new_failing_source') byDomain.set(f.domain, [...(byDomain.get(f.domain) ?? []), f]);
   for (const [domain, list] of byDomain) {
@@ -451,7 +499,7 @@ function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, i
     const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0);
     const rejected = list.reduce((t, f) => t + n(f, 'rejected'), 0);
     const quarantined = list.reduce((t, f) => t + n(f, 'quarantined'), 0);
-    const top = list.slice(0, 5).map((f) => `${named(f.source_ip!, names)} ${num(n(f, 'recent_messages'))}`);
+    const top = list.slice(0, 5).map((f) => `${mention(f.source_ip!)} ${num(n(f, 'recent_messages'))}`);
     for (const f of list) out.splice(out.indexOf(f), 1);
     out.push({
       key: `new_failing_source:${domain}`,
@@ -648,7 +696,7 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
       .sort((a, b) => b[1].base.all - a[1].base.all || a[0].localeCompare(b[0]))
       .slice(0, 50)
       .map(([ip]) => ip);
-    const seen = byFailed.slice(0, 3).map((ip) => named(ip, input.names));
+    const seen = byFailed.slice(0, 3).map(mention);
     const judgeFromDay = open ? frozenNumber(open, 'judge_from') : j.days === 0 ? w.last.to : null;
     out.push({
       key,
@@ -849,10 +897,9 @@ export function silenceFindings(input: AnalysisInput, now: number, w: Windows, s
 
 const STRENGTH: Record<string, number> = { none: 0, quarantine: 1, reject: 2 };
 
-function strength(policy: string): number {
-  const p = /p=(\w+)/.exec(policy)?.[1] ?? 'none';
-  const pctv = Number(/pct=(\d+)/.exec(policy)?.[1] ?? 100);
-  return (STRENGTH[p] ?? 0) * 1000 + pctv;
+/** How strongly a policy protects the domain: its mode first, then the share it applies to. */
+function strength(policy: EffectivePolicy): number {
+  return (STRENGTH[policy.p] ?? 0) * 1000 + policy.pct;
 }
 
 /**
@@ -862,11 +909,13 @@ function strength(policy: string): number {
  */
 export function policyFindings(input: AnalysisInput, w: Windows): Finding[] {
   const tallies = new Map<string, { base: Map<string, number>; latest: Map<string, number>; latestReports: number }>();
+  const published = new Map<string, EffectivePolicy>();
   for (const p of input.policies) {
     const inBase = inWindow(p.day, w.baseline);
     const inLatest = inWindow(p.day, w.latest);
     if (!inBase && !inLatest) continue;
     const t = tallies.get(p.domain) ?? { base: new Map(), latest: new Map(), latestReports: 0 };
+    published.set(p.policy, p.published);
     if (inBase) t.base.set(p.policy, (t.base.get(p.policy) ?? 0) + p.weight);
     if (inLatest) {
       t.latest.set(p.policy, (t.latest.get(p.policy) ?? 0) + p.weight);
@@ -880,7 +929,7 @@ export function policyFindings(input: AnalysisInput, w: Windows): Finding[] {
     const before = majority(t.base);
     const now = majority(t.latest);
     if (!before || !now || before === now) continue;
-    const weaker = strength(now) < strength(before);
+    const weaker = strength(published.get(now)!) < strength(published.get(before)!);
     const severity: Severity = weaker ? 'warning' : 'info';
     out.push({
       key: `policy_changed:${domain}:${now}`,

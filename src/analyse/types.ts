@@ -5,7 +5,7 @@
  * in memory (rollups.ts, rollupInput).
  */
 
-import type { Tally } from './rollups.js';
+import type { EffectivePolicy, Tally } from './rollups.js';
 import type { Senders } from './senders.js';
 
 /** One aggregate-report record with what the rules need from its report (raw; see rollupRecords). */
@@ -112,7 +112,10 @@ export interface CoverageDay {
 export interface PolicyDay {
   domain: string;
   day: number;
+  /** Its text (policyKey), the row's key. */
   policy: string;
+  /** The same policy as a record, for the rules to compare. */
+  published: EffectivePolicy;
   weight: number;
   /** Reports that saw it, counted on the day they end. */
   reports: number;
@@ -154,66 +157,36 @@ export interface AnalysisInput {
   failures?: FailureDay[];
   /** The alerts open for these domains, by key. */
   open?: Map<string, OpenAlert>;
-  /** Reverse DNS names of source IPs, when known. */
-  names?: Map<string, string>;
+  /** What analyse() shows beside source IPs in messages (reverse DNS names), when known; see names.ts. */
+  names?: ReadonlyMap<string, string>;
   /** Who the source IPs are (src/enrich), when enrichment is on: see senders.ts for what the rules do with it. */
   senders?: Senders;
+  /**
+   * Per policy domain with more sources than are held one by one (store/analysis.ts), the sources
+   * no per-source rule can judge, summed: `sources` then holds only the others of that domain.
+   */
+  rest?: SourceRest[];
 }
 
-export interface AnalysisSettings {
-  recentDays: number;
-  baselineDays: number;
-  /** Window for TLS failures and for the policy reporters see now. */
-  latestDays: number;
-  dropMinMessages: number;
-  dropMinBaselineRate: number; // 0..1
-  dropPoints: number; // 0..1, fall in pass rate
-  newSourceMinMessages: number;
-  newSourceMaxPassRate: number; // 0..1
-  /** More new failing sources than this for a domain become one finding for the domain. */
-  newSourceMaxFindings: number;
-  dkimMinSignatures: number;
-  dkimMinBaselineRate: number; // 0..1
-  dkimMaxPassRate: number; // 0..1
-  tlsMinFailedSessions: number;
-  tlsMinFailureRate: number; // 0..1
-  silentDays: number;
-  silentActiveShare: number; // 0..1 of baseline days with a report
-  /** A day on which a known source or selector passes at most this share opens an alert at once. */
-  fastMaxPassRate: number; // 0..1
-  /** An open alert resolves when the latest days are back within this many points of its baseline. */
-  recoverPoints: number; // 0..1
-  /** An open alert whose source (or selector, or failing mail) has not been seen for this many days resolves. */
-  quietDays: number;
-  /** A source is known (not "new") once it sent this many messages passing DMARC in the baseline. */
-  knownMinPassing: number;
-  /** Failure reports for one known source (or selector) within the latest day that open an alert. */
-  failureMinReports: number;
+/**
+ * The sources of a policy domain that no per-source rule can judge (too few messages in every
+ * window, no open alert, no failure report), as the domain-wide rules need them: their tallies
+ * summed per day (as SourceDay.day, the forwarder exemption applied as the rules apply it), how
+ * many of them fail and which fail most, and the services of those that pass.
+ */
+export interface SourceRest {
+  domain: string;
+  days: (Tally & { day: number })[];
+  /** Sources of the rest with mail failing DMARC over the recent days (not forwarded, not exempted). */
+  failing: number;
+  /** The most failing of them: [ip, failed messages over the recent days], most first, ties by IP. */
+  top: [string, number][];
+  /** SenderFacts.service_id of the sources of the rest that pass DMARC for at least half their mail. */
+  services: string[];
 }
 
-export const defaultSettings: AnalysisSettings = {
-  recentDays: 7,
-  baselineDays: 28,
-  latestDays: 2,
-  dropMinMessages: 50,
-  dropMinBaselineRate: 0.9,
-  dropPoints: 0.2,
-  newSourceMinMessages: 20,
-  newSourceMaxPassRate: 0.5,
-  newSourceMaxFindings: 10,
-  dkimMinSignatures: 20,
-  dkimMinBaselineRate: 0.9,
-  dkimMaxPassRate: 0.5,
-  tlsMinFailedSessions: 10,
-  tlsMinFailureRate: 0.05,
-  silentDays: 3,
-  silentActiveShare: 0.75,
-  fastMaxPassRate: 0.25,
-  recoverPoints: 0.05,
-  quietDays: 3,
-  knownMinPassing: 20,
-  failureMinReports: 5,
-};
+/** The thresholds the rules read, and their defaults: stated once, in settings.ts. */
+export { defaultSettings, type AnalysisSettings } from './settings.js';
 
 export const FINDING_KINDS = [
   'pass_rate_drop',

@@ -2,9 +2,9 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import { parse as parseToml } from 'smol-toml';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { RuawatchError, errorMessage } from '../errors.js';
-import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
+import { LIMIT_NAMES, defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
 import { SECRET_KEYS, configSchema, type Config } from './schema.js';
 
 export interface LoadedConfig {
@@ -146,12 +146,10 @@ function resolvePaths(node: unknown, base: string, key = ''): void {
   }
 }
 
+/** The caps as the unpacking and parsing code reads them, from the [limits] section. */
 export function limitsOf(config: Config): Limits {
-  const out = { ...defaultLimits } as Limits;
-  for (const k of Object.keys(defaultLimits) as (keyof Limits)[]) {
-    const v = (config.limits as Record<string, number | undefined>)[limitSetting(k)];
-    if (v !== undefined) out[k] = v;
-  }
+  const out: Limits = { ...defaultLimits };
+  for (const k of LIMIT_NAMES) out[k] = config.limits[limitSetting(k)];
   return out;
 }
 
@@ -240,7 +238,7 @@ function resolveSecretFiles(node: unknown, tree: Tree, at: PropertyKey[], proble
  * named NAME (compared case-insensitively, "-" and "." read as "_"), adding it if absent.
  * A secret (PASSWORD, ACCESS_TOKEN...) with a _FILE suffix is read from that file. Lists are comma-separated.
  */
-function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
+export function applyEnv(tree: Tree, env: NodeJS.ProcessEnv): void {
   const sections = envTargets();
   const fromEnv = new Map<Tree, Map<string, string>>();
   for (const [name, raw] of Object.entries(env)) {
@@ -301,7 +299,7 @@ function stripFile(k: string): string {
   return k.endsWith('_file') && SECRET_KEYS.has(k.slice(0, -5)) ? k.slice(0, -5) : k;
 }
 
-function convert(raw: string, type: string | undefined): unknown {
+function convert(raw: string, type: EnvType | undefined): unknown {
   if (type === 'number') return Number(raw);
   if (type === 'boolean') return raw === 'true' || raw === '1' || raw === 'yes';
   if (type === 'array')
@@ -312,45 +310,51 @@ function convert(raw: string, type: string | undefined): unknown {
   return raw;
 }
 
+/** How a variable's text is read: a number, a boolean, a comma-separated list, or as it is. */
+type EnvType = 'number' | 'boolean' | 'array' | 'string';
+
 interface EnvTarget {
   prefix: string;
   path: string[];
   keys: Set<string>;
-  types: Map<string, string>;
+  types: Map<string, EnvType>;
+}
+
+/** A key's schema without what only makes it optional or gives it a default. */
+function bare(schema: z.core.$ZodType): z.core.$ZodType {
+  let t = schema;
+  while (t instanceof z.ZodDefault || t instanceof z.ZodPrefault || t instanceof z.ZodOptional || t instanceof z.ZodNullable)
+    t = t.unwrap();
+  return t;
+}
+
+function envType(schema: z.core.$ZodType): EnvType {
+  const t = bare(schema);
+  if (t instanceof z.ZodNumber) return 'number';
+  if (t instanceof z.ZodBoolean) return 'boolean';
+  if (t instanceof z.ZodArray) return 'array';
+  return 'string';
 }
 
 /** The object sections settable from the environment, read off the schema itself. */
 function envTargets(): EnvTarget[] {
   const out: EnvTarget[] = [];
-  const visit = (schema: unknown, path: string[]) => {
-    const obj = unwrap(schema) as { shape?: Record<string, unknown> };
-    if (!obj.shape) return;
-    const keys = new Set<string>();
-    const types = new Map<string, string>();
-    for (const [k, v] of Object.entries(obj.shape)) {
-      const inner = unwrap(v) as { shape?: unknown; _zod: { def: { type: string } } };
-      if (inner.shape) visit(v, [...path, k]);
-      else {
-        keys.add(k);
-        types.set(k, inner._zod.def.type);
-      }
+  const visit = (shape: Record<string, z.core.$ZodType>, path: string[]) => {
+    const types = new Map<string, EnvType>();
+    for (const [k, v] of Object.entries(shape)) {
+      const inner = bare(v);
+      if (inner instanceof z.ZodObject) visit(inner.shape, [...path, k]);
+      else types.set(k, envType(inner));
     }
-    if (path.length && keys.size) out.push({ prefix: path.join('_'), path, keys, types });
+    if (path.length && types.size) out.push({ prefix: path.join('_'), path, keys: new Set(types.keys()), types });
   };
-  visit(configSchema, []);
+  visit(configSchema.shape, []);
   // Longest prefix first, so alerts_email_host is not read as alerts + "email_host".
   return out.sort((a, b) => b.prefix.length - a.prefix.length);
 }
 
-/** A [[mailbox]] block's keys and their types, read off the schema. */
-function mailboxFieldTypes(): Map<string, string> {
-  const list = unwrap(configSchema.shape.mailbox) as { _zod: { def: { element: unknown } } };
-  const box = unwrap(list._zod.def.element) as { shape: Record<string, unknown> };
-  return new Map(Object.entries(box.shape).map(([k, v]) => [k, (unwrap(v) as { _zod: { def: { type: string } } })._zod.def.type]));
-}
-
-function unwrap(t: unknown): unknown {
-  let cur = t as { _zod?: { def: { innerType?: unknown; type: string } } };
-  while (cur._zod?.def.innerType) cur = cur._zod.def.innerType as typeof cur;
-  return cur;
+/** A [[mailbox]] block's keys and how each is read, off the schema. */
+function mailboxFieldTypes(): Map<string, EnvType> {
+  const box = configSchema.shape.mailbox.unwrap().element;
+  return new Map(Object.entries(box.shape).map(([k, v]) => [k, envType(v)]));
 }

@@ -1,6 +1,7 @@
 import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
-import { defaultLimits, limitSetting, type Limits } from '../unpack/limits.js';
+import { analysisSettingEntries, type AnalysisKey, type SettingSpec } from '../analyse/settings.js';
+import { LIMIT_NAMES, defaultLimits, limitSetting, type LimitSetting } from '../unpack/limits.js';
 
 /**
  * The one place a setting exists. Every section is strict: a misspelt key is an error naming its
@@ -226,35 +227,22 @@ function validZone(zone: string): boolean {
 }
 const percent = z.number().min(0).max(100);
 
-// Thresholds of the drift rules (analyse/rules.ts); docs/findings.md explains each.
+/** A threshold of the drift rules as the table in analyse/settings.ts states it. */
+function threshold(spec: SettingSpec) {
+  return (spec.unit === 'percent' ? percent : positive).default(spec.default).describe(spec.doc);
+}
+// The thresholds of the drift rules (analyse/settings.ts states each; docs/findings.md explains
+// them), and beside them reverse_dns, which is not a rule's threshold.
 const analysis = z.strictObject({
-  recent_days: positive.default(7),
-  baseline_days: positive.default(28),
-  latest_days: positive.default(2),
-  drop_min_messages: positive.default(50),
-  drop_min_baseline_pass_rate: percent.default(90),
-  drop_points: percent.default(20),
-  new_source_min_messages: positive.default(20),
-  new_source_max_pass_rate: percent.default(50),
-  new_source_max_findings: positive.default(10),
-  dkim_min_signatures: positive.default(20),
-  dkim_min_baseline_pass_rate: percent.default(90),
-  dkim_max_pass_rate: percent.default(50),
-  tls_min_failed_sessions: positive.default(10),
-  tls_min_failure_rate: percent.default(5),
-  silent_days: positive.default(3),
-  silent_active_share: percent.default(75),
-  // The life of an alert (docs/findings.md "The life of an alert").
-  fast_max_pass_rate: percent.default(25),
-  recover_points: percent.default(5),
-  quiet_days: positive.default(3),
-  known_min_passing: positive.default(20),
-  failure_min_reports: positive.default(5),
+  ...(Object.fromEntries(analysisSettingEntries.map(([, spec]) => [spec.key, threshold(spec)])) as Record<
+    AnalysisKey,
+    ReturnType<typeof threshold>
+  >),
   reverse_dns: z.boolean().default(true),
 });
 const limits = z.strictObject(
-  Object.fromEntries(Object.entries(defaultLimits).map(([k, v]) => [limitSetting(k as keyof Limits), positive.default(v)])) as Record<
-    string,
+  Object.fromEntries(LIMIT_NAMES.map((k) => [limitSetting(k), positive.default(defaultLimits[k])])) as Record<
+    LimitSetting,
     z.ZodDefault<z.ZodNumber>
   >,
 );
@@ -337,5 +325,9 @@ export const configSchema = z.strictObject({
 });
 
 export type Config = z.infer<typeof configSchema>;
+/** The channels' sections as the schema gives them (defaults applied): what each channel is built from. */
+export type EmailConfig = z.infer<typeof email>;
+export type MatrixConfig = z.infer<typeof matrix>;
+export type DiscordConfig = z.infer<typeof discord>;
 
 export { SECRET_KEYS } from '../log.js';

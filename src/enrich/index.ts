@@ -82,7 +82,11 @@ export type EnrichSettings = Config['enrich'];
 export interface EnricherOptions {
   /** Where compiled copies of CSV data files are kept; null: compiled in memory on every start. */
   cacheDir?: string | null;
-  /** Addresses whose network facts are kept in memory (default 65,536; the cache starts over when full). */
+  /**
+   * Addresses whose network facts are kept in memory (default 4,096; the cache starts over when
+   * full). An evaluation of many domains looks up each of its sources about once, so a larger cache
+   * fills with addresses not asked again and only makes the heap grow (docs/performance.md).
+   */
   cacheSize?: number;
 }
 
@@ -121,7 +125,7 @@ export function createEnricher(settings: EnrichSettings, opts: EnricherOptions =
  * An enricher over data already in memory. Pure apart from its cache: the same query over the same
  * data gives the same answer, so rules can use it as rows in, findings out.
  */
-export function enricherOver(data: EnricherData, cacheSize = 65_536): Enricher {
+export function enricherOver(data: EnricherData, cacheSize = 4_096): Enricher {
   const cache = new Map<string, AddressFacts>();
   const remember = (key: string, f: AddressFacts) => {
     if (cache.size >= cacheSize) cache.clear();

@@ -3,13 +3,10 @@ import type * as DiscordJs from 'discord.js';
 import type { Channel, Message } from './types.js';
 import { DeliveryError, httpScope, mayHaveArrived } from './types.js';
 import { causeOf } from './matrix.js';
+import type { DiscordConfig } from '../config/schema.js';
 
-export interface DiscordSettings {
-  webhook_url?: string | undefined;
-  bot_token?: string | undefined;
-  channel_id?: string | undefined;
-  api_url?: string | undefined;
-}
+/** The [alerts.discord] section, as the config schema gives it. */
+export type DiscordSettings = DiscordConfig;
 
 export const COLOURS = { critical: 0xd32f2f, warning: 0xf9a825, info: 0x1976d2, resolved: 0x2e7d32 } as const;
 

@@ -3,17 +3,10 @@ import nodemailer, { type Transporter } from 'nodemailer';
 import type { Channel, FailureScope, Message } from './types.js';
 import { RuawatchError, errorMessage } from '../errors.js';
 import { DeliveryError } from './types.js';
+import type { EmailConfig } from '../config/schema.js';
 
-export interface EmailSettings {
-  host: string;
-  port: number;
-  security: 'tls' | 'starttls' | 'none';
-  user?: string | undefined;
-  password?: string | undefined;
-  ca_file?: string | undefined;
-  from: string;
-  to: string[];
-}
+/** The [alerts.email] section, as the config schema gives it. */
+export type EmailSettings = EmailConfig;
 
 /**
  * Email through nodemailer over SMTP, as text and HTML. Marked Auto-Submitted (RFC 3834) so

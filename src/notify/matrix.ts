@@ -1,11 +1,9 @@
 import type { Channel, Message } from './types.js';
 import { DeliveryError, httpScope, mayHaveArrived } from './types.js';
+import type { MatrixConfig } from '../config/schema.js';
 
-export interface MatrixSettings {
-  homeserver: string;
-  access_token: string;
-  room_id: string;
-}
+/** The [alerts.matrix] section, as the config schema gives it. */
+export type MatrixSettings = MatrixConfig;
 
 /**
  * Matrix client-server API: PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}.

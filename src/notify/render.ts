@@ -1,7 +1,9 @@
 import os from 'node:os';
 import type { SourceFields } from '../analyse/senders.js';
-import type { Finding, FindingKind, Severity } from '../analyse/types.js';
-import type { Message, NotificationEvent } from './types.js';
+import type { FindingKind, Severity } from '../analyse/types.js';
+import type { AlertRenderer, AlertView, Message, NotificationEvent } from './types.js';
+
+export type { AlertView } from './types.js';
 
 export const KIND_TITLES: Record<FindingKind, string> = {
   pass_rate_drop: 'DMARC pass rate dropped',
@@ -10,13 +12,6 @@ export const KIND_TITLES: Record<FindingKind, string> = {
   tls_failures: 'TLS failures',
   reporter_silent: 'Reporter silent',
   policy_changed: 'DMARC policy changed',
-};
-
-/** What render needs from an alert row (store/alerts.ts): the finding's fields and when it opened. */
-export type AlertView = Pick<Finding, 'key' | 'kind' | 'severity' | 'domain' | 'source_ip' | 'source_name' | 'reporter' | 'summary'> & {
-  first_seen: number;
-  /** For a reminder: what got worse since the last message (store/alerts.ts changeOf). */
-  change?: string;
 };
 
 export function escapeHtml(s: string): string {
@@ -182,3 +177,6 @@ export function renderDigest(d: DigestData, now: number): Message {
   const fields = d.domains.slice(0, 20).map((x) => ({ name: x.domain, value: `${pctText(x.pass_rate)} of ${intText(x.messages)}` }));
   return { event: 'digest', tone: worst, title, text: text.join('\n'), html: html.join(''), fields, at: now };
 }
+
+/** The renderer the alert store queues messages with. */
+export const alertRenderer: AlertRenderer = { alert: renderAlert, fallback: renderFallback };

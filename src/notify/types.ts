@@ -1,4 +1,4 @@
-import type { Severity } from '../analyse/types.js';
+import type { Finding, FindingKind, Severity } from '../analyse/types.js';
 import { RuawatchError } from '../errors.js';
 
 export type ChannelName = 'email' | 'matrix' | 'discord';
@@ -7,6 +7,23 @@ export const CHANNEL_NAMES: ChannelName[] = ['email', 'matrix', 'discord'];
 export type NotificationEvent = 'opened' | 'reminder' | 'resolved' | 'digest' | 'test';
 
 /** A message rendered once, when queued, and sent as is by every channel (render.ts). */
+/** What an alert's message is written from (render.ts): the finding's fields and when it opened. */
+export type AlertView = Pick<Finding, 'key' | 'kind' | 'severity' | 'domain' | 'source_ip' | 'source_name' | 'reporter' | 'summary'> & {
+  first_seen: number;
+  /** For a reminder: what got worse since the last message (store/alerts.ts changeOf). */
+  change?: string;
+};
+
+/**
+ * How alert messages are written (render.ts renderAlert, renderFallback), given to the store that
+ * queues them: the store keeps the queue, the notify layer decides what a message says.
+ */
+export interface AlertRenderer {
+  alert(view: AlertView, event: 'opened' | 'reminder' | 'resolved', now: number): Message;
+  /** The short notice standing for a refused message: kind and domain only. */
+  fallback(alert: { kind: FindingKind; domain: string } | null, event: NotificationEvent, status: string | null, now: number): Message;
+}
+
 export interface Message {
   event: NotificationEvent;
   /** What colours it: the finding's severity, or "resolved". */

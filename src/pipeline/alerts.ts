@@ -1,5 +1,5 @@
 import dns from 'node:dns';
-import { CLOSES_SILENTLY, DAY, lastDays, sortFindings, type AnalysisSettings, type Finding } from '../analyse/index.js';
+import { CLOSES_SILENTLY, DAY, lastDays, mentionedIn, settingsFrom, type AnalysisSettings, type Finding } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -7,40 +7,18 @@ import { DiscordChannel } from '../notify/discord.js';
 import { EmailChannel } from '../notify/email.js';
 import { MatrixChannel } from '../notify/matrix.js';
 import { deliverOne } from '../notify/deliver.js';
-import { renderDigest, type DigestData } from '../notify/render.js';
+import { alertRenderer, renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
 import { AlertStore, openAlertsForRules } from '../store/alerts.js';
 import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
 import type { Enricher } from '../enrich/index.js';
-import { decorateFindings, enrichDigest, enrichEvaluation, mentionedIps } from './senders.js';
+import { enrichDigest, enrichEvaluation, labelFindings } from './senders.js';
 
+/** The thresholds the rules read, from the config's [analysis] section (analyse/settings.ts maps one to the other). */
 export function settingsOf(config: Config): AnalysisSettings {
-  const a = config.analysis;
-  return {
-    recentDays: a.recent_days,
-    baselineDays: a.baseline_days,
-    latestDays: a.latest_days,
-    dropMinMessages: a.drop_min_messages,
-    dropMinBaselineRate: a.drop_min_baseline_pass_rate / 100,
-    dropPoints: a.drop_points / 100,
-    newSourceMinMessages: a.new_source_min_messages,
-    newSourceMaxPassRate: a.new_source_max_pass_rate / 100,
-    newSourceMaxFindings: a.new_source_max_findings,
-    dkimMinSignatures: a.dkim_min_signatures,
-    dkimMinBaselineRate: a.dkim_min_baseline_pass_rate / 100,
-    dkimMaxPassRate: a.dkim_max_pass_rate / 100,
-    tlsMinFailedSessions: a.tls_min_failed_sessions,
-    tlsMinFailureRate: a.tls_min_failure_rate / 100,
-    silentDays: a.silent_days,
-    silentActiveShare: a.silent_active_share / 100,
-    fastMaxPassRate: a.fast_max_pass_rate / 100,
-    recoverPoints: a.recover_points / 100,
-    quietDays: a.quiet_days,
-    knownMinPassing: a.known_min_passing,
-    failureMinReports: a.failure_min_reports,
-  };
+  return settingsFrom(config.analysis);
 }
 
 /** The channels configured under [alerts], in a fixed order. */
@@ -83,12 +61,9 @@ async function namesFor(
   log: Logger,
   readOnly: boolean,
 ): Promise<Map<string, string>> {
-  const ips = new Set<string>();
-  for (const f of findings) {
-    if (f.source_ip) ips.add(f.source_ip);
-    const listed = f.details.source_ips;
-    if (Array.isArray(listed)) for (const ip of listed.slice(0, 3)) ips.add(ip);
-  }
+  // The addresses the messages mention (each finding's source among them).
+  const ips = mentionedIn(findings);
+  for (const f of findings) if (f.source_ip) ips.add(f.source_ip);
   const names = new Map<string, string>();
   for (const ip of ips) {
     const cached = store.cachedName(ip, now, NAME_TTL);
@@ -140,8 +115,8 @@ export interface AlertRun {
 }
 
 /**
- * One evaluation: run the rules over the daily rollups one policy domain at a time (the domains
- * with findings a second time, with the names of the IPs they mention), update the alert state and
+ * One evaluation: run the rules over the daily rollups one policy domain at a time, name the
+ * addresses the findings mention (reverse DNS, who is sending), update the alert state and
  * deliver what it queued, plus anything an earlier run could not deliver. With dryRun the alert
  * state and the notification queue are left alone, and so is the reverse DNS cache: a dry run
  * writes nothing.
@@ -151,28 +126,17 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
   const store = new AlertStore(db);
   // Open alerts are judged against their frozen baselines (a dry run reads them too).
   const open = openAlertsForRules(store.openAlerts());
-  const enricher = opts.enricher ?? null;
-  // With enrichment and no reverse DNS, one evaluation labels the sources as the rules name them;
-  // with reverse DNS, a second one does, once the names of the findings' sources are known.
-  const first = enricher ? enrichEvaluation(enricher, { labelAll: !opts.lookup }) : null;
-  let findings = await evaluateRulesInTurns(db, opts.now, settings, first ? { open, prepare: first.prepare } : { open });
-  if (first && !opts.lookup) findings = decorateFindings(findings, first.seen, new Map());
-  else if (opts.lookup && findings.length) {
-    const names = await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun);
-    if (enricher) {
-      // Again, with the sources' labels in the messages (senders.ts).
-      const e = enrichEvaluation(enricher, { names, labelled: mentionedIps(findings), reuse: first?.seen });
-      const domains = new Set(findings.map((f) => f.domain));
-      findings = decorateFindings(
-        sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { domains, open, prepare: e.prepare })),
-        e.seen,
-        names,
-      );
-    } else if (names.size) {
-      const domains = new Set(findings.map((f) => f.domain));
-      findings = sortFindings(await evaluateRulesInTurns(db, opts.now, settings, { names, domains, open }));
-    }
-  }
+  // With enrichment on, the rules ask who a source is where the answer could change a finding,
+  // and the facts of the sources the findings mention are kept for their messages.
+  const e = opts.enricher ? enrichEvaluation(opts.enricher) : null;
+  const findings = await evaluateRulesInTurns(db, opts.now, settings, {
+    open,
+    unnamed: true,
+    ...(e ? { prepare: e.prepare, examine: e.examine } : {}),
+  });
+  // Then the names of the addresses they mention, and the messages written with them.
+  const names = opts.lookup && findings.length ? await namesFor(store, findings, opts.lookup, opts.now, opts.log, opts.dryRun) : null;
+  labelFindings(findings, names, e?.facts ?? null);
   const run: AlertRun = { findings, opened: [], reminded: [], resolved: [], deliveries: { sent: 0, failed: [], pending: 0 } };
   if (opts.dryRun) return run;
 
@@ -180,6 +144,7 @@ export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): 
     renotifySeconds: config.alerts.renotify_hours * 3600,
     channels: opts.channels.map((c) => c.name),
     silent: CLOSES_SILENTLY,
+    render: alertRenderer,
   });
   run.opened = r.opened.map((f) => f.key);
   run.reminded = r.reminded.map((f) => f.key);
@@ -231,7 +196,7 @@ export async function deliverPending(
             // output, run in a warning after the poll or the digest).
             opts.log.info({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
             // A notice stands for a refused message, sent next; a refused notice stands for itself.
-            if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock()));
+            if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock(), alertRenderer));
             // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
             if (!o.refused && o.attempts > 0) {
               store.channelFailed(channel.name, o.reason, false, clock());

@@ -4,6 +4,7 @@
  * enricher itself is made by App.enricher(), which imports that code when it is first asked for.
  */
 import { describeSender, sourceFields, type SenderFacts, type SourceFields } from '../analyse/senders.js';
+import { mentionedIn, nameFindings } from '../analyse/names.js';
 import type { AnalysisInput, Finding } from '../analyse/types.js';
 import type { Enricher } from '../enrich/index.js';
 import { DAY } from '../analyse/rollups.js';
@@ -71,108 +72,84 @@ export function dkimDomainsOf(rows: Iterable<{ sourceIp: string; signingDomain: 
   return out;
 }
 
-/** The IPs a finding names: its source, and the first few it lists (as the reverse DNS lookups take them). */
-export function mentionedIps(findings: Finding[]): Set<string> {
-  const ips = new Set<string>();
-  for (const f of findings) {
-    if (f.source_ip) ips.add(f.source_ip);
-    const listed = f.details.source_ips;
-    if (Array.isArray(listed)) for (const ip of listed.slice(0, 3)) ips.add(ip);
-  }
-  return ips;
-}
-
 /**
- * What evaluateRules' `prepare` does with enrichment on: the rules get a lookup of who a source is,
- * which they ask only about the sources whose failures the answer could change, and the IPs in
- * `labelled` get the label that findings' messages show in place of the reverse DNS name. `seen`
- * keeps every answer, for decorateFindings() and for a second evaluation (`reuse`), whose labelled
- * IPs alone are looked up again (with their names).
+ * What evaluateRules' `prepare` and `examine` do with enrichment on. `prepare` gives the rules a
+ * lookup of who a source is, which they ask only about the sources whose failures the answer could
+ * change; each group of domains has its own, dropped with the group. `examine` keeps the facts of
+ * the sources the group's findings mention (`facts`), asked while the group's DKIM domains are at
+ * hand: all that labelFindings() needs once the evaluation is over.
  */
-export function enrichEvaluation(
-  enricher: Enricher,
-  opts: {
-    names?: ReadonlyMap<string, string> | null;
-    labelled?: ReadonlySet<string>;
-    /** Every source gets its label, made when the rules ask for it (no reverse DNS to wait for). */
-    labelAll?: boolean;
-    reuse?: ReadonlyMap<string, SenderFacts>;
-  } = {},
-): { prepare: (input: AnalysisInput) => void; seen: Map<string, SenderFacts> } {
-  const labelled = opts.labelled ?? new Set<string>();
-  const seen = new Map<string, SenderFacts>();
-  if (opts.reuse) for (const [ip, f] of opts.reuse) if (!labelled.has(ip)) seen.set(ip, f);
-  const names = opts.names;
+export function enrichEvaluation(enricher: Enricher): {
+  prepare: (input: AnalysisInput) => void;
+  examine: (input: AnalysisInput, findings: readonly Finding[]) => void;
+  facts: Map<string, SenderFacts>;
+} {
+  const facts = new Map<string, SenderFacts>();
   const prepare = (input: AnalysisInput) => {
-    // An IP the lookups asked about and got no name for has none; the others were not asked.
-    const ptr = (ip: string) => (names && labelled.has(ip) ? (names.get(ip) ?? null) : undefined);
     // The DKIM domains by source are gathered only when a full answer is first asked for: the
     // forwarder exemption, which asks about every failing source, needs the address alone.
     let one: ((ip: string) => SenderFacts) | null = null;
-    const address = senderLookup(enricher, { ptr });
+    const address = senderLookup(enricher);
+    const full = new Map<string, SenderFacts>();
+    // The facts of the address alone, for the forwarder exemption (asked twice for a source failing
+    // both DMARC and DKIM); a large domain's summed sources are asked once each, so the map is bounded.
     const own = new Map<string, SenderFacts>();
-    const senders = {
+    input.senders = {
       get: (ip: string) => {
-        let f = seen.get(ip);
+        let f = full.get(ip);
         if (!f) {
-          one ??= senderLookup(enricher, { ptr, dkim: dkimDomainsOf(input.dkim) });
-          seen.set(ip, (f = one(ip)));
+          one ??= senderLookup(enricher, { dkim: dkimDomainsOf(input.dkim) });
+          full.set(ip, (f = one(ip)));
         }
         return f;
       },
       byAddress: (ip: string) => {
-        let f = seen.get(ip) ?? own.get(ip);
-        if (!f) own.set(ip, (f = address(ip)));
+        let f = full.get(ip) ?? own.get(ip);
+        if (!f) {
+          if (own.size >= OWN_MAX) own.clear();
+          own.set(ip, (f = address(ip)));
+        }
         return f;
       },
     };
-    input.senders = senders;
-    if (opts.labelAll) {
-      input.names = new LazyLabels(senders, new Set(input.sources.map((s) => s.sourceIp)));
-    } else if (labelled.size) {
-      const present = new Set(input.sources.map((s) => s.sourceIp));
-      const labels = new Map<string, string>();
-      for (const ip of labelled) {
-        const name = names?.get(ip);
-        if (present.has(ip)) labels.set(ip, describeSender(senders.get(ip)));
-        else if (name) labels.set(ip, name);
-      }
-      input.names = labels;
-    }
   };
-  return { prepare, seen };
+  const examine = (input: AnalysisInput, findings: readonly Finding[]) => {
+    const mentioned = new Set<string>(mentionedIn(findings));
+    for (const f of findings) if (f.source_ip) mentioned.add(f.source_ip);
+    if (mentioned.size === 0 || !input.senders) return;
+    // Labels are for the domain's own sources (an address only failure reports named has no rows here).
+    const present = new Set<string>();
+    for (const s of input.sources) if (mentioned.has(s.sourceIp)) present.add(s.sourceIp);
+    // A large domain's summed sources (store/analysis.ts) are mentioned by their most failing only.
+    for (const r of input.rest ?? []) for (const [ip] of r.top) if (mentioned.has(ip)) present.add(ip);
+    for (const ip of present) if (!facts.has(ip)) facts.set(ip, input.senders.get(ip)!);
+  };
+  return { prepare, examine, facts };
 }
 
-/**
- * Labels made on demand: the rules read `names` only for the IPs they put in a message, so a domain
- * with a million sources costs a label per finding, not per source.
- */
-class LazyLabels extends Map<string, string> {
-  constructor(
-    private readonly senders: { get(ip: string): SenderFacts },
-    private readonly present: ReadonlySet<string>,
-  ) {
-    super();
-  }
-  override get(ip: string): string | undefined {
-    return this.present.has(ip) ? describeSender(this.senders.get(ip)) : undefined;
-  }
-}
+const OWN_MAX = 65_536;
 
 /**
- * Findings about one source gain asn, as_org, country, service and service_type; source_name stays
- * the reverse DNS name (the rules saw labels in its place).
+ * Names the findings of an unnamed evaluation (analyse/names.ts): beside each address its messages
+ * mention, who the source is (describeSender, with its reverse DNS name when looked up) when
+ * enrichment knows it, else the reverse DNS name. Findings about one source gain asn, as_org,
+ * country, service and service_type (with enrichment on); source_name is the reverse DNS name.
+ * `names` null: reverse DNS was not looked up.
  */
-export function decorateFindings(
+export function labelFindings(
   findings: Finding[],
-  seen: ReadonlyMap<string, SenderFacts>,
-  names: ReadonlyMap<string, string>,
+  names: ReadonlyMap<string, string> | null,
+  facts: ReadonlyMap<string, SenderFacts> | null,
 ): Finding[] {
-  for (const f of findings) {
-    if (!f.source_ip) continue;
-    Object.assign(f, sourceFields(seen.get(f.source_ip)));
-    f.source_name = names.get(f.source_ip) ?? null;
-  }
+  nameFindings(findings, {
+    label: (ip) => {
+      const f = facts?.get(ip);
+      if (f) return describeSender(names ? { ...f, ptr: names.get(ip) ?? null } : f);
+      return names?.get(ip);
+    },
+    name: (ip) => names?.get(ip),
+  });
+  if (facts) for (const f of findings) if (f.source_ip) Object.assign(f, sourceFields(facts.get(f.source_ip)));
   return findings;
 }
 

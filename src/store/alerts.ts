@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { Finding, FindingKind, OpenAlert, Severity } from '../analyse/types.js';
-import { renderAlert, renderFallback, type AlertView } from '../notify/render.js';
-import { CHANNEL_NAMES, type ChannelName, type Message, type NotificationEvent } from '../notify/types.js';
+import {
+  CHANNEL_NAMES,
+  type AlertRenderer,
+  type AlertView,
+  type ChannelName,
+  type Message,
+  type NotificationEvent,
+} from '../notify/types.js';
 import type { Db } from './db.js';
 
 export interface AlertRow extends Omit<AlertView, 'source_name'> {
@@ -152,7 +158,11 @@ export class AlertStore {
    * that is not 0, except to a channel that parked its last message ("reminder"); an open alert
    * whose finding is gone is resolved ("resolved", except kinds in `silent`).
    */
-  reconcile(findings: Finding[], now: number, opts: { renotifySeconds: number; channels: ChannelName[]; silent: Set<string> }): Reconciled {
+  reconcile(
+    findings: Finding[],
+    now: number,
+    opts: { renotifySeconds: number; channels: ChannelName[]; silent: Set<string>; render: AlertRenderer },
+  ): Reconciled {
     const out: Reconciled = { opened: [], reminded: [], ongoing: [], resolved: [], queued: 0 };
     const insertAlert = this.db.prepare(
       `INSERT INTO alerts (key, kind, severity, domain, source_ip, reporter, summary, details, first_seen, last_seen, last_notified, baseline, notified)
@@ -177,7 +187,7 @@ export class AlertStore {
         // A channel that is down does not pile up reminders: one undelivered message is enough.
         if (event === 'reminder' && pendingFor.get(alertId, channel)) continue;
         if (timed && lastParked.pluck().get(alertId, channel) === 1) continue;
-        this.enqueue(channel, event, renderAlert(view, event, now), alertId, now);
+        this.enqueue(channel, event, opts.render.alert(view, event, now), alertId, now);
         out.queued++;
       }
     };
@@ -285,12 +295,12 @@ export class AlertStore {
    * Queues the short notice that stands for a parked message on its channel: the alert's kind and
    * domain, nothing else from the reports (render.ts renderFallback).
    */
-  enqueueFallback(parked: PendingNotification, status: string | null, now: number): PendingNotification {
+  enqueueFallback(parked: PendingNotification, status: string | null, now: number, render: AlertRenderer): PendingNotification {
     const alert = parked.alert_id
       ? (this.db.prepare(`SELECT kind, domain FROM alerts WHERE id = ?`).get(parked.alert_id) as
           { kind: FindingKind; domain: string } | undefined)
       : undefined;
-    const message = renderFallback(alert ?? null, parked.event, status, now);
+    const message = render.fallback(alert ?? null, parked.event, status, now);
     const id = this.enqueue(parked.channel, parked.event, message, parked.alert_id, now, parked.id);
     const row = this.db
       .prepare(

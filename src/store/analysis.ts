@@ -1,5 +1,6 @@
-import { analyse, sortFindings, windowsAt } from '../analyse/index.js';
-import { DAY } from '../analyse/rollups.js';
+import { analyseUnnamed, nameFindings, sortFindings, windowsAt } from '../analyse/index.js';
+import { DAY, emptyTally, inWindow, judged, mergeTally, parsePolicyKey, type Tally, type Windows } from '../analyse/rollups.js';
+import { exemptTally, forwarderExemptions } from '../analyse/senders.js';
 import type {
   AnalysisInput,
   AnalysisSettings,
@@ -9,6 +10,8 @@ import type {
   Finding,
   OpenAlert,
   PolicyDay,
+  SourceDay,
+  SourceRest,
   TlsDay,
   TlsFailureDay,
 } from '../analyse/types.js';
@@ -26,20 +29,31 @@ import type { Db } from './db.js';
  * and recovery. That is about 5 rows per source instead of 35, which a domain with hundreds of
  * sources needs. TLS, policy and coverage rows, one per domain and day or so, come by day; failure
  * reports for the last whole day and the current one.
+ *
+ * A domain with more than `maxSourceRows` such rows (anyone can send a report of two million
+ * records, each from its own source) is read in two parts: the sources a per-source rule can judge
+ * (enough messages in a window to reach a rule's threshold, an open alert, a failure report) one by
+ * one, as above, and the others summed (AnalysisInput.rest) while SQLite streams them, so the memory
+ * an evaluation needs does not grow with sources that no rule judges one by one.
  */
 export class AnalysisReader {
   readonly from: number;
   readonly to: number;
   private readonly recent: number;
   private readonly daily: number;
+  private readonly w: Windows;
   private readonly q: ReturnType<typeof statements>;
+  /** The domains of the last load() whose small sources are still to be summed (summarise()). */
+  private unsummed: { domain: string; held: string[] }[] = [];
 
   constructor(
     private readonly db: Db,
     now: number,
-    settings: AnalysisSettings,
+    private readonly settings: AnalysisSettings,
+    private readonly maxSourceRows = MAX_SOURCE_ROWS,
   ) {
     const w = windowsAt(now, settings);
+    this.w = w;
     this.from = Math.min(w.baseline.from, w.recent.from, w.latest.from);
     this.to = Math.floor(now / DAY);
     this.recent = w.recent.from;
@@ -52,33 +66,197 @@ export class AnalysisReader {
     return (this.q.domains.all(this.from, this.to) as { domain: string }[]).map((r) => r.domain);
   }
 
-  /** The rollups of some policy domains over the windows. */
+  /**
+   * The rollups of some policy domains over the windows. For a domain with more source rows than
+   * are held, only the sources a per-source rule can judge come in `sources` (and their DKIM rows,
+   * with those of the signatures that passed in the baseline, which dkim_selector_broken judges);
+   * summarise() adds the others, summed, once the sources' facts (input.senders) are known.
+   */
   load(domains: string[], open?: Map<string, OpenAlert>): AnalysisInput {
     const p = { domains: JSON.stringify(domains), from: this.from, to: this.to, recent: this.recent, daily: this.daily };
+    const counts = new Map<string, number>();
+    const large = new Set<string>();
+    let sources: SourceDay[] = [];
+    for (const r of this.q.sources.iterate(p) as IterableIterator<SourceRow>) {
+      if (large.has(r[0])) continue;
+      const n = (counts.get(r[0]) ?? 0) + 1;
+      counts.set(r[0], n);
+      if (n > this.maxSourceRows) large.add(r[0]);
+      else sources.push(sourceDay(r));
+    }
+    const failures = this.q.failures.all({ domains: p.domains, from: this.to - 1, to: this.to }) as FailureDay[];
+    const mine = open ? openOf(open, domains) : undefined;
+    let dkim: DkimDay[];
+    this.unsummed = [];
+    if (large.size === 0) dkim = this.q.dkim.all(p) as DkimDay[];
+    else {
+      sources = sources.filter((r) => !large.has(r.domain));
+      dkim = this.q.dkim.all({ ...p, domains: JSON.stringify(domains.filter((d) => !large.has(d))) }) as DkimDay[];
+      for (const domain of large) {
+        const held = this.heldSources(domain, failures, mine);
+        const q = { ...p, domain, held: JSON.stringify(held) };
+        for (const r of this.q.heldSources.iterate(q) as IterableIterator<SourceRow>) sources.push(sourceDay(r));
+        this.heldDkim(q, new Set(held), dkim);
+        this.unsummed.push({ domain, held });
+      }
+    }
     return {
-      sources: (this.q.sources.all(p) as SourceRow[]).map((r) => ({
-        domain: r[0],
-        day: r[1],
-        sourceIp: r[2],
-        headerFrom: r[3],
-        messages: r[4],
-        dmarcPass: r[5],
-        dkimAlignedPass: r[6],
-        spfAlignedPass: r[7],
-        forwarded: r[8],
-        quarantine: r[9],
-        reject: r[10],
-        none: r[4] - r[9] - r[10],
-      })),
-      dkim: this.q.dkim.all(p) as DkimDay[],
+      sources,
+      dkim,
       tls: this.q.tls.all(p) as TlsDay[],
       tlsFailures: this.q.tlsFailures.all(p) as TlsFailureDay[],
       coverage: this.q.coverage.all(p) as CoverageDay[],
-      policies: this.q.policies.all(p) as PolicyDay[],
-      failures: this.q.failures.all({ domains: p.domains, from: this.to - 1, to: this.to }) as FailureDay[],
-      ...(open ? { open: openOf(open, domains) } : {}),
+      policies: policyDays(this.q.policies.all(p) as Omit<PolicyDay, 'published'>[]),
+      failures,
+      ...(mine ? { open: mine } : {}),
     };
   }
+
+  /**
+   * The sources of a large domain a per-source rule can judge: with enough messages in the baseline
+   * (pass_rate_drop, a known source) or the recent days (new_failing_source), named by an open alert
+   * or a failure report; while a run of new failing sources is open as one finding, every source
+   * failing over the last days (the finding counts them).
+   */
+  private heldSources(domain: string, failures: FailureDay[], open: Map<string, OpenAlert> | undefined): string[] {
+    const s = this.settings;
+    const folded = open?.has(`new_failing_source:${domain}`) === true;
+    const held = new Set(
+      this.q.held.pluck().all({
+        domain,
+        from: this.from,
+        to: this.to,
+        recent: this.recent,
+        quiet: this.w.quiet.from,
+        baseMin: Math.min(s.dropMinMessages, s.knownMinPassing),
+        recentMin: s.newSourceMinMessages,
+        folded: folded ? 1 : 0,
+      }) as string[],
+    );
+    for (const f of failures) if (f.domain === domain && f.sourceIp) held.add(f.sourceIp);
+    for (const a of open?.values() ?? []) {
+      if (a.domain !== domain) continue;
+      for (const kind of ['pass_rate_drop', 'new_failing_source']) {
+        const prefix = `${kind}:${domain}:`;
+        if (a.key.startsWith(prefix)) held.add(a.key.slice(prefix.length));
+      }
+      const known = a.baseline.known_sources;
+      if (Array.isArray(known)) for (const ip of known) if (typeof ip === 'string') held.add(ip);
+    }
+    return [...held].sort();
+  }
+
+  /**
+   * The DKIM rows of a large domain that a rule reads: every row of the held sources, and of the
+   * other sources the rows of each signature (domain, selector) that passed for them in the
+   * baseline (dkim_selector_broken judges a selector on the sources it passed for).
+   */
+  private heldDkim(q: Record<string, unknown>, held: ReadonlySet<string>, out: DkimDay[]): void {
+    let pair: DkimDay[] = [];
+    let passed = false;
+    const flush = () => {
+      if (pair.length && (passed || held.has(pair[0]!.sourceIp))) for (const r of pair) out.push(r);
+      pair = [];
+      passed = false;
+    };
+    for (const r of this.q.largeDkim.iterate(q) as IterableIterator<DkimDay>) {
+      const last = pair[0];
+      if (last && (last.sourceIp !== r.sourceIp || last.signingDomain !== r.signingDomain || last.selector !== r.selector)) flush();
+      pair.push(r);
+      if (r.result === 'pass' && r.day < this.recent && r.messages > 0) passed = true;
+    }
+    flush();
+  }
+
+  /**
+   * Adds to `input` (loaded by the last load()) the sources of its large domains that were not
+   * held, summed per day as the rules sum a source, with the forwarder exemption applied (its
+   * lookups through input.senders, as the rules make them). SQLite hands them over one source at
+   * a time: what is kept is a tally per day, the most failing sources and the services of passing
+   * ones, whatever their number.
+   */
+  summarise(input: AnalysisInput): void {
+    const w = this.w;
+    for (const { domain, held } of this.unsummed) {
+      const days = new Map<number, Tally & { day: number }>();
+      const top: [string, number][] = [];
+      const services = new Set<string>();
+      let failing = 0;
+      let rows: SourceDay[] = [];
+      const flush = () => {
+        const ip = rows[0]?.sourceIp;
+        if (ip === undefined) return;
+        const fails = rows.some((r) => r.messages - r.dmarcPass - r.forwarded > 0);
+        const exempt = fails && forwarderExemptions(input.senders, [ip]).has(ip);
+        const base = emptyTally();
+        const recent = emptyTally();
+        for (const row of rows) {
+          const r = exempt ? exemptTally(row) : row;
+          const inBase = inWindow(r.day, w.baseline);
+          const inRecent = inWindow(r.day, w.recent);
+          if (!inBase && !inRecent) continue;
+          if (inBase) mergeTally(base, r);
+          else mergeTally(recent, r);
+          let t = days.get(r.day);
+          if (!t) days.set(r.day, (t = { day: r.day, ...emptyTally() }));
+          mergeTally(t, r);
+        }
+        const failed = judged(recent) - recent.dmarcPass;
+        if (failed > 0) {
+          failing++;
+          keepTop(top, ip, failed);
+        }
+        const pass = base.dmarcPass + recent.dmarcPass;
+        const all = judged(base) + judged(recent);
+        if (input.senders && all > 0 && pass * 2 >= all) {
+          const f = input.senders.byAddress ? input.senders.byAddress(ip) : input.senders.get(ip);
+          if (f?.service_id) services.add(f.service_id);
+        }
+        rows = [];
+      };
+      const q = { from: this.from, to: this.to, recent: this.recent, daily: this.daily, domain, held: JSON.stringify(held) };
+      for (const r of this.q.restSources.iterate(q) as IterableIterator<SourceRow>) {
+        if (rows.length && rows[0]!.sourceIp !== r[2]) flush();
+        rows.push(sourceDay(r));
+      }
+      flush();
+      (input.rest ??= []).push({ domain, days: [...days.values()], failing, top, services: [...services].sort() } satisfies SourceRest);
+    }
+    this.unsummed = [];
+  }
+}
+
+/** Rows of one domain's sources held one by one, past which its sources no rule judges alone are summed. */
+export const MAX_SOURCE_ROWS = 20_000;
+
+/** How many of a domain's summed failing sources are named (the domain-wide finding lists 20). */
+const TOP_FAILING = 20;
+
+/** Keeps `top` the TOP_FAILING most failing sources, most first, ties by IP (as the rules sort them). */
+function keepTop(top: [string, number][], ip: string, failed: number): void {
+  const before = (a: [string, number]) => failed > a[1] || (failed === a[1] && ip.localeCompare(a[0]) < 0);
+  if (top.length >= TOP_FAILING && !before(top[top.length - 1]!)) return;
+  let i = top.length;
+  while (i > 0 && before(top[i - 1]!)) i--;
+  top.splice(i, 0, [ip, failed]);
+  if (top.length > TOP_FAILING) top.pop();
+}
+
+function sourceDay(r: SourceRow): SourceDay {
+  return {
+    domain: r[0],
+    day: r[1],
+    sourceIp: r[2],
+    headerFrom: r[3],
+    messages: r[4],
+    dmarcPass: r[5],
+    dkimAlignedPass: r[6],
+    spfAlignedPass: r[7],
+    forwarded: r[8],
+    quarantine: r[9],
+    reject: r[10],
+    none: r[4] - r[9] - r[10],
+  };
 }
 
 /** The open alerts of these domains only: a rule that walks the open alerts sees each in one group. */
@@ -95,16 +273,42 @@ function statements(db: Db) {
   // For each domain of the list, its rows of the days in range: the primary keys' order.
   const range = 'domain IN (SELECT value FROM json_each(@domains)) AND day >= @from AND day < @to';
   const window = `CASE WHEN day >= @daily THEN day WHEN day >= @recent THEN @recent ELSE @from END`;
+  const tally = `SUM(messages) AS messages, SUM(dmarc_pass) AS dmarcPass, SUM(dkim_aligned_pass) AS dkimAlignedPass,
+              SUM(spf_aligned_pass) AS spfAlignedPass, SUM(forwarded) AS forwarded, SUM(quarantine) AS quarantine, SUM(reject) AS reject`;
+  const one = 'domain = @domain AND day >= @from AND day < @to';
+  const held = 'source_ip IN (SELECT value FROM json_each(@held))';
   return {
     domains: db.prepare(`SELECT DISTINCT domain FROM domain_daily WHERE day >= ? AND day < ? ORDER BY domain`),
     sources: db
       .prepare(
-        `SELECT domain, ${window} AS day, source_ip AS sourceIp, header_from AS headerFrom, SUM(messages) AS messages,
-              SUM(dmarc_pass) AS dmarcPass, SUM(dkim_aligned_pass) AS dkimAlignedPass, SUM(spf_aligned_pass) AS spfAlignedPass,
-              SUM(forwarded) AS forwarded, SUM(quarantine) AS quarantine, SUM(reject) AS reject
+        `SELECT domain, ${window} AS day, source_ip AS sourceIp, header_from AS headerFrom, ${tally}
          FROM dmarc_daily WHERE ${range} GROUP BY domain, 2, source_ip, header_from`,
       )
       .raw(true),
+    // A large domain (AnalysisReader.load): the sources a per-source rule can judge, theirs rows, the others' rows by source.
+    held: db.prepare(
+      `SELECT source_ip FROM dmarc_daily WHERE ${one} GROUP BY source_ip
+         HAVING SUM(CASE WHEN day < @recent THEN messages ELSE 0 END) >= @baseMin
+             OR SUM(CASE WHEN day >= @recent THEN messages ELSE 0 END) >= @recentMin
+             OR (@folded AND SUM(CASE WHEN day >= @quiet THEN messages - dmarc_pass - forwarded ELSE 0 END) > 0)`,
+    ),
+    heldSources: db
+      .prepare(
+        `SELECT domain, ${window} AS day, source_ip AS sourceIp, header_from AS headerFrom, ${tally}
+         FROM dmarc_daily WHERE ${one} AND ${held} GROUP BY 2, source_ip, header_from`,
+      )
+      .raw(true),
+    restSources: db
+      .prepare(
+        `SELECT domain, ${window} AS day, source_ip AS sourceIp, header_from AS headerFrom, ${tally}
+         FROM dmarc_daily WHERE ${one} AND source_ip NOT IN (SELECT value FROM json_each(@held))
+         GROUP BY source_ip, 2, header_from ORDER BY source_ip`,
+      )
+      .raw(true),
+    largeDkim: db.prepare(
+      `SELECT domain, ${window} AS day, source_ip AS sourceIp, signing_domain AS signingDomain, selector, result, SUM(messages) AS messages
+         FROM dkim_daily WHERE ${one} GROUP BY source_ip, signing_domain, selector, 2, result ORDER BY source_ip, signing_domain, selector`,
+    ),
     dkim: db.prepare(
       `SELECT domain, ${window} AS day, source_ip AS sourceIp, signing_domain AS signingDomain, selector, result, SUM(messages) AS messages
          FROM dkim_daily WHERE ${range} GROUP BY domain, 2, source_ip, signing_domain, selector, result`,
@@ -126,11 +330,19 @@ function statements(db: Db) {
 const ROWS_PER_GROUP = 5_000;
 
 export type EvaluateOptions = {
-  names?: Map<string, string>;
   domains?: Iterable<string>;
   open?: Map<string, OpenAlert>;
   /** Called with each group's rollups before the rules run (pipeline/senders.ts: who the sources are). */
   prepare?: (input: AnalysisInput) => void;
+  /** Called with each group's rollups and its findings (not yet named) after the rules ran. */
+  examine?: (input: AnalysisInput, findings: readonly Finding[]) => void;
+  /**
+   * Leave the addresses in the findings' messages as marks, for the caller to name once it has
+   * looked up what to show beside them (analyse/names.ts); otherwise they are written bare.
+   */
+  unnamed?: boolean;
+  /** A domain's source rows held one by one (AnalysisReader): past this its sources no rule judges alone are summed. */
+  maxSourceRows?: number;
 };
 
 /**
@@ -139,7 +351,7 @@ export type EvaluateOptions = {
  * let other work run between them (evaluateRulesInTurns).
  */
 function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts: EvaluateOptions): Generator<void, Finding[]> {
-  const reader = new AnalysisReader(db, now, settings);
+  const reader = new AnalysisReader(db, now, settings, opts.maxSourceRows);
   const findings: Finding[] = [];
   let domains = opts.domains ? [...opts.domains] : reader.domains();
   if (!opts.domains && opts.open?.size) {
@@ -155,15 +367,28 @@ function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts:
     const group = domains.slice(i, i + size);
     i += group.length;
     const input = reader.load(group, opts.open);
-    if (opts.names) input.names = opts.names;
     // Who the sources are (pipeline/senders.ts), when enrichment is on.
     opts.prepare?.(input);
-    for (const f of analyse(input, now, settings)) findings.push(f);
+    reader.summarise(input);
+    const found = analyseUnnamed(input, now, settings);
+    opts.examine?.(input, found);
+    for (const f of found) findings.push(f);
     const rows = input.sources.length + input.dkim.length;
     size = rows > ROWS_PER_GROUP ? Math.max(1, size >> 1) : rows < ROWS_PER_GROUP / 4 ? Math.min(256, size * 2) : size;
     yield;
   }
-  return sortFindings(findings);
+  sortFindings(findings);
+  return opts.unnamed ? findings : nameFindings(findings);
+}
+
+/** policy_daily rows with their policy as a record; a key policyKey did not write (none should) is left out. */
+function policyDays(rows: Omit<PolicyDay, 'published'>[]): PolicyDay[] {
+  const out: PolicyDay[] = [];
+  for (const r of rows) {
+    const published = parsePolicyKey(r.policy);
+    if (published) out.push({ ...r, published });
+  }
+  return out;
 }
 
 /** Every finding as of `now`, in one go. */

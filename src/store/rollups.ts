@@ -1,5 +1,5 @@
 import type { Statement } from 'better-sqlite3';
-import { asciiLower, countDay, dayShares, effectivePolicy, FORWARDED_REASONS, rollupTls } from '../analyse/rollups.js';
+import { asciiLower, countDay, dayShares, effectivePolicy, FORWARDED_REASONS, policyKey, rollupTls } from '../analyse/rollups.js';
 import type { TlsRow } from '../analyse/types.js';
 import type { DmarcPolicyPublished, DmarcRecord } from '../parse/types.js';
 import type { Db } from './db.js';
@@ -337,7 +337,7 @@ export class RollupWriter {
 
 /** The effective policy of a stored or parsed policy_published, for policy_daily. */
 export function policyText(p: Pick<DmarcPolicyPublished, 'p' | 'sp' | 'np' | 'pct' | 'adkim' | 'aspf'> | null | undefined): string | null {
-  return p ? effectivePolicy(p) : null;
+  return p ? policyKey(effectivePolicy(p)) : null;
 }
 
 /**
@@ -373,7 +373,7 @@ export function buildRollups(db: Db, progress?: (done: number, total: number) =>
         reporter: r.reporter,
         begin: r.begin,
         end: r.end,
-        policy: r.has_policy ? effectivePolicy(r) : null,
+        policy: r.has_policy ? policyKey(effectivePolicy(r)) : null,
       });
     }
     tick(page.length);

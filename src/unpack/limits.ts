@@ -85,9 +85,20 @@ export function formatBytes(n: number): string {
   return `${n} bytes`;
 }
 
+/** A camelCase name in snake case, as a type: `maxXmlDepth` -> `max_xml_depth`. */
+export type SnakeCase<S extends string> = S extends `${infer C}${infer Rest}`
+  ? `${C extends Lowercase<C> ? C : `_${Lowercase<C>}`}${SnakeCase<Rest>}`
+  : S;
+
+/** The keys of the [limits] config section, one per cap. */
+export type LimitSetting = SnakeCase<keyof Limits>;
+
+/** Every cap's name, in the order of defaultLimits. */
+export const LIMIT_NAMES = Object.freeze(Object.keys(defaultLimits) as (keyof Limits)[]);
+
 /** The [limits] key a user sets for a cap: maxDecompressedBytes -> max_decompressed_bytes. */
-export function limitSetting(key: keyof Limits): string {
-  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+export function limitSetting<K extends keyof Limits>(key: K): SnakeCase<K> {
+  return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) as SnakeCase<K>;
 }
 
 /** The error for input past a cap, naming the setting that raises it. */

@@ -6,6 +6,9 @@ import {
   dayShares,
   DAY,
   defaultSettings,
+  effectivePolicy,
+  parsePolicyKey,
+  policyKey,
   rollupInput,
   windowsAt,
   type AnalysisInput,
@@ -480,7 +483,32 @@ describe('policy_changed', () => {
       policies: [...span(65, 97, 'quarantine'), ...span(98, 99, 'reject')],
       want: [['policy_changed:example.com:p=reject; sp=reject; pct=100; adkim=r; aspf=r', 'info']],
     },
+    {
+      // Compared as records: the mode first, then pct.
+      name: 'reject at 20% after quarantine at 100% is stronger',
+      policies: [...span(65, 97, 'quarantine'), ...span(98, 99, 'reject', { pct: 20 })],
+      want: [['policy_changed:example.com:p=reject; sp=reject; pct=20; adkim=r; aspf=r', 'info']],
+    },
+    {
+      name: 'the share lowered under the same mode is weaker',
+      policies: [...span(65, 97, 'reject'), ...span(98, 99, 'reject', { pct: 50 })],
+      want: [['policy_changed:example.com:p=reject; sp=reject; pct=50; adkim=r; aspf=r', 'warning']],
+    },
   ];
+  it('a policy has one text, which reads back as the same record', () => {
+    const texts = ['p=reject; sp=quarantine; np=reject; pct=50; adkim=s; aspf=r', 'p=none; sp=none; pct=100; adkim=r; aspf=r'];
+    for (const t of texts) assert.equal(policyKey(parsePolicyKey(t)!), t);
+    assert.deepEqual(effectivePolicy({ p: 'reject', sp: null, np: '', pct: null, adkim: null, aspf: 's' }), {
+      p: 'reject',
+      sp: 'reject',
+      np: null,
+      pct: 100,
+      adkim: 'r',
+      aspf: 's',
+    });
+    for (const bad of ['', 'p=reject', 'p=reject; sp=reject; pct=x; adkim=r; aspf=r', 'sp=none; p=none; pct=100; adkim=r; aspf=r'])
+      assert.equal(parsePolicyKey(bad), null, bad);
+  });
   for (const c of cases) {
     it(c.name, () => {
       const fs = analyse(input([], { policies: c.policies }), NOW, defaultSettings);

@@ -6,6 +6,7 @@ import {
   dayShares,
   DAY,
   effectivePolicy,
+  policyKey,
   rollupCoverage,
   rollupPolicies,
   rollupRecords,
@@ -306,7 +307,7 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
 
   it('the policy rollup spells out the defaults', () => {
     assert.equal(
-      effectivePolicy({ p: 'reject', sp: null, np: null, pct: null, adkim: null, aspf: null }),
+      policyKey(effectivePolicy({ p: 'reject', sp: null, np: null, pct: null, adkim: null, aspf: null })),
       'p=reject; sp=reject; pct=100; adkim=r; aspf=r',
     );
   });
