@@ -13,6 +13,16 @@ import { DmarcRecordTally, policyText, RollupWriter } from './rollups.js';
  */
 const BUFFERED_RECORDS = 5000;
 
+/**
+ * Records are inserted this many to a statement (a multi-row VALUES): each run of a statement has
+ * a fixed cost (the call into the driver, starting and halting the SQLite program) that a row
+ * inserted alone pays in full. Measured under callgrind on 15,000 records: 36,000 instructions a
+ * record one at a time, 27,700 ten at a time, 29,100 twenty-five at a time (bigger statements
+ * bind as many values and compile to longer programs).
+ */
+const RECORDS_PER_INSERT = 10;
+const RECORD_COLUMNS = 12;
+
 export interface StoredMeta {
   input: string;
   sha256: string;
@@ -37,6 +47,13 @@ export class ReportStore {
   private readonly finishReport: Statement;
   private readonly insertPolicy: Statement;
   private readonly insertRecord: Statement;
+  private readonly insertRecords: Statement;
+  /**
+   * Values of RECORDS_PER_INSERT rows, reused from one statement run to the next, and passed spread
+   * out: the driver reads arguments at once but an array element by element through the engine's
+   * property lookup (30 million more instructions on 15,000 records).
+   */
+  private readonly batch: unknown[] = new Array<unknown>(RECORDS_PER_INSERT * RECORD_COLUMNS);
   private readonly insertTlsPolicy: Statement;
   private readonly insertTlsFailure: Statement;
   private readonly insertFailureReport: Statement;
@@ -63,10 +80,12 @@ export class ReportStore {
     this.insertPolicy = db.prepare(`INSERT INTO dmarc_policies
       (report_id, domain, adkim, aspf, p, sp, np, pct, fo, testing, discovery_method)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
-    this.insertRecord = db.prepare(`INSERT INTO dmarc_records
+    const recordInsert = (rows: number) => `INSERT INTO dmarc_records
       (report_id, source_ip, count, disposition, dkim_aligned, spf_aligned, header_from, envelope_from, envelope_to,
        reasons, dkim_results, spf_results)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+      VALUES ${new Array<string>(rows).fill(`(${new Array<string>(RECORD_COLUMNS).fill('?').join(', ')})`).join(', ')}`;
+    this.insertRecord = db.prepare(recordInsert(1));
+    this.insertRecords = db.prepare(recordInsert(RECORDS_PER_INSERT));
     this.insertTlsPolicy = db.prepare(`INSERT INTO tls_policies
       (report_id, policy_type, policy_domain, policy_strings, mx_hosts, successful, failed) VALUES (?, ?, ?, ?, ?, ?, ?)`);
     this.insertTlsFailure = db.prepare(`INSERT INTO tls_failures
@@ -160,9 +179,28 @@ export class ReportStore {
     ];
   }
 
-  /** @internal used by DmarcWriter, inside the transaction: the new record's id */
-  writeRow(reportId: number, row: unknown[]): number {
-    return Number(this.insertRecord.run(reportId, ...row).lastInsertRowid);
+  /**
+   * @internal used by DmarcWriter, inside the transaction: writes the rows in order, several
+   * to a statement, and returns the id of the last. Rows written by one statement get consecutive
+   * ids (SQLite gives each the largest id in use plus one), so a report's records are numbered in
+   * order, as the rollups expect (RollupWriter.dmarc).
+   */
+  writeRows(reportId: number, rows: unknown[][]): number {
+    const to = rows.length;
+    let i = 0;
+    let last = 0;
+    for (; i + RECORDS_PER_INSERT <= to; i += RECORDS_PER_INSERT) {
+      const b = this.batch;
+      for (let k = 0; k < RECORDS_PER_INSERT; k++) {
+        const row = rows[i + k]!;
+        const o = k * RECORD_COLUMNS;
+        b[o] = reportId;
+        for (let c = 1; c < RECORD_COLUMNS; c++) b[o + c] = row[c - 1];
+      }
+      last = Number(this.insertRecords.run(...b).lastInsertRowid);
+    }
+    for (; i < to; i++) last = Number(this.insertRecord.run(reportId, ...rows[i]!).lastInsertRowid);
+    return last;
   }
 
   /**
@@ -358,12 +396,12 @@ export class DmarcWriter {
     this.messages += r.count;
     if (this.id === 'duplicate') return;
     this.tally.add(r);
-    const row = this.store.recordRow(r);
+    this.buffer.push(this.store.recordRow(r));
     if (this.id !== null) {
-      this.wrote(this.store.writeRow(this.id, row));
+      // The transaction is open: records are written as they come, a statement's worth at a time.
+      if (this.buffer.length >= RECORDS_PER_INSERT) this.flush(this.id);
       return;
     }
-    this.buffer.push(row);
     if (this.buffer.length >= BUFFERED_RECORDS) this.begin();
   }
 
@@ -374,6 +412,14 @@ export class DmarcWriter {
     // Still all in memory: the report row is written complete, with its totals.
     const opened = this.id !== null;
     if (!opened) this.begin(totals);
+    else if (typeof this.id === 'number') {
+      try {
+        this.flush(this.id);
+      } catch (err) {
+        this.rollback();
+        throw err;
+      }
+    }
     this.open = false;
     if (this.id === 'duplicate') return false;
     this.store.endDmarc(this.id as number, opened ? totals : null, this.header, {
@@ -391,9 +437,14 @@ export class DmarcWriter {
     if (typeof this.id === 'number') this.store.endDmarc(this.id, null, null);
   }
 
-  private wrote(id: number): void {
-    if (this.firstId === 0) this.firstId = id;
-    this.lastId = id;
+  /** Writes the buffered records (inside the open transaction). */
+  private flush(id: number): void {
+    const n = this.buffer.length;
+    if (n === 0) return;
+    const last = this.store.writeRows(id, this.buffer);
+    if (this.firstId === 0) this.firstId = last - n + 1;
+    this.lastId = last;
+    this.buffer = [];
   }
 
   private begin(totals: ReportTotals | null = null): void {
@@ -405,11 +456,10 @@ export class DmarcWriter {
     }
     this.id = id;
     try {
-      for (const row of this.buffer) this.wrote(this.store.writeRow(id, row));
+      this.flush(id);
     } catch (err) {
       this.rollback();
       throw err;
     }
-    this.buffer = [];
   }
 }

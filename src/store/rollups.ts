@@ -109,9 +109,13 @@ export class DmarcRecordTally {
     this.flags[i] = first ? 0x31 : 0x30;
   }
 
-  /** "1" or "0" per record in order, "1" for the first record of its source IP; null when not kept. */
-  firsts(): string | null {
-    return this.flags ? Buffer.from(this.flags.buffer, 0, this.count).toString('latin1') : null;
+  /**
+   * A byte per record in order, "1" for the first record of its source IP, else "0"; null when
+   * not kept. A BLOB for SQLite, whose substr() reaches a byte of a BLOB at once but walks a TEXT
+   * character by character from its start (a cost that grows with the square of the records).
+   */
+  firsts(): Buffer | null {
+    return this.flags ? Buffer.from(this.flags.buffer, 0, this.count) : null;
   }
 }
 
@@ -122,14 +126,37 @@ const FORWARDED_SQL = `(d.reasons <> '[]' AND EXISTS (SELECT 1 FROM json_each(d.
 const PASS_SQL = `(d.dkim_aligned = 'pass' OR d.spf_aligned = 'pass')`;
 
 /**
+ * How a stored name is keyed in the rollups: lower case (ASCII, as analyse/rollups.ts asciiLower),
+ * '' when missing. Records written by this version are already lower case (parse/normalise.ts), so
+ * ingest leaves lower() out (`stored` false); the migration keeps it for records of any age.
+ */
+function nameKey(expr: string, stored: boolean): string {
+  return stored ? `lower(coalesce(${expr}, ''))` : `coalesce(${expr}, '')`;
+}
+
+/**
  * The columns of a dmarc_daily row from one stored record `d`, for the day and share given as
  * parameters; `first` says whether the record is its report's first from its source IP.
  */
-function sourceRow(first: string): string {
+function sourceRow(first: string, stored: boolean): string {
   const part = (cond: string) => `CASE WHEN ${cond} THEN d.count * @share ELSE 0 END`;
-  return `@domain, @day, d.source_ip, lower(coalesce(d.header_from, '')), d.count * @share, ${part(PASS_SQL)},
+  return `@domain, @day, d.source_ip, ${nameKey('d.header_from', stored)}, d.count * @share, ${part(PASS_SQL)},
     ${part(`d.dkim_aligned = 'pass'`)}, ${part(`d.spf_aligned = 'pass'`)}, ${part(`NOT ${PASS_SQL} AND ${FORWARDED_SQL}`)},
     ${part(`d.disposition = 'quarantine'`)}, ${part(`d.disposition = 'reject'`)}, CASE WHEN @last AND ${first} THEN 1 ELSE 0 END, @bits`;
+}
+
+/** The records a writer has just written, by id (the report_id test is a check, not the index). */
+const JUST_WRITTEN = `d.id BETWEEN @first_id AND @last_id AND +d.report_id = @id`;
+
+const INTO_DKIM = `INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)`;
+const ON_DKIM = `ON CONFLICT (domain, day, source_ip, signing_domain, selector, result) DO UPDATE SET messages = messages + excluded.messages`;
+
+/** dkim_daily rows of the first DKIM signature of the records `where` selects. */
+function dkimFirst(where: string, stored: boolean): string {
+  return `${INTO_DKIM}
+    SELECT @domain, @day, d.source_ip, ${nameKey(`d.dkim_results ->> '$[0].domain'`, stored)},
+      ${nameKey(`d.dkim_results ->> '$[0].selector'`, stored)}, coalesce(d.dkim_results ->> '$[0].result', 'none'), d.count * @share
+    FROM dmarc_records d WHERE ${where} AND d.dkim_results <> '[]' AND NOT ${FORWARDED_SQL} ${ON_DKIM}`;
 }
 
 const SOURCE_SUMS = ['messages', 'dmarc_pass', 'dkim_aligned_pass', 'spf_aligned_pass', 'forwarded', 'quarantine', 'reject', 'reports'];
@@ -140,8 +167,8 @@ export class RollupWriter {
   constructor(private readonly db: Db) {
     const n = (col: string) => `${col} = ${col} + excluded.${col}`;
     const intoSources = `INSERT INTO dmarc_daily (domain, day, source_ip, header_from, ${SOURCE_SUMS.join(', ')}, reporters)`;
-    const intoDkim = `INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)`;
-    const onDkim = `ON CONFLICT (domain, day, source_ip, signing_domain, selector, result) DO UPDATE SET ${n('messages')}`;
+    const intoDkim = INTO_DKIM;
+    const onDkim = ON_DKIM;
     const onSource = `ON CONFLICT (domain, day, source_ip, header_from) DO UPDATE SET ${SOURCE_SUMS.map(n).join(', ')},
       reporters = reporters | excluded.reporters`;
     // One row written per record (and per DKIM signature): SQLite merges rows with the same key
@@ -154,23 +181,23 @@ export class RollupWriter {
            SELECT @domain, @reporter, min(COUNT(*), ${LAST_BIT}) FROM domain_reporters WHERE domain = @domain RETURNING bit`,
         )
         .pluck(),
-      // Which record is the first from its source IP: from the flags the writer noted (records
-      // are numbered from @first_id), or found with a window over the report's records.
+      // At ingest, the records just written are read by their ids (@first_id to @last_id, one
+      // after the other), which costs less than through the report_id index; which record is the
+      // first from its source IP comes from the flags the writer noted. Otherwise (the migration,
+      // a report too big for the flags) through the index, with a window finding the first records.
       sourcesFlagged: db.prepare(`${intoSources}
-        SELECT ${sourceRow(`substr(@firsts, d.id - @first_id + 1, 1) = '1'`)}
-        FROM dmarc_records d WHERE d.report_id = @id AND true ${onSource}`),
+        SELECT ${sourceRow(`substr(@firsts, d.id - @first_id + 1, 1) = x'31'`, false)}
+        FROM dmarc_records d WHERE ${JUST_WRITTEN} ${onSource}`),
       sourcesWindowed: db.prepare(`${intoSources}
-        SELECT ${sourceRow('d.first')}
+        SELECT ${sourceRow('d.first', true)}
         FROM (SELECT id, source_ip, header_from, count, dkim_aligned, spf_aligned, disposition, reasons,
                      id = min(id) OVER (PARTITION BY source_ip) AS first
                 FROM dmarc_records WHERE report_id = @id) d
         WHERE true ${onSource}`),
       // Nearly every record has one or two signatures: the first is read straight from the JSON
       // text (parsed once per record), the others through json_each, only for records with more.
-      dkimFirst: db.prepare(`${intoDkim}
-        SELECT @domain, @day, d.source_ip, lower(coalesce(d.dkim_results ->> '$[0].domain', '')),
-          lower(coalesce(d.dkim_results ->> '$[0].selector', '')), coalesce(d.dkim_results ->> '$[0].result', 'none'), d.count * @share
-        FROM dmarc_records d WHERE d.report_id = @id AND d.dkim_results <> '[]' AND NOT ${FORWARDED_SQL} ${onDkim}`),
+      dkimFirst: db.prepare(dkimFirst(`d.report_id = @id`, true)),
+      dkimFirstWritten: db.prepare(dkimFirst(JUST_WRITTEN, false)),
       dkimMore: db.prepare(`${intoDkim}
         SELECT @domain, @day, d.source_ip, lower(coalesce(k.value ->> 'domain', '')), lower(coalesce(k.value ->> 'selector', '')),
           coalesce(k.value ->> 'result', 'none'), d.count * @share
@@ -221,9 +248,14 @@ export class RollupWriter {
     shares.forEach(([day, share], i) => {
       const last = i === shares.length - 1 ? 1 : 0;
       const p = { id: r.id, domain: r.domain, day, share, last, bits };
-      if (flags !== null) s.sourcesFlagged!.run({ ...p, firsts: flags, first_id: noted!.firstId });
-      else s.sourcesWindowed!.run(p);
-      s.dkimFirst!.run({ id: r.id, domain: r.domain, day, share });
+      if (flags !== null) {
+        const ids = { first_id: noted!.firstId, last_id: noted!.lastId };
+        s.sourcesFlagged!.run({ ...p, ...ids, firsts: flags });
+        s.dkimFirstWritten!.run({ id: r.id, domain: r.domain, day, share, ...ids });
+      } else {
+        s.sourcesWindowed!.run(p);
+        s.dkimFirst!.run({ id: r.id, domain: r.domain, day, share });
+      }
       if (!noted || noted.tally.multiSigned > 0) s.dkimMore!.run({ id: r.id, domain: r.domain, day, share });
       s.domainDay!.run(
         day,

@@ -60,6 +60,36 @@ describe('database', () => {
     assert.deepEqual([sha.raw_sha256, sha.raw_size], [createHash('sha256').update(bytes).digest('hex'), bytes.length]);
   });
 
+  it('stores every record in order under consecutive ids, whatever the count (several to a statement, buffered or streamed)', async () => {
+    const { db, ingestor } = freshStore();
+    const ip = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    for (const n of [1, 9, 10, 11, 23, 5003, 5013]) {
+      const records = Array.from({ length: n }, (_, i) => record({ ip: ip(i), count: (i % 7) + 1 }));
+      const result = await ingestor.ingest(bufferInput(`n${n}.xml`, dmarcXml({ reportId: `n${n}`, records })));
+      assert.deepEqual(
+        result.leaves.map((l) => l.status),
+        ['stored'],
+      );
+      const id = count(db, 'SELECT id FROM reports WHERE report_id = ?', `n${n}`);
+      const rows = db.prepare('SELECT id, source_ip AS ip, count FROM dmarc_records WHERE report_id = ? ORDER BY id').all(id) as {
+        id: number;
+        ip: string;
+        count: number;
+      }[];
+      assert.equal(rows.length, n);
+      assert.equal(rows[n - 1]!.id - rows[0]!.id + 1, n, 'consecutive ids');
+      rows.forEach((r, i) => assert.deepEqual([r.ip, r.count], [ip(i), (i % 7) + 1], `record ${i} of ${n}`));
+      const messages = rows.reduce((sum, r) => sum + r.count, 0);
+      assert.equal(count(db, 'SELECT message_count FROM reports WHERE id = ?', id), messages);
+    }
+    // Every record is its source's first and only one: a report counted once per source, messages all there.
+    assert.equal(count(db, 'SELECT SUM(reports) FROM dmarc_daily'), 1 + 9 + 10 + 11 + 23 + 5003 + 5013);
+    assert.equal(
+      count(db, 'SELECT CAST(round(SUM(messages)) AS INTEGER) FROM dmarc_daily'),
+      count(db, 'SELECT SUM(count) FROM dmarc_records'),
+    );
+  });
+
   it('keeps DKIM and SPF results and reasons per record', async () => {
     const { db, ingestor } = freshStore();
     await ingestFile(ingestor, fixture('dmarc-aggregate/mailauth_feedback_003.xml'));
