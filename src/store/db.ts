@@ -31,25 +31,64 @@ export function openDb(file: string, opts: OpenOptions = {}): Db {
   } catch (err) {
     throw dbError(file, err);
   }
+  const fail = (err: unknown): never => {
+    db.close();
+    // A database this call created and could not set up for want of room is not left behind
+    // empty. Only then: on any other failure another process may be using the file just created.
+    if (created && isFull(err)) for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${file}${suffix}`, { force: true });
+    throw dbError(file, err);
+  };
+  // Two processes creating or opening one database at the same moment: switching it to WAL
+  // answers SQLITE_BUSY at once, without waiting for the busy timeout, while another connection
+  // holds a lock on it, so the settings are tried again for a while.
+  const deadline = Date.now() + BUSY_RETRY_MS;
+  for (;;) {
+    try {
+      settings(db);
+      break;
+    } catch (err) {
+      if (!isBusy(err) || Date.now() >= deadline) fail(err);
+      pause(20 + Math.floor(Math.random() * 30));
+    }
+  }
   try {
-    // A new database gives the space of deleted rows back a step at a time (PRAGMA
-    // incremental_vacuum, store/prune.ts); it must be set before WAL writes the first page. Only on
-    // an empty file: on an existing database it changes nothing but still rewrites the header, and
-    // a command that only reads (alerts --dry-run, report) must leave the file as it found it.
-    if (db.pragma('page_count', { simple: true }) === 0) db.pragma('auto_vacuum = INCREMENTAL');
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
-    db.pragma('foreign_keys = ON');
-    db.pragma('busy_timeout = 5000');
     // Ingest worker threads open a database their parent has already brought up to date.
     if (opts.migrate !== false) migrate(db);
   } catch (err) {
-    db.close();
-    // A database this call created and could not set up (a full disk) is not left behind empty.
-    if (created) for (const suffix of ['', '-wal', '-shm']) fs.rmSync(`${file}${suffix}`, { force: true });
-    throw dbError(file, err);
+    fail(err);
   }
   return db;
+}
+
+const BUSY_RETRY_MS = 5_000;
+
+function settings(db: Db): void {
+  // A new database gives the space of deleted rows back a step at a time (PRAGMA
+  // incremental_vacuum, store/prune.ts); it must be set before WAL writes the first page. Only on
+  // an empty file: on an existing database it changes nothing but still rewrites the header, and
+  // a command that only reads (alerts --dry-run, report) must leave the file as it found it.
+  if (db.pragma('page_count', { simple: true }) === 0) db.pragma('auto_vacuum = INCREMENTAL');
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+}
+
+function sqliteCode(err: unknown): string {
+  return err && typeof err === 'object' && 'code' in err && typeof err.code === 'string' ? err.code : '';
+}
+
+function isBusy(err: unknown): boolean {
+  return /^SQLITE_(BUSY|LOCKED)/.test(sqliteCode(err));
+}
+
+function isFull(err: unknown): boolean {
+  return /^SQLITE_FULL/.test(sqliteCode(err)) || /ENOSPC|disk is full/i.test(errorMessage(err));
+}
+
+/** Blocks the thread for `ms` (openDb is synchronous, as better-sqlite3 is). */
+function pause(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 function dbError(file: string, err: unknown): RuawatchError {
