@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { openApp } from '../src/app.js';
 import type { Finding, FindingKind } from '../src/analyse/types.js';
@@ -10,6 +11,7 @@ import { alertRenderer } from '../src/notify/render.js';
 import type { Channel, ChannelName, Message, RetryPolicy } from '../src/notify/types.js';
 import { buildDigest, channelsOf, deliverPending, sendDigest } from '../src/pipeline/alerts.js';
 import { AlertStore } from '../src/store/alerts.js';
+import { leaseHolder } from '../src/store/leases.js';
 import { startWeb, type WebServer } from '../src/web/server.js';
 import { Worker } from '../src/worker/worker.js';
 import {
@@ -584,5 +586,67 @@ describe('reminders: only when an alert got worse, and no timed ones to a channe
         .map((x) => [x.key, x.event]),
       [[TLS.key, 'reminder']],
     );
+  });
+});
+
+describe('delivery: one process at a time delivers a channel', () => {
+  const { db } = freshStore();
+  const store = new AlertStore(db);
+  let smtp: SmtpSink;
+  let mail: Channel;
+  let other: ChildProcess | null = null;
+
+  before(async () => {
+    smtp = await startSmtp();
+    [mail] = channelsOf(
+      configSchema.parse({
+        alerts: {
+          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
+        },
+      }),
+      fast,
+    ) as [Channel];
+  });
+  after(async () => {
+    other?.kill();
+    await Promise.all([mail.close(), smtp.close()]);
+    db.close();
+  });
+
+  it('leaves the queue to another live process delivering it, and takes it over once that process is gone', async () => {
+    const text = 'a reporter has sent nothing for 3 days';
+    store.enqueue(
+      'email',
+      'opened',
+      { event: 'opened', tone: 'warning', title: 'lease-1', text, html: `<p>${text}</p>`, fields: [], at: T0 },
+      null,
+      T0,
+    );
+    // Another ruawatch on this host, alive, holding the email channel's lease (as its deliverPending would).
+    other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+    await new Promise((resolve) => other!.once('spawn', resolve));
+    const me = leaseHolder('test');
+    const now = Math.floor(Date.now() / 1000);
+    db.prepare(
+      `INSERT INTO channel_leases (channel, holder, host, pid, command, acquired_at, expires_at) VALUES ('email', 'other', ?, ?, 'run', ?, ?)`,
+    ).run(me.host, other.pid, now, now + 600);
+
+    const left = await deliverPending(store, [mail], { retry: fast, log });
+    assert.deepEqual(left, { sent: 0, failed: [], pending: 1 });
+    assert.equal(smtp.messages.length, 0);
+    assert.equal(count(db, `SELECT count(*) FROM notifications WHERE delivered_at IS NULL`), 1);
+
+    // The holder dies without releasing the lease (kill -9): its lease is taken over at once.
+    other.kill('SIGKILL');
+    await new Promise((resolve) => other!.once('exit', resolve));
+    other = null;
+    const taken = await deliverPending(store, [mail], { retry: fast, log });
+    assert.equal(taken.sent, 1);
+    assert.deepEqual(
+      smtp.messages.map((m) => m.subject),
+      ['lease-1'],
+    );
+    // Released when done: the next process finds the channel free.
+    assert.equal(count(db, `SELECT count(*) FROM channel_leases`), 0);
   });
 });

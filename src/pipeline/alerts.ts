@@ -10,6 +10,7 @@ import { deliverOne } from '../notify/deliver.js';
 import { alertRenderer, renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
 import { AlertStore, openAlertsForRules } from '../store/alerts.js';
+import { leaseHolder } from '../store/leases.js';
 import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
 import { reportTotals } from '../store/summary.js';
@@ -170,55 +171,95 @@ export async function deliverPending(
   opts: { retry?: RetryPolicy | undefined; sleep?: ((ms: number) => Promise<void>) | undefined; log: Logger },
 ): Promise<DeliveryReport> {
   const report: DeliveryReport = { sent: 0, failed: [], pending: 0 };
-  const clock = () => Math.floor(Date.now() / 1000);
   await Promise.all(
     channels.map((channel) =>
       oneAtATime(channel, async () => {
-        const queue = store.pending(channel.name);
-        for (let i = 0; i < queue.length; i++) {
-          const n = queue[i]!;
-          const o = await deliverOne(channel, n, opts.retry ?? defaultRetry, {
-            now: () => Date.now(),
-            sleep: opts.sleep ?? defaultSleep,
-            onUnanswered: (at) => store.noteUnanswered(n.id, at),
-          });
-          const log = { channel: channel.name, event: n.event, notification: n.id, attempts: o.attempts };
-          if (o.result === 'delivered') {
-            store.markDelivered(n.id, o.attempts, clock());
-            store.channelDelivered(channel.name, clock());
-            report.sent++;
-            continue;
-          }
-          if (o.result === 'parked') {
-            store.park(n.id, o.attempts, o.reason, clock());
-            report.failed.push({ channel: channel.name, event: n.event, error: o.reason, outcome: 'parked' });
-            // Info: the caller reports every undelivered message (alerts and digest in their
-            // output, run in a warning after the poll or the digest).
-            opts.log.info({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
-            // A notice stands for a refused message, sent next; a refused notice stands for itself.
-            if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock(), alertRenderer));
-            // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
-            if (!o.refused && o.attempts > 0) {
-              store.channelFailed(channel.name, o.reason, false, clock());
-              report.pending += queue.length - i - 1;
-              return;
-            }
-            continue;
-          }
-          store.markFailed(n.id, o.attempts, o.error, clock());
-          store.channelFailed(channel.name, o.error, o.held, clock());
-          report.failed.push({ channel: channel.name, event: n.event, error: o.error, outcome: 'kept' });
-          report.pending += queue.length - i;
+        // Another process delivering this channel (a `ruawatch alerts` beside `run`) has its queue:
+        // its messages wait for it, or for the next run.
+        const holder = leaseHolder(commandName());
+        const lease = store.takeChannel(channel.name, holder);
+        if (!lease.held) {
+          const waiting = store.pending(channel.name).length;
+          report.pending += waiting;
           opts.log.info(
-            { ...log, held: o.held, err: o.error },
-            o.held ? 'channel refuses every message; held until the next run' : 'notification not delivered; will retry next run',
+            { channel: channel.name, waiting, pid: lease.by.pid, host: lease.by.host, command: lease.by.command },
+            'another process is delivering this channel; its messages are left to it',
           );
           return;
+        }
+        try {
+          await deliverChannel(store, channel, holder.id, report, opts);
+        } finally {
+          store.releaseChannel(channel.name, holder.id);
         }
       }),
     ),
   );
   return report;
+}
+
+/** deliverPending's work on one channel, holding its lease. */
+async function deliverChannel(
+  store: AlertStore,
+  channel: Channel,
+  holderId: string,
+  report: DeliveryReport,
+  opts: { retry?: RetryPolicy | undefined; sleep?: ((ms: number) => Promise<void>) | undefined; log: Logger },
+): Promise<void> {
+  const clock = () => Math.floor(Date.now() / 1000);
+  const queue = store.pending(channel.name);
+  for (let i = 0; i < queue.length; i++) {
+    // The lease went stale during a long send and another process took the queue over.
+    if (i > 0 && !store.renewChannel(channel.name, holderId)) {
+      report.pending += queue.length - i;
+      opts.log.warn({ channel: channel.name }, 'channel delivery taken over by another process');
+      return;
+    }
+    const n = queue[i]!;
+    const o = await deliverOne(channel, n, opts.retry ?? defaultRetry, {
+      now: () => Date.now(),
+      sleep: opts.sleep ?? defaultSleep,
+      onUnanswered: (at) => store.noteUnanswered(n.id, at),
+    });
+    const log = { channel: channel.name, event: n.event, notification: n.id, attempts: o.attempts };
+    if (o.result === 'delivered') {
+      store.markDelivered(n.id, o.attempts, clock());
+      store.channelDelivered(channel.name, clock());
+      report.sent++;
+      continue;
+    }
+    if (o.result === 'parked') {
+      store.park(n.id, o.attempts, o.reason, clock());
+      report.failed.push({ channel: channel.name, event: n.event, error: o.reason, outcome: 'parked' });
+      // Info: the caller reports every undelivered message (alerts and digest in their
+      // output, run in a warning after the poll or the digest).
+      opts.log.info({ ...log, reason: o.reason }, 'notification parked; the channel goes on');
+      // A notice stands for a refused message, sent next; a refused notice stands for itself.
+      if (o.refused && n.fallback_for === null) queue.splice(i + 1, 0, store.enqueueFallback(n, o.status, clock(), alertRenderer));
+      // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
+      if (!o.refused && o.attempts > 0) {
+        store.channelFailed(channel.name, o.reason, false, clock());
+        report.pending += queue.length - i - 1;
+        return;
+      }
+      continue;
+    }
+    store.markFailed(n.id, o.attempts, o.error, clock());
+    store.channelFailed(channel.name, o.error, o.held, clock());
+    report.failed.push({ channel: channel.name, event: n.event, error: o.error, outcome: 'kept' });
+    report.pending += queue.length - i;
+    opts.log.info(
+      { ...log, held: o.held, err: o.error },
+      o.held ? 'channel refuses every message; held until the next run' : 'notification not delivered; will retry next run',
+    );
+    return;
+  }
+}
+
+/** The command this process runs ("run", "alerts", "digest"...), recorded with a lease it takes. */
+function commandName(): string {
+  const arg = process.argv[2];
+  return arg && /^[a-z-]{2,20}$/.test(arg) ? arg : 'ruawatch';
 }
 
 const busy = new WeakMap<Channel, Promise<void>>();

@@ -9,6 +9,7 @@ import {
   type NotificationEvent,
 } from '../notify/types.js';
 import type { Db } from './db.js';
+import { Leases, type LeaseHolder } from './leases.js';
 
 export interface AlertRow extends Omit<AlertView, 'source_name'> {
   id: number;
@@ -139,8 +140,38 @@ export function openAlertsForRules(rows: AlertRow[]): Map<string, OpenAlert> {
 }
 
 /** The alerts, notifications and reverse_dns tables (migration 0003), and delivery state (0006). */
+/**
+ * A channel's delivery lease not renewed for this long is stale. It is renewed after each message,
+ * and one message can take a few minutes to fail (four tries, waits of up to a minute, a minute's
+ * timeout each: notify/types.ts defaultRetry).
+ */
+export const CHANNEL_LEASE_SECONDS = 600;
+
 export class AlertStore {
+  private leases: Leases<'channel_leases'> | null = null;
+
   constructor(private readonly db: Db) {}
+
+  /**
+   * Takes the lease of delivering a channel's queue for this process, unless another process holds
+   * it (src/store/leases.ts): two processes sending the same queue would each send its messages.
+   */
+  takeChannel(channel: ChannelName, holder: LeaseHolder): { held: true } | { held: false; by: LeaseHolder } {
+    return this.channelLeases().take(channel, holder);
+  }
+
+  /** Extends the channel's lease; false when another process has taken it over (it went stale). */
+  renewChannel(channel: ChannelName, holderId: string): boolean {
+    return this.channelLeases().renew(channel, holderId);
+  }
+
+  releaseChannel(channel: ChannelName, holderId: string): void {
+    this.channelLeases().release(channel, holderId);
+  }
+
+  private channelLeases(): Leases<'channel_leases'> {
+    return (this.leases ??= new Leases(this.db, 'channel_leases', CHANNEL_LEASE_SECONDS));
+  }
 
   openAlerts(): AlertRow[] {
     return this.db.prepare(`SELECT * FROM alerts WHERE resolved_at IS NULL ORDER BY id`).all() as AlertRow[];

@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
 import type { Statement } from 'better-sqlite3';
 import { databaseError } from '../errors.js';
 import type { Db } from './db.js';
+import { Leases, type LeaseHolder, type LeaseRow } from './leases.js';
+
+export { leaseHolder } from './leases.js';
 
 export interface MailboxPosition {
   uidvalidity: number;
@@ -11,18 +11,10 @@ export interface MailboxPosition {
 }
 
 /** A process reading a mailbox. */
-export interface LeaseHolder {
-  id: string;
-  host: string;
-  pid: number;
-  command: string;
-}
+export type { LeaseHolder };
 
-export interface Lease extends LeaseHolder {
+export interface Lease extends LeaseRow {
   mailbox: string;
-  /** Epoch seconds. */
-  acquiredAt: number;
-  expiresAt: number;
 }
 
 /**
@@ -44,10 +36,7 @@ export class MailboxStore {
   private readonly putState: Statement;
   private readonly isHandled: Statement;
   private readonly putHandled: Statement;
-  private readonly getLease: Statement;
-  private readonly putLease: Statement;
-  private readonly extendLease: Statement;
-  private readonly dropLease: Statement;
+  private readonly leases: Leases<'mailbox_leases'>;
 
   constructor(private readonly db: Db) {
     this.file = db.name;
@@ -58,13 +47,7 @@ export class MailboxStore {
     this.isHandled = db.prepare('SELECT 1 FROM mailbox_messages WHERE mailbox = ? AND uidvalidity = ? AND uid = ?');
     this.putHandled = db.prepare(`INSERT INTO mailbox_messages (mailbox, uidvalidity, uid, outcome, reason, handled_at)
       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason`);
-    this.getLease = db.prepare(`SELECT mailbox, holder AS id, host, pid, command, acquired_at AS acquiredAt, expires_at AS expiresAt
-      FROM mailbox_leases WHERE mailbox = ?`);
-    this.putLease = db.prepare(`INSERT INTO mailbox_leases (mailbox, holder, host, pid, command, acquired_at, expires_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox) DO UPDATE SET holder = excluded.holder, host = excluded.host,
-        pid = excluded.pid, command = excluded.command, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at`);
-    this.extendLease = db.prepare('UPDATE mailbox_leases SET expires_at = ? WHERE mailbox = ? AND holder = ?');
-    this.dropLease = db.prepare('DELETE FROM mailbox_leases WHERE mailbox = ? AND holder = ?');
+    this.leases = new Leases(db, 'mailbox_leases', LEASE_SECONDS);
   }
 
   /**
@@ -120,31 +103,20 @@ export class MailboxStore {
    * (same host name and PID namespace) and that process is gone (killed, crashed).
    */
   takeLease(mailbox: string, holder: LeaseHolder): { held: true } | { held: false; by: Lease } {
-    return this.guard(() =>
-      this.db
-        .transaction((): { held: true } | { held: false; by: Lease } => {
-          const t = now();
-          const current = this.getLease.get(mailbox) as Lease | undefined;
-          if (current && current.id !== holder.id && current.expiresAt > t && !holderGone(current, holder))
-            return { held: false, by: current };
-          this.putLease.run(mailbox, holder.id, holder.host, holder.pid, holder.command, t, t + LEASE_SECONDS);
-          return { held: true };
-        })
-        .immediate(),
-    );
+    return this.guard(() => this.leases.take(mailbox, holder));
   }
 
   /** Extends the lease; false when this holder no longer has it (it expired and was taken over). */
   renewLease(mailbox: string, holderId: string): boolean {
-    return this.guard(() => this.extendLease.run(now() + LEASE_SECONDS, mailbox, holderId).changes === 1);
+    return this.guard(() => this.leases.renew(mailbox, holderId));
   }
 
   releaseLease(mailbox: string, holderId: string): void {
-    this.guard(() => this.dropLease.run(mailbox, holderId));
+    this.guard(() => this.leases.release(mailbox, holderId));
   }
 
   lease(mailbox: string): Lease | null {
-    return this.guard(() => (this.getLease.get(mailbox) as Lease | undefined) ?? null);
+    return this.guard(() => this.leases.lease(mailbox));
   }
 
   private guard<T>(fn: () => T): T {
@@ -153,40 +125,6 @@ export class MailboxStore {
     } catch (err) {
       throw databaseError(this.file, err);
     }
-  }
-}
-
-/** One id per process: a process that still holds a lease (its database failed) takes it up again. */
-const PROCESS_ID = randomUUID();
-
-/** This process as a lease holder. */
-export function leaseHolder(command: string): LeaseHolder {
-  return { id: PROCESS_ID, host: hostIdentity(), pid: process.pid, command };
-}
-
-/**
- * The host name, with the PID namespace when it can be read: two containers may share a host
- * name (and a database volume) but not their process ids.
- */
-function hostIdentity(): string {
-  let ns = '';
-  try {
-    ns = fs.readlinkSync('/proc/self/ns/pid');
-  } catch {
-    // not Linux, or /proc not mounted: the host name alone
-  }
-  return ns ? `${os.hostname()} ${ns}` : os.hostname();
-}
-
-/** True when the lease's holder ran here and its process no longer exists. */
-function holderGone(lease: Lease, me: LeaseHolder): boolean {
-  if (lease.host !== me.host || lease.pid === me.pid) return false;
-  try {
-    process.kill(lease.pid, 0);
-    return false;
-  } catch (err) {
-    // EPERM: it exists, under another user.
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 
