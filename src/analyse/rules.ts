@@ -373,35 +373,33 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a
   // change that hits every sender at once.
-  const domains = new Map<string, { base: Tally; recent: Tally; days: Map<number, Tally>; failing: Map<string, number> }>();
+  type DomainSum = { base: Tally; recent: Tally; days: Map<number, Tally>; failing: Map<string, number> };
+  const domains = new Map<string, DomainSum>();
+  /** Adds a source's (or the summed sources') windows to its domain's. */
+  const addTo = (domain: string, x: { base: Tally; recent: Tally; days: Map<number, Tally> }): DomainSum => {
+    let d = domains.get(domain);
+    if (!d) domains.set(domain, (d = { base: emptyTally(), recent: emptyTally(), days: new Map<number, Tally>(), failing: new Map() }));
+    mergeTally(d.base, x.base);
+    mergeTally(d.recent, x.recent);
+    for (const [day, t] of x.days) {
+      const y = d.days.get(day) ?? emptyTally();
+      mergeTally(y, t);
+      d.days.set(day, y);
+    }
+    return d;
+  };
   for (const [key, st] of stats) {
     if (flagged.has(key)) continue;
-    const d = domains.get(st.domain) ?? { base: emptyTally(), recent: emptyTally(), days: new Map<number, Tally>(), failing: new Map() };
-    mergeTally(d.base, st.base);
-    mergeTally(d.recent, st.recent);
-    for (const [day, t] of st.days) {
-      const x = d.days.get(day) ?? emptyTally();
-      mergeTally(x, t);
-      d.days.set(day, x);
-    }
+    const d = addTo(st.domain, st);
     const fails = judged(st.recent) - st.recent.dmarcPass;
     if (fails > 0) d.failing.set(st.ip, fails);
-    domains.set(st.domain, d);
   }
   // The sources summed (a domain with more than are held one by one): only their most failing are named.
   const unnamed = new Map<string, number>();
   for (const [domain, r] of rest) {
-    const d = domains.get(domain) ?? { base: emptyTally(), recent: emptyTally(), days: new Map<number, Tally>(), failing: new Map() };
-    mergeTally(d.base, r.base);
-    mergeTally(d.recent, r.recent);
-    for (const [day, t] of r.days) {
-      const x = d.days.get(day) ?? emptyTally();
-      mergeTally(x, t);
-      d.days.set(day, x);
-    }
+    const d = addTo(domain, r);
     for (const [ip, n] of r.top) d.failing.set(ip, n);
     unnamed.set(domain, r.failing - r.top.length);
-    domains.set(domain, d);
   }
   for (const [domain, d] of domains) {
     const key = `pass_rate_drop:${domain}`;
