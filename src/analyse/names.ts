@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Finding } from './types.js';
 
 /**
@@ -10,13 +11,19 @@ import type { Finding } from './types.js';
 
 const OPEN = '\u{E000}';
 const CLOSE = '\u{E001}';
+/**
+ * Marks carry a key drawn when the process starts: the rules also write text from reports (a
+ * selector, a domain, a reporter's name), and a report that spelled out a mark of its own must not
+ * get an address of its choosing named (and looked up in the reverse DNS).
+ */
+const KEY = randomBytes(6).toString('hex');
 /** A mark holds an address (IPv4 or IPv6 text, as stored); anything else between the two is left as text. */
-const MARK = /\u{E000}([0-9A-Fa-f:.]{2,45})\u{E001}/gu;
+const MARK = new RegExp(`\u{E000}${KEY}([0-9A-Fa-f:.]{2,45})\u{E001}`, 'gu');
 const STRAY = /[\u{E000}\u{E001}]/gu;
 
 /** An address as the rules write it into a message, to be named by nameFindings(). */
 export function mention(ip: string): string {
-  return `${OPEN}${ip}${CLOSE}`;
+  return `${OPEN}${KEY}${ip}${CLOSE}`;
 }
 
 /** The addresses the findings' messages mention, in the order they first appear. */

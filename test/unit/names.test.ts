@@ -54,6 +54,13 @@ describe('addresses in messages are named after the rules ran', () => {
     assert.equal(f.source_name, 'out.esp.example');
   });
 
+  it('a mark spelled out by a report is text: its address is neither named nor looked up', () => {
+    const f = finding(`DKIM selector \uE000203.0.113.9\uE001 of ${mention('198.51.100.20')} fails`, '198.51.100.20');
+    assert.deepEqual([...mentionedIn([f])], ['198.51.100.20']);
+    nameFindings([f], { label: (ip) => `name of ${ip}` });
+    assert.equal(f.summary, 'DKIM selector 203.0.113.9 of 198.51.100.20 (name of 198.51.100.20) fails');
+  });
+
   it('mentionedIn lists the addresses the rules wrote, once each, in order', () => {
     const fs = [finding(`${mention('192.0.2.5')} and ${mention('192.0.2.6')}`), finding(`again ${mention('192.0.2.5')}, \uE000junk\uE001`)];
     assert.deepEqual([...mentionedIn(fs)], ['192.0.2.5', '192.0.2.6']);
