@@ -9,6 +9,7 @@ import { createLogger } from '../src/log.js';
 import { renderDigest } from '../src/notify/render.js';
 import { buildDigest, runAlerts } from '../src/pipeline/alerts.js';
 import type { Db } from '../src/store/db.js';
+import type { SourceTotals } from '../src/store/summary.js';
 import { runCli } from './helpers/cli.js';
 import { bufferInput, freshStore, tempDir } from './helpers/common.js';
 import { D0, dayIso, EXPECTED, ingestDays } from './helpers/scenario.js';
@@ -233,14 +234,7 @@ describe('ruawatch report --enrich', () => {
     file = s.file;
   });
 
-  type Source = {
-    ip: string;
-    asn?: number | null;
-    as_org?: string | null;
-    country?: string | null;
-    service?: string | null;
-    service_type?: string | null;
-  };
+  type Source = Pick<SourceTotals, 'ip' | 'asn' | 'as_org' | 'country' | 'service' | 'service_type'>;
   const sourcesOf = (stdout: string) =>
     (JSON.parse(stdout) as { domains: { domain: string; sources: Source[] }[] }).domains.flatMap((d) => d.sources);
 

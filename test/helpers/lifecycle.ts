@@ -1,5 +1,6 @@
+import { rng } from '../../devtools/corpus.js';
 import { DAY } from '../../src/analyse/index.js';
-import { aggregateXml as scenarioXml, dayIso, type Rec } from './scenario.js';
+import { aggregateXml as scenarioXml, dayIso, tlsReportJson, type Rec } from './scenario.js';
 import { gzip } from './synth.js';
 
 /**
@@ -92,18 +93,6 @@ export const INCIDENTS: Incident[] = [
 /** The one-day blip: on day 38, 40% of the main server's mail fails DKIM and SPF. */
 export const BLIP_DAY = 38;
 
-/** A deterministic PRNG (mulberry32), so every run sees the same noise. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const iso = (d: number) => dayIso(L0 + d);
 
 /** Day d's aggregate report: days from L0, sources sending nothing that day left out, p=none. */
@@ -117,45 +106,11 @@ function aggregateXml(reporter: string, email: string, d: number, recs: Rec[]): 
   );
 }
 
-function tlsJson(org: string, contact: string, d: number, successful: number, mx2Failed: number): string {
-  const day = L0 + d;
-  return JSON.stringify({
-    'organization-name': org,
-    'date-range': {
-      'start-datetime': new Date(day * DAY * 1000).toISOString(),
-      'end-datetime': new Date(((day + 1) * DAY - 1) * 1000).toISOString(),
-    },
-    'contact-info': contact,
-    'report-id': `${org}-${iso(d)}`,
-    policies: [
-      {
-        policy: {
-          'policy-type': 'sts',
-          'policy-string': ['version: STSv1', 'mode: enforce', 'mx: mx1.example.com', 'mx: mx2.example.com', 'max_age: 86400'],
-          'policy-domain': 'example.com',
-          'mx-host': ['mx1.example.com', 'mx2.example.com'],
-        },
-        summary: { 'total-successful-session-count': successful, 'total-failure-session-count': mx2Failed },
-        'failure-details': mx2Failed
-          ? [
-              {
-                'result-type': 'certificate-expired',
-                'sending-mta-ip': '209.85.220.41',
-                'receiving-mx-hostname': 'mx2.example.com',
-                'failed-session-count': mx2Failed,
-              },
-            ]
-          : [],
-      },
-    ],
-  });
-}
-
 const between = (d: number, from: number, to: number) => d >= from && d < to;
 
 /** The reports of day `d`, as their reporters send them (gzip for Google and Microsoft). */
 export function lifecycleReports(d: number): { name: string; bytes: Buffer }[] {
-  const rnd = prng(1000 + d);
+  const rnd = rng(1000 + d);
   const vary = (n: number) => Math.round(n * (0.8 + 0.4 * rnd()));
   const out: { name: string; bytes: Buffer }[] = [];
   const split = (n: number, share: number) => Math.round(n * share);
@@ -326,7 +281,19 @@ export function lifecycleReports(d: number): { name: string; bytes: Buffer }[] {
   ] as const) {
     const n = vary(sessions);
     const failed = between(d, 42, 54) ? Math.round((n / 2) * (0.6 + 0.15 * rnd())) : 0;
-    out.push({ name: `${org.split(' ')[0]!.toLowerCase()}-tls-${d}.json.gz`, bytes: gzip(tlsJson(org, contact, d, n - failed, failed)) });
+    out.push({
+      name: `${org.split(' ')[0]!.toLowerCase()}-tls-${d}.json.gz`,
+      bytes: gzip(
+        tlsReportJson({
+          org,
+          contact,
+          reportId: `${org}-${iso(d)}`,
+          day: L0 + d,
+          successful: n - failed,
+          failures: failed ? [{ mx: 'mx2.example.com', type: 'certificate-expired', sessions: failed }] : [],
+        }),
+      ),
+    });
   }
   return out;
 }

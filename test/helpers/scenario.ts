@@ -44,16 +44,28 @@ ${records.join('\n')}
 </feedback>`;
 }
 
-function tlsJson(day: number, failures: { mx: string; type: string; sessions: number }[]): string {
+/**
+ * A TLS report (RFC 8460) on example.com's MTA-STS policy (mx1 and mx2) for one UTC day: the
+ * sessions that succeeded and the failures, each with its MX, result type and sessions.
+ */
+export function tlsReportJson(r: {
+  org: string;
+  contact: string;
+  reportId: string;
+  day: number;
+  successful: number;
+  failures: { mx: string; type: string; sessions: number }[];
+}): string {
+  const { day, failures } = r;
   const failed = failures.reduce((n, f) => n + f.sessions, 0);
   return JSON.stringify({
-    'organization-name': 'Google Inc.',
+    'organization-name': r.org,
     'date-range': {
       'start-datetime': new Date(day * DAY * 1000).toISOString(),
       'end-datetime': new Date(((day + 1) * DAY - 1) * 1000).toISOString(),
     },
-    'contact-info': 'smtp-tls-reporting@google.com',
-    'report-id': `${dayIso(day)}T00:00:00Z_example.com`,
+    'contact-info': r.contact,
+    'report-id': r.reportId,
     policies: [
       {
         policy: {
@@ -62,7 +74,7 @@ function tlsJson(day: number, failures: { mx: string; type: string; sessions: nu
           'policy-domain': 'example.com',
           'mx-host': ['mx1.example.com', 'mx2.example.com'],
         },
-        summary: { 'total-successful-session-count': 500, 'total-failure-session-count': failed },
+        summary: { 'total-successful-session-count': r.successful, 'total-failure-session-count': failed },
         'failure-details': failures.map((f) => ({
           'result-type': f.type,
           'sending-mta-ip': '209.85.220.41',
@@ -132,7 +144,19 @@ export function reportsFor(d: number): { name: string; bytes: Buffer }[] {
   return [
     { name: `google-${d}.xml.gz`, bytes: gzip(aggregateXml('google.com', 'noreply-dmarc-support@google.com', day, google)) },
     { name: `yahoo-${d}.xml`, bytes: Buffer.from(aggregateXml('Yahoo', 'dmarchelp@yahooinc.com', day, yahoo)) },
-    { name: `google-tls-${d}.json.gz`, bytes: gzip(tlsJson(day, certExpired)) },
+    {
+      name: `google-tls-${d}.json.gz`,
+      bytes: gzip(
+        tlsReportJson({
+          org: 'Google Inc.',
+          contact: 'smtp-tls-reporting@google.com',
+          reportId: `${dayIso(day)}T00:00:00Z_example.com`,
+          day,
+          successful: 500,
+          failures: certExpired,
+        }),
+      ),
+    },
   ];
 }
 

@@ -18,64 +18,10 @@ import {
   type ReportRow,
   type TlsRow,
 } from '../../src/analyse/index.js';
+import { rows } from '../helpers/records.js';
 
 /** Evaluations below happen at the end of day 100: recent = days 93-99, baseline = days 65-92. */
 const NOW = 100 * DAY;
-
-interface Src {
-  ip: string;
-  from: number; // first day
-  to: number; // last day, inclusive
-  perDay: number;
-  pass?: number; // share passing DMARC, 0..1 (by DKIM alignment, with the selector below)
-  spfAligned?: boolean;
-  selector?: string;
-  reasons?: string[];
-  dkimFailResult?: string;
-  domain?: string;
-  reporter?: string;
-  disposition?: string;
-}
-
-/** One record per day per source, with `pass` of the messages passing (and their DKIM passing). */
-function rows(...sources: Src[]): RecordRow[] {
-  const out: RecordRow[] = [];
-  for (const s of sources) {
-    for (let d = s.from; d <= s.to; d++) {
-      const pass = Math.round(s.perDay * (s.pass ?? 1));
-      const base = {
-        domain: s.domain ?? 'example.com',
-        reporter: s.reporter ?? 'google.com',
-        begin: d * DAY,
-        end: (d + 1) * DAY - 1,
-        sourceIp: s.ip,
-        headerFrom: s.domain ?? 'example.com',
-        disposition: s.disposition ?? 'none',
-        reasons: s.reasons ?? [],
-      };
-      const sel = s.selector ?? 's1';
-      if (pass > 0) {
-        out.push({
-          ...base,
-          count: pass,
-          dkimAligned: 'pass',
-          spfAligned: s.spfAligned ? 'pass' : 'fail',
-          dkim: [{ domain: 'example.com', selector: sel, result: 'pass' }],
-        });
-      }
-      if (s.perDay - pass > 0) {
-        out.push({
-          ...base,
-          count: s.perDay - pass,
-          dkimAligned: 'fail',
-          spfAligned: s.spfAligned ? 'pass' : 'fail',
-          dkim: s.dkimFailResult === 'none' ? [] : [{ domain: 'example.com', selector: sel, result: s.dkimFailResult ?? 'fail' }],
-        });
-      }
-    }
-  }
-  return out;
-}
 
 /** Raw rows rolled up in memory, as the database's rollups would hold them. */
 function input(records: RecordRow[], extra: { tls?: TlsRow[]; reports?: ReportRow[]; policies?: PolicyRow[] } = {}): AnalysisInput {

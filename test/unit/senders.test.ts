@@ -2,56 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { analyse, DAY, defaultSettings, rollupInput, type Finding, type RecordRow } from '../../src/analyse/index.js';
 import { describeSender, forwarderExemptions, type SenderFacts } from '../../src/analyse/senders.js';
+import { rows } from '../helpers/records.js';
 
 /** At the end of day 100: recent = days 93-99, baseline = days 65-92 (as analyse.test.ts). */
 const NOW = 100 * DAY;
-
-interface Src {
-  ip: string;
-  from: number;
-  to: number;
-  perDay: number;
-  pass?: number;
-  domain?: string;
-  dkimDomain?: string;
-}
-
-function rows(...sources: Src[]): RecordRow[] {
-  const out: RecordRow[] = [];
-  for (const s of sources) {
-    for (let d = s.from; d <= s.to; d++) {
-      const pass = Math.round(s.perDay * (s.pass ?? 1));
-      const base = {
-        domain: s.domain ?? 'example.com',
-        reporter: 'google.com',
-        begin: d * DAY,
-        end: (d + 1) * DAY - 1,
-        sourceIp: s.ip,
-        headerFrom: s.domain ?? 'example.com',
-        disposition: 'none',
-        reasons: [],
-      };
-      const dkimDomain = s.dkimDomain ?? s.domain ?? 'example.com';
-      if (pass > 0)
-        out.push({
-          ...base,
-          count: pass,
-          dkimAligned: 'pass',
-          spfAligned: 'fail',
-          dkim: [{ domain: dkimDomain, selector: 's1', result: 'pass' }],
-        });
-      if (s.perDay - pass > 0)
-        out.push({
-          ...base,
-          count: s.perDay - pass,
-          dkimAligned: 'fail',
-          spfAligned: 'fail',
-          dkim: [{ domain: dkimDomain, selector: 's1', result: 'fail' }],
-        });
-    }
-  }
-  return out;
-}
 
 function facts(o: Partial<SenderFacts>): SenderFacts {
   return {
