@@ -7,6 +7,7 @@ import { createLogger } from '../src/log.js';
 import { alertRenderer } from '../src/notify/render.js';
 import type { Channel, ChannelName, Message, NotificationEvent, RetryPolicy } from '../src/notify/types.js';
 import { channelsOf, deliverPending } from '../src/pipeline/alerts.js';
+import { withChannels } from '../src/cli/notify.js';
 import { AlertStore } from '../src/store/alerts.js';
 import { leaseHolder } from '../src/store/leases.js';
 import { startSmtp, type SmtpSink } from './helpers/chat-servers.js';
@@ -344,6 +345,15 @@ describe('notify requeue: waits for a delivery under way', () => {
     db.prepare(
       `INSERT INTO channel_leases (channel, holder, host, pid, command, acquired_at, expires_at) VALUES ('email', 'other', ?, ?, 'run', ?, ?)`,
     ).run(me.host, other.pid, now, now + 600);
+
+    // Given up after the wait: E_BUSY naming the holder, and nothing done.
+    let ran = false;
+    await assert.rejects(
+      withChannels(store, ['email'], () => (ran = true), 600),
+      (err: Error & { code?: string }) =>
+        err.code === 'E_BUSY' && /the email queue is being delivered by another process \(ruawatch run, pid \d+ on /.test(err.message),
+    );
+    assert.equal(ran, false);
 
     const running = runCli(['notify', 'requeue', '--db', file, String(id)]);
     await new Promise((resolve) => setTimeout(resolve, 1200));

@@ -177,7 +177,7 @@ stayed busy, 2 on usage or configuration errors.`,
  * from a queue read before the change (a notice deleted here would still go out). Waits for a
  * channel another live process is delivering, up to REQUEUE_WAIT_MS.
  */
-async function withChannels<T>(store: AlertStore, channels: ChannelName[], work: () => T, waitMs = REQUEUE_WAIT_MS): Promise<T> {
+export async function withChannels<T>(store: AlertStore, channels: ChannelName[], work: () => T, waitMs = REQUEUE_WAIT_MS): Promise<T> {
   const holder = leaseHolder('notify requeue');
   const deadline = Date.now() + waitMs;
   for (;;) {
