@@ -176,6 +176,21 @@ describe('notify requeue: a refused message sent again once the filter is fixed'
       [NOTICE_SUBJECT, NOTICE_SUBJECT],
     );
   });
+  it('a requeued message starts over: a 451 in its first run keeps it queued rather than parking it as deferred', async () => {
+    const id = count(db, `SELECT id FROM notifications WHERE parked_at IS NOT NULL AND fallback_for IS NULL`);
+    assert.ok(count(db, `SELECT attempts FROM notifications WHERE id = ?`, id) > 0);
+    assert.equal((await runCli(['notify', 'requeue', '--db', file, String(id)])).code, 0);
+    store.enqueue('email', 'opened', message('next in line'), null, T0);
+    // The filter now defers it: the message may still be the trouble, or the server may be.
+    smtp.refuse = (m) => (/casino-pills/.test(m.text ?? '') ? { code: 451, text: '4.7.1 try again later' } : null);
+    const r = await deliverPending(store, email, { retry: fast, log });
+    assert.deepEqual(
+      r.failed.map((f) => f.outcome),
+      ['kept'],
+    );
+    assert.equal(r.pending, 2);
+    assert.equal(count(db, `SELECT COUNT(*) FROM notifications WHERE parked_at IS NOT NULL`), 0);
+  });
 });
 
 describe('notify requeue: --all, --channel, ids that are not parked, JSON', () => {
@@ -238,14 +253,15 @@ describe('notify requeue: --all, --channel, ids that are not parked, JSON', () =
       { id: ids['sent'], error: `already delivered (${new Date((T0 + 5) * 1000).toISOString()})` },
       { id: 9999, error: 'no such notification' },
     ]);
-    // Unanswered sends forgotten: it may go out (twice at most) again.
+    // Unanswered sends and attempts forgotten: it may go out (twice at most) again, and its first
+    // failure holds the channel for a run, as a new message's would, rather than parking it at once.
     assert.deepEqual(
       {
         ...(db
           .prepare(`SELECT unanswered, first_unanswered_at, parked_at, last_error, attempts FROM notifications WHERE id = ?`)
           .get(ids['hook-1']) as object),
       },
-      { unanswered: 0, first_unanswered_at: null, parked_at: null, last_error: null, attempts: 2 },
+      { unanswered: 0, first_unanswered_at: null, parked_at: null, last_error: null, attempts: 0 },
     );
 
     const text = await runCli(['notify', 'requeue', '--db', file, String(ids['waiting'])]);

@@ -446,8 +446,9 @@ export class AlertStore {
   /**
    * Puts parked, undelivered notifications back in their channel's queue, in one transaction. Each
    * keeps its id (and transaction id), so it goes out before anything queued after it, and starts
-   * over as a message never tried: not parked, no unanswered sends, no last error. Its attempts
-   * stay, as history. A fallback notice still undelivered that stands for one of them is deleted:
+   * over as a message never tried: not parked, no unanswered sends, no last error, no attempts
+   * (the delivery sets a message aside when it fails again after failing in an earlier run,
+   * pipeline/alerts.ts deliverChannel: a requeued one gets its first run like a new one). A fallback notice still undelivered that stands for one of them is deleted:
    * it would say the message could not be delivered right after the message itself, and if the
    * message is refused again the delivery queues a fresh one. Ids that are not a parked,
    * undelivered notification are left alone and listed in `failed`.
@@ -506,7 +507,8 @@ export class AlertStore {
           out.removed.push(n);
         }
         const reset = this.db.prepare(
-          `UPDATE notifications SET parked_at = NULL, parked_reason = NULL, unanswered = 0, first_unanswered_at = NULL, last_error = NULL
+          `UPDATE notifications SET parked_at = NULL, parked_reason = NULL, unanswered = 0, first_unanswered_at = NULL, last_error = NULL,
+                  attempts = 0
             WHERE id = ?`,
         );
         for (const r of rows.sort((a, b) => a.id - b.id)) {
