@@ -159,7 +159,7 @@ stayed busy, 2 on usage or configuration errors.`,
     const app = appFor(values, io, { level: 'warn', mustExist: true });
     try {
       const store = new AlertStore(app.db);
-      const channels = values.all ? (channel ? [channel as ChannelName] : [...CHANNEL_NAMES]) : store.channelsOf(ids);
+      const channels = values.all ? (channel ? [channel as ChannelName] : [...CHANNEL_NAMES]) : store.notificationChannels(ids);
       const result = await withChannels(store, channels, () =>
         store.requeue(values.all ? { all: true, channel: channel as ChannelName | undefined } : { ids }),
       );

@@ -434,7 +434,7 @@ export class AlertStore {
   }
 
   /** The channels of these notifications (the ones that exist). */
-  channelsOf(ids: number[]): ChannelName[] {
+  notificationChannels(ids: number[]): ChannelName[] {
     if (ids.length === 0) return [];
     const rows = this.db
       .prepare(`SELECT DISTINCT channel FROM notifications WHERE id IN (SELECT value FROM json_each(?))`)
