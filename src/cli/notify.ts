@@ -199,7 +199,7 @@ export async function withChannels<T>(store: AlertStore, channels: ChannelName[]
     if (Date.now() >= deadline) {
       throw new RuawatchError(
         'E_BUSY',
-        `the ${busy.channel} queue is being delivered by another process (ruawatch ${busy.command}, pid ${busy.pid} on ${busy.host}); nothing was changed: try again when it is done`,
+        `the ${busy.channel} queue is being delivered by another process (${busy.command === 'ruawatch' ? '' : 'ruawatch '}${busy.command}, pid ${busy.pid} on ${busy.host}); nothing was changed: try again when it is done`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 500));
