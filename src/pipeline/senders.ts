@@ -202,32 +202,54 @@ export interface ServiceTotal {
   pass_rate: number | null;
 }
 
-const serviceCache = new WeakMap<Db, { key: string; value: ServiceTotal[] }>();
-
 /**
- * Messages and DMARC pass rate per known service over a window of days (all policy domains), for
- * /metrics. Every source of the window is looked up (each address once per process, then from the
- * enricher's cache); the answer is kept until a report is added or the window moves.
+ * Per source IP over a window of days (day numbers, `to` exclusive), all policy domains: messages
+ * and DMARC passes, sources of no messages left out. dmarc_daily's key starts with (domain, day),
+ * and every (domain, day) it has a row for has one in domain_daily (key (day, domain)): going
+ * through domain_daily makes each (domain, day) of the window a search of dmarc_daily on its key,
+ * so the cost follows the window's rows, not the days of history kept.
  */
-export function serviceTotals(db: Db, w: { from: number; to: number }, enricher: Enricher): ServiceTotal[] {
-  const version = (db.prepare(`SELECT max(id) FROM reports`).pluck().get() as number | null) ?? 0;
-  const key = `${version}:${w.from}:${w.to}`;
-  const hit = serviceCache.get(db);
-  if (hit?.key === key) return hit.value;
-  const rows = db
+export function windowSources(db: Db, w: { from: number; to: number }): [ip: string, messages: number, pass: number][] {
+  return db
     .prepare(
-      `SELECT source_ip, SUM(messages), SUM(dmarc_pass) FROM dmarc_daily WHERE day >= ? AND day < ? GROUP BY source_ip HAVING SUM(messages) > 0`,
+      `SELECT d.source_ip, SUM(d.messages), SUM(d.dmarc_pass)
+         FROM domain_daily w CROSS JOIN dmarc_daily d ON d.domain = w.domain AND d.day = w.day
+        WHERE w.day >= ? AND w.day < ?
+        GROUP BY d.source_ip HAVING SUM(d.messages) > 0`,
     )
     .raw(true)
     .all(w.from, w.to) as [string, number, number][];
-  const dkim = dkimDomainsOf(
-    (
-      db
-        .prepare(`SELECT DISTINCT source_ip, signing_domain FROM dkim_daily WHERE day >= ? AND day < ? AND signing_domain <> ''`)
-        .raw(true)
-        .all(w.from, w.to) as [string, string][]
-    ).map(([sourceIp, signingDomain]) => ({ sourceIp, signingDomain })),
-  );
+}
+
+/** The DKIM signing domains of each source IP over a window of days (as windowSources), sorted. */
+export function windowDkimDomains(db: Db, w: { from: number; to: number }): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  // DISTINCT gives each (address, signing domain) once: no list is searched here.
+  const rows = db
+    .prepare(
+      `SELECT DISTINCT k.source_ip, k.signing_domain
+         FROM domain_daily w CROSS JOIN dkim_daily k ON k.domain = w.domain AND k.day = w.day
+        WHERE w.day >= ? AND w.day < ? AND k.signing_domain <> ''`,
+    )
+    .raw(true)
+    .all(w.from, w.to) as [string, string][];
+  for (const [ip, domain] of rows) {
+    const list = out.get(ip);
+    if (list) list.push(domain);
+    else out.set(ip, [domain]);
+  }
+  for (const list of out.values()) if (list.length > 1) list.sort();
+  return out;
+}
+
+/**
+ * Messages and DMARC pass rate per known service over a window of days (all policy domains), for
+ * /metrics, which decides how long to keep the answer (web/metrics.ts). Every source of the window
+ * is looked up.
+ */
+export function serviceTotals(db: Db, w: { from: number; to: number }, enricher: Enricher): ServiceTotal[] {
+  const rows = windowSources(db, w);
+  const dkim = windowDkimDomains(db, w);
   const names = cachedNames(
     db,
     rows.map((r) => r[0]),
@@ -254,6 +276,5 @@ export function serviceTotals(db: Db, w: { from: number; to: number }, enricher:
       messages: Math.round(t.messages * 1e6) / 1e6,
       pass_rate: t.messages > 0 ? Math.round((t.pass / t.messages) * 10000) / 10000 : null,
     }));
-  serviceCache.set(db, { key, value });
   return value;
 }
