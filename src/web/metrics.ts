@@ -41,7 +41,8 @@ interface Kept {
   /** max(reports.id) when the gauges were worked out: reports are never deleted, so ids only grow. */
   version: number;
   at: number;
-  lines: string[];
+  /** Their exposition lines, joined: a scrape adds them as they are. */
+  text: string;
 }
 
 const kept = new WeakMap<Db, Kept>();
@@ -107,11 +108,11 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
   const hit = kept.get(db);
   const age = hit ? now - hit.at : -1;
   if (hit && hit.window === key && hit.enricher === enricher && age >= 0 && (hit.version === reports.last || age < KEEP_SECONDS)) {
-    m.lines.push(...hit.lines);
+    m.lines.push(hit.text);
   } else {
-    const lines = windowGauges(db, w, config.analysis.recent_days, enricher);
-    kept.set(db, { window: key, enricher, version: reports.last, at: now, lines });
-    m.lines.push(...lines);
+    const text = windowGauges(db, w, config.analysis.recent_days, enricher).join('\n');
+    kept.set(db, { window: key, enricher, version: reports.last, at: now, text });
+    m.lines.push(text);
   }
 
   const open = db
