@@ -254,16 +254,13 @@ export function serviceTotals(db: Db, w: { from: number; to: number }, enricher:
     db,
     rows.map((r) => r[0]),
   );
-  const senders = sendersOf(
-    enricher,
-    rows.map((r) => r[0]),
-    { ptr: (ip) => names.get(ip), dkim },
-  );
+  // Each source once (the rows are by source): its facts are summed in and let go.
+  const who = senderLookup(enricher, { ptr: (ip) => names.get(ip), dkim });
   const sums = new Map<string, { service: string; service_type: string; messages: number; pass: number }>();
   for (const [ip, messages, pass] of rows) {
-    const f = senders.get(ip);
-    const service = f?.service ?? '';
-    const t = sums.get(service) ?? { service, service_type: f?.service_type ?? '', messages: 0, pass: 0 };
+    const f = who(ip);
+    const service = f.service ?? '';
+    const t = sums.get(service) ?? { service, service_type: f.service_type ?? '', messages: 0, pass: 0 };
     t.messages += messages;
     t.pass += pass;
     sums.set(service, t);
