@@ -202,23 +202,27 @@ export interface ServiceTotal {
   pass_rate: number | null;
 }
 
+/** The policy domains with rows in a window of days (@from, @to), from domain_daily's key. */
+const WINDOW_DOMAINS = `SELECT domain FROM domain_daily WHERE day >= @from AND day < @to`;
+
 /**
  * Per source IP over a window of days (day numbers, `to` exclusive), all policy domains: messages
  * and DMARC passes, sources of no messages left out. dmarc_daily's key starts with (domain, day),
- * and every (domain, day) it has a row for has one in domain_daily (key (day, domain)): going
- * through domain_daily makes each (domain, day) of the window a search of dmarc_daily on its key,
- * so the cost follows the window's rows, not the days of history kept.
+ * so a condition on the day alone scans every day kept; every (domain, day) it has rows for has a
+ * row in domain_daily (key (day, domain)), which gives the window's domains, and each domain's
+ * days of the window are then one range of dmarc_daily's key. The cost follows the window's rows,
+ * not the history. (At 10,000 domains and 35 days, one search per domain took 0.5-0.6 s where one
+ * per (domain, day) took 0.6-1.0 s and the scan 0.6-0.8 s, a cost that grows with each day kept.)
  */
 export function windowSources(db: Db, w: { from: number; to: number }): [ip: string, messages: number, pass: number][] {
   return db
     .prepare(
-      `SELECT d.source_ip, SUM(d.messages), SUM(d.dmarc_pass)
-         FROM domain_daily w CROSS JOIN dmarc_daily d ON d.domain = w.domain AND d.day = w.day
-        WHERE w.day >= ? AND w.day < ?
-        GROUP BY d.source_ip HAVING SUM(d.messages) > 0`,
+      `SELECT source_ip, SUM(messages), SUM(dmarc_pass) FROM dmarc_daily
+        WHERE domain IN (${WINDOW_DOMAINS}) AND day >= @from AND day < @to
+        GROUP BY source_ip HAVING SUM(messages) > 0`,
     )
     .raw(true)
-    .all(w.from, w.to) as [string, number, number][];
+    .all({ from: w.from, to: w.to }) as [string, number, number][];
 }
 
 /** The DKIM signing domains of each source IP over a window of days (as windowSources), sorted. */
@@ -227,12 +231,11 @@ export function windowDkimDomains(db: Db, w: { from: number; to: number }): Map<
   // DISTINCT gives each (address, signing domain) once: no list is searched here.
   const rows = db
     .prepare(
-      `SELECT DISTINCT k.source_ip, k.signing_domain
-         FROM domain_daily w CROSS JOIN dkim_daily k ON k.domain = w.domain AND k.day = w.day
-        WHERE w.day >= ? AND w.day < ? AND k.signing_domain <> ''`,
+      `SELECT DISTINCT source_ip, signing_domain FROM dkim_daily
+        WHERE domain IN (${WINDOW_DOMAINS}) AND day >= @from AND day < @to AND signing_domain <> ''`,
     )
     .raw(true)
-    .all(w.from, w.to) as [string, string][];
+    .all({ from: w.from, to: w.to }) as [string, string][];
   for (const [ip, domain] of rows) {
     const list = out.get(ip);
     if (list) list.push(domain);
