@@ -494,6 +494,105 @@ describe('delivery: a receiver that takes a message but answers too late', () =>
   });
 });
 
+describe('a message the channel keeps deferring does not hold the ones behind it', () => {
+  const { db } = freshStore();
+  const store = new AlertStore(db);
+  let smtp: SmtpSink;
+  let email: Channel[];
+  const subjects = () => smtp.messages.map((m) => m.subject);
+  const parked = () =>
+    db.prepare(`SELECT id, parked_reason FROM notifications WHERE parked_at IS NOT NULL ORDER BY id`).all() as {
+      id: number;
+      parked_reason: string;
+    }[];
+
+  before(async () => {
+    smtp = await startSmtp();
+    // A filter's "soft reject": report data made the alert look like spam, and the answer is 451, not 554.
+    smtp.refuse = (m) => (/casino-pills/.test(m.text ?? '') ? { code: 451, text: '4.7.1 Try again later (soft reject)' } : null);
+    email = channelsOf(
+      configSchema.parse({
+        alerts: {
+          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
+        },
+      }),
+      fast,
+    );
+  });
+  after(async () => {
+    await Promise.all([...email.map((c) => c.close()), smtp.close()]);
+    db.close();
+  });
+
+  it('first run: deferred once, it stays queued and the next message waits behind it, in order', async () => {
+    reconcile(store, [SPAMMY, TLS], T0, ['email']);
+    const r = await deliverPending(store, email, { retry: fast, log });
+    assert.equal(r.sent, 0);
+    assert.equal(r.pending, 2);
+    assert.deepEqual(
+      r.failed.map((f) => f.outcome),
+      ['kept'],
+    );
+    assert.equal(smtp.refused.length, fast.attempts);
+    assert.deepEqual(subjects(), []);
+    assert.deepEqual(parked(), []);
+  });
+
+  it('next run: deferred again while the channel takes the next message, so it is parked as deferred with a notice', async () => {
+    const r = await deliverPending(store, email, { retry: fast, log });
+    // The TLS alert, then the notice standing for the deferred one.
+    assert.deepEqual(subjects(), ['[WARNING] TLS failures: example.com', 'ruawatch: an alert could not be delivered']);
+    assert.equal(r.sent, 2);
+    assert.equal(r.pending, 0);
+    assert.deepEqual(
+      r.failed.map((f) => [f.event, f.outcome]),
+      [['opened', 'parked']],
+    );
+    const [p] = parked();
+    assert.match(p!.parked_reason, /^deferred: .*451 4\.7\.1 Try again later.*; failed in two runs while the channel took other messages$/);
+    assert.match(
+      smtp.messages[1]!.text!,
+      /^An alert of kind new_failing_source for example\.com could not be delivered: this channel kept deferring it \(SMTP 451\) while it took other messages\./,
+    );
+    // This run: the failing one with its retries, the next one once, the failing one once more.
+    assert.equal(smtp.refused.length, fast.attempts * 2 + 1);
+  });
+
+  it('a later run sends what comes next and does not try the parked one again', async () => {
+    const tried = smtp.refused.length;
+    reconcile(store, [SPAMMY, TLS, SILENT], T0 + 3600, ['email']);
+    const r = await deliverPending(store, email, { retry: fast, log });
+    assert.deepEqual(r, { sent: 1, failed: [], pending: 0 });
+    assert.equal(smtp.messages.at(-1)!.subject, '[WARNING] Reporter silent: example.org');
+    assert.equal(smtp.refused.length, tried);
+  });
+
+  it('an endpoint that defers everything (greylisting, an outage) parks nothing: all stay queued and go out in order', async () => {
+    const { db: db2 } = freshStore();
+    const store2 = new AlertStore(db2);
+    try {
+      reconcile(store2, [TLS, SILENT, POLICY], T0, ['email']);
+      const before = smtp.messages.length;
+      smtp.failNext = 1000;
+      for (let run = 0; run < 3; run++) {
+        const r = await deliverPending(store2, email, { retry: fast, log });
+        assert.equal(r.sent, 0);
+        assert.equal(r.pending, 3);
+      }
+      assert.equal(count(db2, `SELECT COUNT(*) FROM notifications WHERE parked_at IS NOT NULL`), 0);
+      smtp.failNext = 0;
+      const r = await deliverPending(store2, email, { retry: fast, log });
+      assert.deepEqual(r, { sent: 3, failed: [], pending: 0 });
+      assert.deepEqual(
+        smtp.messages.slice(before).map((m) => m.subject),
+        ['[WARNING] TLS failures: example.com', '[WARNING] Reporter silent: example.org', '[WARNING] DMARC policy changed: example.org'],
+      );
+    } finally {
+      db2.close();
+    }
+  });
+});
+
 describe('reminders: only when an alert got worse, and no timed ones to a channel that parks them', () => {
   const { db } = freshStore();
   const store = new AlertStore(db);

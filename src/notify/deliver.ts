@@ -26,7 +26,7 @@ export type Outcome =
   /** Refused for good (`refused`), or unanswered as often as is safe (`!refused`). */
   | { result: 'parked'; attempts: number; refused: boolean; reason: string; status: string | null }
   /** Still queued; `held` when the failure would meet every message alike. */
-  | { result: 'kept'; attempts: number; held: boolean; error: string };
+  | { result: 'kept'; attempts: number; held: boolean; error: string; status: string | null };
 
 export interface DeliverDeps {
   /** Epoch milliseconds. */
@@ -75,9 +75,9 @@ export async function deliverOne(channel: Channel, n: QueuedMessage, policy: Ret
       }
       if (e.scope === 'message')
         return { result: 'parked', attempts: attempt, refused: true, reason: `refused: ${e.message}`, status: e.status };
-      if (e.scope === 'channel') return { result: 'kept', attempts: attempt, held: true, error: e.message };
+      if (e.scope === 'channel') return { result: 'kept', attempts: attempt, held: true, error: e.message, status: e.status };
       if (!mayResend(channel.dedupWindowMs, unanswered, first, deps.now())) continue; // parked above, without waiting
-      if (attempt >= policy.attempts) return { result: 'kept', attempts: attempt, held: false, error: e.message };
+      if (attempt >= policy.attempts) return { result: 'kept', attempts: attempt, held: false, error: e.message, status: e.status };
       const wait = e.retryAfterMs ?? policy.baseMs * 2 ** (attempt - 1);
       if (wait > policy.maxWaitMs) {
         return {
@@ -85,6 +85,7 @@ export async function deliverOne(channel: Channel, n: QueuedMessage, policy: Ret
           attempts: attempt,
           held: false,
           error: `${e.message} (asked to wait ${Math.ceil(wait / 1000)} s; trying next run)`,
+          status: e.status,
         };
       }
       await deps.sleep(wait);

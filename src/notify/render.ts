@@ -72,6 +72,7 @@ export function renderFallback(
   event: NotificationEvent,
   status: string | null,
   now: number,
+  how: 'refused' | 'deferred' = 'refused',
 ): Message {
   const kind = alert && alert.kind in KIND_TITLES ? alert.kind : null;
   const domain = alert && /^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$/i.test(alert.domain) ? alert.domain.toLowerCase() : null;
@@ -81,7 +82,9 @@ export function renderFallback(
       : `An alert${event === 'resolved' ? ' (resolved)' : event === 'reminder' ? ' (reminder)' : ''}${kind ? ` of kind ${kind}` : ''}${domain ? ` for ${domain}` : ''}`;
   const title = event === 'digest' ? 'ruawatch: a digest could not be delivered' : 'ruawatch: an alert could not be delivered';
   const text =
-    `${what} could not be delivered in full: this channel refused it${status ? ` (${status})` : ''}. ` +
+    (how === 'refused'
+      ? `${what} could not be delivered in full: this channel refused it${status ? ` (${status})` : ''}. `
+      : `${what} could not be delivered: this channel kept deferring it${status ? ` (${status})` : ''} while it took other messages. `) +
     'It is kept as parked; the dashboard and "ruawatch notify status" show it.';
   const fields = [...(kind ? [{ name: 'Kind', value: kind }] : []), ...(domain ? [{ name: 'Domain', value: domain }] : [])];
   return {

@@ -20,8 +20,17 @@ export type AlertView = Pick<Finding, 'key' | 'kind' | 'severity' | 'domain' | '
  */
 export interface AlertRenderer {
   alert(view: AlertView, event: 'opened' | 'reminder' | 'resolved', now: number): Message;
-  /** The short notice standing for a refused message: kind and domain only. */
-  fallback(alert: { kind: FindingKind; domain: string } | null, event: NotificationEvent, status: string | null, now: number): Message;
+  /**
+   * The short notice standing for a parked message: kind and domain only. `how`: the channel
+   * refused it, or kept deferring it while it took other messages.
+   */
+  fallback(
+    alert: { kind: FindingKind; domain: string } | null,
+    event: NotificationEvent,
+    status: string | null,
+    now: number,
+    how?: 'refused' | 'deferred',
+  ): Message;
 }
 
 export interface Message {

@@ -9,7 +9,7 @@ import { MatrixChannel } from '../notify/matrix.js';
 import { deliverOne } from '../notify/deliver.js';
 import { alertRenderer, renderDigest, type DigestData } from '../notify/render.js';
 import { defaultRetry, defaultSleep, type Channel, type ChannelName, type RetryPolicy } from '../notify/types.js';
-import { AlertStore, openAlertsForRules } from '../store/alerts.js';
+import { AlertStore, openAlertsForRules, type PendingNotification } from '../store/alerts.js';
 import { leaseHolder } from '../store/leases.js';
 import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
@@ -198,7 +198,18 @@ export async function deliverPending(
   return report;
 }
 
-/** deliverPending's work on one channel, holding its lease. */
+/**
+ * deliverPending's work on one channel, holding its lease.
+ *
+ * A message that fails again after failing in an earlier run (an SMTP 4xx, a 5xx, a timeout)
+ * may be the only one the channel will not take: a content filter that answers "451 try again
+ * later" to what a report made it say would otherwise hold every later message behind it for
+ * good. So it is set aside and the next message is tried once. If the channel takes that one, the
+ * set-aside message gets one more try, and if it fails again it is parked as deferred (with a
+ * notice in its place), like a refused one; if the next one fails too, the endpoint is in trouble
+ * and everything stays queued, in order. Greylisting and rate limits defer every message alike,
+ * so they park nothing.
+ */
 async function deliverChannel(
   store: AlertStore,
   channel: Channel,
@@ -207,25 +218,67 @@ async function deliverChannel(
   opts: { retry?: RetryPolicy | undefined; sleep?: ((ms: number) => Promise<void>) | undefined; log: Logger },
 ): Promise<void> {
   const clock = () => Math.floor(Date.now() / 1000);
-  const queue = store.pending(channel.name);
-  for (let i = 0; i < queue.length; i++) {
-    // The lease went stale during a long send and another process took the queue over.
-    if (i > 0 && !store.renewChannel(channel.name, holderId)) {
-      report.pending += queue.length - i;
-      opts.log.warn({ channel: channel.name }, 'channel delivery taken over by another process');
-      return;
-    }
-    const n = queue[i]!;
-    const o = await deliverOne(channel, n, opts.retry ?? defaultRetry, {
+  const policy = opts.retry ?? defaultRetry;
+  const send = (n: PendingNotification, p: RetryPolicy) =>
+    deliverOne(channel, n, p, {
       now: () => Date.now(),
       sleep: opts.sleep ?? defaultSleep,
       onUnanswered: (at) => store.noteUnanswered(n.id, at),
     });
+  const queue = store.pending(channel.name);
+  /** The message set aside while the next one is tried, with how it failed. */
+  let aside: { n: PendingNotification; error: string; status: string | null } | null = null;
+  const keptAside = () => {
+    if (!aside) return 0;
+    report.failed.push({ channel: channel.name, event: aside.n.event, error: aside.error, outcome: 'kept' });
+    return 1;
+  };
+  for (let i = 0; i < queue.length; i++) {
+    // The lease went stale during a long send and another process took the queue over.
+    if (i > 0 && !store.renewChannel(channel.name, holderId)) {
+      report.pending += queue.length - i + keptAside();
+      opts.log.warn({ channel: channel.name }, 'channel delivery taken over by another process');
+      return;
+    }
+    const n = queue[i]!;
+    // The message after one set aside is tried once: it only has to show whether the channel takes others.
+    const o = await send(n, aside ? { ...policy, attempts: 1 } : policy);
     const log = { channel: channel.name, event: n.event, notification: n.id, attempts: o.attempts };
     if (o.result === 'delivered') {
       store.markDelivered(n.id, o.attempts, clock());
       store.channelDelivered(channel.name, clock());
       report.sent++;
+      if (aside) {
+        const a = aside;
+        aside = null;
+        const again = await send(a.n, { ...policy, attempts: 1 });
+        if (again.result === 'delivered') {
+          store.markDelivered(a.n.id, again.attempts, clock());
+          report.sent++;
+        } else if (again.result === 'kept' && again.held) {
+          // Refused now as every message would be (the credentials changed under us): hold, as below.
+          store.markFailed(a.n.id, again.attempts, again.error, clock());
+          store.channelFailed(channel.name, again.error, true, clock());
+          report.failed.push({ channel: channel.name, event: a.n.event, error: again.error, outcome: 'kept' });
+          report.pending += queue.length - i;
+          return;
+        } else {
+          const reason =
+            again.result === 'parked' ? again.reason : `deferred: ${again.error}; failed in two runs while the channel took other messages`;
+          store.park(a.n.id, again.attempts, reason, clock());
+          report.failed.push({ channel: channel.name, event: a.n.event, error: reason, outcome: 'parked' });
+          opts.log.info(
+            { channel: channel.name, event: a.n.event, notification: a.n.id, reason },
+            'notification parked; the channel goes on',
+          );
+          // A notice in its place, as for a refused message (none for one parked as unconfirmed).
+          const refused = again.result === 'parked' && again.refused;
+          if (a.n.fallback_for === null && (again.result === 'kept' || refused)) {
+            const status = again.status ?? a.status;
+            queue.splice(i + 1, 0, store.enqueueFallback(a.n, status, clock(), alertRenderer, refused ? 'refused' : 'deferred'));
+          }
+        }
+      }
       continue;
     }
     if (o.result === 'parked') {
@@ -239,20 +292,31 @@ async function deliverChannel(
       // Unanswered as often as is safe, in this very run: the endpoint is in trouble.
       if (!o.refused && o.attempts > 0) {
         store.channelFailed(channel.name, o.reason, false, clock());
-        report.pending += queue.length - i - 1;
+        report.pending += queue.length - i - 1 + keptAside();
         return;
       }
       continue;
     }
     store.markFailed(n.id, o.attempts, o.error, clock());
+    if (!o.held && !aside && n.attempts > 0 && i + 1 < queue.length) {
+      // Failed in an earlier run as well: see whether the channel takes the next message.
+      aside = { n, error: o.error, status: o.status };
+      opts.log.info({ ...log, err: o.error }, 'notification failed again; trying the next one to see whether the channel takes others');
+      continue;
+    }
     store.channelFailed(channel.name, o.error, o.held, clock());
     report.failed.push({ channel: channel.name, event: n.event, error: o.error, outcome: 'kept' });
-    report.pending += queue.length - i;
+    report.pending += queue.length - i + keptAside();
     opts.log.info(
       { ...log, held: o.held, err: o.error },
       o.held ? 'channel refuses every message; held until the next run' : 'notification not delivered; will retry next run',
     );
     return;
+  }
+  // The set-aside message was the last one tried (the one after it was parked, so it showed nothing).
+  if (aside) {
+    store.channelFailed(channel.name, aside.error, false, clock());
+    report.pending += keptAside();
   }
 }
 

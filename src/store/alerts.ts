@@ -326,12 +326,18 @@ export class AlertStore {
    * Queues the short notice that stands for a parked message on its channel: the alert's kind and
    * domain, nothing else from the reports (render.ts renderFallback).
    */
-  enqueueFallback(parked: PendingNotification, status: string | null, now: number, render: AlertRenderer): PendingNotification {
+  enqueueFallback(
+    parked: PendingNotification,
+    status: string | null,
+    now: number,
+    render: AlertRenderer,
+    how: 'refused' | 'deferred' = 'refused',
+  ): PendingNotification {
     const alert = parked.alert_id
       ? (this.db.prepare(`SELECT kind, domain FROM alerts WHERE id = ?`).get(parked.alert_id) as
           { kind: FindingKind; domain: string } | undefined)
       : undefined;
-    const message = render.fallback(alert ?? null, parked.event, status, now);
+    const message = render.fallback(alert ?? null, parked.event, status, now, how);
     const id = this.enqueue(parked.channel, parked.event, message, parked.alert_id, now, parked.id);
     const row = this.db
       .prepare(

@@ -203,7 +203,7 @@ describe('the delivery rules for one message', () => {
   it('holds the channel on a refusal of every message: not retried, not parked', async () => {
     const { channel, sends } = scripted(0, [new DeliveryError('matrix: 401 M_UNKNOWN_TOKEN', 'channel')]);
     const { o } = await run(channel, queued());
-    assert.deepEqual(o, { result: 'kept', attempts: 1, held: true, error: 'matrix: 401 M_UNKNOWN_TOKEN' });
+    assert.deepEqual(o, { result: 'kept', attempts: 1, held: true, error: 'matrix: 401 M_UNKNOWN_TOKEN', status: null });
     assert.equal(sends.length, 1);
   });
 
@@ -235,7 +235,7 @@ describe('the delivery rules for one message', () => {
     const { channel, sends } = scripted(120_000, [timeout(), timeout(), timeout(), timeout()]);
     const { o } = await run(channel, queued());
     assert.equal(sends.length, 4);
-    assert.deepEqual(o, { result: 'kept', attempts: 4, held: false, error: 'discord: no answer' });
+    assert.deepEqual(o, { result: 'kept', attempts: 4, held: false, error: 'discord: no answer', status: null });
     // The next run, two minutes later: the receiver no longer recognises the txn id.
     const later = scripted(120_000, []);
     const r = await run(later.channel, queued({ unanswered: 4, first_unanswered_at: 1_790_000_000 }), 1_790_000_000_000 + 120_000);
