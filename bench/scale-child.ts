@@ -8,6 +8,11 @@
  *   migrate DB    opens it as ruawatch does: migration 0004 builds the daily rollups
  *   dashboard URL every dashboard API request, timed
  *   report DB D   report totals for one domain, as `ruawatch report --json --domain D`
+ *   metrics DB [enrich]
+ *                 /metrics as the query thread answers it (metricsText), over the database opened
+ *                 read-only: the first scrape, scrapes that get the kept gauges, and scrapes that
+ *                 work them out again (the window moved back a day each time: the same cost as the
+ *                 first scrape KEEP_SECONDS after reports were added)
  *   flood DB N    a new database with one policy domain over the same 35 days: 20 real sources
  *                 of 500 messages a day, and N sources of one message each over the last two
  *                 weeks (a forged report's worth), passing in the baseline, failing in the recent
@@ -24,6 +29,8 @@ import { createLogger } from '../src/log.js';
 import { openDb } from '../src/store/db.js';
 import { loadMigrations, migrate } from '../src/store/migrate.js';
 import { reportTotals } from '../src/store/summary.js';
+import { createEnricher } from '../src/enrich/index.js';
+import { metricsText } from '../src/web/metrics.js';
 import { startWeb } from '../src/web/server.js';
 import { Worker } from '../src/worker/worker.js';
 import { openApp } from '../src/app.js';
@@ -171,6 +178,38 @@ async function dashboard(file: string): Promise<Record<string, unknown>> {
   return { requests: results, maxRssMiB: rss() };
 }
 
+/** The `metrics` step (see above). Milliseconds. */
+function metrics(file: string, enrich: boolean): Record<string, number> {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const config = configSchema.parse({ analysis: { reverse_dns: false } });
+  const log = createLogger('silent');
+  const worker = new Worker(openApp(config, { db, log, lookup: null, channels: [] }));
+  const t0 = seconds();
+  const enricher = enrich ? createEnricher(config.enrich, { cacheDir: null }) : null;
+  enricher?.data();
+  const enricherLoad = (seconds() - t0) * 1000;
+  const now = (SCALE_FIRST_DAY + SCALE_DAYS) * DAY + 3600;
+  const scrape = (at: number) => {
+    const t = process.hrtime.bigint();
+    const text = metricsText(db, worker.state, config, at, enricher);
+    return { ms: Number(process.hrtime.bigint() - t) / 1e6, bytes: text.length };
+  };
+  const first = scrape(now);
+  const kept = Array.from({ length: 20 }, (_, i) => scrape(now + 15 * (i + 1)).ms).sort((a, b) => a - b);
+  const again = Array.from({ length: 5 }, (_, i) => scrape(now - (i + 1) * DAY).ms).sort((a, b) => a - b);
+  db.close();
+  return {
+    enricherLoad,
+    first: first.ms,
+    keptP50: kept[9]!,
+    keptMax: kept[19]!,
+    againMedian: again[2]!,
+    againMax: again[4]!,
+    bytes: first.bytes,
+    maxRssMiB: rss(),
+  };
+}
+
 /** The `flood` database (see above): what one domain's evaluation holds when most of its sources can matter to no rule. */
 function flood(file: string, n: number): Record<string, number> {
   const db = openDb(file);
@@ -212,6 +251,8 @@ if (!main) {
   process.stdout.write(JSON.stringify({ seconds: t, cpuSeconds: (cpu.user + cpu.system) / 1e6, rollupRows: rows, maxRssMiB: rss() }));
 } else if (mode === 'dashboard') {
   process.stdout.write(JSON.stringify(await dashboard(args[0]!)));
+} else if (mode === 'metrics') {
+  process.stdout.write(JSON.stringify(metrics(args[0]!, args[1] === 'enrich')));
 } else if (mode === 'flood') {
   process.stdout.write(JSON.stringify(flood(args[0]!, Number(args[1] ?? 300_000))));
 } else if (mode === 'report') {

@@ -145,13 +145,13 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
       lookup: null,
       log: createLogger('silent'),
     });
-    const drop = run.findings.find((f) => f.kind === 'pass_rate_drop')!;
+    const nfs = run.findings.find((f) => f.kind === 'new_failing_source')!;
     const rows = await page.$$eval('#sources tbody tr', (trs) =>
       trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
     );
-    const esp = rows.find((r) => r[1] === drop.source_ip)!;
-    assert.equal(esp[3], Number(drop.details.recent_messages).toLocaleString('en-US'));
-    assert.equal(esp[4], `${Number(drop.details.recent_pass_rate).toFixed(1)}%`);
+    const spoofer = rows.find((r) => r[1] === nfs.source_ip)!;
+    assert.equal(spoofer[3], Number(nfs.details.recent_messages).toLocaleString('en-US'));
+    assert.equal(spoofer[4], `${Number(nfs.details.recent_pass_rate).toFixed(1)}%`);
     const total = rows.reduce((n, r) => n + Number(r[3]!.replace(/,/g, '')), 0);
     const o = await page.evaluate(
       () => (window as unknown as { ruawatch: { overview: { sources: { messages: number }[] } } }).ruawatch.overview,
@@ -221,7 +221,7 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
 
   it('shows the open alerts', async () => {
     const kinds = await page.$$eval('#alerts-open tbody tr td:nth-child(2)', (tds) => tds.map((td) => td.textContent).sort());
-    assert.deepEqual(kinds, ['dkim_selector_broken', 'new_failing_source', 'pass_rate_drop', 'tls_failures']);
+    assert.deepEqual(kinds, ['dkim_selector_broken', 'new_failing_source', 'tls_failures']);
   });
 
   it('shows a notification parked for good, with the reason the receiver gave', async () => {
@@ -300,19 +300,19 @@ describe('dashboard in headless Chromium', { skip: !CHROMIUM && 'chromium is not
       orgName: 'early.example',
       begin: day * DAY,
       end: day * DAY + 6 * 3600,
-      records: [record({ ip: '198.51.100.20', count: 900, dkim: 'pass', spf: 'fail' })],
+      records: [record({ ip: '203.0.113.66', count: 900, dkim: 'fail', spf: 'fail' })],
     });
     assert.equal((await store.ingestor.ingest(bufferInput('today.xml', partial))).leaves[0]!.status, 'stored');
     const noon = day * DAY + 12 * 3600;
     const o = overview(store.db, { days: 30, now: noon, recentDays: 7 });
     assert.deepEqual([o.recent.from, o.recent.to], [dayIso(D0 + 28), dayIso(D0 + 34)]);
-    const esp = o.sources.find((x) => x.ip === '198.51.100.20')!;
+    const spoofer = o.sources.find((x) => x.ip === '203.0.113.66')!;
     const config = configSchema.parse({ analysis: { reverse_dns: false } });
     const run = await runAlerts(store.db, config, { now: noon, dryRun: true, channels: [], lookup: null, log: createLogger('silent') });
-    const drop = run.findings.find((f) => f.key === 'pass_rate_drop:example.com:198.51.100.20')!;
-    assert.equal(esp.messages, drop.details.recent_messages);
-    assert.equal(Math.round(esp.pass_rate! * 1000) / 10, drop.details.recent_pass_rate);
-    assert.deepEqual([esp.messages, esp.pass_rate], [1050, 0.4286]);
+    const nfs = run.findings.find((f) => f.key === 'new_failing_source:example.com:203.0.113.66')!;
+    assert.equal(spoofer.messages, nfs.details.recent_messages);
+    assert.equal(Math.round(spoofer.pass_rate! * 1000) / 10, nfs.details.recent_pass_rate);
+    assert.deepEqual([spoofer.messages, spoofer.pass_rate], [400, 0]);
     assert.equal(o.period.to, dayIso(D0 + 34));
   });
 

@@ -1,6 +1,6 @@
 import { nameFindings } from './names.js';
 import { windowsAt } from './rollups.js';
-import { dkimFindings, passRateFindings, policyFindings, silenceFindings, tlsFindings } from './rules.js';
+import { dkimFindings, foldSelectorDrops, passRateFindings, policyFindings, silenceFindings, tlsFindings } from './rules.js';
 import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
 
 export {
@@ -62,9 +62,10 @@ export function analyse(input: AnalysisInput, now: number, settings: AnalysisSet
  */
 export function analyseUnnamed(input: AnalysisInput, now: number, settings: AnalysisSettings): Finding[] {
   const w = windowsAt(now, settings);
+  const dkim = dkimFindings(input, w, settings);
   return sortFindings([
-    ...passRateFindings(input, w, settings),
-    ...dkimFindings(input, w, settings),
+    ...foldSelectorDrops(passRateFindings(input, w, settings), dkim, input.open),
+    ...dkim,
     ...tlsFindings(input, w, settings),
     ...silenceFindings(input, now, w, settings),
     ...policyFindings(input, w),

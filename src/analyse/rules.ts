@@ -626,7 +626,10 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
     }
     for (const f of input.failures ?? []) {
       if (f.domain !== domain || f.dkimDomain !== d || f.dkimSelector !== sel || f.day < w.last.from) continue;
-      if (knownIps.has(f.sourceIp)) bursts.set(key, (bursts.get(key) ?? 0) + f.reports);
+      if (!knownIps.has(f.sourceIp)) continue;
+      bursts.set(key, (bursts.get(key) ?? 0) + f.reports);
+      // A source the failure reports name is one it fails from, before any aggregate report says so.
+      if (!ips.has(f.sourceIp)) ips.set(f.sourceIp, 0);
     }
     const sum = (win: Window) => {
       const c = { pass: 0, all: 0 };
@@ -725,6 +728,66 @@ export function dkimFindings(input: AnalysisInput, w: Windows, s: AnalysisSettin
         ...(judgeFromDay !== null ? { judge_from: judgeFromDay } : {}),
       },
     });
+  }
+  return out;
+}
+
+/** Whether a DKIM signing domain is the policy domain, or one is a subdomain of the other (relaxed alignment, RFC 7489 section 3.1.1, without the public suffix list). */
+function alignedWith(signingDomain: string, domain: string): boolean {
+  return signingDomain === domain || signingDomain.endsWith(`.${domain}`) || domain.endsWith(`.${signingDomain}`);
+}
+
+/**
+ * One incident, one alert: when a DKIM key of the domain breaks, the sources signing with it fail
+ * DMARC (unless SPF aligns), and each used to raise a pass_rate_drop beside the selector's
+ * dkim_selector_broken: a broken CRM key gave two alerts and four messages. A source's drop is
+ * left out when a selector finding of the same domain, on an aligned signing domain, fails from
+ * that source; the selector's finding names it instead ("it breaks DMARC for mail from ...",
+ * `dmarc_failing_sources`). A drop already open is kept as it is, so folding never resolves an
+ * alert; once the selector recovers, a source still failing for another reason opens its own.
+ */
+export function foldSelectorDrops(drops: Finding[], dkim: Finding[], open: Map<string, OpenAlert> | undefined): Finding[] {
+  const selectorOf = new Map<string, Finding>(); // domain \0 source IP -> the selector finding failing from it
+  for (const f of dkim) {
+    const signing = f.details.signing_domain;
+    const ips = f.details.source_ips;
+    if (f.kind !== 'dkim_selector_broken' || typeof signing !== 'string' || !Array.isArray(ips) || !alignedWith(signing, f.domain))
+      continue;
+    for (const ip of ips) if (!selectorOf.has(`${f.domain}\0${ip}`)) selectorOf.set(`${f.domain}\0${ip}`, f);
+  }
+  if (selectorOf.size === 0) return drops;
+  const folded = new Map<Finding, Finding[]>();
+  const out: Finding[] = [];
+  for (const d of drops) {
+    const sel =
+      d.kind === 'pass_rate_drop' && d.source_ip !== null && !open?.has(d.key) ? selectorOf.get(`${d.domain}\0${d.source_ip}`) : undefined;
+    if (!sel) {
+      out.push(d);
+      continue;
+    }
+    const list = folded.get(sel) ?? [];
+    list.push(d);
+    folded.set(sel, list);
+  }
+  for (const [sel, list] of folded) {
+    list.sort((a, b) => a.source_ip!.localeCompare(b.source_ip!));
+    const rates = (d: Finding) => {
+      const before = d.details.baseline_pass_rate;
+      const now = d.details.judged_pass_rate;
+      return typeof before === 'number' && typeof now === 'number' && d.details.window_days !== 0
+        ? `${before.toFixed(1)}% -> ${now.toFixed(1)}% passing`
+        : '';
+    };
+    const one = list.length === 1 ? list[0]! : null;
+    if (one && sel.summary.endsWith(`seen from ${mention(one.source_ip!)}`)) {
+      // The message already names the one source: say what it does to its DMARC there.
+      sel.summary += rates(one) ? `, where it breaks DMARC (${rates(one)})` : ', where it breaks DMARC';
+    } else {
+      const shown = list.slice(0, 3).map((d) => `${mention(d.source_ip!)}${rates(d) ? ` (${rates(d)})` : ''}`);
+      const more = list.length > shown.length ? ` and ${list.length - shown.length} more` : '';
+      sel.summary += `; it breaks DMARC for mail from ${shown.join(', ')}${more}`;
+    }
+    sel.details.dmarc_failing_sources = list.map((d) => d.source_ip!);
   }
   return out;
 }

@@ -1,15 +1,15 @@
-import { DAY, lastDays } from '../analyse/index.js';
+import { lastDays } from '../analyse/index.js';
 import type { Config } from '../config/schema.js';
 import type { Enricher } from '../enrich/index.js';
 import { serviceTotals } from '../pipeline/senders.js';
 import { AlertStore } from '../store/alerts.js';
 import type { Db } from '../store/db.js';
-import { reportTotals } from '../store/summary.js';
+import { tidy } from '../store/summary.js';
 import type { WorkerState } from '../worker/worker.js';
 
 /** Prometheus text exposition format 0.0.4: HELP and TYPE lines, then samples. */
 class Exposition {
-  private readonly lines: string[] = [];
+  constructor(readonly lines: string[] = []) {}
   metric(name: string, type: 'counter' | 'gauge', help: string, samples: [Record<string, string>, number | null][]): void {
     this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, value] of samples) {
@@ -23,10 +23,59 @@ class Exposition {
   }
 }
 
+/**
+ * The window's gauges (messages, pass rates and TLS sessions over the last recent_days whole UTC
+ * days, by domain and by service) are kept between scrapes: they cost what the window's rollups
+ * cost (at 10,000 domains, seconds with enrichment on), and Prometheus asks every 15-60 s. They are
+ * worked out again when the window moves (at midnight UTC, or recent_days or enrichment changed),
+ * and when reports were added since and what is kept is KEEP_SECONDS old or more: a new report's
+ * numbers show at the latest on the first scrape KEEP_SECONDS after the gauges were last worked
+ * out, and a scrape during a poll that stores reports all along works them out at most once in
+ * KEEP_SECONDS. Everything else is read on every scrape.
+ */
+export const KEEP_SECONDS = 300;
+
+interface Kept {
+  window: string;
+  enricher: Enricher | null;
+  /** max(reports.id) when the gauges were worked out: reports are never deleted, so ids only grow. */
+  version: number;
+  at: number;
+  /** Their exposition lines, joined: a scrape adds them as they are. */
+  text: string;
+}
+
+const kept = new WeakMap<Db, Kept>();
+
+/** Reports by kind, counted up from the last id seen (reports are never deleted, pruning keeps their rows). */
+const stored = new WeakMap<Db, { last: number; byKind: Map<string, number> }>();
+
+function storedReports(db: Db): { last: number; byKind: Map<string, number> } {
+  const s = stored.get(db);
+  // The first scrape counts them all (through the narrowest index); the next ones read the rows
+  // added since, by id (NOT INDEXED: the planner would rather scan that index again).
+  const rows = (
+    s
+      ? db.prepare(`SELECT kind, COUNT(*), max(id) FROM reports NOT INDEXED WHERE id > ? GROUP BY kind`).raw(true).all(s.last)
+      : db.prepare(`SELECT kind, COUNT(*), max(id) FROM reports GROUP BY kind`).raw(true).all()
+  ) as [string, number, number][];
+  const counted = s ?? { last: 0, byKind: new Map<string, number>() };
+  for (const [kind, n, top] of rows) {
+    counted.byKind.set(kind, (counted.byKind.get(kind) ?? 0) + n);
+    counted.last = Math.max(counted.last, top);
+  }
+  stored.set(db, counted);
+  return counted;
+}
+
+/**
+ * `now` (epoch seconds) is the scrape's time: it places the window and is the clock the kept
+ * gauges' age is measured on.
+ */
 export function metricsText(db: Db, state: WorkerState, config: Config, now: number, enricher: Enricher | null = null): string {
   const m = new Exposition();
-  const stored = db.prepare(`SELECT kind, COUNT(*) AS n FROM reports GROUP BY kind`).all() as { kind: string; n: number }[];
-  const byKind = new Map(stored.map((r) => [r.kind, r.n]));
+  const reports = storedReports(db);
+  const byKind = reports.byKind;
   m.metric(
     'ruawatch_reports_stored',
     'gauge',
@@ -55,48 +104,16 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
 
   // The alerts' recent window: the last recent_days whole UTC days, today left out.
   const w = lastDays(now, config.analysis.recent_days);
-  const totals = reportTotals(db, { since: w.from * DAY, until: w.to * DAY }, { sources: 0 });
-  m.metric(
-    'ruawatch_dmarc_messages',
-    'gauge',
-    `Messages in aggregate reports over the last ${config.analysis.recent_days} whole UTC days (today left out, as alerts count them), by policy domain.`,
-    totals.domains.map((d) => [{ domain: d.domain }, d.messages]),
-  );
-  m.metric(
-    'ruawatch_dmarc_pass_rate',
-    'gauge',
-    `Share of messages passing DMARC over the last ${config.analysis.recent_days} whole UTC days, by policy domain (0-1).`,
-    totals.domains.map((d) => [{ domain: d.domain }, d.pass_rate]),
-  );
-  if (enricher) {
-    // Per known service, not per source IP: a label per address would grow without bound.
-    const services = serviceTotals(db, w, enricher);
-    const labels = (s: { service: string; service_type: string }) => ({ service: s.service, service_type: s.service_type });
-    m.metric(
-      'ruawatch_dmarc_service_messages',
-      'gauge',
-      `Messages in aggregate reports over the last ${config.analysis.recent_days} whole UTC days, by the known service of their source IP (service="" for sources of no known service), all policy domains.`,
-      services.map((s) => [labels(s), s.messages]),
-    );
-    m.metric(
-      'ruawatch_dmarc_service_pass_rate',
-      'gauge',
-      `Share of those messages passing DMARC, by the known service of their source IP (0-1).`,
-      services.map((s) => [labels(s), s.pass_rate]),
-    );
+  const key = `${config.analysis.recent_days}:${w.from}:${w.to}`;
+  const hit = kept.get(db);
+  const age = hit ? now - hit.at : -1;
+  if (hit && hit.window === key && hit.enricher === enricher && age >= 0 && (hit.version === reports.last || age < KEEP_SECONDS)) {
+    m.lines.push(hit.text);
+  } else {
+    const text = windowGauges(db, w, config.analysis.recent_days, enricher).join('\n');
+    kept.set(db, { window: key, enricher, version: reports.last, at: now, text });
+    m.lines.push(text);
   }
-  m.metric(
-    'ruawatch_tls_sessions',
-    'gauge',
-    `TLS sessions reported over the last ${config.analysis.recent_days} whole UTC days, by policy domain and result.`,
-    totals.tlsrpt.flatMap(
-      (t) =>
-        [
-          [{ domain: t.policy_domain, result: 'successful' }, t.successful],
-          [{ domain: t.policy_domain, result: 'failed' }, t.failed],
-        ] as [Record<string, string>, number][],
-    ),
-  );
 
   const open = db
     .prepare(`SELECT severity, kind, COUNT(*) AS n FROM alerts WHERE resolved_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2`)
@@ -127,4 +144,63 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
     channels.map((c) => [{ channel: c.channel }, c.failing_since !== null && c.held ? 1 : 0]),
   );
   return m.text();
+}
+
+/** The gauges of the window (see KEEP_SECONDS), as exposition lines. */
+function windowGauges(db: Db, w: { from: number; to: number }, days: number, enricher: Enricher | null): string[] {
+  const m = new Exposition();
+  // domain_daily's key starts with the day: the window's rows only. The sums are those of
+  // reportTotals (store/summary.ts), without its per-source and failure tables /metrics has no use for.
+  const rows = db
+    .prepare(
+      `SELECT domain, SUM(messages), SUM(dmarc_pass), SUM(dmarc_reports), SUM(tls_successful), SUM(tls_failed), SUM(tls_reports)
+         FROM domain_daily WHERE day >= ? AND day < ? GROUP BY domain ORDER BY domain`,
+    )
+    .raw(true)
+    .all(w.from, w.to) as [string, number, number, number, number, number, number][];
+  const dmarc = rows.filter(([, messages, , reports]) => reports !== 0 || messages !== 0);
+  m.metric(
+    'ruawatch_dmarc_messages',
+    'gauge',
+    `Messages in aggregate reports over the last ${days} whole UTC days (today left out, as alerts count them), by policy domain.`,
+    dmarc.map(([domain, messages]) => [{ domain }, tidy(messages)]),
+  );
+  m.metric(
+    'ruawatch_dmarc_pass_rate',
+    'gauge',
+    `Share of messages passing DMARC over the last ${days} whole UTC days, by policy domain (0-1).`,
+    dmarc.map(([domain, messages, pass]) => [{ domain }, messages > 0 ? Math.round((pass / messages) * 10000) / 10000 : null]),
+  );
+  if (enricher) {
+    // Per known service, not per source IP: a label per address would grow without bound.
+    const services = serviceTotals(db, w, enricher);
+    const labels = (s: { service: string; service_type: string }) => ({ service: s.service, service_type: s.service_type });
+    m.metric(
+      'ruawatch_dmarc_service_messages',
+      'gauge',
+      `Messages in aggregate reports over the last ${days} whole UTC days, by the known service of their source IP (service="" for sources of no known service), all policy domains.`,
+      services.map((s) => [labels(s), s.messages]),
+    );
+    m.metric(
+      'ruawatch_dmarc_service_pass_rate',
+      'gauge',
+      `Share of those messages passing DMARC, by the known service of their source IP (0-1).`,
+      services.map((s) => [labels(s), s.pass_rate]),
+    );
+  }
+  m.metric(
+    'ruawatch_tls_sessions',
+    'gauge',
+    `TLS sessions reported over the last ${days} whole UTC days, by policy domain and result.`,
+    rows
+      .filter(([, , , , ok, failed, tlsReports]) => tlsReports > 0 || ok + failed > 0)
+      .flatMap(
+        ([domain, , , , ok, failed]) =>
+          [
+            [{ domain, result: 'successful' }, tidy(ok)],
+            [{ domain, result: 'failed' }, tidy(failed)],
+          ] as [Record<string, string>, number][],
+      ),
+  );
+  return m.lines;
 }

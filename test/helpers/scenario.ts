@@ -163,7 +163,6 @@ export function reportsFor(d: number): { name: string; bytes: Buffer }[] {
 export const EXPECTED = [
   'dkim_selector_broken:example.com:example.com:esp1',
   'new_failing_source:example.com:203.0.113.66',
-  'pass_rate_drop:example.com:198.51.100.20',
   'tls_failures:example.com:mx2.example.com:certificate-expired',
 ];
 

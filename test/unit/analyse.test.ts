@@ -114,9 +114,17 @@ describe('pass-rate rules', () => {
       want: ['pass_rate_drop:example.com:192.0.2.10'],
     },
     {
-      name: 'a source that fails because its selector broke: both findings',
+      name: 'a source that fails because its selector broke: one finding, the selector, which names the source',
       records: rows({ ...good, to: 92, spfAligned: false }, { ...good, from: 93, pass: 0.3, spfAligned: false }),
-      want: ['dkim_selector_broken:example.com:example.com:s1', 'pass_rate_drop:example.com:192.0.2.10'],
+      want: ['dkim_selector_broken:example.com:example.com:s1'],
+    },
+    {
+      name: 'a selector of another signing domain (not aligned) breaking does not stand for the drop',
+      records: rows(
+        { ...good, to: 92, spfAligned: false, dkimDomain: 'esp.example' },
+        { ...good, from: 93, pass: 0.3, spfAligned: false, dkimDomain: 'esp.example' },
+      ),
+      want: ['dkim_selector_broken:example.com:esp.example:s1', 'pass_rate_drop:example.com:192.0.2.10'],
     },
     {
       name: 'too few messages to judge',
@@ -186,7 +194,39 @@ describe('pass-rate rules', () => {
       { ...good, to: 92, spfAligned: false },
       { ...good, from: 93, pass: 0.3, spfAligned: false, dkimFailResult: 'permerror' },
     );
-    const all = analyse({ ...input(records), names: new Map([['192.0.2.10', 'mx1.example.net']]) }, NOW, defaultSettings);
+    const names = new Map([['192.0.2.10', 'mx1.example.net']]);
+    // The selector's finding stands for the source's drop, and says so.
+    const folded = analyse({ ...input(records), names }, NOW, defaultSettings);
+    assert.deepEqual(
+      folded.map((x) => x.kind),
+      ['dkim_selector_broken'],
+    );
+    assert.match(folded[0]!.summary, /seen from 192\.0\.2\.10 \(mx1\.example\.net\), where it breaks DMARC \(100\.0% -> 30\.0% passing\)$/);
+    assert.deepEqual(folded[0]!.details.dmarc_failing_sources, ['192.0.2.10']);
+    // A drop alert already open stays what it is (folding never resolves an alert).
+    const opened = new Map([
+      [
+        'pass_rate_drop:example.com:192.0.2.10',
+        {
+          key: 'pass_rate_drop:example.com:192.0.2.10',
+          domain: 'example.com',
+          severity: 'critical' as const,
+          firstSeen: 95 * DAY,
+          baseline: {},
+        },
+      ],
+    ]);
+    assert.deepEqual(
+      analyse({ ...input(records), names, open: opened }, NOW, defaultSettings).map((x) => x.kind),
+      ['dkim_selector_broken', 'pass_rate_drop'],
+    );
+    // The drop's own message, where no selector finding stands for it: a selector of the ESP's
+    // own signing domain, which does not align.
+    const esp = rows(
+      { ...good, to: 92, spfAligned: false, dkimDomain: 'esp.example' },
+      { ...good, from: 93, pass: 0.3, spfAligned: false, dkimFailResult: 'permerror', dkimDomain: 'esp.example' },
+    );
+    const all = analyse({ ...input(esp), names }, NOW, defaultSettings);
     assert.deepEqual(
       all.map((x) => x.kind),
       ['dkim_selector_broken', 'pass_rate_drop'],
@@ -196,7 +236,7 @@ describe('pass-rate rules', () => {
     assert.equal(f!.source_name, 'mx1.example.net');
     assert.equal(
       f!.summary,
-      'mail from 192.0.2.10 (mx1.example.net) for example.com passing DMARC fell from 100.0% to 30.0% over 700 messages in the last 7 days; DKIM s1 (example.com) fails, SPF not aligned',
+      'mail from 192.0.2.10 (mx1.example.net) for example.com passing DMARC fell from 100.0% to 30.0% over 700 messages in the last 7 days; DKIM s1 (esp.example) fails, SPF not aligned',
     );
     assert.deepEqual(f!.details, {
       baseline_pass_rate: 100,
@@ -206,9 +246,10 @@ describe('pass-rate rules', () => {
       judged_pass_rate: 30,
       judged_messages: 700,
       window_days: 7,
-      cause: 'DKIM s1 (example.com) fails, SPF not aligned',
+      cause: 'DKIM s1 (esp.example) fails, SPF not aligned',
     });
     assert.match(all[0]!.summary, /seen from 192\.0\.2\.10 \(mx1\.example\.net\)$/);
+    assert.equal(all[0]!.details.dmarc_failing_sources, undefined);
   });
 
   it('grades a new failing source by the policy receivers applied', () => {
@@ -517,9 +558,14 @@ describe('the life of an alert (issue 12)', () => {
       want: [drop],
     },
     {
-      name: 'fast: the last day failing completely opens at once (its selector too)',
+      name: 'fast: the last day failing completely opens at once (its broken selector, which stands for the drop)',
       records: rows({ ...good, to: 98, spfAligned: true }, { ...good, from: 99, pass: 0 }),
-      want: ['dkim_selector_broken:example.com:example.com:s1', drop],
+      want: ['dkim_selector_broken:example.com:example.com:s1'],
+    },
+    {
+      name: 'fast: the same without a signature opens the drop at once',
+      records: rows({ ...good, to: 98, spfAligned: true }, { ...good, from: 99, pass: 0, dkimFailResult: 'none' }),
+      want: [drop],
     },
     {
       name: 'fast: two days in a row 30 points down open',
@@ -688,11 +734,14 @@ describe('the life of an alert (issue 12)', () => {
     it('a burst about a known source opens its pass_rate_drop before any aggregate report says so', () => {
       assert.deepEqual(run(healthy, undefined, { failures: failures('192.0.2.10', 5) }), [drop]);
     });
-    it('and about a selector that passed from it, its dkim_selector_broken', () => {
+    it('and about a selector that passed from it, its dkim_selector_broken, which stands for the drop', () => {
       assert.deepEqual(run(healthy, undefined, { failures: failures('192.0.2.10', 5, 's1') }), [
         'dkim_selector_broken:example.com:example.com:s1',
-        drop,
       ]);
+      const [f] = analyse({ ...input(healthy), failures: failures('192.0.2.10', 5, 's1') }, NOW, defaultSettings);
+      assert.deepEqual(f!.details.source_ips, ['192.0.2.10']);
+      assert.deepEqual(f!.details.dmarc_failing_sources, ['192.0.2.10']);
+      assert.match(f!.summary, /; it breaks DMARC for mail from 192\.0\.2\.10$/);
     });
     it('a burst about the source of an open warning drop escalates it to critical; without an open alert it does not', () => {
       const falling = rows({ ...good, spfAligned: false, to: 92 }, { ...good, spfAligned: false, from: 93, pass: 0.6 });
