@@ -36,7 +36,7 @@ export const ERROR_CODES = {
   E_GRAPH: 'Microsoft Graph refused or failed (a [[mailbox]] of kind "graph")',
   E_NETWORK: 'an HTTP service (a token endpoint, Microsoft Graph) gave no complete answer; the caller reports it as E_AUTH or E_GRAPH',
   E_AUTH: 'no OAuth2 access token could be had for a mailbox (the token endpoint refused, a token command failed)',
-  E_BUSY: 'the mailbox is being read by another ruawatch process (store/mailboxes.ts lease)',
+  E_BUSY: 'the mailbox is being read, or the channel queue delivered, by another ruawatch process (store/leases.ts)',
   E_TIMEOUT: 'a pass ran past its deadline ([schedule] poll_timeout_seconds)',
   E_DELIVERY: 'a notification channel refused or failed a send or a probe (notify/: DeliveryError, with its scope)',
   // ruawatch itself.

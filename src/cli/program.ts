@@ -8,7 +8,7 @@ import { digestCommand } from './digest.js';
 import { fetchCommand } from './fetch.js';
 import { healthcheckCommand } from './healthcheck.js';
 import { ingestCommand } from './ingest.js';
-import { notifyStatusCommand, notifyTestCommand } from './notify.js';
+import { notifyRequeueCommand, notifyStatusCommand, notifyTestCommand } from './notify.js';
 import { pruneCommand } from './prune.js';
 import { reportCommand } from './report.js';
 import { runCommand } from './run.js';
@@ -23,6 +23,7 @@ export const COMMANDS: readonly Command[] = [
   digestCommand,
   notifyTestCommand,
   notifyStatusCommand,
+  notifyRequeueCommand,
   pruneCommand,
   runCommand,
   configCheckCommand,
@@ -53,7 +54,7 @@ export function commandList(): string {
   ].join('\n');
 }
 
-/** The commands of a group ("notify" has "notify test" and "notify status"). */
+/** The commands of a group ("notify" has "notify test", "notify status" and "notify requeue"). */
 function groupOf(name: string): Command[] {
   return COMMANDS.filter((c) => c.spec.name.startsWith(`${name} `));
 }

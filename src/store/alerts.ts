@@ -121,6 +121,26 @@ export interface ParkedNotification {
   fallback_for: number | null;
 }
 
+/** What to put back in the queue: the parked messages named, or every one (of a channel). */
+export type RequeueSelection = { ids: number[] } | { all: true; channel?: ChannelName | undefined };
+
+export interface RequeueResult {
+  /** Back in their channel's queue, by id (so each goes out before anything queued after it). */
+  requeued: {
+    id: number;
+    channel: ChannelName;
+    event: NotificationEvent;
+    title: string;
+    alert_key: string | null;
+    parked_at: number;
+    parked_reason: string;
+  }[];
+  /** Fallback notices deleted: the message each stood for is back in the queue. */
+  removed: { id: number; channel: ChannelName; fallback_for: number }[];
+  /** Ids named that are not a parked, undelivered notification, with why. */
+  failed: { id: number; error: string }[];
+}
+
 const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
 
 /** The open alerts as the rules read them (analyse/types.ts OpenAlert), by key. */
@@ -413,6 +433,103 @@ export class AlertStore {
     return rows.map(({ message, ...r }) => ({ ...r, title: (JSON.parse(message) as Message).title }));
   }
 
+  /** The channels of these notifications (the ones that exist). */
+  notificationChannels(ids: number[]): ChannelName[] {
+    if (ids.length === 0) return [];
+    const rows = this.db
+      .prepare(`SELECT DISTINCT channel FROM notifications WHERE id IN (SELECT value FROM json_each(?))`)
+      .pluck()
+      .all(JSON.stringify(ids)) as ChannelName[];
+    return CHANNEL_NAMES.filter((c) => rows.includes(c));
+  }
+
+  /**
+   * Puts parked, undelivered notifications back in their channel's queue, in one transaction. Each
+   * keeps its id (and transaction id), so it goes out before anything queued after it, and starts
+   * over as a message never tried: not parked, no unanswered sends, no last error, no attempts
+   * (the delivery sets a message aside when it fails again after failing in an earlier run,
+   * pipeline/alerts.ts deliverChannel: a requeued one gets its first run like a new one). A fallback notice still undelivered that stands for one of them is deleted:
+   * it would say the message could not be delivered right after the message itself, and if the
+   * message is refused again the delivery queues a fresh one. Ids that are not a parked,
+   * undelivered notification are left alone and listed in `failed`.
+   */
+  requeue(selection: RequeueSelection): RequeueResult {
+    type Row = {
+      id: number;
+      channel: ChannelName;
+      event: NotificationEvent;
+      message: string;
+      alert_key: string | null;
+      delivered_at: number | null;
+      parked_at: number | null;
+      parked_reason: string | null;
+    };
+    const columns = `n.id, n.channel, n.event, n.message, a.key AS alert_key, n.delivered_at, n.parked_at, n.parked_reason
+      FROM notifications n LEFT JOIN alerts a ON a.id = n.alert_id`;
+    const out: RequeueResult = { requeued: [], removed: [], failed: [] };
+    this.db
+      .transaction(() => {
+        let rows: Row[];
+        if ('ids' in selection) {
+          const ids = [...new Set(selection.ids)];
+          const found = new Map(
+            (this.db.prepare(`SELECT ${columns} WHERE n.id IN (SELECT value FROM json_each(?))`).all(JSON.stringify(ids)) as Row[]).map(
+              (r) => [r.id, r],
+            ),
+          );
+          rows = [];
+          for (const id of ids) {
+            const r = found.get(id);
+            if (!r) out.failed.push({ id, error: 'no such notification' });
+            else if (r.delivered_at !== null) out.failed.push({ id, error: `already delivered (${isoOf(r.delivered_at)})` });
+            else if (r.parked_at === null) out.failed.push({ id, error: `not parked: it is waiting in the ${r.channel} queue` });
+            else rows.push(r);
+          }
+        } else {
+          rows = this.db
+            .prepare(
+              `SELECT ${columns} WHERE n.parked_at IS NOT NULL AND n.delivered_at IS NULL AND (@channel IS NULL OR n.channel = @channel)`,
+            )
+            .all({ channel: selection.channel ?? null }) as Row[];
+        }
+        const back = new Set(rows.map((r) => r.id));
+        // Undelivered notices, waiting or parked, of the messages going back.
+        const notices = this.db
+          .prepare(
+            `SELECT id, channel, fallback_for FROM notifications
+              WHERE fallback_for IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL ORDER BY id`,
+          )
+          .all(JSON.stringify([...back])) as RequeueResult['removed'];
+        const drop = this.db.prepare(`DELETE FROM notifications WHERE id = ?`);
+        for (const n of notices) {
+          drop.run(n.id);
+          back.delete(n.id);
+          out.removed.push(n);
+        }
+        const reset = this.db.prepare(
+          `UPDATE notifications SET parked_at = NULL, parked_reason = NULL, unanswered = 0, first_unanswered_at = NULL, last_error = NULL,
+                  attempts = 0
+            WHERE id = ?`,
+        );
+        for (const r of rows.sort((a, b) => a.id - b.id)) {
+          if (!back.has(r.id)) continue;
+          reset.run(r.id);
+          out.requeued.push({
+            id: r.id,
+            channel: r.channel,
+            event: r.event,
+            title: titleOf(r.message),
+            alert_key: r.alert_key,
+            parked_at: r.parked_at!,
+            parked_reason: r.parked_reason ?? '',
+          });
+        }
+      })
+      .immediate();
+    out.failed.sort((a, b) => a.id - b.id);
+    return out;
+  }
+
   cachedName(ip: string, now: number, maxAge: { found: number; missing: number }): { hit: boolean; name: string | null } {
     const row = this.db.prepare(`SELECT name, looked_up_at FROM reverse_dns WHERE ip = ?`).get(ip) as
       { name: string | null; looked_up_at: number } | undefined;
@@ -441,6 +558,16 @@ function parseOr<T>(text: string | null, fallback: T): T {
   } catch {
     return fallback;
   }
+}
+
+function isoOf(t: number): string {
+  return new Date(t * 1000).toISOString();
+}
+
+/** A queued message's title; a row damaged by hand shows as such rather than stopping the command. */
+function titleOf(message: string): string {
+  const m = parseOr<Partial<Message> | null>(message, null);
+  return typeof m?.title === 'string' ? m.title : '(unreadable message)';
 }
 
 function viewOf(a: AlertRow): AlertView {

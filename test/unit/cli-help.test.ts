@@ -19,6 +19,7 @@ describe('ruawatch --help', () => {
       'digest',
       'notify test',
       'notify status',
+      'notify requeue',
       'prune',
       'run',
       'config check',
