@@ -46,6 +46,21 @@ describe('[analysis] settings, stated once (analyse/settings.ts)', () => {
     );
   });
 
+  it('states each default as config.example.toml and docs/configuration.md do', () => {
+    const example = fs.readFileSync(path.join(ROOT, 'config.example.toml'), 'utf8');
+    const section = /^\[analysis\]\n([\s\S]*?)^\[/m.exec(example)?.[1] ?? '';
+    const docs = fs.readFileSync(path.join(ROOT, 'docs/configuration.md'), 'utf8');
+    const table = /^## `\[analysis\]`\n([\s\S]*?)^## /m.exec(docs)?.[1] ?? '';
+    for (const spec of Object.values(ANALYSIS_SETTINGS)) {
+      assert.equal(new RegExp(`^${spec.key} = (\\S+)`, 'm').exec(section)?.[1], String(spec.default), `config.example.toml: ${spec.key}`);
+      assert.equal(
+        new RegExp(`^\\| \`${spec.key}\` \\| ([^|]+) \\|`, 'm').exec(table)?.[1],
+        String(spec.default),
+        `configuration.md: ${spec.key}`,
+      );
+    }
+  });
+
   it('checks each entry by its unit: a count is a whole number above 0, a percent 0..100', () => {
     for (const spec of Object.values(ANALYSIS_SETTINGS)) {
       const at = (v: unknown) => configSchema.safeParse({ analysis: { [spec.key]: v } }).success;
