@@ -252,6 +252,23 @@ describe('pass-rate rules', () => {
     assert.equal(all[0]!.details.dmarc_failing_sources, undefined);
   });
 
+  it('names every source a broken selector takes DMARC from, in one finding', () => {
+    const other = { ...good, ip: '192.0.2.11' };
+    const records = rows(
+      { ...good, to: 92, spfAligned: false },
+      { ...good, from: 93, pass: 0.3, spfAligned: false },
+      { ...other, to: 92, spfAligned: false },
+      { ...other, from: 93, pass: 0.2, spfAligned: false },
+    );
+    const all = analyse(input(records), NOW, defaultSettings);
+    assert.deepEqual(keys(all), ['dkim_selector_broken:example.com:example.com:s1']);
+    assert.deepEqual(all[0]!.details.dmarc_failing_sources, ['192.0.2.10', '192.0.2.11']);
+    assert.match(
+      all[0]!.summary,
+      /; it breaks DMARC for mail from 192\.0\.2\.10 \(100\.0% -> 30\.0% passing\), 192\.0\.2\.11 \(100\.0% -> 20\.0% passing\)$/,
+    );
+  });
+
   it('grades a new failing source by the policy receivers applied', () => {
     const records = rows(good, {
       ip: '203.0.113.66',
