@@ -18,6 +18,7 @@ import {
   embedChars,
   startDiscord,
   startMatrix,
+  emailChannels,
   startSmtp,
   type DiscordStub,
   type MatrixStub,
@@ -426,14 +427,7 @@ describe('delivery: a receiver that takes a message but answers too late', () =>
   });
 
   it('an SMTP server whose reply to the data is lost gets the mail twice at most, with one Message-ID', async () => {
-    const [mail] = channelsOf(
-      configSchema.parse({
-        alerts: {
-          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
-        },
-      }),
-      fast,
-    );
+    const [mail] = emailChannels(smtp.port, fast);
     closers.push(mail!);
     open('email', 'mail-1', 'mail-2');
     smtp.slowNext = 100;
@@ -510,14 +504,7 @@ describe('a message the channel keeps deferring does not hold the ones behind it
     smtp = await startSmtp();
     // A filter's "soft reject": report data made the alert look like spam, and the answer is 451, not 554.
     smtp.refuse = (m) => (/casino-pills/.test(m.text ?? '') ? { code: 451, text: '4.7.1 Try again later (soft reject)' } : null);
-    email = channelsOf(
-      configSchema.parse({
-        alerts: {
-          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
-        },
-      }),
-      fast,
-    );
+    email = emailChannels(smtp.port, fast);
   });
   after(async () => {
     await Promise.all([...email.map((c) => c.close()), smtp.close()]);
@@ -617,14 +604,7 @@ describe('reminders: only when an alert got worse, and no timed ones to a channe
   before(async () => {
     smtp = await startSmtp();
     smtp.refuse = (m) => (/casino-pills/.test(m.text ?? '') ? { code: 554, text: '5.7.1 Message content rejected' } : null);
-    email = channelsOf(
-      configSchema.parse({
-        alerts: {
-          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
-        },
-      }),
-      fast,
-    );
+    email = emailChannels(smtp.port, fast);
   });
   after(async () => {
     await Promise.all([...email.map((c) => c.close()), smtp.close()]);
@@ -697,14 +677,7 @@ describe('delivery: one process at a time delivers a channel', () => {
 
   before(async () => {
     smtp = await startSmtp();
-    [mail] = channelsOf(
-      configSchema.parse({
-        alerts: {
-          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
-        },
-      }),
-      fast,
-    ) as [Channel];
+    [mail] = emailChannels(smtp.port, fast) as [Channel];
   });
   after(async () => {
     other?.kill();

@@ -2,15 +2,14 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import type { Finding } from '../src/analyse/types.js';
-import { configSchema } from '../src/config/schema.js';
 import { createLogger } from '../src/log.js';
 import { alertRenderer } from '../src/notify/render.js';
 import type { Channel, ChannelName, Message, NotificationEvent, RetryPolicy } from '../src/notify/types.js';
-import { channelsOf, deliverPending } from '../src/pipeline/alerts.js';
+import { deliverPending } from '../src/pipeline/alerts.js';
 import { withChannels } from '../src/cli/notify.js';
 import { AlertStore } from '../src/store/alerts.js';
 import { leaseHolder } from '../src/store/leases.js';
-import { startSmtp, type SmtpSink } from './helpers/chat-servers.js';
+import { emailChannels, startSmtp, type SmtpSink } from './helpers/chat-servers.js';
 import { runCli } from './helpers/cli.js';
 import { CLI, count, freshStore } from './helpers/common.js';
 
@@ -87,14 +86,7 @@ describe('notify requeue: a refused message sent again once the filter is fixed'
       if (noticeDown && m.subject === NOTICE_SUBJECT) return { code: 451, text: '4.3.0 try again later' };
       return null;
     };
-    email = channelsOf(
-      configSchema.parse({
-        alerts: {
-          email: { host: '127.0.0.1', port: smtp.port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] },
-        },
-      }),
-      fast,
-    );
+    email = emailChannels(smtp.port, fast);
   });
   after(async () => {
     await Promise.all([...email.map((c) => c.close()), smtp.close()]);

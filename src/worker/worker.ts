@@ -23,6 +23,22 @@ export interface WorkerState {
   ingested: { dmarc: number; tlsrpt: number; failure: number; duplicates: number; failed: number; skipped: number };
 }
 
+/** The state of a worker that has not polled yet, started at `startedAt` (epoch seconds). */
+export function initialState(startedAt: number): WorkerState {
+  return {
+    startedAt,
+    polls: { ok: 0, failed: 0 },
+    lastPollAt: null,
+    lastSuccessAt: null,
+    lastError: null,
+    consecutiveFailures: 0,
+    polling: false,
+    pollStartedAt: null,
+    pollDeadlineAt: null,
+    ingested: { dmarc: 0, tlsrpt: 0, failure: 0, duplicates: 0, failed: 0, skipped: 0 },
+  };
+}
+
 export interface WorkerOptions {
   /** IMAP reconnects within one poll; the schedule's own retries do the rest. */
   reconnects?: number;
@@ -37,18 +53,7 @@ const now = () => Math.floor(Date.now() / 1000);
  * doubling up to the poll interval's worth, and never ends the process.
  */
 export class Worker {
-  readonly state: WorkerState = {
-    startedAt: now(),
-    polls: { ok: 0, failed: 0 },
-    lastPollAt: null,
-    lastSuccessAt: null,
-    lastError: null,
-    consecutiveFailures: 0,
-    polling: false,
-    pollStartedAt: null,
-    pollDeadlineAt: null,
-    ingested: { dmarc: 0, tlsrpt: 0, failure: 0, duplicates: 0, failed: 0, skipped: 0 },
-  };
+  readonly state: WorkerState = initialState(now());
   private tasks: ScheduledTask[] = [];
   private watchers: Watcher[] = [];
   /** A poll asked for while one was running (new mail announced meanwhile): run it right after. */

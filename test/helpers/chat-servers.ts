@@ -2,6 +2,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
+import { configSchema } from '../../src/config/schema.js';
+import type { Channel, RetryPolicy } from '../../src/notify/types.js';
+import { channelsOf } from '../../src/pipeline/alerts.js';
 
 /**
  * Loopback stand-ins for the services alerts go to. SMTP is a real SMTP server (smtp-server).
@@ -30,6 +33,16 @@ export interface SmtpSink {
   slowNext: number;
   slowMs: number;
   close(): Promise<void>;
+}
+
+/** ruawatch's email channel, sending to a loopback SMTP server (startSmtp) in clear. */
+export function emailChannels(port: number, retry: RetryPolicy): Channel[] {
+  return channelsOf(
+    configSchema.parse({
+      alerts: { email: { host: '127.0.0.1', port, security: 'none', from: 'ruawatch@example.com', to: ['postmaster@example.com'] } },
+    }),
+    retry,
+  );
 }
 
 export async function startSmtp(): Promise<SmtpSink> {

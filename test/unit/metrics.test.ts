@@ -8,7 +8,7 @@ import { dkimDomainsOf, sendersOf, serviceTotals, windowDkimDomains, windowSourc
 import { reportTotals } from '../../src/store/summary.js';
 import type { Db } from '../../src/store/db.js';
 import { KEEP_SECONDS, metricsText } from '../../src/web/metrics.js';
-import type { WorkerState } from '../../src/worker/worker.js';
+import { initialState, type WorkerState } from '../../src/worker/worker.js';
 import { bufferInput, freshStore } from '../helpers/common.js';
 import { tlsReportJson } from '../helpers/scenario.js';
 import { dmarcXml, record } from '../helpers/synth.js';
@@ -25,20 +25,7 @@ const NOW = TODAY * DAY + 3600;
 const config = configSchema.parse({ analysis: { reverse_dns: false } });
 const W = lastDays(NOW, config.analysis.recent_days);
 
-function state(): WorkerState {
-  return {
-    startedAt: 0,
-    polls: { ok: 0, failed: 0 },
-    lastPollAt: null,
-    lastSuccessAt: null,
-    lastError: null,
-    consecutiveFailures: 0,
-    polling: false,
-    pollStartedAt: null,
-    pollDeadlineAt: null,
-    ingested: { dmarc: 0, tlsrpt: 0, failure: 0, duplicates: 0, failed: 0, skipped: 0 },
-  } as WorkerState;
-}
+const state = (): WorkerState => initialState(0);
 
 const sendgridDkim = '<dkim><domain>sendgrid.net</domain><selector>s1</selector><result>pass</result></dkim>';
 const otherDkim = '<dkim><domain>mailer.example.org</domain><selector>m</selector><result>fail</result></dkim>';
