@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { openApp } from '../src/app.js';
 import type { Finding, FindingKind } from '../src/analyse/types.js';
@@ -11,7 +11,6 @@ import { alertRenderer } from '../src/notify/render.js';
 import type { Channel, ChannelName, Message, RetryPolicy } from '../src/notify/types.js';
 import { buildDigest, channelsOf, deliverPending, sendDigest } from '../src/pipeline/alerts.js';
 import { AlertStore } from '../src/store/alerts.js';
-import { leaseHolder } from '../src/store/leases.js';
 import { startWeb, type WebServer } from '../src/web/server.js';
 import { Worker } from '../src/worker/worker.js';
 import {
@@ -25,7 +24,7 @@ import {
   type SmtpSink,
 } from './helpers/chat-servers.js';
 import { runCli } from './helpers/cli.js';
-import { count, freshStore } from './helpers/common.js';
+import { count, freshStore, otherHolder } from './helpers/common.js';
 
 /**
  * Delivery against the real SMTP server (smtp-server) and the Matrix and Discord stand-ins: a
@@ -695,13 +694,7 @@ describe('delivery: one process at a time delivers a channel', () => {
       T0,
     );
     // Another ruawatch on this host, alive, holding the email channel's lease (as its deliverPending would).
-    other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
-    await new Promise((resolve) => other!.once('spawn', resolve));
-    const me = leaseHolder('test');
-    const now = Math.floor(Date.now() / 1000);
-    db.prepare(
-      `INSERT INTO channel_leases (channel, holder, host, pid, command, acquired_at, expires_at) VALUES ('email', 'other', ?, ?, 'run', ?, ?)`,
-    ).run(me.host, other.pid, now, now + 600);
+    other = await otherHolder(db, 'email');
 
     const left = await deliverPending(store, [mail], { retry: fast, log });
     assert.deepEqual(left, { sent: 0, failed: [], pending: 1 });

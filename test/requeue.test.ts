@@ -8,10 +8,9 @@ import type { Channel, ChannelName, Message, NotificationEvent, RetryPolicy } fr
 import { deliverPending } from '../src/pipeline/alerts.js';
 import { withChannels } from '../src/cli/notify.js';
 import { AlertStore } from '../src/store/alerts.js';
-import { leaseHolder } from '../src/store/leases.js';
 import { emailChannels, startSmtp, type SmtpSink } from './helpers/chat-servers.js';
 import { runCli } from './helpers/cli.js';
-import { CLI, count, freshStore } from './helpers/common.js';
+import { CLI, count, freshStore, otherHolder } from './helpers/common.js';
 
 /**
  * `ruawatch notify requeue`: a parked notification goes back in its channel's queue, keeps its
@@ -346,13 +345,7 @@ describe('notify requeue: waits for a delivery under way', () => {
     const id = store.enqueue('email', 'opened', message('parked'), null, T0);
     store.park(id, 1, 'refused: 554', T0);
     const notice = store.enqueue('email', 'opened', message('notice'), null, T0, id);
-    other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
-    await new Promise((resolve) => other!.once('spawn', resolve));
-    const me = leaseHolder('test');
-    const now = Math.floor(Date.now() / 1000);
-    db.prepare(
-      `INSERT INTO channel_leases (channel, holder, host, pid, command, acquired_at, expires_at) VALUES ('email', 'other', ?, ?, 'run', ?, ?)`,
-    ).run(me.host, other.pid, now, now + 600);
+    other = await otherHolder(db, 'email');
 
     // Given up after the wait: E_BUSY naming the holder, and nothing done.
     let ran = false;

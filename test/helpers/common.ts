@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,7 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { createLogger } from '../../src/log.js';
 import { Ingestor, type IngestInput, type InputResult } from '../../src/pipeline/ingest.js';
 import { fileInput } from '../../src/sources/files.js';
+import type { ChannelName } from '../../src/notify/types.js';
 import { openDb, type Db } from '../../src/store/db.js';
+import { leaseHolder } from '../../src/store/leases.js';
 import { ReportStore } from '../../src/store/reports.js';
 import { fromBuffer } from '../../src/unpack/bytes.js';
 import { defaultLimits, type Limits } from '../../src/unpack/limits.js';
@@ -89,4 +91,18 @@ export async function ingestFile(ingestor: Ingestor, file: string): Promise<Inpu
 export function count(db: Db, sql: string, ...params: unknown[]): number {
   const row = db.prepare(sql).get(...params) as Record<string, number>;
   return Object.values(row)[0]!;
+}
+
+/**
+ * Another live process on this host holding a channel's delivery lease, as its deliverPending
+ * would (channel_leases); kill it to let go.
+ */
+export async function otherHolder(db: Db, channel: ChannelName): Promise<ChildProcess> {
+  const other = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+  await new Promise((resolve) => other.once('spawn', resolve));
+  const now = Math.floor(Date.now() / 1000);
+  db.prepare(
+    `INSERT INTO channel_leases (channel, holder, host, pid, command, acquired_at, expires_at) VALUES (?, 'other', ?, ?, 'run', ?, ?)`,
+  ).run(channel, leaseHolder('test').host, other.pid, now, now + 600);
+  return other;
 }
