@@ -403,11 +403,6 @@ export class AlertStore {
         .raw(true)
         .all() as [ChannelName, number][],
     );
-    const counts = [...new Set([...waiting.keys(), ...parked.keys()])].map((channel) => ({
-      channel,
-      pending: waiting.get(channel) ?? 0,
-      parked: parked.get(channel) ?? 0,
-    }));
     const states = this.db.prepare(`SELECT * FROM notification_channels`).all() as {
       channel: ChannelName;
       last_delivered_at: number | null;
@@ -416,14 +411,13 @@ export class AlertStore {
       last_error: string | null;
       last_error_at: number | null;
     }[];
-    const names = new Set<ChannelName>([...configured, ...counts.map((c) => c.channel), ...states.map((s) => s.channel)]);
+    const names = new Set<ChannelName>([...configured, ...waiting.keys(), ...parked.keys(), ...states.map((s) => s.channel)]);
     return CHANNEL_NAMES.filter((c) => names.has(c)).map((channel) => {
-      const c = counts.find((x) => x.channel === channel);
       const st = states.find((x) => x.channel === channel);
       return {
         channel,
-        pending: c?.pending ?? 0,
-        parked: c?.parked ?? 0,
+        pending: waiting.get(channel) ?? 0,
+        parked: parked.get(channel) ?? 0,
         last_delivered_at: st?.last_delivered_at ?? null,
         failing_since: st?.failing_since ?? null,
         held: st?.held === 1,
