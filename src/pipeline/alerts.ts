@@ -227,11 +227,45 @@ async function deliverChannel(
     });
   const queue = store.pending(channel.name);
   /** The message set aside while the next one is tried, with how it failed. */
-  let aside: { n: PendingNotification; error: string; status: string | null } | null = null;
+  type Aside = { n: PendingNotification; error: string; status: string | null };
+  let aside: Aside | null = null;
   const keptAside = () => {
     if (!aside) return 0;
     report.failed.push({ channel: channel.name, event: aside.n.event, error: aside.error, outcome: 'kept' });
     return 1;
+  };
+  /**
+   * The set-aside message's one more try, once the channel took the message after it (at `i`):
+   * delivered, or parked as deferred with a notice after `i`; true when it was refused as every
+   * message would be, and the channel stops.
+   */
+  const lastTry = async (a: Aside, i: number): Promise<boolean> => {
+    const again = await send(a.n, { ...policy, attempts: 1 });
+    if (again.result === 'delivered') {
+      store.markDelivered(a.n.id, again.attempts, clock());
+      report.sent++;
+      return false;
+    }
+    if (again.result === 'kept' && again.held) {
+      // Refused now as every message would be (the credentials changed under us): hold, as below.
+      store.markFailed(a.n.id, again.attempts, again.error, clock());
+      store.channelFailed(channel.name, again.error, true, clock());
+      report.failed.push({ channel: channel.name, event: a.n.event, error: again.error, outcome: 'kept' });
+      report.pending += queue.length - i;
+      return true;
+    }
+    const reason =
+      again.result === 'parked' ? again.reason : `deferred: ${again.error}; failed in two runs while the channel took other messages`;
+    store.park(a.n.id, again.attempts, reason, clock());
+    report.failed.push({ channel: channel.name, event: a.n.event, error: reason, outcome: 'parked' });
+    opts.log.info({ channel: channel.name, event: a.n.event, notification: a.n.id, reason }, 'notification parked; the channel goes on');
+    // A notice in its place, as for a refused message (none for one parked as unconfirmed).
+    const refused = again.result === 'parked' && again.refused;
+    if (a.n.fallback_for === null && (again.result === 'kept' || refused)) {
+      const status = again.status ?? a.status;
+      queue.splice(i + 1, 0, store.enqueueFallback(a.n, status, clock(), alertRenderer, refused ? 'refused' : 'deferred'));
+    }
+    return false;
   };
   for (let i = 0; i < queue.length; i++) {
     // The lease went stale during a long send and another process took the queue over.
@@ -251,33 +285,7 @@ async function deliverChannel(
       if (aside) {
         const a = aside;
         aside = null;
-        const again = await send(a.n, { ...policy, attempts: 1 });
-        if (again.result === 'delivered') {
-          store.markDelivered(a.n.id, again.attempts, clock());
-          report.sent++;
-        } else if (again.result === 'kept' && again.held) {
-          // Refused now as every message would be (the credentials changed under us): hold, as below.
-          store.markFailed(a.n.id, again.attempts, again.error, clock());
-          store.channelFailed(channel.name, again.error, true, clock());
-          report.failed.push({ channel: channel.name, event: a.n.event, error: again.error, outcome: 'kept' });
-          report.pending += queue.length - i;
-          return;
-        } else {
-          const reason =
-            again.result === 'parked' ? again.reason : `deferred: ${again.error}; failed in two runs while the channel took other messages`;
-          store.park(a.n.id, again.attempts, reason, clock());
-          report.failed.push({ channel: channel.name, event: a.n.event, error: reason, outcome: 'parked' });
-          opts.log.info(
-            { channel: channel.name, event: a.n.event, notification: a.n.id, reason },
-            'notification parked; the channel goes on',
-          );
-          // A notice in its place, as for a refused message (none for one parked as unconfirmed).
-          const refused = again.result === 'parked' && again.refused;
-          if (a.n.fallback_for === null && (again.result === 'kept' || refused)) {
-            const status = again.status ?? a.status;
-            queue.splice(i + 1, 0, store.enqueueFallback(a.n, status, clock(), alertRenderer, refused ? 'refused' : 'deferred'));
-          }
-        }
+        if (await lastTry(a, i)) return;
       }
       continue;
     }
