@@ -205,51 +205,40 @@ export interface ServiceTotal {
 /** The policy domains with rows in a window of days (@from, @to), from domain_daily's key. */
 const WINDOW_DOMAINS = `SELECT domain FROM domain_daily WHERE day >= @from AND day < @to`;
 
-/**
- * Per source IP over a window of days (day numbers, `to` exclusive), all policy domains: messages
- * and DMARC passes, sources of no messages left out. dmarc_daily's key starts with (domain, day),
- * so a condition on the day alone scans every day kept; every (domain, day) it has rows for has a
- * row in domain_daily (key (day, domain)), which gives the window's domains, and each domain's
- * days of the window are then one range of dmarc_daily's key. The cost follows the window's rows,
- * not the history. (At 10,000 domains and 35 days, one search per domain took 0.5-0.6 s where one
- * per (domain, day) took 0.6-1.0 s and the scan 0.6-0.8 s, a cost that grows with each day kept.)
- */
-export function windowSources(db: Db, w: { from: number; to: number }): [ip: string, messages: number, pass: number][] {
-  return db.prepare(WINDOW_SOURCES).raw(true).all({ from: w.from, to: w.to }) as [string, number, number][];
-}
-
 const WINDOW_SOURCES = `SELECT source_ip, SUM(messages), SUM(dmarc_pass) FROM dmarc_daily
   WHERE domain IN (${WINDOW_DOMAINS}) AND day >= @from AND day < @to
   GROUP BY source_ip HAVING SUM(messages) > 0`;
 
-/** Each (source IP, DKIM signing domain) of a window of days once (as windowSources). */
+/** Each (source IP, DKIM signing domain) of a window of days once. */
 const WINDOW_DKIM = `SELECT DISTINCT source_ip, signing_domain FROM dkim_daily
   WHERE domain IN (${WINDOW_DOMAINS}) AND day >= @from AND day < @to AND signing_domain <> ''`;
 
-/** The DKIM signing domains of each source IP over a window of days (as windowSources), sorted. */
-export function windowDkimDomains(db: Db, w: { from: number; to: number }): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  // DISTINCT gives each (address, signing domain) once: no list is searched here.
-  const rows = db.prepare(WINDOW_DKIM).raw(true).all({ from: w.from, to: w.to }) as [string, string][];
-  for (const [ip, domain] of rows) {
-    const list = out.get(ip);
-    if (list) list.push(domain);
-    else out.set(ip, [domain]);
-  }
-  for (const list of out.values()) if (list.length > 1) list.sort();
-  return out;
+/** A source IP over a window of days, as windowSenders gives it. */
+export interface WindowSender {
+  ip: string;
+  messages: number;
+  /** Messages passing DMARC. */
+  pass: number;
+  /** Its DKIM signing domains, sorted. */
+  dkim: string[];
+  /** Its cached reverse DNS name: null when it has none, undefined when never looked up. */
+  ptr: string | null | undefined;
 }
 
 /**
- * Messages and DMARC pass rate per known service over a window of days (all policy domains), for
- * /metrics, which decides how long to keep the answer (web/metrics.ts). Every source of the window
- * is looked up. One statement gives each source with its DKIM signing domains and its cached
- * reverse name (the sums and the lists built by SQLite, as windowSources and windowDkimDomains
- * give them), read a row at a time: at 10,000 domains the window has 86,000 sources, and holding
- * them, their domains and their names as JavaScript objects at once took the process's peak from
- * 248 to 360 MiB.
+ * Each source IP over a window of days (day numbers, `to` exclusive), all policy domains, with its
+ * messages and DMARC passes (sources of no messages left out), its DKIM signing domains and its
+ * cached reverse name, one at a time. dmarc_daily's key starts with (domain, day), so a condition
+ * on the day alone scans every day kept; every (domain, day) it has rows for has a row in
+ * domain_daily (key (day, domain)), which gives the window's domains, and each domain's days of
+ * the window are then one range of dmarc_daily's key: the cost follows the window's rows, not the
+ * history. (At 10,000 domains and 35 days, one search per domain took 0.5-0.6 s where one per
+ * (domain, day) took 0.6-1.0 s and the scan 0.6-0.8 s, a cost that grows with each day kept.) One
+ * statement builds the sums and the lists, read a row at a time: the window has 86,000 sources
+ * there, and holding them, their domains and their names as objects at once took a process's peak
+ * from 248 to 360 MiB. The connection is busy until the iteration ends.
  */
-export function serviceTotals(db: Db, w: { from: number; to: number }, enricher: Enricher): ServiceTotal[] {
+export function* windowSenders(db: Db, w: { from: number; to: number }): Generator<WindowSender> {
   const rows = db
     .prepare(
       `WITH s (source_ip, messages, pass) AS (${WINDOW_SOURCES}),
@@ -259,15 +248,27 @@ export function serviceTotals(db: Db, w: { from: number; to: number }, enricher:
     )
     .raw(true)
     .iterate({ from: w.from, to: w.to }) as IterableIterator<[string, number, number, string | null, number, string | null]>;
-  // The lookup reads the row at hand: its name (undefined when never looked up) and its domains.
-  let ptr: string | null | undefined;
-  const dkim = new Map<string, string[]>();
-  const who = senderLookup(enricher, { ptr: () => ptr, dkim });
-  const sums = new Map<string, { service: string; service_type: string; messages: number; pass: number }>();
   for (const [ip, messages, pass, domains, named, name] of rows) {
-    ptr = named ? name : undefined;
+    yield { ip, messages, pass, dkim: domains === null ? [] : (JSON.parse(domains) as string[]).sort(), ptr: named ? name : undefined };
+  }
+}
+
+/**
+ * Messages and DMARC pass rate per known service over a window of days (all policy domains), for
+ * /metrics, which decides how long to keep the answer (web/metrics.ts). Every source of the window
+ * is looked up, one at a time (windowSenders).
+ */
+export function serviceTotals(db: Db, w: { from: number; to: number }, enricher: Enricher): ServiceTotal[] {
+  // The lookup reads the source at hand: its name and its domains.
+  let at: WindowSender | undefined;
+  const dkim = new Map<string, string[]>();
+  const who = senderLookup(enricher, { ptr: () => at?.ptr, dkim });
+  const sums = new Map<string, { service: string; service_type: string; messages: number; pass: number }>();
+  for (const source of windowSenders(db, w)) {
+    at = source;
+    const { ip, messages, pass } = source;
     dkim.clear();
-    if (domains !== null) dkim.set(ip, (JSON.parse(domains) as string[]).sort());
+    if (source.dkim.length) dkim.set(ip, source.dkim);
     const f = who(ip);
     const service = f.service ?? '';
     const t = sums.get(service) ?? { service, service_type: f.service_type ?? '', messages: 0, pass: 0 };

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { DAY, lastDays } from '../../src/analyse/index.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createEnricher } from '../../src/enrich/index.js';
-import { dkimDomainsOf, sendersOf, serviceTotals, windowDkimDomains, windowSources } from '../../src/pipeline/senders.js';
+import { dkimDomainsOf, sendersOf, serviceTotals, windowSenders } from '../../src/pipeline/senders.js';
 import { reportTotals } from '../../src/store/summary.js';
 import type { Db } from '../../src/store/db.js';
 import { KEEP_SECONDS, metricsText } from '../../src/web/metrics.js';
@@ -26,6 +26,12 @@ const config = configSchema.parse({ analysis: { reverse_dns: false } });
 const W = lastDays(NOW, config.analysis.recent_days);
 
 const state = (): WorkerState => initialState(0);
+
+/** The window's sources as (ip, messages, passing) rows, and their DKIM domains by source, from windowSenders. */
+const windowSources = (db: Db, w: { from: number; to: number }): [string, number, number][] =>
+  [...windowSenders(db, w)].map((s) => [s.ip, s.messages, s.pass]);
+const windowDkimDomains = (db: Db, w: { from: number; to: number }): Map<string, string[]> =>
+  new Map([...windowSenders(db, w)].filter((s) => s.dkim.length > 0).map((s) => [s.ip, s.dkim]));
 
 const sendgridDkim = '<dkim><domain>sendgrid.net</domain><selector>s1</selector><result>pass</result></dkim>';
 const otherDkim = '<dkim><domain>mailer.example.org</domain><selector>m</selector><result>fail</result></dkim>';
