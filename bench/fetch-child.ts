@@ -49,6 +49,8 @@ await readMailbox(
   },
 );
 await pool?.close();
+// As `ruawatch fetch` does before it ends: the stored reports go into the rollups.
+new ReportStore(db).settle();
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
 const cpu = process.cpuUsage(cpu0);
 db.close();

@@ -21,6 +21,8 @@ const runner = workers > 1 ? new IngestPool(dbFile!, defaultLimits, log, workers
 const summary = emptySummary();
 await ingestEach(expandPaths(paths, defaultLimits.maxReportBytes), runner, (r) => addToSummary(summary, r));
 if (runner instanceof IngestPool) await runner.close();
+// As `ruawatch ingest` does before it ends: the stored reports go into the rollups.
+new ReportStore(db).settle();
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
 const cpu = process.cpuUsage(cpu0);
 db.close();

@@ -151,8 +151,9 @@ export class App {
     const ingestor = this.ingestor;
     const mailboxes = this.mailboxes();
     const pool = this.pool('mail');
+    let result: FetchAllResult;
     try {
-      return await fetchAll(mailboxes, {
+      result = await fetchAll(mailboxes, {
         ...opts,
         timeoutMs: this.config.schedule.poll_timeout_seconds * 1000,
         ingestor,
@@ -163,6 +164,22 @@ export class App {
       });
     } finally {
       await pool?.close();
+    }
+    // What the pass stored goes into the rollups before it is over (the alerts read them next).
+    this.settle();
+    return result;
+  }
+
+  /**
+   * Adds the reports stored but not yet in the daily rollups to them (ReportStore.settle). They
+   * are stored whatever happens here: an error (the database locked by another process past its
+   * busy timeout) is logged, and they stay queued for the next command that settles.
+   */
+  settle(): void {
+    try {
+      this.reports.settle();
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'stored reports not yet added to the daily rollups; the next run adds them');
     }
   }
 

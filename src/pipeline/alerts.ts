@@ -13,6 +13,7 @@ import { AlertStore, openAlertsForRules, type PendingNotification } from '../sto
 import { leaseHolder } from '../store/leases.js';
 import { evaluateRulesInTurns } from '../store/analysis.js';
 import type { Db } from '../store/db.js';
+import { settleRollups } from '../store/rollups.js';
 import { reportTotals } from '../store/summary.js';
 import type { Enricher } from '../enrich/index.js';
 import { enrichDigest, enrichEvaluation, labelFindings } from './senders.js';
@@ -124,6 +125,9 @@ export interface AlertRun {
  */
 export async function runAlerts(db: Db, config: Config, opts: AlertRunOptions): Promise<AlertRun> {
   const settings = settingsOf(config);
+  // Reports stored but not yet in the rollups (a run cut short) are added first; a dry run
+  // writes nothing, and judges what is in them.
+  if (!opts.dryRun) settleRollups(db);
   const store = new AlertStore(db);
   // Open alerts are judged against their frozen baselines (a dry run reads them too).
   const open = openAlertsForRules(store.openAlerts());

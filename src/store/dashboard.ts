@@ -1,5 +1,6 @@
 import { isoDay, lastDays, type Window } from '../analyse/rollups.js';
 import type { Db } from './db.js';
+import { rollupsVersion } from './rollups.js';
 import { reporterBits, reporterCountSql, tidy } from './summary.js';
 
 /**
@@ -208,11 +209,11 @@ export interface OverviewOptions {
 }
 
 /**
- * What the rollups give the dashboard for a period, cached per database until a report is added
- * (reports are never deleted, so the highest report id says whether the rollups changed): the
- * page is read far more often than mail arrives, and the first read after a poll pays for the rest.
+ * What the rollups give the dashboard for a period, cached per database until they change
+ * (rollupsVersion): the page is read far more often than mail arrives, and the first read after
+ * a poll pays for the rest.
  */
-const cache = new WeakMap<Db, Map<string, { version: number; value: ReturnType<typeof fromRollups> }>>();
+const cache = new WeakMap<Db, Map<string, { version: string; value: ReturnType<typeof fromRollups> }>>();
 const CACHED = 32;
 
 function fromRollups(db: Db, period: Window, recent: Window, one: string | null) {
@@ -242,7 +243,7 @@ export function overview(db: Db, o: OverviewOptions) {
   const period = lastDays(o.now, o.days);
   const recent = lastDays(o.now, o.recentDays);
   const one = o.domain ? o.domain.toLowerCase().replace(/\.$/, '') : null;
-  const version = (db.prepare(`SELECT max(id) FROM reports`).pluck().get() as number | null) ?? 0;
+  const version = rollupsVersion(db);
   const key = JSON.stringify([period, recent, one]);
   let entries = cache.get(db);
   if (!entries) cache.set(db, (entries = new Map()));

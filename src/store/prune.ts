@@ -1,5 +1,6 @@
 import { DAY } from '../analyse/rollups.js';
 import type { Db } from './db.js';
+import { settleRollups } from './rollups.js';
 
 /**
  * Retention ([retention]): the per-record rows of old reports are deleted (aggregate report
@@ -99,10 +100,18 @@ export function* pruneSteps(db: Db, s: RetentionSettings, now: number, dryRun: b
     deleteFailure: db.prepare(`DELETE FROM failure_reports WHERE report_id = ?`),
     mark: db.prepare(`UPDATE reports SET pruned_at = ? WHERE id = ?`),
   };
+  // Records are deleted only once they are in the rollups: queued reports are settled first, and
+  // one queued meanwhile (by another process) is left for the next run.
+  if (!dryRun) {
+    settleRollups(db);
+    yield;
+  }
   for (const p of passes) {
     // The partial index reports_end holds exactly the reports not pruned yet, by end time.
     const next = db.prepare(
-      `SELECT id, kind FROM reports WHERE pruned_at IS NULL AND end_ts < ? AND kind IN (${p.kinds}) ORDER BY end_ts, id LIMIT ${BATCH_REPORTS}`,
+      `SELECT id, kind FROM reports WHERE pruned_at IS NULL AND end_ts < ? AND kind IN (${p.kinds})
+          AND NOT EXISTS (SELECT 1 FROM rollup_pending q WHERE q.report_id = reports.id)
+        ORDER BY end_ts, id LIMIT ${BATCH_REPORTS}`,
     );
     for (;;) {
       const batch = next.all(p.before) as { id: number; kind: string }[];

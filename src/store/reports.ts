@@ -3,7 +3,7 @@ import { RuawatchError } from '../errors.js';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
-import { DmarcRecordTally, policyText, RollupWriter } from './rollups.js';
+import { DmarcRecordTally, RollupWriter, SETTLE_RECORDS } from './rollups.js';
 
 /**
  * Records of an aggregate report are held in memory (as ready-made rows) up to this many, and the
@@ -59,11 +59,15 @@ export class ReportStore {
   private readonly insertFailureReport: Statement;
   private readonly insertIngestFailure: Statement;
   private readonly rollups: RollupWriter;
+  /** Records this store committed since it last settled. */
+  private unsettled = 0;
 
   constructor(
     private readonly db: Db,
     /** Taken around every write transaction; see lock.ts. */
     private readonly lock: WriteLock = noLock,
+    /** Settles once this many records were committed since the last settle (and in batches of as many). */
+    private readonly settleEvery = SETTLE_RECORDS,
   ) {
     this.findKey = db.prepare(
       `SELECT id FROM reports WHERE kind = ? AND reporter = ? AND report_id = ? AND policy_domain = ? AND begin_ts = ? AND end_ts = ?`,
@@ -98,7 +102,7 @@ export class ReportStore {
        @authFailure, @deliveryResult, @dkimDomain, @dkimSelector, @spfDns, @identityAlignment, @authenticationResults)`);
     this.insertIngestFailure = db.prepare(`INSERT INTO ingest_failures
       (input, outcome, error_code, message, sha256, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`);
-    this.rollups = new RollupWriter(db);
+    this.rollups = new RollupWriter(db, { batchRecords: settleEvery });
   }
 
   exists(key: ReportKey): boolean {
@@ -154,10 +158,10 @@ export class ReportStore {
         return id;
       }
     } catch (err) {
-      this.endDmarc(0, null, null);
+      this.endDmarc(0, null, false);
       throw err;
     }
-    this.endDmarc(0, null, null);
+    this.endDmarc(0, null, false);
     return null;
   }
 
@@ -205,28 +209,22 @@ export class ReportStore {
 
   /**
    * @internal used by DmarcWriter: commits (setting the totals of a report opened without them,
-   * and adding the report to the daily rollups) when given the report's header, else rolls back;
-   * and releases the lock.
+   * and queueing the report for the daily rollups) when `commit`, else rolls back; and releases
+   * the lock. Once this store has committed settleEvery records since it last settled, it
+   * settles (a long ingest keeps the rollups up to date as it goes).
    */
   endDmarc(
     reportId: number,
     totals: ReportTotals | null,
-    commit: DmarcHeader | null,
+    commit: boolean,
     noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number },
   ): void {
     try {
       if (commit) {
         if (totals) this.finishReport.run(totals.records, totals.messages, totals.sha256, totals.size, reportId);
-        const report = {
-          id: reportId,
-          domain: commit.policyDomain,
-          reporter: commit.reporter,
-          begin: commit.begin,
-          end: commit.end,
-          policy: policyText(commit.policy),
-        };
-        this.rollups.dmarc(report, noted);
+        this.rollups.queue(reportId, noted);
         this.db.exec('COMMIT');
+        this.unsettled += noted?.records ?? 0;
       } else if (this.db.inTransaction) {
         // SQLite may have rolled back by itself (SQLITE_FULL, an I/O error): then there is nothing
         // to roll back, and "no transaction is active" must not hide the error that caused it.
@@ -238,6 +236,27 @@ export class ReportStore {
     } finally {
       this.lock.release();
     }
+    if (this.unsettled < this.settleEvery) return;
+    try {
+      this.settle();
+    } catch {
+      // The report is stored and stays queued: the settle its command ends with does it, and
+      // reports the error if it persists.
+    }
+  }
+
+  /**
+   * Adds the aggregate reports stored but not yet in the daily rollups (by any thread or process)
+   * to them, a batch of about settleEvery records per transaction (RollupWriter.settle). Every
+   * command that stores reports calls it before it ends; readers that must see every stored report
+   * (the alert evaluation, retention) before they read. Returns the number of reports settled.
+   */
+  settle(): number {
+    this.unsettled = 0;
+    let settled = 0;
+    // Nothing queued (only duplicates stored, or a report that failed): no write lock taken.
+    for (let n = 1; n > 0 && this.rollups.anyQueued(); settled += n) n = this.locked(() => this.rollups.settle());
+    return settled;
   }
 
   /** Stores a TLS report in one transaction; false when it was already stored. */
@@ -422,7 +441,7 @@ export class DmarcWriter {
     }
     this.open = false;
     if (this.id === 'duplicate') return false;
-    this.store.endDmarc(this.id as number, opened ? totals : null, this.header, {
+    this.store.endDmarc(this.id as number, opened ? totals : null, true, {
       tally: this.tally,
       firstId: this.firstId,
       lastId: this.lastId,
@@ -434,7 +453,7 @@ export class DmarcWriter {
   rollback(): void {
     if (!this.open) return;
     this.open = false;
-    if (typeof this.id === 'number') this.store.endDmarc(this.id, null, null);
+    if (typeof this.id === 'number') this.store.endDmarc(this.id, null, false);
   }
 
   /** Writes the buffered records (inside the open transaction). */

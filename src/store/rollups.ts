@@ -1,7 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import { asciiLower, countDay, dayShares, effectivePolicy, FORWARDED_REASONS, policyKey, rollupTls } from '../analyse/rollups.js';
 import type { TlsRow } from '../analyse/types.js';
-import type { DmarcPolicyPublished, DmarcRecord } from '../parse/types.js';
+import type { DmarcRecord } from '../parse/types.js';
 import type { Db } from './db.js';
 
 /**
@@ -122,6 +122,13 @@ export class DmarcRecordTally {
 /** Bits of dmarc_daily.reporters: 0-61 one reporter each, 62 shared by any further ones. */
 const LAST_BIT = 62;
 
+/**
+ * Reports are added to the rollups (settled) in transactions of about this many records: enough
+ * that each rollup page is written once for many reports, few enough that what SQLite sorts to
+ * group them stays small and the write lock is held for a fraction of a second.
+ */
+export const SETTLE_RECORDS = 200_000;
+
 const FORWARDED_SQL = `(d.reasons <> '[]' AND EXISTS (SELECT 1 FROM json_each(d.reasons) WHERE value ->> 'type' IN (${FORWARDED_REASONS.map((r) => `'${r}'`).join(', ')})))`;
 const PASS_SQL = `(d.dkim_aligned = 'pass' OR d.spf_aligned = 'pass')`;
 
@@ -135,45 +142,75 @@ function nameKey(expr: string, stored: boolean): string {
 }
 
 /**
- * The columns of a dmarc_daily row from one stored record `d`, for the day and share given as
- * parameters; `first` says whether the record is its report's first from its source IP.
+ * The grouped columns of a dmarc_daily row from the records `d` of a batch joined to their day
+ * shares `s`; `first` says whether a record is its report's first from its source IP (a report
+ * counts once per source IP, on its last day). A group's reporters are the sum of its distinct
+ * reporter bits, each a power of two: their bitwise OR.
  */
 function sourceRow(first: string, stored: boolean): string {
-  const part = (cond: string) => `CASE WHEN ${cond} THEN d.count * @share ELSE 0 END`;
-  return `@domain, @day, d.source_ip, ${nameKey('d.header_from', stored)}, d.count * @share, ${part(PASS_SQL)},
+  const part = (cond: string) => `SUM(CASE WHEN ${cond} THEN d.count * s.share ELSE 0 END)`;
+  return `s.domain, s.day, d.source_ip, ${nameKey('d.header_from', stored)}, SUM(d.count * s.share), ${part(PASS_SQL)},
     ${part(`d.dkim_aligned = 'pass'`)}, ${part(`d.spf_aligned = 'pass'`)}, ${part(`NOT ${PASS_SQL} AND ${FORWARDED_SQL}`)},
-    ${part(`d.disposition = 'quarantine'`)}, ${part(`d.disposition = 'reject'`)}, CASE WHEN @last AND ${first} THEN 1 ELSE 0 END, @bits`;
-}
-
-/** The records a writer has just written, by id (the report_id test is a check, not the index). */
-const JUST_WRITTEN = `d.id BETWEEN @first_id AND @last_id AND +d.report_id = @id`;
-
-const INTO_DKIM = `INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)`;
-const ON_DKIM = `ON CONFLICT (domain, day, source_ip, signing_domain, selector, result) DO UPDATE SET messages = messages + excluded.messages`;
-
-/** dkim_daily rows of the first DKIM signature of the records `where` selects. */
-function dkimFirst(where: string, stored: boolean): string {
-  return `${INTO_DKIM}
-    SELECT @domain, @day, d.source_ip, ${nameKey(`d.dkim_results ->> '$[0].domain'`, stored)},
-      ${nameKey(`d.dkim_results ->> '$[0].selector'`, stored)}, coalesce(d.dkim_results ->> '$[0].result', 'none'), d.count * @share
-    FROM dmarc_records d WHERE ${where} AND d.dkim_results <> '[]' AND NOT ${FORWARDED_SQL} ${ON_DKIM}`;
+    ${part(`d.disposition = 'quarantine'`)}, ${part(`d.disposition = 'reject'`)}, SUM(s.last AND ${first}), SUM(DISTINCT s.bits)`;
 }
 
 const SOURCE_SUMS = ['messages', 'dmarc_pass', 'dkim_aligned_pass', 'spf_aligned_pass', 'forwarded', 'quarantine', 'reject', 'reports'];
+const TOTALS = ['messages', 'dmarc_pass', 'dkim_aligned_pass', 'spf_aligned_pass', 'forwarded', 'quarantine', 'reject'];
+
+/** A queued report, with what settling it needs (see migrations/0010). */
+type PolicyColumns = Parameters<typeof effectivePolicy>[0];
+interface Queued extends PolicyColumns {
+  id: number;
+  domain: string;
+  reporter: string;
+  begin: number;
+  end: number;
+  records: number;
+  has_policy: number | null;
+  messages: number | null;
+}
 
 export class RollupWriter {
   private readonly s: Record<string, Statement>;
 
-  constructor(private readonly db: Db) {
+  private readonly batchRecords: number;
+
+  /**
+   * `queue` is the table of reports waiting to be settled: rollup_pending, or the migration's
+   * temporary list of every stored report (buildRollups), whose records may be older than
+   * lower-case names (`stored`). `batchRecords`: records settled per batch (SETTLE_RECORDS).
+   */
+  constructor(db: Db, opts: { queue?: string; stored?: boolean; batchRecords?: number } = {}) {
+    const queue = opts.queue ?? 'rollup_pending';
+    const stored = opts.stored ?? false;
+    this.batchRecords = opts.batchRecords ?? SETTLE_RECORDS;
     const n = (col: string) => `${col} = ${col} + excluded.${col}`;
     const intoSources = `INSERT INTO dmarc_daily (domain, day, source_ip, header_from, ${SOURCE_SUMS.join(', ')}, reporters)`;
-    const intoDkim = INTO_DKIM;
-    const onDkim = ON_DKIM;
     const onSource = `ON CONFLICT (domain, day, source_ip, header_from) DO UPDATE SET ${SOURCE_SUMS.map(n).join(', ')},
       reporters = reporters | excluded.reporters`;
-    // One row written per record (and per DKIM signature): SQLite merges rows with the same key
-    // as it upserts them, which costs less than grouping them first.
+    const intoDkim = `INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)`;
+    const onDkim = `ON CONFLICT (domain, day, source_ip, signing_domain, selector, result) DO UPDATE SET messages = messages + excluded.messages`;
+    db.exec(`CREATE TEMP TABLE IF NOT EXISTS rollup_shares (
+      report_id INTEGER NOT NULL, day INTEGER NOT NULL, share REAL NOT NULL, last INTEGER NOT NULL,
+      domain TEXT NOT NULL, bits INTEGER NOT NULL, PRIMARY KEY (report_id, day)) WITHOUT ROWID`);
+    // Each statement of a batch reads the batch's records once, through their reports' day shares
+    // (temp.rollup_shares, a row per report and day), and adds each group of rows with one key
+    // once: SQLite sorts them by key first, so the rollup tables are written in key order.
     this.s = {
+      queued: db.prepare(
+        `SELECT q.report_id AS id, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end,
+                r.record_count AS records, q.messages, q.dmarc_pass AS dmarcPass, q.dkim_aligned_pass AS dkimAlignedPass,
+                q.spf_aligned_pass AS spfAlignedPass, q.forwarded, q.quarantine, q.reject,
+                p.p, p.sp, p.np, p.pct, p.adkim, p.aspf, p.report_id AS has_policy
+           FROM ${queue} q JOIN reports r ON r.id = q.report_id LEFT JOIN dmarc_policies p ON p.report_id = q.report_id
+          ORDER BY q.report_id LIMIT 2000`,
+      ),
+      anyQueued: db.prepare(`SELECT EXISTS (SELECT 1 FROM ${queue})`).pluck(),
+      queue: db.prepare(`INSERT INTO ${queue} (report_id, first_id, firsts, multi_signed, ${TOTALS.join(', ')})
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      unqueue: db.prepare(`DELETE FROM ${queue} WHERE report_id IN (SELECT report_id FROM temp.rollup_shares)`),
+      clearShares: db.prepare(`DELETE FROM temp.rollup_shares`),
+      share: db.prepare(`INSERT INTO temp.rollup_shares (report_id, day, share, last, domain, bits) VALUES (?, ?, ?, ?, ?, ?)`),
       bitOf: db.prepare(`SELECT bit FROM domain_reporters WHERE domain = ? AND reporter = ?`).pluck(),
       newBit: db
         .prepare(
@@ -181,28 +218,38 @@ export class RollupWriter {
            SELECT @domain, @reporter, min(COUNT(*), ${LAST_BIT}) FROM domain_reporters WHERE domain = @domain RETURNING bit`,
         )
         .pluck(),
-      // At ingest, the records just written are read by their ids (@first_id to @last_id, one
-      // after the other), which costs less than through the report_id index; which record is the
-      // first from its source IP comes from the flags the writer noted. Otherwise (the migration,
-      // a report too big for the flags) through the index, with a window finding the first records.
+      // Reports whose writer noted which records come first from their source IP: their records
+      // are read by id (first_id on, one after the other), which costs less than through the
+      // report_id index. The others (the migration, a report too big for the flags) through the
+      // index, with a window finding the first records.
       sourcesFlagged: db.prepare(`${intoSources}
-        SELECT ${sourceRow(`substr(@firsts, d.id - @first_id + 1, 1) = x'31'`, false)}
-        FROM dmarc_records d WHERE ${JUST_WRITTEN} ${onSource}`),
+        SELECT ${sourceRow(`substr(q.firsts, d.id - q.first_id + 1, 1) = x'31'`, stored)}
+        FROM temp.rollup_shares s CROSS JOIN ${queue} q ON q.report_id = s.report_id
+          CROSS JOIN dmarc_records d ON d.id BETWEEN q.first_id AND q.first_id + length(q.firsts) - 1 AND +d.report_id = s.report_id
+        WHERE q.firsts IS NOT NULL GROUP BY 1, 2, 3, 4 ${onSource}`),
       sourcesWindowed: db.prepare(`${intoSources}
-        SELECT ${sourceRow('d.first', true)}
-        FROM (SELECT id, source_ip, header_from, count, dkim_aligned, spf_aligned, disposition, reasons,
-                     id = min(id) OVER (PARTITION BY source_ip) AS first
-                FROM dmarc_records WHERE report_id = @id) d
-        WHERE true ${onSource}`),
-      // Nearly every record has one or two signatures: the first is read straight from the JSON
-      // text (parsed once per record), the others through json_each, only for records with more.
-      dkimFirst: db.prepare(dkimFirst(`d.report_id = @id`, true)),
-      dkimFirstWritten: db.prepare(dkimFirst(JUST_WRITTEN, false)),
+        SELECT ${sourceRow('d.first', stored)}
+        FROM (SELECT id, report_id, source_ip, header_from, count, dkim_aligned, spf_aligned, disposition, reasons,
+                     id = min(id) OVER (PARTITION BY report_id, source_ip) AS first
+                FROM dmarc_records WHERE report_id IN (
+                  SELECT q.report_id FROM temp.rollup_shares s CROSS JOIN ${queue} q ON q.report_id = s.report_id
+                   WHERE s.last AND q.firsts IS NULL)) d
+          CROSS JOIN temp.rollup_shares s ON s.report_id = d.report_id
+        GROUP BY 1, 2, 3, 4 ${onSource}`),
+      // Forwarded and mailing-list records are left out of dkim_daily. Nearly every record has one
+      // or two signatures: the first is read straight from the JSON text, the others through
+      // json_each, only for records with more, of reports whose writer saw any (or did not count).
+      dkimFirst: db.prepare(`${intoDkim}
+        SELECT s.domain, s.day, d.source_ip, ${nameKey(`d.dkim_results ->> '$[0].domain'`, stored)},
+          ${nameKey(`d.dkim_results ->> '$[0].selector'`, stored)}, coalesce(d.dkim_results ->> '$[0].result', 'none'), SUM(d.count * s.share)
+        FROM temp.rollup_shares s CROSS JOIN dmarc_records d ON d.report_id = s.report_id
+        WHERE d.dkim_results <> '[]' AND NOT ${FORWARDED_SQL} GROUP BY 1, 2, 3, 4, 5, 6 ${onDkim}`),
       dkimMore: db.prepare(`${intoDkim}
-        SELECT @domain, @day, d.source_ip, lower(coalesce(k.value ->> 'domain', '')), lower(coalesce(k.value ->> 'selector', '')),
-          coalesce(k.value ->> 'result', 'none'), d.count * @share
-        FROM dmarc_records d JOIN json_each(d.dkim_results) k
-        WHERE d.report_id = @id AND d.dkim_results LIKE '[{%},{%' AND k.key > 0 AND NOT ${FORWARDED_SQL} ${onDkim}`),
+        SELECT s.domain, s.day, d.source_ip, lower(coalesce(k.value ->> 'domain', '')), lower(coalesce(k.value ->> 'selector', '')),
+          coalesce(k.value ->> 'result', 'none'), SUM(d.count * s.share)
+        FROM temp.rollup_shares s CROSS JOIN ${queue} q ON q.report_id = s.report_id AND q.multi_signed > 0
+          CROSS JOIN dmarc_records d ON d.report_id = s.report_id JOIN json_each(d.dkim_results) k
+        WHERE d.dkim_results LIKE '[{%},{%' AND k.key > 0 AND NOT ${FORWARDED_SQL} GROUP BY 1, 2, 3, 4, 5, 6 ${onDkim}`),
       totals: db.prepare(`SELECT coalesce(SUM(d.count), 0) AS messages,
           coalesce(SUM(CASE WHEN ${PASS_SQL} THEN d.count END), 0) AS dmarcPass,
           coalesce(SUM(CASE WHEN d.dkim_aligned = 'pass' THEN d.count END), 0) AS dkimAlignedPass,
@@ -213,7 +260,7 @@ export class RollupWriter {
         FROM dmarc_records d WHERE d.report_id = ?`),
       domainDay: db.prepare(`INSERT INTO domain_daily (day, domain, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass, forwarded,
           quarantine, reject, dmarc_reports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (day, domain) DO UPDATE SET ${['messages', 'dmarc_pass', 'dkim_aligned_pass', 'spf_aligned_pass', 'forwarded', 'quarantine', 'reject', 'dmarc_reports'].map(n).join(', ')}`),
+        ON CONFLICT (day, domain) DO UPDATE SET ${[...TOTALS, 'dmarc_reports'].map(n).join(', ')}`),
       totalsDay: db.prepare(`INSERT INTO daily_totals (day, messages, dmarc_pass, dmarc_reports) VALUES (?, ?, ?, ?)
         ON CONFLICT (day) DO UPDATE SET ${['messages', 'dmarc_pass', 'dmarc_reports'].map(n).join(', ')}`),
       policyDay: db.prepare(`INSERT INTO policy_daily (domain, day, policy, weight, reports) VALUES (?, ?, ?, ?, ?)
@@ -234,45 +281,81 @@ export class RollupWriter {
   }
 
   /**
-   * Adds an aggregate report, already stored with its records, to the rollups. Call inside the
-   * transaction that stored it. `noted` is what its writer noted of the records as they passed,
-   * with the ids its records were stored under; without it (the migration) SQLite works it out.
+   * Queues an aggregate report, just stored with its records, for the rollups (settle). Call
+   * inside the transaction that stored it. `noted` is what its writer noted of the records as they
+   * passed, with the ids its records were stored under; without it SQLite works it out.
    */
-  dmarc(r: DmarcRollupReport, noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number }): void {
-    const s = this.s;
-    const bits = 1n << BigInt(this.bitOf(r.domain, r.reporter));
-    const totals = noted?.tally.totals ?? (s.totals!.get(r.id) as DmarcTotals);
+  queue(id: number, noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number }): void {
     // The flags index records by id from the first: only when the ids follow one another.
     const flags = noted && noted.lastId - noted.firstId + 1 === noted.records ? noted.tally.firsts() : null;
-    const shares = dayShares(r.begin, r.end);
-    shares.forEach(([day, share], i) => {
-      const last = i === shares.length - 1 ? 1 : 0;
-      const p = { id: r.id, domain: r.domain, day, share, last, bits };
-      if (flags !== null) {
-        const ids = { first_id: noted!.firstId, last_id: noted!.lastId };
-        s.sourcesFlagged!.run({ ...p, ...ids, firsts: flags });
-        s.dkimFirstWritten!.run({ id: r.id, domain: r.domain, day, share, ...ids });
-      } else {
-        s.sourcesWindowed!.run(p);
-        s.dkimFirst!.run({ id: r.id, domain: r.domain, day, share });
-      }
-      if (!noted || noted.tally.multiSigned > 0) s.dkimMore!.run({ id: r.id, domain: r.domain, day, share });
-      s.domainDay!.run(
-        day,
-        r.domain,
-        totals.messages * share,
-        totals.dmarcPass * share,
-        totals.dkimAlignedPass * share,
-        totals.spfAlignedPass * share,
-        totals.forwarded * share,
-        totals.quarantine * share,
-        totals.reject * share,
-        last,
-      );
-      s.totalsDay!.run(day, totals.messages * share, totals.dmarcPass * share, last);
-      if (r.policy !== null) s.policyDay!.run(r.domain, day, r.policy, share, last);
-      if (last) s.coverage!.run(r.domain, 'dmarc', day, r.reporter, r.end);
-    });
+    const t = noted?.tally.totals;
+    this.s.queue!.run(
+      id,
+      flags ? noted!.firstId : null,
+      flags,
+      noted ? noted.tally.multiSigned : 1,
+      t?.messages ?? null,
+      t?.dmarcPass ?? null,
+      t?.dkimAlignedPass ?? null,
+      t?.spfAlignedPass ?? null,
+      t?.forwarded ?? null,
+      t?.quarantine ?? null,
+      t?.reject ?? null,
+    );
+  }
+
+  /** Whether any report is queued: read without taking the write lock. */
+  anyQueued(): boolean {
+    return this.s.anyQueued!.get() === 1;
+  }
+
+  /**
+   * Adds the next batch of queued reports (up to batchRecords records, at least one report) to
+   * the rollups and takes them off the queue. Call inside a write transaction; returns
+   * how many reports it settled (0: the queue is empty).
+   */
+  settle(): number {
+    const s = this.s;
+    const page = s.queued!.all() as (Queued & DmarcTotals)[];
+    if (page.length === 0) return 0;
+    s.clearShares!.run();
+    let records = 0;
+    let taken = 0;
+    for (const r of page) {
+      if (taken > 0 && records + r.records > this.batchRecords) break;
+      records += r.records;
+      taken++;
+      const bits = 1n << BigInt(this.bitOf(r.domain, r.reporter));
+      const totals = r.messages === null ? (s.totals!.get(r.id) as DmarcTotals) : r;
+      const policy = r.has_policy === null ? null : policyKey(effectivePolicy(r));
+      const shares = dayShares(r.begin, r.end);
+      shares.forEach(([day, share], i) => {
+        const last = i === shares.length - 1 ? 1 : 0;
+        s.share!.run(r.id, day, share, last, r.domain, bits);
+        s.domainDay!.run(
+          day,
+          r.domain,
+          totals.messages * share,
+          totals.dmarcPass * share,
+          totals.dkimAlignedPass * share,
+          totals.spfAlignedPass * share,
+          totals.forwarded * share,
+          totals.quarantine * share,
+          totals.reject * share,
+          last,
+        );
+        s.totalsDay!.run(day, totals.messages * share, totals.dmarcPass * share, last);
+        if (policy !== null) s.policyDay!.run(r.domain, day, policy, share, last);
+        if (last) s.coverage!.run(r.domain, 'dmarc', day, r.reporter, r.end);
+      });
+    }
+    s.sourcesFlagged!.run();
+    s.sourcesWindowed!.run();
+    s.dkimFirst!.run();
+    s.dkimMore!.run();
+    s.unqueue!.run();
+    s.clearShares!.run();
+    return taken;
   }
 
   /** Adds a TLS report to the rollups. */
@@ -335,9 +418,28 @@ export class RollupWriter {
   }
 }
 
-/** The effective policy of a stored or parsed policy_published, for policy_daily. */
-export function policyText(p: Pick<DmarcPolicyPublished, 'p' | 'sp' | 'np' | 'pct' | 'adkim' | 'aspf'> | null | undefined): string | null {
-  return p ? policyKey(effectivePolicy(p)) : null;
+/**
+ * Settles every queued report (RollupWriter.settle), a batch per write transaction; for callers
+ * without a ReportStore (the alert evaluation, retention). Returns the number of reports settled.
+ */
+export function settleRollups(db: Db, batchRecords = SETTLE_RECORDS): number {
+  const writer = new RollupWriter(db, { batchRecords });
+  let settled = 0;
+  for (let n = 1; n > 0 && writer.anyQueued(); settled += n) n = db.transaction(() => writer.settle()).immediate();
+  return settled;
+}
+
+/**
+ * A value that changes whenever the rollups may have: when a report is stored (report ids only
+ * grow: reports are never deleted) and when queued reports are settled (the queue shrinks, and
+ * only a new report adds to it). For caches of what is read from the rollups.
+ */
+export function rollupsVersion(db: Db): string {
+  const [top, queued] = db.prepare(`SELECT (SELECT max(id) FROM reports), (SELECT COUNT(*) FROM rollup_pending)`).raw(true).get() as [
+    number | null,
+    number,
+  ];
+  return `${top ?? 0}/${queued}`;
 }
 
 /**
@@ -347,7 +449,6 @@ export function policyText(p: Pick<DmarcPolicyPublished, 'p' | 'sp' | 'np' | 'pc
  * `progress` is called with (done, total) reports now and then.
  */
 export function buildRollups(db: Db, progress?: (done: number, total: number) => void): void {
-  const writer = new RollupWriter(db);
   const total = db.prepare(`SELECT COUNT(*) FROM reports`).pluck().get() as number;
   let done = 0;
   const tick = (n: number) => {
@@ -355,30 +456,15 @@ export function buildRollups(db: Db, progress?: (done: number, total: number) =>
     progress?.(done, total);
   };
 
-  // Read a page at a time: the connection cannot run the writes while a query is being iterated.
-  const dmarc = db.prepare(
-    `SELECT r.id, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end,
-            p.p, p.sp, p.np, p.pct, p.adkim, p.aspf, p.report_id AS has_policy
-       FROM reports r LEFT JOIN dmarc_policies p ON p.report_id = r.id
-      WHERE r.kind = 'dmarc' AND r.id > ? ORDER BY r.id LIMIT 1000`,
-  );
-  type Row = { id: number; domain: string; reporter: string; begin: number; end: number; has_policy: number | null };
-  for (let last = 0; ;) {
-    const page = dmarc.all(last) as (Row & Parameters<typeof effectivePolicy>[0])[];
-    if (page.length === 0) break;
-    for (const r of page) {
-      writer.dmarc({
-        id: r.id,
-        domain: r.domain,
-        reporter: r.reporter,
-        begin: r.begin,
-        end: r.end,
-        policy: r.has_policy ? policyKey(effectivePolicy(r)) : null,
-      });
-    }
-    tick(page.length);
-    last = page[page.length - 1]!.id;
-  }
+  // Every aggregate report is queued, in a list of this connection's own, and settled as at ingest,
+  // with nothing noted of its records (SQLite works it out) and names lower-cased (older records).
+  db.exec(`CREATE TEMP TABLE rollup_build (report_id INTEGER PRIMARY KEY, first_id INTEGER, firsts BLOB,
+    multi_signed INTEGER NOT NULL DEFAULT 1, messages REAL, dmarc_pass REAL, dkim_aligned_pass REAL, spf_aligned_pass REAL,
+    forwarded REAL, quarantine REAL, reject REAL)`);
+  db.exec(`INSERT INTO temp.rollup_build (report_id) SELECT id FROM reports WHERE kind = 'dmarc'`);
+  const dmarc = new RollupWriter(db, { queue: 'temp.rollup_build', stored: true });
+  for (let n; (n = dmarc.settle()) > 0;) tick(n);
+  const writer = dmarc;
 
   const tlsReports = db.prepare(
     `SELECT id, policy_domain AS domain, reporter, begin_ts AS begin, end_ts AS end FROM reports
@@ -421,5 +507,6 @@ export function buildRollups(db: Db, progress?: (done: number, total: number) =>
     tick(page.length);
     last = page[page.length - 1]!.id;
   }
+  db.exec(`DROP TABLE temp.rollup_build`);
   progress?.(total, total);
 }

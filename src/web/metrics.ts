@@ -4,6 +4,7 @@ import type { Enricher } from '../enrich/index.js';
 import { serviceTotals } from '../pipeline/senders.js';
 import { AlertStore } from '../store/alerts.js';
 import type { Db } from '../store/db.js';
+import { rollupsVersion } from '../store/rollups.js';
 import { tidy } from '../store/summary.js';
 import type { WorkerState } from '../worker/worker.js';
 
@@ -38,8 +39,8 @@ export const KEEP_SECONDS = 300;
 interface Kept {
   window: string;
   enricher: Enricher | null;
-  /** max(reports.id) when the gauges were worked out: reports are never deleted, so ids only grow. */
-  version: number;
+  /** rollupsVersion when the gauges were worked out. */
+  version: string;
   at: number;
   /** Their exposition lines, joined: a scrape adds them as they are. */
   text: string;
@@ -107,11 +108,12 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
   const key = `${config.analysis.recent_days}:${w.from}:${w.to}`;
   const hit = kept.get(db);
   const age = hit ? now - hit.at : -1;
-  if (hit && hit.window === key && hit.enricher === enricher && age >= 0 && (hit.version === reports.last || age < KEEP_SECONDS)) {
+  const version = rollupsVersion(db);
+  if (hit && hit.window === key && hit.enricher === enricher && age >= 0 && (hit.version === version || age < KEEP_SECONDS)) {
     m.lines.push(hit.text);
   } else {
     const text = windowGauges(db, w, config.analysis.recent_days, enricher).join('\n');
-    kept.set(db, { window: key, enricher, version: reports.last, at: now, text });
+    kept.set(db, { window: key, enricher, version, at: now, text });
     m.lines.push(text);
   }
 

@@ -73,10 +73,41 @@ export function tempDir(prefix = 'ruawatch-test-'): string {
 }
 
 /** A fresh SQLite database file on disk, and an ingestor writing to it (on the given clock, in ms). */
-export function freshStore(limits: Limits = defaultLimits, clock?: () => number): { db: Db; ingestor: Ingestor; file: string } {
+/**
+ * Ingests on the calling thread and then settles (ReportStore.settle), as a command does before it
+ * ends: what a test ingests is in the rollups when the call returns.
+ */
+class SettlingIngestor extends Ingestor {
+  constructor(
+    private readonly reportStore: ReportStore,
+    limits: Limits,
+    clock?: () => number,
+  ) {
+    super(reportStore, limits, createLogger('silent'), clock);
+  }
+
+  override async ingest(input: IngestInput): Promise<InputResult> {
+    const result = await super.ingest(input);
+    this.reportStore.settle();
+    return result;
+  }
+}
+
+/**
+ * A database in a new folder and an ingestor into it that settles after each input, unless
+ * `settle` is false (then the test settles when it wants).
+ */
+export function freshStore(
+  limits: Limits = defaultLimits,
+  clock?: () => number,
+  opts: { settle?: boolean } = {},
+): { db: Db; ingestor: Ingestor; file: string } {
   const file = path.join(tempDir(), 'ruawatch.sqlite');
   const db = openDb(file);
-  return { db, file, ingestor: new Ingestor(new ReportStore(db), limits, createLogger('silent'), clock) };
+  const store = new ReportStore(db);
+  const ingestor =
+    opts.settle === false ? new Ingestor(store, limits, createLogger('silent'), clock) : new SettlingIngestor(store, limits, clock);
+  return { db, file, ingestor };
 }
 
 export function bufferInput(name: string, bytes: Uint8Array | string): IngestInput {

@@ -15,9 +15,18 @@ import {
 } from '../../src/analyse/index.js';
 import { MAX_POLICY_HOSTS } from '../../src/analyse/rollups.js';
 import { openDb, type Db } from '../../src/store/db.js';
-import { buildRollups, RollupWriter } from '../../src/store/rollups.js';
+import { buildRollups, RollupWriter, settleRollups } from '../../src/store/rollups.js';
+import { configSchema } from '../../src/config/schema.js';
+import { createLogger } from '../../src/log.js';
+import { runAlerts } from '../../src/pipeline/alerts.js';
+import { Ingestor } from '../../src/pipeline/ingest.js';
+import { overview } from '../../src/store/dashboard.js';
+import { noLock } from '../../src/store/lock.js';
+import { prune } from '../../src/store/prune.js';
+import { ReportStore } from '../../src/store/reports.js';
+import { defaultLimits } from '../../src/unpack/limits.js';
 import { bufferInput, count, freshStore, tempDir } from '../helpers/common.js';
-import { gzip } from '../helpers/synth.js';
+import { dmarcXml, gzip, record } from '../helpers/synth.js';
 
 /**
  * The daily rollups the database keeps (written with each report, or built by the migration) are
@@ -221,19 +230,27 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
   for (const seed of [1, 2, 3]) {
     it(`seed ${seed}: 120 generated reports, 25 of them delivered twice, two past the write buffer (one from 6,000 sources)`, async () => {
       const rand = rng(seed);
-      const { db, ingestor, file } = freshStore();
+      const { db, ingestor, file } = freshStore(undefined, undefined, { settle: false });
       const reports = Array.from({ length: 120 }, (_, n) =>
         reportXml(rand, seed * 1000 + n, n === 7 ? { records: 6000, manySources: true } : n === 9 ? { records: 5500 } : {}),
       );
+      // Settled twice, half of the reports each time, as two runs of ingest would.
+      let settled = 0;
       for (const [i, r] of reports.entries()) {
         const res = await ingestor.ingest(bufferInput(`r${i}.xml.gz`, gzip(r.xml)));
         assert.equal(res.leaves[0]!.status, 'stored', JSON.stringify(res.leaves));
+        // The first half in batches of 5,000 records: the report of 6,000 alone in one.
+        if (i === 59) settled += settleRollups(db, 5000);
+        if (i === reports.length - 1) settled += settleRollups(db);
       }
+      assert.equal(settled, 120);
+      assert.equal(count(db, `SELECT COUNT(*) FROM rollup_pending`), 0);
       const before = actual(db);
       for (const i of Array.from({ length: 25 }, () => Math.floor(rand() * reports.length))) {
         const res = await ingestor.ingest(bufferInput(`again${i}.xml`, reports[i]!.xml));
         assert.equal(res.leaves[0]!.status, 'duplicate');
       }
+      assert.equal(settleRollups(db), 0, 'a duplicate queues nothing');
       for (const name of Object.keys(before)) assert.deepEqual(actual(db)[name], before[name], `a duplicate adds nothing to ${name}`);
       assert.ok(count(db, `SELECT COUNT(*) FROM dmarc_daily WHERE source_ip LIKE '%:%'`) > 0, 'IPv6 sources');
       assert.ok(count(db, `SELECT COUNT(*) FROM dmarc_daily WHERE forwarded > 0`) > 0, 'forwarded mail');
@@ -287,7 +304,7 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
       ranges.forEach(([begin, end], i) => {
         const id = Number(add.run(`evil-${i}`, begin, end).lastInsertRowid);
         rec.run(id);
-        writer.dmarc({ id, domain: 'example.com', reporter: 'evil.example', begin, end, policy: null });
+        writer.queue(id);
         writer.tls({
           domain: 'example.com',
           reporter: 'evil.example',
@@ -296,6 +313,8 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
           policies: [{ policyDomain: 'example.com', mxHosts: ['mx.example.com'], successful: 1e6, failed: 5, failures: [] }],
         });
       });
+      assert.equal(writer.settle(), 4);
+      assert.equal(writer.settle(), 0);
     })();
     // At most 32 days per report, each a printable date, and every message accounted for.
     assert.ok(count(db, `SELECT COUNT(*) FROM dmarc_daily`) <= 4 * 32);
@@ -329,5 +348,72 @@ describe('TLS rollups of a policy naming many MX hosts', () => {
     assert.equal(rollupTls([row(MAX_POLICY_HOSTS)]).tls.length, MAX_POLICY_HOSTS);
     const many = rollupTls([row(100_000)]).tls;
     assert.deepEqual(many, [{ domain: 'example.com', day: 20_000, mx: '*', successful: 1000, failed: 0 }]);
+  });
+});
+
+describe('reports queued for the rollups (rollup_pending)', () => {
+  const day = 20_000;
+  const report = (n: number, records: number, domain = 'example.com') =>
+    dmarcXml({
+      reportId: `q-${n}`,
+      domain,
+      begin: (day + n) * DAY,
+      end: (day + n + 1) * DAY - 1,
+      records: Array.from({ length: records }, (_, i) => record({ ip: `10.0.${i >> 8}.${i & 255}`, count: 2, dkim: 'pass' })),
+    });
+  const pending = (db: Db) => count(db, `SELECT COUNT(*) FROM rollup_pending`);
+  const rolledUp = (db: Db) => count(db, `SELECT coalesce(SUM(messages), 0) FROM dmarc_daily`);
+
+  it('a long ingest settles as it goes, every settleEvery records, in batches of as many', async () => {
+    const file = path.join(tempDir(), 'q.sqlite');
+    const db = openDb(file);
+    const ingestor = new Ingestor(new ReportStore(db, noLock, 1000), defaultLimits, createLogger('silent'));
+    const queued: number[] = [];
+    for (let n = 0; n < 10; n++) {
+      assert.equal((await ingestor.ingest(bufferInput(`q${n}.xml`, report(n, 300)))).leaves[0]!.status, 'stored');
+      queued.push(pending(db));
+    }
+    // Settled after the 4th report (1,200 records) and the 8th (2,400): never more than 4 queued.
+    assert.deepEqual(queued, [1, 2, 3, 0, 1, 2, 3, 0, 1, 2]);
+    assert.equal(rolledUp(db), 8 * 300 * 2);
+    assert.equal(count(db, `SELECT SUM(dmarc_reports) FROM domain_daily`), 8, 'a queued report is in no rollup at all');
+    assert.equal(new ReportStore(db).settle(), 2);
+    assert.equal(rolledUp(db), 10 * 300 * 2);
+    db.close();
+  });
+
+  it('what a run cut short left queued is settled by the next alert evaluation; a dry run judges without it and writes nothing', async () => {
+    const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
+    for (let n = 0; n < 3; n++) await ingestor.ingest(bufferInput(`q${n}.xml`, report(n, 20)));
+    assert.equal(pending(db), 3);
+    const config = configSchema.parse({ analysis: { reverse_dns: false } });
+    const opts = { now: (day + 4) * DAY, channels: [], lookup: null, log: createLogger('silent') };
+    await runAlerts(db, config, { ...opts, dryRun: true });
+    assert.equal(pending(db), 3);
+    assert.equal(rolledUp(db), 0);
+    await runAlerts(db, config, { ...opts, dryRun: false });
+    assert.equal(pending(db), 0);
+    assert.equal(rolledUp(db), 3 * 20 * 2);
+    db.close();
+  });
+
+  it('the dashboard sees reports once they are settled, though no report was added in between', async () => {
+    const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
+    await ingestor.ingest(bufferInput('q0.xml', report(0, 20)));
+    const seen = () => overview(db, { now: (day + 2) * DAY, days: 7, recentDays: 7 }).sources.length;
+    assert.equal(seen(), 0);
+    settleRollups(db);
+    assert.equal(seen(), 20);
+    db.close();
+  });
+
+  it('retention settles before it deletes records, so a queued report keeps its place in the history', async () => {
+    const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
+    await ingestor.ingest(bufferInput('q0.xml', report(0, 20)));
+    const result = prune(db, { recordsDays: 30, failureReportsDays: 30 }, (day + 400) * DAY, false);
+    assert.equal(result.dmarc_records, 20);
+    assert.equal(pending(db), 0);
+    assert.equal(rolledUp(db), 20 * 2);
+    db.close();
   });
 });
