@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { rng } from '../../devtools/corpus.js';
@@ -404,6 +405,21 @@ describe('reports queued for the rollups (rollup_pending)', () => {
     assert.equal(seen(), 0);
     settleRollups(db);
     assert.equal(seen(), 20);
+    db.close();
+  });
+
+  it('a report of 20,000 records settles without its flags in the sort: what is written stays the size of the rows', async () => {
+    const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
+    await ingestor.ingest(bufferInput('big.xml', report(0, 20_000)));
+    assert.equal(count(db, `SELECT length(firsts) FROM rollup_pending`), 20_000, 'its first records noted');
+    // Bytes this process has written (Linux): the WAL and any temporary files of the sorts.
+    const written = () => Number(/^wchar: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1]);
+    const before = written();
+    settleRollups(db);
+    const bytes = written() - before;
+    // The rows are a few MB; with the flags carried by the sort, 20,000 x 20,000 bytes.
+    assert.ok(bytes < 50e6, `${bytes.toLocaleString('en-US')} bytes written`);
+    assert.equal(rolledUp(db), 20_000 * 2);
     db.close();
   });
 
