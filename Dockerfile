@@ -43,8 +43,11 @@ RUN groupadd --gid 10001 ruawatch \
 # NODE_OPTIONS: V8 grows its young generation to 128 MiB under an evaluation of thousands of domains
 # (short-lived rows, not data kept); 16 MiB semi-spaces keep peak RSS 80 MiB lower at no measurable
 # CPU cost (docs/performance.md, "10,000 domains").
+# SQLITE_TMPDIR: where SQLite puts the temporary files of sorts that outgrow its memory (adding many
+# reports to the rollups at once, grouping a large domain's sources); the root is read-only.
 ENV NODE_ENV=production \
     NODE_OPTIONS=--max-semi-space-size=16 \
+    SQLITE_TMPDIR=/data \
     RUAWATCH_CONFIG=/config/ruawatch.toml \
     RUAWATCH_DB=/data/ruawatch.sqlite \
     RUAWATCH_LISTEN=0.0.0.0:8080

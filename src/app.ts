@@ -166,20 +166,24 @@ export class App {
       await pool?.close();
     }
     // What the pass stored goes into the rollups before it is over (the alerts read them next).
-    this.settle();
+    await this.settle();
     return result;
   }
 
   /**
-   * Adds the reports stored but not yet in the daily rollups to them (ReportStore.settle). They
-   * are stored whatever happens here: an error (the database locked by another process past its
-   * busy timeout) is logged, and they stay queued for the next command that settles.
+   * Adds the reports stored but not yet in the daily rollups to them (ReportStore.settle), a batch
+   * at a time with the event loop free in between (`run` answers /healthz meanwhile). They are
+   * stored whatever happens here: an error (the database locked by another process past its busy
+   * timeout) is logged, and they stay queued for the next command that settles.
    */
-  settle(): void {
+  async settle(): Promise<void> {
     try {
-      this.reports.settle();
+      while (this.reports.settleBatch() > 0) await new Promise((resolve) => setImmediate(resolve));
     } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'stored reports not yet added to the daily rollups; the next run adds them');
+      this.log.warn(
+        { err: errorMessage(err) },
+        'stored reports not yet added to the daily rollups; the next ingest, fetch, alerts or prune adds them',
+      );
     }
   }
 

@@ -650,6 +650,40 @@ describe('the container image, laid out from the Dockerfile and run without Dock
     );
   });
 
+  it('adds a report to the rollups, with the root read-only, when SQLite sorts it on disk: its temporary files go to /data', async () => {
+    const volume = namedVolume(root, '/data');
+    // 40,000 sources over two days: the sorts of its settle outgrow their memory and go to files.
+    const input = path.join(tempDir(), 'wide.xml');
+    const records = Array.from({ length: 40_000 }, (_, i) => record({ ip: `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, count: 1 }));
+    fs.writeFileSync(input, dmarcXml({ reportId: 'wide', begin: 1_700_000_000, end: 1_700_086_399, records }));
+    fs.chmodSync(input, 0o644);
+    const inImage = async (cmd: string[]) => {
+      const c = startContainer(
+        img,
+        root,
+        [
+          { src: volume, dst: '/data', ro: false },
+          { src: input, dst: '/in/wide.xml', ro: true },
+        ],
+        { cmd },
+      );
+      running.push(c);
+      const { code } = await c.exited;
+      return { code, stdout: c.stdout(), stderr: c.stderr() };
+    };
+    const ingest = await inImage(['ingest', '/in/wide.xml']);
+    assert.equal(ingest.code, 0, ingest.stderr);
+    assert.doesNotMatch(ingest.stderr, /rollups/, 'the settle failed');
+    const db = new Database(path.join(volume, path.basename(img.env.RUAWATCH_DB!)), { readonly: true });
+    try {
+      assert.equal(db.prepare(`SELECT COUNT(*) FROM rollup_pending`).pluck().get(), 0);
+      assert.equal(Math.round(db.prepare(`SELECT SUM(messages) FROM dmarc_daily`).pluck().get() as number), 40_000);
+      assert.equal(db.prepare(`SELECT COUNT(DISTINCT source_ip) FROM dmarc_daily`).pluck().get(), 40_000);
+    } finally {
+      db.close();
+    }
+  });
+
   it('stops one-shot commands on SIGTERM and SIGINT when they are the container’s only process: ingest waiting on stdin, report blocked writing', async (t) => {
     const volume = namedVolume(root, '/data');
     // Enough sources that `report --json` fills the pipe nobody reads and blocks in write().

@@ -31,7 +31,7 @@ call it from cron. Exit 1 when a channel could not be reached (the digest is kep
       if (period !== 'daily' && period !== 'weekly') throw new RuawatchError('E_USAGE', `--period is daily or weekly, not "${period}"`);
       const now = asOf(values.at);
       const channels = values['dry-run'] ? [] : app.channels();
-      if (!values['dry-run']) app.settle();
+      if (!values['dry-run']) await app.settle();
       const digest = buildDigest(app.db, period, now, await app.enricher({ orNone: true }));
       const message = renderDigest(digest, now);
       const deliveries = values['dry-run'] ? null : await sendDigest(app.db, digest, now, { channels, log: app.log });

@@ -41,7 +41,7 @@ or configuration errors.`,
       });
       progress?.finish();
       // What was stored goes into the rollups before the command ends.
-      app.settle();
+      await app.settle();
       io.stdout.write(values.json ? `${JSON.stringify(summary)}\n` : formatSummary(summary));
       return summary.failed.length ? EXIT_FAILED : EXIT_OK;
     } finally {

@@ -51,6 +51,9 @@ export function formatPrune(r: PruneResult): string {
     `${n(r.tls_policies, 'TLS policy', 'TLS policies')} with ${n(r.tls_failures, 'failure detail', 'failure details')}, ` +
     `${n(r.failure_reports, 'failure report summary', 'failure report summaries')})`;
   lines.push(r.dry_run ? `Would delete the rows of ${what}.` : `Deleted the rows of ${what}.`);
+  if (r.settle_error !== null) {
+    lines.push(`Aggregate reports not yet in the daily rollups keep their records (adding them failed: ${r.settle_error}).`);
+  }
   if (!r.dry_run && r.auto_vacuum === 'incremental') {
     lines.push(`Given back to the file system: ${mib(r.freed_bytes)}.`);
   } else if (!r.dry_run) {

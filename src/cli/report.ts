@@ -1,6 +1,7 @@
 import { RuawatchError } from '../errors.js';
 import { enrichTotals } from '../pipeline/senders.js';
 import { reportTotals, type ReportTotals, type SourceTotals } from '../store/summary.js';
+import { queuedReports } from '../store/rollups.js';
 import { configFlag, dbFlag, defineCommand, jsonFlag } from './command.js';
 import { appFor, EXIT_OK, formatInt, formatRate, parseDay, plural } from './common.js';
 
@@ -48,6 +49,13 @@ reading that data costs a one-shot command about half a second and 40 MiB (docs/
         enrichTotals(db, totals, filter, enricher);
       }
       io.stdout.write(values.json ? `${JSON.stringify(totals)}\n` : formatTotals(totals, values.enrich));
+      // This command only reads: reports stored but not yet in the rollups are left out, and said so.
+      const queued = queuedReports(db);
+      if (queued > 0) {
+        io.stderr.write(
+          `ruawatch: ${plural(queued, 'aggregate report')} stored but not yet in these totals (an ingest under way, or one cut short); the next ingest, fetch, alerts or prune adds them\n`,
+        );
+      }
       return EXIT_OK;
     } finally {
       await app.close();

@@ -1,5 +1,6 @@
 import { DAY } from '../analyse/rollups.js';
 import type { Db } from './db.js';
+import { errorMessage } from '../errors.js';
 import { settleRollups } from './rollups.js';
 
 /**
@@ -38,6 +39,11 @@ export interface PruneResult {
   /** Bytes of free pages left inside the file (reused for new data). */
   free_bytes: number;
   auto_vacuum: 'none' | 'full' | 'incremental';
+  /**
+   * Why the aggregate reports waiting for the rollups could not be added to them first (their
+   * records are then kept, and everything else is pruned); null when they were, or in a dry run.
+   */
+  settle_error: string | null;
 }
 
 const BATCH_RECORDS = 20_000;
@@ -72,6 +78,7 @@ export function* pruneSteps(db: Db, s: RetentionSettings, now: number, dryRun: b
     freed_bytes: 0,
     free_bytes: 0,
     auto_vacuum: mode,
+    settle_error: null,
   };
   const passes: { kinds: string; before: number }[] = [];
   if (records !== null) passes.push({ kinds: `'dmarc', 'tlsrpt'`, before: records });
@@ -101,9 +108,14 @@ export function* pruneSteps(db: Db, s: RetentionSettings, now: number, dryRun: b
     mark: db.prepare(`UPDATE reports SET pruned_at = ? WHERE id = ?`),
   };
   // Records are deleted only once they are in the rollups: queued reports are settled first, and
-  // one queued meanwhile (by another process) is left for the next run.
+  // one still queued (the settle failed: a full disk is when retention matters most; or another
+  // process queued it meanwhile) keeps its records until a later run.
   if (!dryRun) {
-    settleRollups(db);
+    try {
+      settleRollups(db);
+    } catch (err) {
+      result.settle_error = errorMessage(err);
+    }
     yield;
   }
   for (const p of passes) {

@@ -3,7 +3,7 @@ import { RuawatchError } from '../errors.js';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
-import { DmarcRecordTally, RollupWriter, SETTLE_RECORDS } from './rollups.js';
+import { DmarcRecordTally, RollupWriter, SETTLE_ROWS } from './rollups.js';
 
 /**
  * Records of an aggregate report are held in memory (as ready-made rows) up to this many, and the
@@ -66,8 +66,8 @@ export class ReportStore {
     private readonly db: Db,
     /** Taken around every write transaction; see lock.ts. */
     private readonly lock: WriteLock = noLock,
-    /** Settles once this many records were committed since the last settle (and in batches of as many). */
-    private readonly settleEvery = SETTLE_RECORDS,
+    /** Settles once this many records were committed since the last settle (in batches of as many rows: SETTLE_ROWS). */
+    private readonly settleEvery = SETTLE_ROWS,
   ) {
     this.findKey = db.prepare(
       `SELECT id FROM reports WHERE kind = ? AND reporter = ? AND report_id = ? AND policy_domain = ? AND begin_ts = ? AND end_ts = ?`,
@@ -102,7 +102,7 @@ export class ReportStore {
        @authFailure, @deliveryResult, @dkimDomain, @dkimSelector, @spfDns, @identityAlignment, @authenticationResults)`);
     this.insertIngestFailure = db.prepare(`INSERT INTO ingest_failures
       (input, outcome, error_code, message, sha256, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`);
-    this.rollups = new RollupWriter(db, { batchRecords: settleEvery });
+    this.rollups = new RollupWriter(db, { batchRows: settleEvery });
   }
 
   exists(key: ReportKey): boolean {
@@ -187,7 +187,7 @@ export class ReportStore {
    * @internal used by DmarcWriter, inside the transaction: writes the rows in order, several
    * to a statement, and returns the id of the last. Rows written by one statement get consecutive
    * ids (SQLite gives each the largest id in use plus one), so a report's records are numbered in
-   * order, as the rollups expect (RollupWriter.dmarc).
+   * order, as the flags the rollups read by id expect (RollupWriter.settle).
    */
   writeRows(reportId: number, rows: unknown[][]): number {
     const to = rows.length;
@@ -247,16 +247,21 @@ export class ReportStore {
 
   /**
    * Adds the aggregate reports stored but not yet in the daily rollups (by any thread or process)
-   * to them, a batch of about settleEvery records per transaction (RollupWriter.settle). Every
+   * to them, a batch of about settleEvery rows per transaction (RollupWriter.settle). Every
    * command that stores reports calls it before it ends; readers that must see every stored report
    * (the alert evaluation, retention) before they read. Returns the number of reports settled.
    */
   settle(): number {
-    this.unsettled = 0;
     let settled = 0;
-    // Nothing queued (only duplicates stored, or a report that failed): no write lock taken.
-    for (let n = 1; n > 0 && this.rollups.anyQueued(); settled += n) n = this.locked(() => this.rollups.settle());
+    for (let n; (n = this.settleBatch()) > 0;) settled += n;
     return settled;
+  }
+
+  /** Settles one batch (one transaction); 0 when nothing is queued. */
+  settleBatch(): number {
+    this.unsettled = 0;
+    // Nothing queued (only duplicates stored, or a report that failed): no write lock taken.
+    return this.rollups.anyQueued() ? this.locked(() => this.rollups.settle()) : 0;
   }
 
   /** Stores a TLS report in one transaction; false when it was already stored. */

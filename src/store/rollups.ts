@@ -5,24 +5,14 @@ import type { DmarcRecord } from '../parse/types.js';
 import type { Db } from './db.js';
 
 /**
- * Writes the daily rollups (migrations/0004) for reports as they are stored, inside the report's
- * own transaction: a report and its rollups are committed together or not at all, and a duplicate,
- * which stores nothing, adds nothing. The rollups of an aggregate report are computed by SQLite
- * from the records just written (all of them, however many were streamed into the transaction),
- * so the same statements serve ingest (one report) and the migration of an existing database
- * (thousands at a time, buildRollups).
+ * Writes the daily rollups (migrations/0004). A TLS or failure report adds to its rollups inside
+ * its own transaction. An aggregate report is queued inside its own (rollup_pending, migrations
+ * 0010: a report rolled back or a duplicate, which stores nothing, queues nothing) and settled
+ * later, many at a time: one transaction adds a batch of queued reports to the rollups, by one
+ * grouped statement per table over their stored records, and takes them off the queue, so each
+ * report is added once, whole. The same statements build the rollups of an existing database
+ * (buildRollups, the migration).
  */
-
-/** An aggregate report, as the rollups need it. */
-export interface DmarcRollupReport {
-  id: number;
-  domain: string;
-  reporter: string;
-  begin: number;
-  end: number;
-  /** The policy the reporter saw (effectivePolicy), when it said. */
-  policy: string | null;
-}
 
 /** A TLS report, as the rollups need it. */
 export interface TlsRollupReport {
@@ -132,11 +122,13 @@ function ownCopy(s: string): string {
 const LAST_BIT = 62;
 
 /**
- * Reports are added to the rollups (settled) in transactions of about this many records: enough
+ * Reports are added to the rollups (settled) in batches of about this many rows, a record counted
+ * once for each day its report is shared out over (each is read and sorted once per day): enough
  * that each rollup page is written once for many reports, few enough that what SQLite sorts to
- * group them stays small and the write lock is held for a fraction of a second.
+ * group them stays bounded and the write lock is held for about a second at most (2,000 reports of
+ * 50 records over two days: 1.2 s). A store settles once it has committed this many records.
  */
-export const SETTLE_RECORDS = 200_000;
+export const SETTLE_ROWS = 200_000;
 
 /**
  * The page cache of a settle, in KiB (PRAGMA cache_size, negative): SQLite also sizes the runs of
@@ -198,20 +190,20 @@ interface Queued extends PolicyColumns {
 export class RollupWriter {
   private readonly s: Record<string, Statement>;
 
-  private readonly batchRecords: number;
+  private readonly batchRows: number;
 
   /**
    * `queue` is the table of reports waiting to be settled: rollup_pending, or the migration's
    * temporary list of every stored report (buildRollups), whose records may be older than
-   * lower-case names (`stored`). `batchRecords`: records settled per batch (SETTLE_RECORDS).
+   * lower-case names (`stored`). `batchRows`: rows per batch (SETTLE_ROWS).
    */
   constructor(
     private readonly db: Db,
-    opts: { queue?: string; stored?: boolean; batchRecords?: number } = {},
+    opts: { queue?: string; stored?: boolean; batchRows?: number } = {},
   ) {
     const queue = opts.queue ?? 'rollup_pending';
     const stored = opts.stored ?? false;
-    this.batchRecords = opts.batchRecords ?? SETTLE_RECORDS;
+    this.batchRows = opts.batchRows ?? SETTLE_ROWS;
     const n = (col: string) => `${col} = ${col} + excluded.${col}`;
     const intoSources = `INSERT INTO dmarc_daily (domain, day, source_ip, header_from, ${SOURCE_SUMS.join(', ')}, reporters)`;
     const onSource = `ON CONFLICT (domain, day, source_ip, header_from) DO UPDATE SET ${SOURCE_SUMS.map(n).join(', ')},
@@ -343,7 +335,7 @@ export class RollupWriter {
   }
 
   /**
-   * Adds the next batch of queued reports (up to batchRecords records, at least one report) to
+   * Adds the next batch of queued reports (up to batchRows rows, at least one report) to
    * the rollups and takes them off the queue. Call inside a write transaction; returns
    * how many reports it settled (0: the queue is empty).
    */
@@ -363,16 +355,17 @@ export class RollupWriter {
   private settleBatch(page: (Queued & DmarcTotals)[]): number {
     const s = this.s;
     s.clearShares!.run();
-    let records = 0;
+    let rows = 0;
     let taken = 0;
     for (const r of page) {
-      if (taken > 0 && records + r.records > this.batchRecords) break;
-      records += r.records;
+      const shares = dayShares(r.begin, r.end);
+      const weight = r.records * shares.length;
+      if (taken > 0 && rows + weight > this.batchRows) break;
+      rows += weight;
       taken++;
       const bits = 1n << BigInt(this.bitOf(r.domain, r.reporter));
       const totals = r.messages === null ? (s.totals!.get(r.id) as DmarcTotals) : r;
       const policy = r.has_policy === null ? null : policyKey(effectivePolicy(r));
-      const shares = dayShares(r.begin, r.end);
       shares.forEach(([day, share], i) => {
         const last = i === shares.length - 1 ? 1 : 0;
         s.share!.run(r.id, day, share, last, r.domain, bits);
@@ -466,11 +459,16 @@ export class RollupWriter {
  * Settles every queued report (RollupWriter.settle), a batch per write transaction; for callers
  * without a ReportStore (the alert evaluation, retention). Returns the number of reports settled.
  */
-export function settleRollups(db: Db, batchRecords = SETTLE_RECORDS): number {
-  const writer = new RollupWriter(db, { batchRecords });
+export function settleRollups(db: Db, batchRows = SETTLE_ROWS): number {
+  const writer = new RollupWriter(db, { batchRows });
   let settled = 0;
   for (let n = 1; n > 0 && writer.anyQueued(); settled += n) n = db.transaction(() => writer.settle()).immediate();
   return settled;
+}
+
+/** Aggregate reports stored and not yet added to the rollups. */
+export function queuedReports(db: Db): number {
+  return db.prepare(`SELECT COUNT(*) FROM rollup_pending`).pluck().get() as number;
 }
 
 /**

@@ -4,7 +4,7 @@ import type { Enricher } from '../enrich/index.js';
 import { serviceTotals } from '../pipeline/senders.js';
 import { AlertStore } from '../store/alerts.js';
 import type { Db } from '../store/db.js';
-import { rollupsVersion } from '../store/rollups.js';
+import { queuedReports, rollupsVersion } from '../store/rollups.js';
 import { tidy } from '../store/summary.js';
 import type { WorkerState } from '../worker/worker.js';
 
@@ -29,10 +29,11 @@ class Exposition {
  * days, by domain and by service) are kept between scrapes: they cost what the window's rollups
  * cost (at 10,000 domains, seconds with enrichment on), and Prometheus asks every 15-60 s. They are
  * worked out again when the window moves (at midnight UTC, or recent_days or enrichment changed),
- * and when reports were added since and what is kept is KEEP_SECONDS old or more: a new report's
- * numbers show at the latest on the first scrape KEEP_SECONDS after the gauges were last worked
- * out, and a scrape during a poll that stores reports all along works them out at most once in
- * KEEP_SECONDS. Everything else is read on every scrape.
+ * and when reports were added to the rollups since (rollupsVersion) and what is kept is
+ * KEEP_SECONDS old or more: a new report's numbers show at the latest on the first scrape
+ * KEEP_SECONDS after the gauges were last worked out, and a scrape during a poll that stores
+ * reports all along works them out at most once in KEEP_SECONDS. Everything else is read on every
+ * scrape.
  */
 export const KEEP_SECONDS = 300;
 
@@ -102,6 +103,9 @@ export function metricsText(db: Db, state: WorkerState, config: Config, now: num
   m.metric('ruawatch_last_poll_timestamp_seconds', 'gauge', 'When the last poll started.', [[{}, state.lastPollAt]]);
   m.metric('ruawatch_last_successful_poll_timestamp_seconds', 'gauge', 'When the last poll succeeded.', [[{}, state.lastSuccessAt]]);
   m.metric('ruawatch_consecutive_failed_polls', 'gauge', 'Polls failed in a row.', [[{}, state.consecutiveFailures]]);
+  m.metric('ruawatch_reports_queued', 'gauge', 'Aggregate reports stored but not yet added to the daily rollups.', [
+    [{}, queuedReports(db)],
+  ]);
 
   // The alerts' recent window: the last recent_days whole UTC days, today left out.
   const w = lastDays(now, config.analysis.recent_days);

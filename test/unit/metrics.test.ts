@@ -208,6 +208,7 @@ describe('/metrics at scale', () => {
           ['{kind="failure"}', 0],
         ]),
       );
+      assert.deepEqual(samples(text, 'ruawatch_reports_queued'), new Map([['', 0]]));
     } finally {
       store.db.close();
     }

@@ -26,11 +26,12 @@ import { noLock } from '../../src/store/lock.js';
 import { prune } from '../../src/store/prune.js';
 import { ReportStore } from '../../src/store/reports.js';
 import { defaultLimits } from '../../src/unpack/limits.js';
+import { runCli } from '../helpers/cli.js';
 import { bufferInput, count, freshStore, tempDir } from '../helpers/common.js';
 import { dmarcXml, gzip, record } from '../helpers/synth.js';
 
 /**
- * The daily rollups the database keeps (written with each report, or built by the migration) are
+ * The daily rollups the database keeps (settled after ingest, or built by the migration) are
  * held to a straightforward recomputation from the raw records: the pro-rata sums of
  * analyse/rollups.ts, on generated reports with multi-day ranges, duplicates, forwarded records,
  * IPv6 sources and more records than the writer buffers.
@@ -130,6 +131,8 @@ const SOURCE_KEYS = ['domain', 'day', 'source_ip', 'header_from'];
 const DKIM_SQL = `SELECT domain, day, source_ip, signing_domain, selector, result, messages FROM dkim_daily`;
 const DKIM_KEYS = ['domain', 'day', 'source_ip', 'signing_domain', 'selector', 'result'];
 
+const DOMAIN_ZERO = { messages: 0, dmarc_pass: 0, dkim_aligned_pass: 0, spf_aligned_pass: 0, forwarded: 0, quarantine: 0, reject: 0 };
+
 /** What the rollup tables should hold for the database's raw rows, recomputed the plain way. */
 function expected(db: Db): Record<string, Table> {
   const records = rawRecords(db);
@@ -172,19 +175,23 @@ function expected(db: Db): Record<string, Table> {
   const dk: Table = new Map(
     dkim.map((d) => [[d.domain, d.day, d.sourceIp, d.signingDomain, d.selector, d.result].join('|'), { messages: d.messages }]),
   );
-  // Per day and domain, the sums of the source rows; per day, the sums of those.
+  // Per day and domain, the sums of the source rows (every column); per day, messages and passes.
   const domains: Table = new Map();
   const totals: Table = new Map();
   for (const s of sources) {
-    for (const [t, k] of [
-      [domains, `${s.day}|${s.domain}`],
-      [totals, `${s.day}`],
-    ] as const) {
-      const x = t.get(k) ?? { messages: 0, dmarc_pass: 0 };
-      x.messages! += s.messages;
-      x.dmarc_pass! += s.dmarcPass;
-      t.set(k, x);
-    }
+    const d = domains.get(`${s.day}|${s.domain}`) ?? { ...DOMAIN_ZERO };
+    d.messages! += s.messages;
+    d.dmarc_pass! += s.dmarcPass;
+    d.dkim_aligned_pass! += s.dkimAlignedPass;
+    d.spf_aligned_pass! += s.spfAlignedPass;
+    d.forwarded! += s.forwarded;
+    d.quarantine! += s.quarantine;
+    d.reject! += s.reject;
+    domains.set(`${s.day}|${s.domain}`, d);
+    const t = totals.get(`${s.day}`) ?? { messages: 0, dmarc_pass: 0 };
+    t.messages! += s.messages;
+    t.dmarc_pass! += s.dmarcPass;
+    totals.set(`${s.day}`, t);
   }
   const reports = db
     .prepare(
@@ -214,7 +221,10 @@ function actual(db: Db): Record<string, Table> {
   return {
     sources: table(db, SOURCE_SQL, SOURCE_KEYS),
     dkim: table(db, DKIM_SQL, DKIM_KEYS),
-    domains: table(db, `SELECT day, domain, messages, dmarc_pass, dmarc_reports AS reports FROM domain_daily`, ['day', 'domain']),
+    domains: table(db, `SELECT day, domain, ${Object.keys(DOMAIN_ZERO).join(', ')}, dmarc_reports AS reports FROM domain_daily`, [
+      'day',
+      'domain',
+    ]),
     totals: table(db, `SELECT day, messages, dmarc_pass, dmarc_reports AS reports FROM daily_totals`, ['day']),
     coverage: table(db, `SELECT domain, kind, day, reporter, reports, last_end FROM report_daily`, ['domain', 'kind', 'day', 'reporter']),
     policies: table(db, `SELECT domain, day, policy, weight, reports FROM policy_daily`, ['domain', 'day', 'policy']),
@@ -398,6 +408,20 @@ describe('reports queued for the rollups (rollup_pending)', () => {
     db.close();
   });
 
+  it('ruawatch report, which only reads, says how many stored reports its totals leave out while they wait', async () => {
+    const { db, file, ingestor } = freshStore(undefined, undefined, { settle: false });
+    await ingestor.ingest(bufferInput('q0.xml', report(0, 20)));
+    const before = await runCli(['report', '--db', file, '--json']);
+    assert.equal(before.code, 0, before.stderr);
+    assert.match(before.stderr, /1 aggregate report stored but not yet in these totals/);
+    assert.equal(pending(db), 1, 'report writes nothing');
+    settleRollups(db);
+    const after = await runCli(['report', '--db', file, '--json']);
+    assert.equal(after.stderr, '');
+    assert.equal((JSON.parse(after.stdout) as { domains: { messages: number }[] }).domains[0]!.messages, 40);
+    db.close();
+  });
+
   it('the dashboard sees reports once they are settled, though no report was added in between', async () => {
     const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
     await ingestor.ingest(bufferInput('q0.xml', report(0, 20)));
@@ -408,20 +432,42 @@ describe('reports queued for the rollups (rollup_pending)', () => {
     db.close();
   });
 
-  it('a report of 20,000 records settles without its flags in the sort: what is written stays the size of the rows', async () => {
+  it('retention that cannot add a queued report to the rollups keeps its records, prunes the rest and says why', async () => {
     const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
-    await ingestor.ingest(bufferInput('big.xml', report(0, 20_000)));
-    assert.equal(count(db, `SELECT length(firsts) FROM rollup_pending`), 20_000, 'its first records noted');
-    // Bytes this process has written (Linux): the WAL and any temporary files of the sorts.
-    const written = () => Number(/^wchar: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1]);
-    const before = written();
+    await ingestor.ingest(bufferInput('q0.xml', report(0, 20)));
     settleRollups(db);
-    const bytes = written() - before;
-    // The rows are a few MB; with the flags carried by the sort, 20,000 x 20,000 bytes.
-    assert.ok(bytes < 50e6, `${bytes.toLocaleString('en-US')} bytes written`);
-    assert.equal(rolledUp(db), 20_000 * 2);
+    await ingestor.ingest(bufferInput('q1.xml', report(1, 20)));
+    // Any write to dmarc_daily fails from now on, as on a full disk.
+    db.exec(`CREATE TRIGGER no_room BEFORE INSERT ON dmarc_daily BEGIN SELECT RAISE(ABORT, 'no room'); END`);
+    const result = prune(db, { recordsDays: 30, failureReportsDays: 30 }, (day + 400) * DAY, false);
+    assert.equal(result.settle_error, 'no room');
+    assert.equal(result.dmarc_records, 20, 'the settled report pruned');
+    assert.equal(count(db, `SELECT COUNT(*) FROM dmarc_records`), 20, 'the queued one kept whole');
+    assert.equal(pending(db), 1);
+    db.exec(`DROP TRIGGER no_room`);
+    assert.equal(settleRollups(db), 1);
+    assert.equal(rolledUp(db), 2 * 20 * 2);
     db.close();
   });
+
+  it(
+    'a report of 20,000 records settles without its flags in the sort: what is written stays the size of the rows',
+    { skip: !fs.existsSync('/proc/self/io') && 'needs /proc/self/io (Linux)' },
+    async () => {
+      const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
+      await ingestor.ingest(bufferInput('big.xml', report(0, 20_000)));
+      assert.equal(count(db, `SELECT length(firsts) FROM rollup_pending`), 20_000, 'its first records noted');
+      // Bytes this process has written (Linux): the WAL and any temporary files of the sorts.
+      const written = () => Number(/^wchar: (\d+)$/m.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1]);
+      const before = written();
+      settleRollups(db);
+      const bytes = written() - before;
+      // The rows are a few MB; with the flags carried by the sort, 20,000 x 20,000 bytes.
+      assert.ok(bytes < 50e6, `${bytes.toLocaleString('en-US')} bytes written`);
+      assert.equal(rolledUp(db), 20_000 * 2);
+      db.close();
+    },
+  );
 
   it('retention settles before it deletes records, so a queued report keeps its place in the history', async () => {
     const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
