@@ -67,7 +67,7 @@ export class DmarcRecordTally {
   readonly totals = emptyDmarcTotals();
   /** Records with more than one DKIM signature (most have one or none). */
   multiSigned = 0;
-  private ips: Set<string> | null = new Set();
+  private ips: Set<number | string> | null = new Set();
   private flags: Uint8Array | null = new Uint8Array(1024);
   private count = 0;
 
@@ -94,8 +94,9 @@ export class DmarcRecordTally {
       grown.set(this.flags);
       this.flags = grown;
     }
-    const first = !this.ips.has(r.sourceIp);
-    if (first) this.ips.add(ownCopy(r.sourceIp));
+    const key = ipKey(r.sourceIp);
+    const first = !this.ips.has(key);
+    if (first) this.ips.add(key);
     this.flags[i] = first ? 0x31 : 0x30;
   }
 
@@ -109,13 +110,29 @@ export class DmarcRecordTally {
   }
 }
 
+const IPV4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
 /**
- * A string of its own with the text of `s`. The parser's strings can be slices of the chunk of XML
- * they were read from, which a slice keeps alive: the 50,000 addresses a tally keeps held every
- * chunk they came from (a report of 200,000 records peaked at 203-204 MiB instead of 152-155).
+ * What a tally keeps of a source address: an IPv4 address as its number, else a string of its own.
+ * The parser's strings can be slices of the chunk of XML they were read from, which a slice keeps
+ * alive: kept as they came, the 50,000 addresses of a large report held every chunk they came from
+ * (a report of 200,000 records peaked at 203-205 MiB instead of 154). A copy of every address costs
+ * more time than a number (about 0.7 s per 100,000 records through JSON).
  */
-function ownCopy(s: string): string {
-  return JSON.parse(JSON.stringify(s)) as string;
+function ipKey(ip: string): number | string {
+  // Dotted decimal without leading zeros (as parse/normalise.ts writes it): one text per number, so
+  // two addresses never share a key.
+  if (!IPV4.test(ip)) return JSON.parse(JSON.stringify(ip)) as string;
+  let n = 0;
+  let part = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      n = n * 256 + part;
+      part = 0;
+    } else part = part * 10 + (c - 48);
+  }
+  return n * 256 + part;
 }
 
 /** Bits of dmarc_daily.reporters: 0-61 one reporter each, 62 shared by any further ones. */
