@@ -1,4 +1,4 @@
-import { canonicalIp } from '../parse/normalise.js';
+import { canonicalIp, v4Number } from '../parse/normalise.js';
 
 /**
  * Addresses as numbers, for range tables. IPv4 is one unsigned 32-bit number; IPv6 is four 32-bit
@@ -16,20 +16,6 @@ export function parseAddress(input: string): Address | null {
   if (text === null) return null;
   if (text.includes('.')) return { family: 4, text, v4: v4Number(text) };
   return { family: 6, text, v6: v6Words(text) };
-}
-
-/** A canonical dotted quad as a number. */
-function v4Number(text: string): number {
-  let value = 0;
-  let part = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 46) {
-      value = value * 256 + part;
-      part = 0;
-    } else part = part * 10 + c - 48;
-  }
-  return value * 256 + part;
 }
 
 /** Canonical IPv6 text (lower case, at most one "::", no IPv4 tail) as four words. */

@@ -196,6 +196,20 @@ function compressIpv6(groups: number[]): string {
   return out;
 }
 
+/** A canonical dotted quad (as canonicalIp writes it) as a number. */
+export function v4Number(text: string): number {
+  let value = 0;
+  let part = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      value = value * 256 + part;
+      part = 0;
+    } else part = part * 10 + c - 48;
+  }
+  return value * 256 + part;
+}
+
 /** Non-negative integer from text such as " 12 " or "12.0"; null when it is not one. */
 export function parseCount(s: string | number | null | undefined): number | null {
   if (typeof s === 'number') return Number.isFinite(s) && s >= 0 ? Math.floor(s) : null;

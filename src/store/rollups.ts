@@ -1,6 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import { asciiLower, countDay, dayShares, effectivePolicy, FORWARDED_REASONS, policyKey, rollupTls } from '../analyse/rollups.js';
 import type { TlsRow } from '../analyse/types.js';
+import { v4Number } from '../parse/normalise.js';
 import type { DmarcRecord } from '../parse/types.js';
 import type { Db } from './db.js';
 
@@ -122,17 +123,7 @@ const IPV4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d
 function ipKey(ip: string): number | string {
   // Dotted decimal without leading zeros (as parse/normalise.ts writes it): one text per number, so
   // two addresses never share a key.
-  if (!IPV4.test(ip)) return JSON.parse(JSON.stringify(ip)) as string;
-  let n = 0;
-  let part = 0;
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i);
-    if (c === 46) {
-      n = n * 256 + part;
-      part = 0;
-    } else part = part * 10 + (c - 48);
-  }
-  return n * 256 + part;
+  return IPV4.test(ip) ? v4Number(ip) : (JSON.parse(JSON.stringify(ip)) as string);
 }
 
 /** Bits of dmarc_daily.reporters: 0-61 one reporter each, 62 shared by any further ones. */
