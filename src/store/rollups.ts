@@ -468,6 +468,9 @@ export class RollupWriter {
  * without a ReportStore (the alert evaluation, retention). Returns the number of reports settled.
  */
 export function settleRollups(db: Db, batchRows = SETTLE_ROWS): number {
+  // Usually nothing is queued (the command that stored the reports settled them): then no
+  // statements are prepared for nothing.
+  if (queuedReports(db) === 0) return 0;
   const writer = new RollupWriter(db, { batchRows });
   let settled = 0;
   for (let n = 1; n > 0 && writer.anyQueued(); settled += n) n = db.transaction(() => writer.settle()).immediate();
