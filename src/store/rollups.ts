@@ -1,5 +1,14 @@
 import type { Statement } from 'better-sqlite3';
-import { asciiLower, countDay, dayShares, effectivePolicy, FORWARDED_REASONS, policyKey, rollupTls } from '../analyse/rollups.js';
+import {
+  asciiLower,
+  countDay,
+  effectivePolicy,
+  FORWARDED_REASONS,
+  MAX_REPORT_ROLLUP_ROWS,
+  policyKey,
+  reportShares,
+  rollupTls,
+} from '../analyse/rollups.js';
 import type { TlsRow } from '../analyse/types.js';
 import { v4Number } from '../parse/normalise.js';
 import type { DmarcRecord } from '../parse/types.js';
@@ -199,19 +208,22 @@ export class RollupWriter {
   private readonly s: Record<string, Statement>;
 
   private readonly batchRows: number;
+  private readonly maxReportRows: number;
 
   /**
    * `queue` is the table of reports waiting to be settled: rollup_pending, or the migration's
    * temporary list of every stored report (buildRollups), whose records may be older than
-   * lower-case names (`stored`). `batchRows`: rows per batch (SETTLE_ROWS).
+   * lower-case names (`stored`). `batchRows`: rows per batch (SETTLE_ROWS); `maxReportRows`: rows
+   * one report may make (MAX_REPORT_ROLLUP_ROWS, reportShares).
    */
   constructor(
     private readonly db: Db,
-    opts: { queue?: string; stored?: boolean; batchRows?: number } = {},
+    opts: { queue?: string; stored?: boolean; batchRows?: number; maxReportRows?: number } = {},
   ) {
     const queue = opts.queue ?? 'rollup_pending';
     const stored = opts.stored ?? false;
     this.batchRows = opts.batchRows ?? SETTLE_ROWS;
+    this.maxReportRows = opts.maxReportRows ?? MAX_REPORT_ROLLUP_ROWS;
     const n = (col: string) => `${col} = ${col} + excluded.${col}`;
     const intoSources = `INSERT INTO dmarc_daily (domain, day, source_ip, header_from, ${SOURCE_SUMS.join(', ')}, reporters)`;
     const onSource = `ON CONFLICT (domain, day, source_ip, header_from) DO UPDATE SET ${SOURCE_SUMS.map(n).join(', ')},
@@ -366,7 +378,7 @@ export class RollupWriter {
     let rows = 0;
     let taken = 0;
     for (const r of page) {
-      const shares = dayShares(r.begin, r.end);
+      const shares = reportShares(r.begin, r.end, r.records, this.maxReportRows);
       const weight = r.records * shares.length;
       if (taken > 0 && rows + weight > this.batchRows) break;
       rows += weight;
