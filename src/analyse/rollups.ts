@@ -100,25 +100,22 @@ export function dayShares(begin: number, end: number, maxDays = MAX_SHARE_DAYS):
 
 /**
  * The rollup rows one aggregate report may make at most (a row per record and day it is shared
- * out over), as many as a report of the most records the limits let in (maxRecordsPerReport)
- * makes over one day. A report of 2,000,000 records claiming 40 days would otherwise make 64
- * million rows, minutes of sorting and gigabytes of temporary files for one message anyone can
- * send. Real reports are far inside it: a day or a week of at most some tens of thousands of records.
+ * out over, and per further DKIM signature of a record and day), as many as a report of the most
+ * records the limits let in (maxRecordsPerReport) makes over one day. A report of 2,000,000 records
+ * claiming 31 days would otherwise make 64 million rows, minutes of sorting and gigabytes of
+ * temporary files for one message anyone can send. Real reports are far inside it: a day or a
+ * week of at most some tens of thousands of records.
  */
 export const MAX_REPORT_ROLLUP_ROWS = 2_000_000;
 
 /**
- * How an aggregate report of `records` records is shared out over days (dayShares), over fewer
- * days when records x days would pass `maxRows`: then it is attributed to its last days, as many
- * as keep it within (its last day alone, at worst). What it counts is unchanged, only when.
+ * How an aggregate report making `rows` rollup rows a day (its records and their DKIM signatures
+ * past the first) is shared out over days (dayShares), over fewer days when rows x days would
+ * pass `maxRows`: then it is attributed to its last days, as many as keep it within (its last day
+ * alone, at worst). What it counts is unchanged, only when.
  */
-export function reportShares(
-  begin: number,
-  end: number,
-  records: number,
-  maxRows = MAX_REPORT_ROLLUP_ROWS,
-): [day: number, share: number][] {
-  const days = Math.floor(maxRows / Math.max(1, records));
+export function reportShares(begin: number, end: number, rows: number, maxRows = MAX_REPORT_ROLLUP_ROWS): [day: number, share: number][] {
+  const days = Math.floor(maxRows / Math.max(1, rows));
   if (days > MAX_SHARE_DAYS) return dayShares(begin, end);
   if (days <= 1) return [[countDay(begin, end), 1]];
   // A range of n days' seconds touches at most n + 1 day numbers.
@@ -263,7 +260,7 @@ export function rollupRecords(records: RecordRow[], maxRows = MAX_REPORT_ROLLUP_
   for (const r of records) {
     const hf = asciiLower(r.headerFrom ?? '');
     const forwarded = isForwarded(r);
-    for (const [day, share] of reportShares(r.begin, r.end, r.reportRecords ?? 1, maxRows)) {
+    for (const [day, share] of reportShares(r.begin, r.end, r.reportRows ?? 1, maxRows)) {
       const key = `${r.domain}\0${day}\0${r.sourceIp}\0${hf}`;
       let row = sources.get(key);
       if (!row) {
@@ -359,7 +356,7 @@ export function rollupPolicies(policies: PolicyRow[], maxRows = MAX_REPORT_ROLLU
   for (const p of policies) {
     const published = effectivePolicy(p);
     const policy = policyKey(published);
-    const shares = reportShares(p.begin, p.end, p.records ?? 1, maxRows);
+    const shares = reportShares(p.begin, p.end, p.reportRows ?? 1, maxRows);
     const last = shares[shares.length - 1]![0];
     for (const [day, share] of shares) {
       const key = `${p.domain}\0${day}\0${policy}`;

@@ -83,13 +83,16 @@ function reportXml(
   return { xml, domain, reporter };
 }
 
+/** A report's DKIM signatures past the first of each record (RecordRow.reportRows). */
+const EXTRA_SIGNATURES = `(SELECT coalesce(SUM(max(json_array_length(x.dkim_results) - 1, 0)), 0) FROM dmarc_records x WHERE x.report_id = r.id)`;
+
 /** The raw records of the database, as the reference recomputation reads them. */
 function rawRecords(db: Db): (RecordRow & { reportId: number; id: number })[] {
   const rows = db
     .prepare(
       `SELECT d.id, r.id AS reportId, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, d.source_ip AS sourceIp,
               d.header_from AS headerFrom, d.count, d.disposition, d.dkim_aligned AS dkimAligned, d.spf_aligned AS spfAligned,
-              d.reasons, d.dkim_results AS dkim, r.record_count AS reportRecords
+              d.reasons, d.dkim_results AS dkim, r.record_count + ${EXTRA_SIGNATURES} AS reportRows
          FROM dmarc_records d JOIN reports r ON r.id = d.report_id ORDER BY d.id`,
     )
     .all() as (Omit<RecordRow, 'reasons' | 'dkim'> & { reasons: string; dkim: string; reportId: number; id: number })[];
@@ -142,7 +145,7 @@ const DOMAIN_ZERO = { messages: 0, dmarc_pass: 0, dkim_aligned_pass: 0, spf_alig
 function expected(db: Db, maxRows?: number): Record<string, Table> {
   const records = rawRecords(db);
   const { sources, dkim } = rollupRecords(records, maxRows);
-  const sharesOf = (r: RecordRow) => reportShares(r.begin, r.end, r.reportRecords!, maxRows);
+  const sharesOf = (r: RecordRow) => reportShares(r.begin, r.end, r.reportRows!, maxRows);
   const bits = new Map(
     (db.prepare(`SELECT domain, reporter, bit FROM domain_reporters`).all() as { domain: string; reporter: string; bit: number }[]).map(
       (r) => [`${r.domain}|${r.reporter}`, r.bit],
@@ -214,7 +217,7 @@ function expected(db: Db, maxRows?: number): Record<string, Table> {
   const policies = db
     .prepare(
       `SELECT r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, p.p, p.sp, p.np, p.pct, p.adkim, p.aspf,
-              r.record_count AS records
+              r.record_count + ${EXTRA_SIGNATURES} AS reportRows
          FROM dmarc_policies p JOIN reports r ON r.id = p.report_id`,
     )
     .all() as Parameters<typeof rollupPolicies>[0];
@@ -362,7 +365,7 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
     assert.deepEqual(reportShares(begin, begin + DAY, 1_000_000), dayShares(begin, begin + DAY));
   });
 
-  it('a settle holds each report to maxReportRows rollup rows, and the rollups still equal the recomputation', async () => {
+  it('a settle holds each report to maxReportRows rollup rows, records and DKIM signatures, and the rollups still equal the recomputation', async () => {
     const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
     const at = D0 * DAY + 3600;
     const report = (id: string, net: number, records: number, days: number) => {
@@ -377,6 +380,13 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
       const res = await ingestor.ingest(bufferInput(`${id}.xml.gz`, report(id, net, records, days)));
       assert.equal(res.leaves[0]!.status, 'stored', JSON.stringify(res.leaves));
     }
+    // Five records of 99 DKIM signatures each: 495 dkim_daily rows a day.
+    const sigs = Array.from({ length: 98 }, (_, i) => `<dkim><domain>d${i}.example</domain><result>fail</result></dkim>`).join('');
+    const signed = Array.from({ length: 5 }, (_, i) => record({ ip: `10.4.0.${i}`, count: 3, extra: sigs }));
+    const res = await ingestor.ingest(
+      bufferInput('signed.xml', dmarcXml({ reportId: 'signed', begin: at, end: at + 30 * DAY, records: signed })),
+    );
+    assert.equal(res.leaves[0]!.status, 'stored', JSON.stringify(res.leaves));
     const writer = new RollupWriter(db, { maxReportRows: 1000 });
     while (db.transaction(() => writer.settle()).immediate() > 0);
     const daysOf = (id: string) =>
@@ -391,8 +401,11 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
     assert.ok(daysOf('wide') <= 10 && daysOf('wide') >= 9, `${daysOf('wide')} days`);
     assert.equal(daysOf('narrow'), 6);
     assert.equal(daysOf('few'), 31);
-    assert.ok(count(db, `SELECT COUNT(*) FROM dmarc_daily`) <= 1000 + 180 + 62);
-    assert.ok(Math.abs(count(db, `SELECT SUM(messages) FROM dmarc_daily`) - 3 * 132) < 1e-6, 'every message counted');
+    assert.ok(count(db, `SELECT COUNT(*) FROM dmarc_daily`) <= 1000 + 180 + 62 + 10);
+    // 495 rows a day fit twice in 1,000: the signed report's last day or two, not 31.
+    assert.ok(daysOf('signed') <= 2, `${daysOf('signed')} days`);
+    assert.ok(count(db, `SELECT COUNT(*) FROM dkim_daily WHERE source_ip LIKE '10.4.%'`) <= 1000);
+    assert.ok(Math.abs(count(db, `SELECT SUM(messages) FROM dmarc_daily`) - 3 * 137) < 1e-6, 'every message counted');
     assertRollups(db, 'bounded', 1000);
     db.close();
   });
