@@ -4,6 +4,7 @@ import { dkimFindings, foldSelectorDrops, passRateFindings, policyFindings, sile
 import type { AnalysisInput, AnalysisSettings, Finding, Severity } from './types.js';
 
 export {
+  boundTlsReport,
   countDay,
   dailyRollups,
   dayShares,
@@ -22,6 +23,7 @@ export {
   windowsAt,
   DAY,
   MAX_REPORT_ROLLUP_ROWS,
+  MAX_TLS_REPORT_ROWS,
   MAX_SHARE_DAYS,
   type EffectivePolicy,
   type Window,

@@ -294,14 +294,48 @@ export function rollupRecords(records: RecordRow[], maxRows = MAX_REPORT_ROLLUP_
 /** MX hosts of one policy over which its successful sessions are shared out, at most. */
 export const MAX_POLICY_HOSTS = 32;
 
+/**
+ * The MX hosts over which a policy's successful sessions are shared out. A policy names a handful;
+ * a report listing thousands (nothing bounds the list but the report's size) would make a row per
+ * host and day: past MAX_POLICY_HOSTS, none (successes go to '*').
+ */
+function policyHosts(row: TlsRow): string[] {
+  const named = [...new Set(row.mxHosts.map(mxKey))].sort();
+  return named.length > MAX_POLICY_HOSTS ? [] : named;
+}
+
+/**
+ * TLS rollup rows one report may make, at most. A report names a policy or a few, each with a few
+ * MX hosts and failure details; 2,000 policies of 32 hosts over 31 days (a 122 KB gzip) made 2
+ * million rows, held in memory (815 MiB) until written, and the limits let in thirty times that.
+ */
+export const MAX_TLS_REPORT_ROWS = 100_000;
+
+/**
+ * The policies of one TLS report (as rollupTls reads them), bounded to MAX_TLS_REPORT_ROWS rows
+ * in all: past it a day, successes go to '*' instead of being shared over each policy's MX hosts,
+ * and the report is shared out over fewer of its last days (reportShares), its last alone at worst.
+ * What it counts is unchanged.
+ */
+export function boundTlsReport(rows: TlsRow[]): TlsRow[] {
+  // A day's rows of a policy: one per MX host its successes go to, and per failure detail (and the
+  // failures it leaves out) one per MX and one per result type.
+  const perDay = (shared: boolean) =>
+    rows.reduce((n, r) => n + (shared ? Math.max(1, policyHosts(r).length) : 1) + 2 * (r.failures.length + 1), 0);
+  let rowsPerDay = perDay(true);
+  let out = rows;
+  if (rowsPerDay > MAX_TLS_REPORT_ROWS) {
+    out = rows.map((r) => ({ ...r, mxHosts: [] }));
+    rowsPerDay = perDay(false);
+  }
+  return out.map((r) => ({ ...r, reportRows: rowsPerDay }));
+}
+
 export function rollupTls(rows: TlsRow[]): { tls: TlsDay[]; tlsFailures: TlsFailureDay[] } {
   const tls = new Map<string, TlsDay>();
   const failures = new Map<string, TlsFailureDay>();
   for (const row of rows) {
-    // A policy names a handful of MX hosts; a report listing thousands (nothing bounds the list but
-    // the report's size) would make a row per host and day: past MAX_POLICY_HOSTS, successes go to '*'.
-    const named = [...new Set(row.mxHosts.map(mxKey))].sort();
-    const hosts = named.length > MAX_POLICY_HOSTS ? [] : named;
+    const hosts = policyHosts(row);
     const only = hosts.length === 1 ? hosts[0]! : '*';
     const failed: { mx: string; type: string; sessions: number }[] = [];
     let detailed = 0;
@@ -310,7 +344,7 @@ export function rollupTls(rows: TlsRow[]): { tls: TlsDay[]; tlsFailures: TlsFail
       failed.push({ mx: f.mx ? mxKey(f.mx) : only, type: f.resultType, sessions: f.sessions });
     }
     if (row.failed > detailed) failed.push({ mx: only, type: 'unspecified', sessions: row.failed - detailed });
-    for (const [day, share] of dayShares(row.begin, row.end)) {
+    for (const [day, share] of reportShares(row.begin, row.end, row.reportRows ?? 1, MAX_TLS_REPORT_ROWS)) {
       const at = (mx: string) => {
         const key = `${row.domain}\0${day}\0${mx}`;
         let t = tls.get(key);

@@ -40,6 +40,8 @@ export interface TlsRow {
   successful: number;
   failed: number;
   failures: { resultType: string; mx: string | null; sessions: number }[];
+  /** Rollup rows its report makes a day, at most (boundTlsReport, reportShares); 1 when not given. */
+  reportRows?: number;
 }
 
 /** One stored report of any kind, for the reporter_silent rule. */

@@ -1,6 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import {
   asciiLower,
+  boundTlsReport,
   countDay,
   effectivePolicy,
   FORWARDED_REASONS,
@@ -434,7 +435,7 @@ export class RollupWriter {
       failed: p.failed,
       failures: p.failures,
     }));
-    const { tls, tlsFailures } = rollupTls(rows);
+    const { tls, tlsFailures } = rollupTls(boundTlsReport(rows));
     const perDay = new Map<string, { day: number; domain: string; successful: number; failed: number }>();
     for (const t of tls) {
       s.tls!.run(t.domain, t.day, t.mx, t.successful, t.failed);

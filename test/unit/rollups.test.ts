@@ -14,7 +14,10 @@ import {
   rollupRecords,
   reportShares,
   rollupTls,
+  boundTlsReport,
+  MAX_TLS_REPORT_ROWS,
   type RecordRow,
+  type TlsRow,
 } from '../../src/analyse/index.js';
 import { MAX_POLICY_HOSTS } from '../../src/analyse/rollups.js';
 import { openDb, type Db } from '../../src/store/db.js';
@@ -434,6 +437,67 @@ describe('TLS rollups of a policy naming many MX hosts', () => {
     assert.equal(rollupTls([row(MAX_POLICY_HOSTS)]).tls.length, MAX_POLICY_HOSTS);
     const many = rollupTls([row(100_000)]).tls;
     assert.deepEqual(many, [{ domain: 'example.com', day: 20_000, mx: '*', successful: 1000, failed: 0 }]);
+  });
+});
+
+describe('TLS rollups of a report of very many policies', () => {
+  // A report over 31 days of `n` policies, each of its own domain with 32 MX hosts and a failure.
+  const report = (n: number): TlsRow[] =>
+    Array.from({ length: n }, (_, p) => ({
+      domain: `d${p}.example`,
+      reporter: 'evil.example',
+      begin: 20_000 * DAY,
+      end: 20_031 * DAY - 1,
+      policyType: 'sts',
+      mxHosts: Array.from({ length: 32 }, (_, i) => `mx${i}.d${p}.example`),
+      successful: 10,
+      failed: 1,
+      failures: [{ resultType: 'certificate-expired', mx: `mx0.d${p}.example`, sessions: 1 }],
+    }));
+  const rowsOf = (r: ReturnType<typeof rollupTls>) => r.tls.length + r.tlsFailures.length;
+  const sum = (r: ReturnType<typeof rollupTls>, k: 'successful' | 'failed') => r.tls.reduce((a, t) => a + t[k], 0);
+
+  it('a report of a few policies is rolled up as it stands', () => {
+    const rows = report(3);
+    assert.deepEqual(rollupTls(boundTlsReport(rows)), rollupTls(rows));
+    assert.equal(rollupTls(rows).tls.length, 3 * 32 * 31);
+  });
+
+  it(`makes at most MAX_TLS_REPORT_ROWS rows, every session counted: over fewer days, then successes to '*'`, () => {
+    // 2,000 policies x 32 hosts x 31 days made 2 million rows (a 122 KB gzip).
+    assert.ok(rowsOf(rollupTls(report(2000))) > 1_900_000);
+    const fewer = rollupTls(boundTlsReport(report(2000)));
+    assert.ok(rowsOf(fewer) <= MAX_TLS_REPORT_ROWS, `${rowsOf(fewer)} rows`);
+    assert.deepEqual(new Set(fewer.tls.map((t) => t.day)), new Set([countDay(20_000 * DAY, 20_031 * DAY - 1)]));
+    assert.ok(Math.abs(sum(fewer, 'successful') - 20_000) < 1e-6 && Math.abs(sum(fewer, 'failed') - 2000) < 1e-6);
+    // 4,000 policies of 32 hosts would be 136,000 rows on one day: successes go to '*'.
+    const starred = rollupTls(boundTlsReport(report(4000)));
+    assert.ok(rowsOf(starred) <= MAX_TLS_REPORT_ROWS, `${rowsOf(starred)} rows`);
+    assert.ok(starred.tls.every((t) => t.mx === '*' || t.successful === 0));
+    assert.ok(Math.abs(sum(starred, 'successful') - 40_000) < 1e-6 && Math.abs(sum(starred, 'failed') - 4000) < 1e-6);
+  });
+
+  it('the writer bounds what a stored report adds', async () => {
+    const { db, ingestor } = freshStore();
+    const policies = report(2000).map((r) => ({
+      policy: { 'policy-type': 'sts', 'policy-string': [], 'policy-domain': r.domain, 'mx-host': r.mxHosts },
+      summary: { 'total-successful-session-count': 10, 'total-failure-session-count': 1 },
+      'failure-details': [{ 'result-type': 'certificate-expired', 'receiving-mx-hostname': r.mxHosts[0], 'failed-session-count': 1 }],
+    }));
+    const json = JSON.stringify({
+      'organization-name': 'evil.example',
+      'date-range': { 'start-datetime': '2024-10-01T00:00:00Z', 'end-datetime': '2024-10-31T23:59:59Z' },
+      'contact-info': 'tlsrpt@evil.example',
+      'report-id': 'many-policies',
+      policies,
+    });
+    const res = await ingestor.ingest(bufferInput('many.json.gz', gzip(json)));
+    assert.equal(res.leaves[0]!.status, 'stored', JSON.stringify(res.leaves));
+    const rows = count(db, `SELECT (SELECT COUNT(*) FROM tls_daily) + (SELECT COUNT(*) FROM tls_failure_daily)`);
+    assert.ok(rows <= MAX_TLS_REPORT_ROWS, `${rows} rows`);
+    assert.equal(count(db, `SELECT SUM(successful) FROM tls_daily`), 20_000);
+    assert.equal(count(db, `SELECT SUM(failed) FROM tls_daily`), 2000);
+    db.close();
   });
 });
 
