@@ -103,19 +103,31 @@ export function dayShares(begin: number, end: number, maxDays = MAX_SHARE_DAYS):
  * out over, and per further DKIM signature of a record and day), as many as a report of the most
  * records the limits let in (maxRecordsPerReport) makes over one day. A report of 2,000,000 records
  * claiming 31 days would otherwise make 64 million rows, minutes of sorting and gigabytes of
- * temporary files for one message anyone can send. Real reports are far inside it: a day or a
- * week of at most some tens of thousands of records.
+ * temporary files for one message anyone can send.
  */
 export const MAX_REPORT_ROLLUP_ROWS = 2_000_000;
 
 /**
+ * Below MAX_REPORT_ROLLUP_ROWS, a report may make REPORT_SPREAD_ROWS rows or twice its rows of a
+ * day, whichever is more: a daily report (two UTC days at most) of up to 1,000,000 records is
+ * always shared out exactly, and so is a weekly one of up to 12,500 records or a monthly one of up
+ * to 3,125; what one report adds to the rollups stays a small multiple of what it stores. A mail of
+ * 100 reports of 14,000 records claiming 31 days (some 40 MB) would make 45 million rows without
+ * it, 10 million with it.
+ */
+export const REPORT_SPREAD_ROWS = 100_000;
+
+/**
  * How an aggregate report making `rows` rollup rows a day (its records and their DKIM signatures
  * past the first) is shared out over days (dayShares), over fewer days when rows x days would
- * pass `maxRows`: then it is attributed to its last days, as many as keep it within (its last day
- * alone, at worst). What it counts is unchanged, only when.
+ * pass its budget (REPORT_SPREAD_ROWS or twice `rows`, at most `maxRows`): then it is attributed
+ * to its last days, as many as keep it within (its last day alone, at worst). What it counts is
+ * unchanged, only when.
  */
 export function reportShares(begin: number, end: number, rows: number, maxRows = MAX_REPORT_ROLLUP_ROWS): [day: number, share: number][] {
-  const days = Math.floor(maxRows / Math.max(1, rows));
+  const perDay = Math.max(1, rows);
+  const budget = Math.min(maxRows, Math.max(REPORT_SPREAD_ROWS, 2 * perDay));
+  const days = Math.floor(budget / perDay);
   if (days > MAX_SHARE_DAYS) return dayShares(begin, end);
   if (days <= 1) return [[countDay(begin, end), 1]];
   // A range of n days' seconds touches at most n + 1 day numbers.
