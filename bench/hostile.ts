@@ -275,6 +275,8 @@ interface Rec {
   ip: string;
   count: string | number;
   pass?: boolean;
+  /** Further <dkim> elements of auth_results. */
+  dkim?: string;
 }
 
 function recordXml(r: Rec): string {
@@ -282,9 +284,35 @@ function recordXml(r: Rec): string {
   return (
     `<record><row><source_ip>${r.ip}</source_ip><count>${r.count}</count><policy_evaluated><disposition>none</disposition>` +
     `<dkim>${res}</dkim><spf>${res}</spf></policy_evaluated></row><identifiers><header_from>example.com</header_from></identifiers>` +
-    `<auth_results><dkim><domain>example.com</domain><selector>s1</selector><result>${res}</result></dkim>` +
+    `<auth_results><dkim><domain>example.com</domain><selector>s1</selector><result>${res}</result></dkim>${r.dkim ?? ''}` +
     `<spf><domain>example.com</domain><result>${res}</result></spf></auth_results></record>`
   );
+}
+
+/** The i-th address of 10.0.0.0/8. */
+const V4 = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+
+/** `n` failing DKIM results, each of a domain of its own. */
+const DKIM_FAILS = (n: number) =>
+  Array.from({ length: n }, (_, i) => `<dkim><domain>d${i}.example</domain><result>fail</result></dkim>`).join('');
+
+/** A TLS report over 31 days of `n` policies, each of a domain of its own with `hosts` MX hosts. */
+function manyPolicies(n: number, hosts: number): string {
+  return JSON.stringify({
+    'organization-name': 'Reporter Inc',
+    'date-range': { 'start-datetime': `${isoDay(BASE - 30 * DAY)}T00:00:00Z`, 'end-datetime': `${isoDay(BASE)}T23:59:59Z` },
+    'contact-info': 'tlsrpt@reporter.example',
+    'report-id': 'many',
+    policies: Array.from({ length: n }, (_, p) => ({
+      policy: {
+        'policy-type': 'sts',
+        'policy-string': ['version: STSv1', 'mode: enforce'],
+        'policy-domain': `d${p}.example`,
+        'mx-host': Array.from({ length: hosts }, (_, i) => `mx${i}.d${p}.example`),
+      },
+      summary: { 'total-successful-session-count': 10, 'total-failure-session-count': 1 },
+    })),
+  });
 }
 
 function dmarcXml(o: {
@@ -558,6 +586,64 @@ const ingestCases: IngestCase[] = [
   { name: 'XML nested 100,000 deep', file: 'deep.xml', make: () => dmarcXml({ body: '<x>'.repeat(100_000) + '</x>'.repeat(100_000) }) },
   { name: 'JSON nested 100,000 deep', file: 'deep.json', make: () => `{"organization-name":${'['.repeat(100_000)}${']'.repeat(100_000)}}` },
   { name: 'XML text of 20 MB in org_name', file: 'big.xml', make: () => dmarcXml({ org: 'A'.repeat(20 * 1024 * 1024) }) },
+  // What one report adds to the rollups: every record and DKIM signature a row per day it covers.
+  {
+    name: 'one record of 400,000 DKIM results over 31 days (1 MB gzip)',
+    file: 'r.xml.gz',
+    make: () => zlib.gzipSync(dmarcXml({ begin: BASE - 30 * DAY, records: [{ ip: '192.0.2.1', count: 1, dkim: DKIM_FAILS(400_000) }] })),
+  },
+  {
+    name: '7,000 records of 99 DKIM signatures over 31 days',
+    file: 'r.xml.gz',
+    make: () =>
+      zlib.gzipSync(
+        dmarcXml({
+          begin: BASE - 30 * DAY,
+          records: Array.from({ length: 7000 }, (_, i) => ({ ip: V4(i), count: 1, dkim: DKIM_FAILS(98) })),
+        }),
+      ),
+  },
+  {
+    name: '200,000 records over 31 days',
+    file: 'r.xml',
+    make: () => dmarcXml({ begin: BASE - 30 * DAY, records: Array.from({ length: 200_000 }, (_, i) => ({ ip: V4(i), count: 1 })) }),
+  },
+  {
+    name: 'zip of 20 reports of 14,000 records over 31 days',
+    file: 'r.zip',
+    make: () =>
+      Buffer.from(
+        zipSync(
+          Object.fromEntries(
+            Array.from({ length: 20 }, (_, n) => [
+              `r${n}.xml`,
+              Buffer.from(
+                dmarcXml({
+                  id: `m${n}`,
+                  begin: BASE - 30 * DAY,
+                  records: Array.from({ length: 14_000 }, (_, i) => ({ ip: V4(n * 14_000 + i), count: 1 })),
+                }),
+              ),
+            ]),
+          ),
+        ),
+      ),
+  },
+  {
+    name: 'TLS report of 3,000 policies of 32 MX hosts over 31 days',
+    file: 't.json.gz',
+    make: () => zlib.gzipSync(manyPolicies(3000, 32)),
+  },
+  {
+    name: '1,800,000 <error> elements (13 MB gzip)',
+    file: 'r.xml.gz',
+    make: () =>
+      zlib.gzipSync(
+        dmarcXml({
+          org: `Reporter Inc</org_name>${Array.from({ length: 1_800_000 }, (_, i) => `<error>${(i * 2654435761).toString(36)}</error>`).join('')}<org_name>x`,
+        }),
+      ),
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -30,8 +30,9 @@ import type { Db } from './db.js';
  * sources needs. TLS, policy and coverage rows, one per domain and day or so, come by day; failure
  * reports for the last whole day and the current one.
  *
- * A domain with more than `maxSourceRows` such rows (anyone can send a report of two million
- * records, each from its own source) is read in two parts: the sources a per-source rule can judge
+ * A domain with more than `maxSourceRows` such rows of sources or of DKIM signatures (anyone can
+ * send a report of two million records, each from its own source, or of thousands of sources with
+ * a hundred signatures each) is read in two parts: the sources a per-source rule can judge
  * (enough messages in a window to reach a rule's threshold, an open alert, a failure report) one by
  * one, as above, and the others summed (AnalysisInput.rest) while SQLite streams them, so the memory
  * an evaluation needs does not grow with sources that no rule judges one by one.
@@ -86,12 +87,22 @@ export class AnalysisReader {
     }
     const failures = this.q.failures.all({ domains: p.domains, from: this.to - 1, to: this.to }) as FailureDay[];
     const mine = open ? openOf(open, domains) : undefined;
-    let dkim: DkimDay[];
+    // A domain with more DKIM rows than are held is large too: a few thousand sources, each with a
+    // hundred signatures in a stranger's report, would otherwise come in one by one.
+    let dkim: DkimDay[] = [];
+    counts.clear();
+    const small = large.size ? { ...p, domains: JSON.stringify(domains.filter((d) => !large.has(d))) } : p;
+    for (const r of this.q.dkim.iterate(small) as IterableIterator<DkimDay>) {
+      if (large.has(r.domain)) continue;
+      const n = (counts.get(r.domain) ?? 0) + 1;
+      counts.set(r.domain, n);
+      if (n > this.maxSourceRows) large.add(r.domain);
+      else dkim.push(r);
+    }
     this.unsummed = [];
-    if (large.size === 0) dkim = this.q.dkim.all(p) as DkimDay[];
-    else {
+    if (large.size > 0) {
       sources = sources.filter((r) => !large.has(r.domain));
-      dkim = this.q.dkim.all({ ...p, domains: JSON.stringify(domains.filter((d) => !large.has(d))) }) as DkimDay[];
+      dkim = dkim.filter((r) => !large.has(r.domain));
       for (const domain of large) {
         const held = this.heldSources(domain, failures, mine);
         const q = { ...p, domain, held: JSON.stringify(held) };
@@ -149,13 +160,22 @@ export class AnalysisReader {
   /**
    * The DKIM rows of a large domain that a rule reads: every row of the held sources, and of the
    * other sources the rows of each signature (domain, selector) that passed for them in the
-   * baseline (dkim_selector_broken judges a selector on the sources it passed for).
+   * baseline (dkim_selector_broken judges a selector on the sources it passed for); of each source
+   * at most MAX_SOURCE_SIGNATURES signatures that passed and as many that did not.
    */
   private heldDkim(q: Record<string, unknown>, held: ReadonlySet<string>, out: DkimDay[]): void {
     let pair: DkimDay[] = [];
     let passed = false;
+    // Signatures kept of the current source: at most MAX_SOURCE_SIGNATURES that passed in the
+    // baseline (the ones dkim_selector_broken judges) and as many others, the first in key order.
+    let source: string | null = null;
+    const kept = [0, 0];
     const flush = () => {
-      if (pair.length && (passed || held.has(pair[0]!.sourceIp))) for (const r of pair) out.push(r);
+      const ip = pair[0]?.sourceIp;
+      if (ip !== undefined && (passed || held.has(ip))) {
+        if (ip !== source) [source, kept[0], kept[1]] = [ip, 0, 0];
+        if (kept[passed ? 0 : 1]!++ < MAX_SOURCE_SIGNATURES) for (const r of pair) out.push(r);
+      }
       pair = [];
       passed = false;
     };
@@ -226,8 +246,18 @@ export class AnalysisReader {
   }
 }
 
-/** Rows of one domain's sources held one by one, past which its sources no rule judges alone are summed. */
+/**
+ * Rows of one domain's sources (or of their DKIM signatures) held one by one, past which its
+ * sources no rule judges alone are summed.
+ */
 export const MAX_SOURCE_ROWS = 20_000;
+
+/**
+ * DKIM signatures (signing domain, selector) of one source of a large domain held for the rules,
+ * of those that passed in the baseline and of the others each: mail from one server carries one
+ * to a few; a stranger's report can list a hundred per record.
+ */
+export const MAX_SOURCE_SIGNATURES = 16;
 
 /** How many of a domain's summed failing sources are named (the domain-wide finding lists 20). */
 const TOP_FAILING = 20;
