@@ -344,7 +344,8 @@ export function writeRealisticCorpus(dir: string, opts: RealisticCorpusOptions =
         const id = `${day}.${reports}.${Math.floor(rand() * 1e9)}`;
         const xml = realHeader(rep, dom, id, begin, end) + rows.join('') + '</feedback>\n';
         const file = `${rep.tag}!${dom.name}!${begin}!${end}!${id}.xml.gz`;
-        fs.writeFileSync(path.join(dir, file), gzipSync(Buffer.from(xml)));
+        // mtime 0: no time in the gzip header, so the files are the same bytes on every run.
+        fs.writeFileSync(path.join(dir, file), gzipSync(Buffer.from(xml), { mtime: 0 }));
         reports++;
         records += rows.length;
       });
