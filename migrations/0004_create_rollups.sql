@@ -5,7 +5,8 @@
 -- 86,400). A report that spans several days is shared out over them pro rata to the seconds it
 -- covers in each, so counts are REAL; a range longer than 31 days is attributed to its last 31
 -- days (analyse/rollups.ts, dayShares), so a report with an absurd range costs what a normal one
--- does. A report is *counted* (the `reports` columns) once, on the last day it covers. Records
+-- does, and a report of very many records to fewer of its last days, so that it makes at most
+-- 2,000,000 rows here (reportShares). A report is *counted* (the `reports` columns) once, on the last day it covers. Records
 -- that retention deletes (ruawatch prune) leave their rollups behind: these tables are the
 -- history, and cannot be rebuilt for pruned reports.
 --

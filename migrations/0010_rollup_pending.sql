@@ -13,7 +13,7 @@ CREATE TABLE rollup_pending (
   -- when not noted (then SQLite works it out from the records).
   first_id           INTEGER,  -- id of the report's first record, when its records' ids follow one another
   firsts             BLOB,     -- a byte per record in id order: '1' for the first record of its source IP, else '0'
-  multi_signed       INTEGER NOT NULL DEFAULT 1,  -- records with more than one DKIM signature (0: none)
+  multi_signed       INTEGER NOT NULL DEFAULT 1,  -- DKIM signatures past the first of each record (0: none)
   messages           REAL,
   dmarc_pass         REAL,
   dkim_aligned_pass  REAL,

@@ -78,14 +78,14 @@ export function inWindow(day: number, w: Window): boolean {
  * How a report's range is shared out over UTC days, pro rata to the seconds it covers in each
  * (a report from 12:00 to 12:00 counts half on each day). A report with an empty or inverted range
  * counts on the day it begins. Bounded whatever the range: times are clamped to years 1970-9999
- * and a range longer than MAX_SHARE_DAYS is attributed to its last MAX_SHARE_DAYS days, so at most
- * MAX_SHARE_DAYS + 1 days come back.
+ * and a range longer than `maxDays` (MAX_SHARE_DAYS) is attributed to its last `maxDays` days, so
+ * at most `maxDays` + 1 days come back.
  */
-export function dayShares(begin: number, end: number): [day: number, share: number][] {
+export function dayShares(begin: number, end: number, maxDays = MAX_SHARE_DAYS): [day: number, share: number][] {
   const b0 = clamp(begin);
   const e = clamp(end);
   if (e <= b0) return [[Math.floor(b0 / DAY), 1]];
-  const b = Math.max(b0, e - MAX_SHARE_DAYS * DAY);
+  const b = Math.max(b0, e - maxDays * DAY);
   const first = Math.floor(b / DAY);
   const last = Math.floor((e - 1) / DAY);
   if (first === last) return [[first, 1]];
@@ -96,6 +96,30 @@ export function dayShares(begin: number, end: number): [day: number, share: numb
     out.push([d, (hi - lo) / (e - b)]);
   }
   return out;
+}
+
+/**
+ * The rollup rows one aggregate report may make at most (a row per record and day it is shared
+ * out over, and per further DKIM signature of a record and day), as many as a report of the most
+ * records the limits let in (maxRecordsPerReport) makes over one day. A report of 2,000,000 records
+ * claiming 31 days would otherwise make 64 million rows, minutes of sorting and gigabytes of
+ * temporary files for one message anyone can send. Real reports are far inside it: a day or a
+ * week of at most some tens of thousands of records.
+ */
+export const MAX_REPORT_ROLLUP_ROWS = 2_000_000;
+
+/**
+ * How an aggregate report making `rows` rollup rows a day (its records and their DKIM signatures
+ * past the first) is shared out over days (dayShares), over fewer days when rows x days would
+ * pass `maxRows`: then it is attributed to its last days, as many as keep it within (its last day
+ * alone, at worst). What it counts is unchanged, only when.
+ */
+export function reportShares(begin: number, end: number, rows: number, maxRows = MAX_REPORT_ROLLUP_ROWS): [day: number, share: number][] {
+  const days = Math.floor(maxRows / Math.max(1, rows));
+  if (days > MAX_SHARE_DAYS) return dayShares(begin, end);
+  if (days <= 1) return [[countDay(begin, end), 1]];
+  // A range of n days' seconds touches at most n + 1 day numbers.
+  return dayShares(begin, end, days - 1);
 }
 
 function clamp(t: number): number {
@@ -230,13 +254,13 @@ export function parsePolicyKey(text: string): EffectivePolicy | null {
  * days of their report; and per (day, domain, source IP, DKIM domain, selector, result) the
  * messages of records that are not forwarded.
  */
-export function rollupRecords(records: RecordRow[]): { sources: SourceDay[]; dkim: DkimDay[] } {
+export function rollupRecords(records: RecordRow[], maxRows = MAX_REPORT_ROLLUP_ROWS): { sources: SourceDay[]; dkim: DkimDay[] } {
   const sources = new Map<string, SourceDay>();
   const dkim = new Map<string, DkimDay>();
   for (const r of records) {
     const hf = asciiLower(r.headerFrom ?? '');
     const forwarded = isForwarded(r);
-    for (const [day, share] of dayShares(r.begin, r.end)) {
+    for (const [day, share] of reportShares(r.begin, r.end, r.reportRows ?? 1, maxRows)) {
       const key = `${r.domain}\0${day}\0${r.sourceIp}\0${hf}`;
       let row = sources.get(key);
       if (!row) {
@@ -327,12 +351,12 @@ export function rollupCoverage(reports: ReportRow[]): CoverageDay[] {
 }
 
 /** Per (domain, day, effective policy): the share of reports that saw it, and the reports ending that day. */
-export function rollupPolicies(policies: PolicyRow[]): PolicyDay[] {
+export function rollupPolicies(policies: PolicyRow[], maxRows = MAX_REPORT_ROLLUP_ROWS): PolicyDay[] {
   const out = new Map<string, PolicyDay>();
   for (const p of policies) {
     const published = effectivePolicy(p);
     const policy = policyKey(published);
-    const shares = dayShares(p.begin, p.end);
+    const shares = reportShares(p.begin, p.end, p.reportRows ?? 1, maxRows);
     const last = shares[shares.length - 1]![0];
     for (const [day, share] of shares) {
       const key = `${p.domain}\0${day}\0${policy}`;

@@ -23,6 +23,11 @@ export interface RecordRow {
   /** Policy override reason types (RFC 7489 section 7.2 PolicyOverrideType). */
   reasons: string[];
   dkim: { domain: string | null; selector: string | null; result: string }[];
+  /**
+   * Rollup rows its report makes a day: its records and their DKIM signatures past each one's first
+   * (a report of very many is shared out over fewer days: reportShares); 1 when not given.
+   */
+  reportRows?: number;
 }
 
 export interface TlsRow {
@@ -58,6 +63,8 @@ export interface PolicyRow {
   pct: number | null;
   adkim: string | null;
   aspf: string | null;
+  /** Rollup rows the report makes a day, as RecordRow.reportRows; 1 when not given. */
+  reportRows?: number;
 }
 
 /** Per UTC day, policy domain, source IP and header_from ('' when none): the tally of its messages. */

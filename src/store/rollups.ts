@@ -1,5 +1,14 @@
 import type { Statement } from 'better-sqlite3';
-import { asciiLower, countDay, dayShares, effectivePolicy, FORWARDED_REASONS, policyKey, rollupTls } from '../analyse/rollups.js';
+import {
+  asciiLower,
+  countDay,
+  effectivePolicy,
+  FORWARDED_REASONS,
+  MAX_REPORT_ROLLUP_ROWS,
+  policyKey,
+  reportShares,
+  rollupTls,
+} from '../analyse/rollups.js';
 import type { TlsRow } from '../analyse/types.js';
 import { v4Number } from '../parse/normalise.js';
 import type { DmarcRecord } from '../parse/types.js';
@@ -66,8 +75,8 @@ const FORWARDED = new Set<string>(FORWARDED_REASONS);
 export class DmarcRecordTally {
   static readonly MAX_FLAGGED = 50_000;
   readonly totals = emptyDmarcTotals();
-  /** Records with more than one DKIM signature (most have one or none). */
-  multiSigned = 0;
+  /** DKIM signatures past the first of each record (most records have one or none). */
+  extraSignatures = 0;
   private ips: Set<number | string> | null = new Set();
   private flags: Uint8Array | null = new Uint8Array(1024);
   private count = 0;
@@ -82,7 +91,7 @@ export class DmarcRecordTally {
     if (r.spf === 'pass') t.spfAlignedPass += n;
     if (r.disposition === 'quarantine') t.quarantine += n;
     else if (r.disposition === 'reject') t.reject += n;
-    if (r.dkimResults.length > 1) this.multiSigned++;
+    if (r.dkimResults.length > 1) this.extraSignatures += r.dkimResults.length - 1;
     const i = this.count++;
     if (!this.ips || !this.flags) return;
     if (i >= DmarcRecordTally.MAX_FLAGGED) {
@@ -191,6 +200,8 @@ interface Queued extends PolicyColumns {
   begin: number;
   end: number;
   records: number;
+  /** DKIM signatures past each record's first, as its writer counted them (1 when not counted). */
+  extra: number;
   has_policy: number | null;
   messages: number | null;
 }
@@ -199,19 +210,22 @@ export class RollupWriter {
   private readonly s: Record<string, Statement>;
 
   private readonly batchRows: number;
+  private readonly maxReportRows: number;
 
   /**
    * `queue` is the table of reports waiting to be settled: rollup_pending, or the migration's
    * temporary list of every stored report (buildRollups), whose records may be older than
-   * lower-case names (`stored`). `batchRows`: rows per batch (SETTLE_ROWS).
+   * lower-case names (`stored`). `batchRows`: rows per batch (SETTLE_ROWS); `maxReportRows`: rows
+   * one report may make (MAX_REPORT_ROLLUP_ROWS, reportShares).
    */
   constructor(
     private readonly db: Db,
-    opts: { queue?: string; stored?: boolean; batchRows?: number } = {},
+    opts: { queue?: string; stored?: boolean; batchRows?: number; maxReportRows?: number } = {},
   ) {
     const queue = opts.queue ?? 'rollup_pending';
     const stored = opts.stored ?? false;
     this.batchRows = opts.batchRows ?? SETTLE_ROWS;
+    this.maxReportRows = opts.maxReportRows ?? MAX_REPORT_ROLLUP_ROWS;
     const n = (col: string) => `${col} = ${col} + excluded.${col}`;
     const intoSources = `INSERT INTO dmarc_daily (domain, day, source_ip, header_from, ${SOURCE_SUMS.join(', ')}, reporters)`;
     const onSource = `ON CONFLICT (domain, day, source_ip, header_from) DO UPDATE SET ${SOURCE_SUMS.map(n).join(', ')},
@@ -227,7 +241,7 @@ export class RollupWriter {
     this.s = {
       queued: db.prepare(
         `SELECT q.report_id AS id, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end,
-                r.record_count AS records, q.messages, q.dmarc_pass AS dmarcPass, q.dkim_aligned_pass AS dkimAlignedPass,
+                r.record_count AS records, q.multi_signed AS extra, q.messages, q.dmarc_pass AS dmarcPass, q.dkim_aligned_pass AS dkimAlignedPass,
                 q.spf_aligned_pass AS spfAlignedPass, q.forwarded, q.quarantine, q.reject,
                 p.p, p.sp, p.np, p.pct, p.adkim, p.aspf, p.report_id AS has_policy
            FROM ${queue} q JOIN reports r ON r.id = q.report_id LEFT JOIN dmarc_policies p ON p.report_id = q.report_id
@@ -326,7 +340,7 @@ export class RollupWriter {
       id,
       flags ? noted!.firstId : null,
       flags,
-      noted ? noted.tally.multiSigned : 1,
+      noted ? noted.tally.extraSignatures : 1,
       t?.messages ?? null,
       t?.dmarcPass ?? null,
       t?.dkimAlignedPass ?? null,
@@ -366,8 +380,10 @@ export class RollupWriter {
     let rows = 0;
     let taken = 0;
     for (const r of page) {
-      const shares = dayShares(r.begin, r.end);
-      const weight = r.records * shares.length;
+      // A day's rows of a report: one per record, and one per DKIM signature past a record's first.
+      const perDay = r.records + r.extra;
+      const shares = reportShares(r.begin, r.end, perDay, this.maxReportRows);
+      const weight = perDay * shares.length;
       if (taken > 0 && rows + weight > this.batchRows) break;
       rows += weight;
       taken++;

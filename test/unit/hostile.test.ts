@@ -139,6 +139,28 @@ describe('hostile and broken input', () => {
     assertFailed((await ingestOne('long.xml', long)).leaf, 'E_LIMIT', /more than 65536 characters/);
   });
 
+  it('refuses a record listing more DKIM and SPF results and override reasons than the cap; one at the cap is stored', async () => {
+    const sigs = (n: number) =>
+      Array.from({ length: n }, (_, i) => `<dkim><domain>d${i}.example</domain><result>fail</result></dkim>`).join('');
+    // record() lists a DKIM and an SPF result of its own: 98 more make 100, 99 more 101.
+    const at = await ingestOne('at.xml', dmarcXml({ records: [record({}), record({ extra: sigs(98) })] }));
+    assert.equal(at.leaf.status, 'stored', JSON.stringify(at.leaf));
+    assert.equal(count(at.db, `SELECT max(json_array_length(dkim_results)) FROM dmarc_records`), 99);
+    const over = await ingestOne('over.xml.gz', gzip(dmarcXml({ records: [record({}), record({ extra: sigs(99) })] })));
+    assertFailed(
+      over.leaf,
+      'E_LIMIT',
+      /^record 2 lists more than 100 DKIM and SPF results and override reasons \(limit: \[limits\] max_record_results\)/,
+    );
+    assert.equal(count(over.db, 'SELECT COUNT(*) FROM dmarc_records'), 0);
+    const reasons = '<reason><type>forwarded</type></reason>'.repeat(99);
+    assertFailed(
+      (await ingestOne('why.xml', dmarcXml({ records: [record({ reasons })] }))).leaf,
+      'E_LIMIT',
+      /record 1 lists more than 100/,
+    );
+  });
+
   it('refuses containers nested too deep', async () => {
     let data: Uint8Array = Buffer.from(dmarcXml());
     for (let i = 0; i < 7; i++) data = gzip(data);

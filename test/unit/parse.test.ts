@@ -106,6 +106,16 @@ describe('DMARC aggregate reports', () => {
     );
   });
 
+  it("keeps a report's first 20 <error> elements and counts the rest", async () => {
+    const errs = Array.from({ length: 5000 }, (_, i) => `<error>e${i}</error>`).join('');
+    const xml = dmarcXml().replace('</date_range>', `</date_range>${errs}`);
+    const { header, records } = await parse(xml);
+    assert.equal(records.length, 1);
+    assert.deepEqual(header.errors, [...Array.from({ length: 20 }, (_, i) => `e${i}`), '(4980 more errors not kept)']);
+    const few = await parse(dmarcXml().replace('</date_range>', '</date_range><error>late</error>'));
+    assert.deepEqual(few.header.errors, ['late']);
+  });
+
   it('lower-cases DKIM selectors (DNS labels, RFC 6376 section 3.1) like the domains they sign for', async () => {
     const { records } = await parse(
       dmarcXml({

@@ -5,12 +5,14 @@ import { describe, it } from 'node:test';
 import { rng } from '../../devtools/corpus.js';
 import {
   dayShares,
+  countDay,
   DAY,
   effectivePolicy,
   policyKey,
   rollupCoverage,
   rollupPolicies,
   rollupRecords,
+  reportShares,
   rollupTls,
   type RecordRow,
 } from '../../src/analyse/index.js';
@@ -81,13 +83,16 @@ function reportXml(
   return { xml, domain, reporter };
 }
 
+/** A report's DKIM signatures past the first of each record (RecordRow.reportRows). */
+const EXTRA_SIGNATURES = `(SELECT coalesce(SUM(max(json_array_length(x.dkim_results) - 1, 0)), 0) FROM dmarc_records x WHERE x.report_id = r.id)`;
+
 /** The raw records of the database, as the reference recomputation reads them. */
 function rawRecords(db: Db): (RecordRow & { reportId: number; id: number })[] {
   const rows = db
     .prepare(
       `SELECT d.id, r.id AS reportId, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, d.source_ip AS sourceIp,
               d.header_from AS headerFrom, d.count, d.disposition, d.dkim_aligned AS dkimAligned, d.spf_aligned AS spfAligned,
-              d.reasons, d.dkim_results AS dkim
+              d.reasons, d.dkim_results AS dkim, r.record_count + ${EXTRA_SIGNATURES} AS reportRows
          FROM dmarc_records d JOIN reports r ON r.id = d.report_id ORDER BY d.id`,
     )
     .all() as (Omit<RecordRow, 'reasons' | 'dkim'> & { reasons: string; dkim: string; reportId: number; id: number })[];
@@ -133,10 +138,14 @@ const DKIM_KEYS = ['domain', 'day', 'source_ip', 'signing_domain', 'selector', '
 
 const DOMAIN_ZERO = { messages: 0, dmarc_pass: 0, dkim_aligned_pass: 0, spf_aligned_pass: 0, forwarded: 0, quarantine: 0, reject: 0 };
 
-/** What the rollup tables should hold for the database's raw rows, recomputed the plain way. */
-function expected(db: Db): Record<string, Table> {
+/**
+ * What the rollup tables should hold for the database's raw rows, recomputed the plain way;
+ * `maxRows`: the rollup rows one report may make (the writer's maxReportRows).
+ */
+function expected(db: Db, maxRows?: number): Record<string, Table> {
   const records = rawRecords(db);
-  const { sources, dkim } = rollupRecords(records);
+  const { sources, dkim } = rollupRecords(records, maxRows);
+  const sharesOf = (r: RecordRow) => reportShares(r.begin, r.end, r.reportRows!, maxRows);
   const bits = new Map(
     (db.prepare(`SELECT domain, reporter, bit FROM domain_reporters`).all() as { domain: string; reporter: string; bit: number }[]).map(
       (r) => [`${r.domain}|${r.reporter}`, r.bit],
@@ -162,13 +171,13 @@ function expected(db: Db): Record<string, Table> {
   for (const r of records) {
     const k = `${r.reportId}|${r.sourceIp}`;
     if (!firstOf.has(k)) firstOf.set(k, r);
-    for (const [day] of dayShares(r.begin, r.end)) {
+    for (const [day] of sharesOf(r)) {
       const row = src.get([r.domain, day, r.sourceIp, (r.headerFrom ?? '').toLowerCase()].join('|'))!;
       row.reporters = Number(BigInt(row.reporters!) | (1n << BigInt(bits.get(`${r.domain}|${r.reporter}`)!)));
     }
   }
   for (const r of firstOf.values()) {
-    const shares = dayShares(r.begin, r.end);
+    const shares = sharesOf(r);
     const row = src.get([r.domain, shares[shares.length - 1]![0], r.sourceIp, (r.headerFrom ?? '').toLowerCase()].join('|'))!;
     row.reports = row.reports! + 1;
   }
@@ -207,12 +216,13 @@ function expected(db: Db): Record<string, Table> {
   for (const t of [...domains.values(), ...totals.values()]) t.reports ??= 0;
   const policies = db
     .prepare(
-      `SELECT r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, p.p, p.sp, p.np, p.pct, p.adkim, p.aspf
+      `SELECT r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end, p.p, p.sp, p.np, p.pct, p.adkim, p.aspf,
+              r.record_count + ${EXTRA_SIGNATURES} AS reportRows
          FROM dmarc_policies p JOIN reports r ON r.id = p.report_id`,
     )
     .all() as Parameters<typeof rollupPolicies>[0];
   const pol: Table = new Map(
-    rollupPolicies(policies).map((p) => [[p.domain, p.day, p.policy].join('|'), { weight: p.weight, reports: p.reports }]),
+    rollupPolicies(policies, maxRows).map((p) => [[p.domain, p.day, p.policy].join('|'), { weight: p.weight, reports: p.reports }]),
   );
   return { sources: src, dkim: dk, domains, totals, coverage, policies: pol };
 }
@@ -231,8 +241,8 @@ function actual(db: Db): Record<string, Table> {
   };
 }
 
-function assertRollups(db: Db, what: string): void {
-  const want = expected(db);
+function assertRollups(db: Db, what: string, maxRows?: number): void {
+  const want = expected(db, maxRows);
   const got = actual(db);
   for (const name of Object.keys(want)) assertClose(got[name]!, want[name]!, `${what}: ${name}`);
 }
@@ -332,6 +342,71 @@ describe('daily rollups equal the pro-rata sums of the records', () => {
     assert.ok(count(db, `SELECT COUNT(*) FROM tls_daily`) <= 4 * 32);
     assert.equal(count(db, `SELECT COUNT(*) FROM dmarc_daily WHERE date(day * 86400, 'unixepoch') IS NULL`), 0);
     assert.ok(Math.abs(count(db, `SELECT SUM(messages) FROM dmarc_daily`) - 40) < 1e-6);
+    db.close();
+  });
+
+  it('a report whose records x days would pass the bound is shared out over its last days, as many as stay within it', () => {
+    const begin = 1_700_000_000;
+    const end = begin + 40 * DAY;
+    const days = (shares: [number, number][]) => shares.map(([d]) => d);
+    const sum = (shares: [number, number][]) => shares.reduce((a, [, x]) => a + x, 0);
+    // Few records: the range's last 31 days (32 day numbers), as dayShares gives.
+    assert.deepEqual(reportShares(begin, end, 50), dayShares(begin, end));
+    assert.equal(dayShares(begin, end).length, 32);
+    // 100,000 records: 20 days' rows at most (2,000,000 / 100,000), the last ones.
+    const some = reportShares(begin, end, 100_000);
+    assert.ok(some.length <= 20 && some.length >= 19, `${some.length} days`);
+    assert.equal(days(some).at(-1), countDay(begin, end));
+    assert.ok(Math.abs(sum(some) - 1) < 1e-9);
+    // As many records as the limits let in: the last day alone, whatever the range.
+    assert.deepEqual(reportShares(begin, end, 2_000_000), [[countDay(begin, end), 1]]);
+    assert.deepEqual(reportShares(begin, begin + DAY, 2_000_000), [[countDay(begin, begin + DAY), 1]]);
+    // A two-day report of a million records still makes two days (2,000,000 rows).
+    assert.deepEqual(reportShares(begin, begin + DAY, 1_000_000), dayShares(begin, begin + DAY));
+  });
+
+  it('a settle holds each report to maxReportRows rollup rows, records and DKIM signatures, and the rollups still equal the recomputation', async () => {
+    const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
+    const at = D0 * DAY + 3600;
+    const report = (id: string, net: number, records: number, days: number) => {
+      const rows = Array.from({ length: records }, (_, i) => record({ ip: `10.${net}.${i >> 8}.${i & 255}`, count: 3 }));
+      return gzip(dmarcXml({ reportId: id, begin: at, end: at + days * DAY, records: rows }));
+    };
+    for (const [id, net, records, days] of [
+      ['wide', 1, 100, 30],
+      ['narrow', 2, 30, 5],
+      ['few', 3, 2, 30],
+    ] as const) {
+      const res = await ingestor.ingest(bufferInput(`${id}.xml.gz`, report(id, net, records, days)));
+      assert.equal(res.leaves[0]!.status, 'stored', JSON.stringify(res.leaves));
+    }
+    // Five records of 99 DKIM signatures each: 495 dkim_daily rows a day.
+    const sigs = Array.from({ length: 98 }, (_, i) => `<dkim><domain>d${i}.example</domain><result>fail</result></dkim>`).join('');
+    const signed = Array.from({ length: 5 }, (_, i) => record({ ip: `10.4.0.${i}`, count: 3, extra: sigs }));
+    const res = await ingestor.ingest(
+      bufferInput('signed.xml', dmarcXml({ reportId: 'signed', begin: at, end: at + 30 * DAY, records: signed })),
+    );
+    assert.equal(res.leaves[0]!.status, 'stored', JSON.stringify(res.leaves));
+    const writer = new RollupWriter(db, { maxReportRows: 1000 });
+    while (db.transaction(() => writer.settle()).immediate() > 0);
+    const daysOf = (id: string) =>
+      count(
+        db,
+        `SELECT COUNT(DISTINCT s.day) FROM dmarc_daily s JOIN dmarc_records d ON d.source_ip = s.source_ip
+           JOIN reports r ON r.id = d.report_id AND r.report_id = ?`,
+        id,
+      );
+    // 100 records x 31 days would be 3,100 rows: at most 10 days; 30 x 6 = 180 rows and 2 x 31
+    // pass as they are (each report's sources in a network of its own).
+    assert.ok(daysOf('wide') <= 10 && daysOf('wide') >= 9, `${daysOf('wide')} days`);
+    assert.equal(daysOf('narrow'), 6);
+    assert.equal(daysOf('few'), 31);
+    assert.ok(count(db, `SELECT COUNT(*) FROM dmarc_daily`) <= 1000 + 180 + 62 + 10);
+    // 495 rows a day fit twice in 1,000: the signed report's last day or two, not 31.
+    assert.ok(daysOf('signed') <= 2, `${daysOf('signed')} days`);
+    assert.ok(count(db, `SELECT COUNT(*) FROM dkim_daily WHERE source_ip LIKE '10.4.%'`) <= 1000);
+    assert.ok(Math.abs(count(db, `SELECT SUM(messages) FROM dmarc_daily`) - 3 * 137) < 1e-6, 'every message counted');
+    assertRollups(db, 'bounded', 1000);
     db.close();
   });
 
