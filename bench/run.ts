@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findDovecot, PASSWORD, startDovecot } from '../devtools/dovecot.js';
-import { emlMessage, writeBigReport, writeDailyCorpus, writeEmlCorpus, writeGzCorpus } from '../devtools/corpus.js';
+import { emlMessage, writeBigReport, writeDailyCorpus, writeEmlCorpus, writeGzCorpus, writeRealisticCorpus } from '../devtools/corpus.js';
 import { SCALE_DAYS, SCALE_FIRST_DAY } from './scale-child.js';
 
 const child = fileURLToPath(new URL('./ingest-child.js', import.meta.url));
@@ -234,6 +234,13 @@ try {
     const dir = path.join(work, 'gz');
     writeGzCorpus(dir, 2000, 50);
     line('2,000 reports x 50 records, .xml.gz', measure('gz', [dir]));
+  }
+  if (!only || only === 'real') {
+    // A model of a real mailbox (devtools/corpus.ts, writeRealisticCorpus): 35 domains, 8
+    // reporters, 14 days; the same sources come back every day and from several reporters.
+    const dir = path.join(work, 'real');
+    writeRealisticCorpus(dir);
+    line('realistic, 35 domains x 14 days', measure('real', [dir]));
   }
   if (!only || only === 'eml') {
     const dir = path.join(work, 'eml');
