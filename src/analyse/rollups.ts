@@ -121,8 +121,8 @@ export const REPORT_SPREAD_ROWS = 100_000;
  * How an aggregate report making `rows` rollup rows a day (its records and their DKIM signatures
  * past the first) is shared out over days (dayShares), over fewer days when rows x days would
  * pass its budget (REPORT_SPREAD_ROWS or twice `rows`, at most `maxRows`): then it is attributed
- * to its last days, as many as keep it within (its last day alone, at worst). What it counts is
- * unchanged, only when.
+ * to its last days, as many as keep it within (its last day alone, at worst, which makes `rows`
+ * rows even past the budget). What it counts is unchanged, only when.
  */
 export function reportShares(begin: number, end: number, rows: number, maxRows = MAX_REPORT_ROLLUP_ROWS): [day: number, share: number][] {
   const perDay = Math.max(1, rows);
@@ -325,7 +325,8 @@ export const MAX_TLS_REPORT_ROWS = 100_000;
 
 /**
  * The policies of one TLS report (as rollupTls reads them), bounded to MAX_TLS_REPORT_ROWS rows
- * in all: past it a day, successes go to '*' instead of being shared over each policy's MX hosts,
+ * in all (or its last day's, some three per policy and failure detail, when these alone are
+ * more): past it a day, successes go to '*' instead of being shared over each policy's MX hosts,
  * and the report is shared out over fewer of its last days (reportShares), its last alone at worst.
  * What it counts is unchanged.
  */

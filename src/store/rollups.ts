@@ -532,9 +532,8 @@ export function buildRollups(db: Db, progress?: (done: number, total: number) =>
     multi_signed INTEGER NOT NULL DEFAULT 1, messages REAL, dmarc_pass REAL, dkim_aligned_pass REAL, spf_aligned_pass REAL,
     forwarded REAL, quarantine REAL, reject REAL)`);
   db.exec(`INSERT INTO temp.rollup_build (report_id) SELECT id FROM reports WHERE kind = 'dmarc'`);
-  const dmarc = new RollupWriter(db, { queue: 'temp.rollup_build', stored: true });
-  for (let n; (n = dmarc.settle()) > 0;) tick(n);
-  const writer = dmarc;
+  const writer = new RollupWriter(db, { queue: 'temp.rollup_build', stored: true });
+  for (let n; (n = writer.settle()) > 0;) tick(n);
 
   const tlsReports = db.prepare(
     `SELECT id, policy_domain AS domain, reporter, begin_ts AS begin, end_ts AS end FROM reports
