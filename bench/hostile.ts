@@ -297,12 +297,12 @@ const DKIM_FAILS = (n: number) =>
   Array.from({ length: n }, (_, i) => `<dkim><domain>d${i}.example</domain><result>fail</result></dkim>`).join('');
 
 /** A TLS report over 31 days of `n` policies, each of a domain of its own with `hosts` MX hosts. */
-function manyPolicies(n: number, hosts: number): string {
+function manyPolicies(n: number, hosts: number, id = 'many'): string {
   return JSON.stringify({
     'organization-name': 'Reporter Inc',
     'date-range': { 'start-datetime': `${isoDay(BASE - 30 * DAY)}T00:00:00Z`, 'end-datetime': `${isoDay(BASE)}T23:59:59Z` },
     'contact-info': 'tlsrpt@reporter.example',
-    'report-id': 'many',
+    'report-id': id,
     policies: Array.from({ length: n }, (_, p) => ({
       policy: {
         'policy-type': 'sts',
@@ -627,6 +627,36 @@ const ingestCases: IngestCase[] = [
             ]),
           ),
         ),
+      ),
+  },
+  {
+    // Each report within its own budget (some 97,000 rollup rows); 100 of them in one mail.
+    name: 'zip of 100 reports of 3,125 records over 31 days',
+    file: 'r.zip',
+    make: () =>
+      Buffer.from(
+        zipSync(
+          Object.fromEntries(
+            Array.from({ length: 100 }, (_, n) => [
+              `r${n}.xml`,
+              Buffer.from(
+                dmarcXml({
+                  id: `s${n}`,
+                  begin: BASE - 30 * DAY,
+                  records: Array.from({ length: 3125 }, (_, i) => ({ ip: V4(n * 3125 + i), count: 1 })),
+                }),
+              ),
+            ]),
+          ),
+        ),
+      ),
+  },
+  {
+    name: 'zip of 100 TLS reports of 100 policies of 32 MX hosts over 31 days',
+    file: 't.zip',
+    make: () =>
+      Buffer.from(
+        zipSync(Object.fromEntries(Array.from({ length: 100 }, (_, n) => [`t${n}.json`, Buffer.from(manyPolicies(100, 32, `t${n}`))]))),
       ),
   },
   {

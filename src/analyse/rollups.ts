@@ -118,15 +118,40 @@ export const MAX_REPORT_ROLLUP_ROWS = 2_000_000;
 export const REPORT_SPREAD_ROWS = 100_000;
 
 /**
+ * What the reports of one input (a mail, a file, one message of an mbox) may make together of
+ * their REPORT_SPREAD_ROWS: ten reports' worth. Past it a report of the input may make twice its
+ * rows of a day, which shares a daily report out exactly whatever its size, and not more. Without
+ * it one mail of 100 reports of 3,125 records claiming 31 days (a zip of a few MB; the input limits
+ * let in 100 reports and 200 MiB of XML) made 9.7 million rollup rows; with it 1.6 million, and
+ * what an input adds to the rollups past the first million rows is at most twice what it stores.
+ */
+export const INPUT_SPREAD_ROWS = 1_000_000;
+
+/**
+ * What a report of an input whose earlier reports made `used` rollup rows may spread over days
+ * (reportShares `spread`): REPORT_SPREAD_ROWS, less once the input nears INPUT_SPREAD_ROWS.
+ */
+export function inputSpread(used: number): number {
+  return Math.max(0, Math.min(REPORT_SPREAD_ROWS, INPUT_SPREAD_ROWS - used));
+}
+
+/**
  * How an aggregate report making `rows` rollup rows a day (its records and their DKIM signatures
  * past the first) is shared out over days (dayShares), over fewer days when rows x days would
- * pass its budget (REPORT_SPREAD_ROWS or twice `rows`, at most `maxRows`): then it is attributed
- * to its last days, as many as keep it within (its last day alone, at worst, which makes `rows`
- * rows even past the budget). What it counts is unchanged, only when.
+ * pass its budget (`spread`, REPORT_SPREAD_ROWS unless its input used up INPUT_SPREAD_ROWS, or
+ * twice `rows`, at most `maxRows`): then it is attributed to its last days, as many as keep it
+ * within (its last day alone, at worst, which makes `rows` rows even past the budget). What it
+ * counts is unchanged, only when.
  */
-export function reportShares(begin: number, end: number, rows: number, maxRows = MAX_REPORT_ROLLUP_ROWS): [day: number, share: number][] {
+export function reportShares(
+  begin: number,
+  end: number,
+  rows: number,
+  maxRows = MAX_REPORT_ROLLUP_ROWS,
+  spread = REPORT_SPREAD_ROWS,
+): [day: number, share: number][] {
   const perDay = Math.max(1, rows);
-  const budget = Math.min(maxRows, Math.max(REPORT_SPREAD_ROWS, 2 * perDay));
+  const budget = Math.min(maxRows, Math.max(spread, 2 * perDay));
   const days = Math.floor(budget / perDay);
   if (days > MAX_SHARE_DAYS) return dayShares(begin, end);
   if (days <= 1) return [[countDay(begin, end), 1]];
@@ -272,7 +297,7 @@ export function rollupRecords(records: RecordRow[], maxRows = MAX_REPORT_ROLLUP_
   for (const r of records) {
     const hf = asciiLower(r.headerFrom ?? '');
     const forwarded = isForwarded(r);
-    for (const [day, share] of reportShares(r.begin, r.end, r.reportRows ?? 1, maxRows)) {
+    for (const [day, share] of reportShares(r.begin, r.end, r.reportRows ?? 1, maxRows, r.spreadRows)) {
       const key = `${r.domain}\0${day}\0${r.sourceIp}\0${hf}`;
       let row = sources.get(key);
       if (!row) {
@@ -357,7 +382,7 @@ export function rollupTls(rows: TlsRow[]): { tls: TlsDay[]; tlsFailures: TlsFail
       failed.push({ mx: f.mx ? mxKey(f.mx) : only, type: f.resultType, sessions: f.sessions });
     }
     if (row.failed > detailed) failed.push({ mx: only, type: 'unspecified', sessions: row.failed - detailed });
-    for (const [day, share] of reportShares(row.begin, row.end, row.reportRows ?? 1, MAX_TLS_REPORT_ROWS)) {
+    for (const [day, share] of reportShares(row.begin, row.end, row.reportRows ?? 1, MAX_TLS_REPORT_ROWS, row.spreadRows)) {
       const at = (mx: string) => {
         const key = `${row.domain}\0${day}\0${mx}`;
         let t = tls.get(key);
@@ -403,7 +428,7 @@ export function rollupPolicies(policies: PolicyRow[], maxRows = MAX_REPORT_ROLLU
   for (const p of policies) {
     const published = effectivePolicy(p);
     const policy = policyKey(published);
-    const shares = reportShares(p.begin, p.end, p.reportRows ?? 1, maxRows);
+    const shares = reportShares(p.begin, p.end, p.reportRows ?? 1, maxRows, p.spreadRows);
     const last = shares[shares.length - 1]![0];
     for (const [day, share] of shares) {
       const key = `${p.domain}\0${day}\0${policy}`;

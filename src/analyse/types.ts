@@ -28,6 +28,8 @@ export interface RecordRow {
    * (a report of very many is shared out over fewer days: reportShares); 1 when not given.
    */
   reportRows?: number;
+  /** The rows its report may spread over days (reportShares `spread`); REPORT_SPREAD_ROWS when not given. */
+  spreadRows?: number;
 }
 
 export interface TlsRow {
@@ -42,6 +44,8 @@ export interface TlsRow {
   failures: { resultType: string; mx: string | null; sessions: number }[];
   /** Rollup rows its report makes a day, at most (boundTlsReport, reportShares); 1 when not given. */
   reportRows?: number;
+  /** As RecordRow.spreadRows. */
+  spreadRows?: number;
 }
 
 /** One stored report of any kind, for the reporter_silent rule. */
@@ -67,6 +71,8 @@ export interface PolicyRow {
   aspf: string | null;
   /** Rollup rows the report makes a day, as RecordRow.reportRows; 1 when not given. */
   reportRows?: number;
+  /** As RecordRow.spreadRows. */
+  spreadRows?: number;
 }
 
 /** Per UTC day, policy domain, source IP and header_from ('' when none): the tally of its messages. */

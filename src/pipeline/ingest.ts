@@ -347,7 +347,7 @@ export class Ingestor implements IngestRunner {
         { limits: this.limits, fallbackReporterEmail: ctx.fromAddress, now: this.now() },
         {
           header: (h) => {
-            writer = this.store.beginDmarc(h, name);
+            writer = this.store.beginDmarc(h, name, ctx.budget);
             return writer ? 'continue' : 'stop';
           },
           record: (r) => writer!.record(r),
@@ -376,7 +376,7 @@ export class Ingestor implements IngestRunner {
     const raw = await readAll(src, this.limits, 'maxJsonBytes', 'the JSON document');
     const report = parseTlsReport(raw, { limits: this.limits, fallbackReporterEmail: ctx.fromAddress, now: this.now() });
     const digest = sha256(raw);
-    const stored = this.store.storeTls(report, { input: name, sha256: digest, size: raw.length });
+    const stored = this.store.storeTls(report, { input: name, sha256: digest, size: raw.length }, ctx.budget);
     return stored
       ? { input: name, status: 'stored', kind: 'tlsrpt', records: report.policies.length }
       : this.notStored(name, report, digest);

@@ -3,7 +3,8 @@ import { RuawatchError } from '../errors.js';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
-import { DmarcRecordTally, RollupWriter, SETTLE_ROWS } from './rollups.js';
+import { inputSpread, reportShares } from '../analyse/rollups.js';
+import { DmarcRecordTally, RollupWriter, SETTLE_ROWS, type SpreadBudget } from './rollups.js';
 
 /**
  * Records of an aggregate report are held in memory (as ready-made rows) up to this many, and the
@@ -120,9 +121,9 @@ export class ReportStore {
    * Starts storing an aggregate report whose records are still being parsed. Returns null when the
    * report is already stored; a copy stored meanwhile by another thread is found on commit.
    */
-  beginDmarc(h: DmarcHeader, input: string): DmarcWriter | null {
+  beginDmarc(h: DmarcHeader, input: string, budget?: SpreadBudget): DmarcWriter | null {
     if (this.exists(h)) return null;
-    return new DmarcWriter(this, h, input);
+    return new DmarcWriter(this, h, input, budget);
   }
 
   /**
@@ -217,7 +218,7 @@ export class ReportStore {
     reportId: number,
     totals: ReportTotals | null,
     commit: boolean,
-    noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number },
+    noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number; spread?: number },
   ): void {
     try {
       if (commit) {
@@ -264,8 +265,11 @@ export class ReportStore {
     return this.rollups.anyQueued() ? this.locked(() => this.rollups.settle()) : 0;
   }
 
-  /** Stores a TLS report in one transaction; false when it was already stored. */
-  storeTls(r: TlsReport, meta: StoredMeta): boolean {
+  /**
+   * Stores a TLS report in one transaction; false when it was already stored. `budget`: the
+   * rollup rows of its input (INPUT_SPREAD_ROWS).
+   */
+  storeTls(r: TlsReport, meta: StoredMeta, budget?: SpreadBudget): boolean {
     return this.locked(() => {
       const sessions = r.policies.reduce((n, p) => n + p.successful + p.failed, 0);
       const totals = { records: r.policies.length, messages: sessions, sha256: meta.sha256, size: meta.size };
@@ -295,19 +299,22 @@ export class ReportStore {
           );
         }
       }
-      this.rollups.tls({
-        domain: r.policyDomain,
-        reporter: r.reporter,
-        begin: r.begin,
-        end: r.end,
-        policies: r.policies.map((p) => ({
-          policyDomain: p.policyDomain,
-          mxHosts: p.mxHosts,
-          successful: p.successful,
-          failed: p.failed,
-          failures: p.failures.map((f) => ({ resultType: f.resultType, mx: f.receivingMxHostname, sessions: f.failedSessions })),
-        })),
-      });
+      this.rollups.tls(
+        {
+          domain: r.policyDomain,
+          reporter: r.reporter,
+          begin: r.begin,
+          end: r.end,
+          policies: r.policies.map((p) => ({
+            policyDomain: p.policyDomain,
+            mxHosts: p.mxHosts,
+            successful: p.successful,
+            failed: p.failed,
+            failures: p.failures.map((f) => ({ resultType: f.resultType, mx: f.receivingMxHostname, sessions: f.failedSessions })),
+          })),
+        },
+        budget,
+      );
       return true;
     });
   }
@@ -413,6 +420,8 @@ export class DmarcWriter {
     private readonly store: ReportStore,
     private readonly header: DmarcHeader,
     private readonly input: string,
+    /** The rollup rows of the report's input (INPUT_SPREAD_ROWS); none: the report alone. */
+    private readonly budget?: SpreadBudget,
   ) {}
 
   record(r: DmarcRecord): void {
@@ -446,11 +455,19 @@ export class DmarcWriter {
     }
     this.open = false;
     if (this.id === 'duplicate') return false;
+    // What the input's earlier reports left of INPUT_SPREAD_ROWS, and what this one takes of it.
+    let spread: number | undefined;
+    if (this.budget) {
+      spread = inputSpread(this.budget.rollupRows);
+      const perDay = this.records + this.tally.extraSignatures;
+      this.budget.rollupRows += perDay * reportShares(this.header.begin, this.header.end, perDay, undefined, spread).length;
+    }
     this.store.endDmarc(this.id as number, opened ? totals : null, true, {
       tally: this.tally,
       firstId: this.firstId,
       lastId: this.lastId,
       records: this.records,
+      spread,
     });
     return true;
   }

@@ -5,7 +5,9 @@ import {
   countDay,
   effectivePolicy,
   FORWARDED_REASONS,
+  inputSpread,
   MAX_REPORT_ROLLUP_ROWS,
+  MAX_TLS_REPORT_ROWS,
   policyKey,
   reportShares,
   rollupTls,
@@ -24,6 +26,11 @@ import type { Db } from './db.js';
  * report is added once, whole. The same statements build the rollups of an existing database
  * (buildRollups, the migration).
  */
+
+/** The rollup rows the reports of one input made so far (unpack/limits.ts InputBudget; analyse/rollups.ts INPUT_SPREAD_ROWS). */
+export interface SpreadBudget {
+  rollupRows: number;
+}
 
 /** A TLS report, as the rollups need it. */
 export interface TlsRollupReport {
@@ -203,6 +210,8 @@ interface Queued extends PolicyColumns {
   records: number;
   /** DKIM signatures past each record's first, as its writer counted them (1 when not counted). */
   extra: number;
+  /** Rows it may spread over days (reportShares `spread`); null: REPORT_SPREAD_ROWS. */
+  spread: number | null;
   has_policy: number | null;
   messages: number | null;
 }
@@ -242,15 +251,15 @@ export class RollupWriter {
     this.s = {
       queued: db.prepare(
         `SELECT q.report_id AS id, r.policy_domain AS domain, r.reporter, r.begin_ts AS begin, r.end_ts AS end,
-                r.record_count AS records, q.multi_signed AS extra, q.messages, q.dmarc_pass AS dmarcPass, q.dkim_aligned_pass AS dkimAlignedPass,
+                r.record_count AS records, q.multi_signed AS extra, q.spread_rows AS spread, q.messages, q.dmarc_pass AS dmarcPass, q.dkim_aligned_pass AS dkimAlignedPass,
                 q.spf_aligned_pass AS spfAlignedPass, q.forwarded, q.quarantine, q.reject,
                 p.p, p.sp, p.np, p.pct, p.adkim, p.aspf, p.report_id AS has_policy
            FROM ${queue} q JOIN reports r ON r.id = q.report_id LEFT JOIN dmarc_policies p ON p.report_id = q.report_id
           ORDER BY q.report_id LIMIT 2000`,
       ),
       anyQueued: db.prepare(`SELECT EXISTS (SELECT 1 FROM ${queue})`).pluck(),
-      queue: db.prepare(`INSERT INTO ${queue} (report_id, first_id, firsts, multi_signed, ${TOTALS.join(', ')})
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      queue: db.prepare(`INSERT INTO ${queue} (report_id, first_id, firsts, multi_signed, spread_rows, ${TOTALS.join(', ')})
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       unqueue: db.prepare(`DELETE FROM ${queue} WHERE report_id IN (SELECT report_id FROM temp.rollup_shares)`),
       clearShares: db.prepare(`DELETE FROM temp.rollup_shares`),
       share: db.prepare(`INSERT INTO temp.rollup_shares (report_id, day, share, last, domain, bits) VALUES (?, ?, ?, ?, ?, ?)`),
@@ -333,7 +342,7 @@ export class RollupWriter {
    * inside the transaction that stored it. `noted` is what its writer noted of the records as they
    * passed, with the ids its records were stored under; without it SQLite works it out.
    */
-  queue(id: number, noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number }): void {
+  queue(id: number, noted?: { tally: DmarcRecordTally; firstId: number; lastId: number; records: number; spread?: number }): void {
     // The flags index records by id from the first: only when the ids follow one another.
     const flags = noted && noted.lastId - noted.firstId + 1 === noted.records ? noted.tally.firsts() : null;
     const t = noted?.tally.totals;
@@ -342,6 +351,7 @@ export class RollupWriter {
       flags ? noted!.firstId : null,
       flags,
       noted ? noted.tally.extraSignatures : 1,
+      noted?.spread ?? null,
       t?.messages ?? null,
       t?.dmarcPass ?? null,
       t?.dkimAlignedPass ?? null,
@@ -383,7 +393,7 @@ export class RollupWriter {
     for (const r of page) {
       // A day's rows of a report: one per record, and one per DKIM signature past a record's first.
       const perDay = r.records + r.extra;
-      const shares = reportShares(r.begin, r.end, perDay, this.maxReportRows);
+      const shares = reportShares(r.begin, r.end, perDay, this.maxReportRows, r.spread ?? undefined);
       const weight = perDay * shares.length;
       if (taken > 0 && rows + weight > this.batchRows) break;
       rows += weight;
@@ -420,8 +430,8 @@ export class RollupWriter {
     return taken;
   }
 
-  /** Adds a TLS report to the rollups. */
-  tls(r: TlsRollupReport): void {
+  /** Adds a TLS report to the rollups; `budget`: the rollup rows of its input (INPUT_SPREAD_ROWS). */
+  tls(r: TlsRollupReport, budget?: SpreadBudget): void {
     const s = this.s;
     const reportDomain = r.domain || '(none)';
     const rows: TlsRow[] = r.policies.map((p) => ({
@@ -435,7 +445,14 @@ export class RollupWriter {
       failed: p.failed,
       failures: p.failures,
     }));
-    const { tls, tlsFailures } = rollupTls(boundTlsReport(rows));
+    const bounded = boundTlsReport(rows);
+    if (budget && bounded.length) {
+      const spread = inputSpread(budget.rollupRows);
+      const perDay = bounded[0]!.reportRows!;
+      budget.rollupRows += perDay * reportShares(r.begin, r.end, perDay, MAX_TLS_REPORT_ROWS, spread).length;
+      for (const b of bounded) b.spreadRows = spread;
+    }
+    const { tls, tlsFailures } = rollupTls(bounded);
     const perDay = new Map<string, { day: number; domain: string; successful: number; failed: number }>();
     for (const t of tls) {
       s.tls!.run(t.domain, t.day, t.mx, t.successful, t.failed);
@@ -529,7 +546,7 @@ export function buildRollups(db: Db, progress?: (done: number, total: number) =>
   // Every aggregate report is queued, in a list of this connection's own, and settled as at ingest,
   // with nothing noted of its records (SQLite works it out) and names lower-cased (older records).
   db.exec(`CREATE TEMP TABLE rollup_build (report_id INTEGER PRIMARY KEY, first_id INTEGER, firsts BLOB,
-    multi_signed INTEGER NOT NULL DEFAULT 1, messages REAL, dmarc_pass REAL, dkim_aligned_pass REAL, spf_aligned_pass REAL,
+    multi_signed INTEGER NOT NULL DEFAULT 1, spread_rows INTEGER, messages REAL, dmarc_pass REAL, dkim_aligned_pass REAL, spf_aligned_pass REAL,
     forwarded REAL, quarantine REAL, reject REAL)`);
   db.exec(`INSERT INTO temp.rollup_build (report_id) SELECT id FROM reports WHERE kind = 'dmarc'`);
   const writer = new RollupWriter(db, { queue: 'temp.rollup_build', stored: true });

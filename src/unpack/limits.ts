@@ -132,6 +132,8 @@ export class InputBudget {
   bytes = 0;
   leaves = 0;
   reports = 0;
+  /** Rollup rows its reports make (analyse/rollups.ts INPUT_SPREAD_ROWS): not a cap, a share. */
+  rollupRows = 0;
 
   constructor(private readonly limits: Limits) {}
 

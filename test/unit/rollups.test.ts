@@ -19,7 +19,7 @@ import {
   type RecordRow,
   type TlsRow,
 } from '../../src/analyse/index.js';
-import { MAX_POLICY_HOSTS } from '../../src/analyse/rollups.js';
+import { INPUT_SPREAD_ROWS, inputSpread, MAX_POLICY_HOSTS, REPORT_SPREAD_ROWS } from '../../src/analyse/rollups.js';
 import { openDb, type Db } from '../../src/store/db.js';
 import { buildRollups, RollupWriter, settleRollups } from '../../src/store/rollups.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -33,7 +33,7 @@ import { ReportStore } from '../../src/store/reports.js';
 import { defaultLimits } from '../../src/unpack/limits.js';
 import { runCli } from '../helpers/cli.js';
 import { bufferInput, count, freshStore, tempDir } from '../helpers/common.js';
-import { dmarcXml, gzip, record } from '../helpers/synth.js';
+import { dmarcXml, gzip, record, zip } from '../helpers/synth.js';
 
 /**
  * The daily rollups the database keeps (settled after ingest, or built by the migration) are
@@ -505,6 +505,164 @@ describe('TLS rollups of a report of very many policies', () => {
     assert.ok(rows <= MAX_TLS_REPORT_ROWS, `${rows} rows`);
     assert.equal(count(db, `SELECT SUM(successful) FROM tls_daily`), 20_000);
     assert.equal(count(db, `SELECT SUM(failed) FROM tls_daily`), 2000);
+    db.close();
+  });
+});
+
+describe('what the reports of one input may spread over days together (INPUT_SPREAD_ROWS)', () => {
+  // 31 UTC days from midnight to 23:59:59, as most reporters' ranges are: 31 day numbers. A share of
+  // its last n days' seconds begins a second before midnight, on one more day number.
+  const begin = 19_676 * DAY;
+  const end = begin + 31 * DAY - 1;
+
+  it('a report of an input that used up INPUT_SPREAD_ROWS makes twice its rows of a day, and a daily report stays exact', () => {
+    assert.equal(inputSpread(0), REPORT_SPREAD_ROWS);
+    assert.equal(inputSpread(INPUT_SPREAD_ROWS - 31_250), 31_250);
+    assert.equal(inputSpread(INPUT_SPREAD_ROWS + 1), 0);
+    assert.equal(reportShares(begin, end, 3125).length, 31);
+    assert.equal(reportShares(begin, end, 3125, undefined, 31_250).length, 10);
+    const spent = reportShares(begin, end, 3125, undefined, 0);
+    assert.equal(spent.length, 2);
+    assert.equal(spent.at(-1)![0], countDay(begin, end), 'its last days');
+    // A report of a UTC day, or of a day across two, is shared out as it stands whatever the input.
+    for (const [b, e] of [
+      [begin, begin + DAY - 1],
+      [begin + 36_000, begin + DAY + 36_000],
+    ]) {
+      assert.deepEqual(reportShares(b!, e!, 40_000, undefined, 0), dayShares(b!, e!));
+    }
+  });
+
+  const many = (n: number, id: string) =>
+    dmarcXml({
+      reportId: id,
+      begin,
+      end,
+      records: Array.from({ length: n }, (_, i) => record({ ip: `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, count: 1 })),
+    });
+
+  it('a zip of 12 reports of 3,125 records over 31 days: ten spread in full, the 11th over what is left, the 12th over its last day', async () => {
+    const { db, ingestor } = freshStore(undefined, undefined, { settle: false });
+    const entries = Object.fromEntries(Array.from({ length: 12 }, (_, n) => [`r${n}.xml`, many(3125, `z${n}`)]));
+    const res = await ingestor.ingest(bufferInput('many.zip', zip(entries)));
+    assert.deepEqual(
+      res.leaves.map((l) => l.status),
+      new Array(12).fill('stored'),
+    );
+    const spread = db.prepare(`SELECT spread_rows FROM rollup_pending ORDER BY report_id`).pluck().all();
+    // 10 x 96,875 rows; 31,250 left: 10 day numbers; none left: twice its rows of a day, its last day's seconds.
+    assert.deepEqual(spread, [...new Array(10).fill(REPORT_SPREAD_ROWS), 31_250, 0]);
+    // The same reports as files of their own: each its own input, each spread in full.
+    const other = freshStore(undefined, undefined, { settle: false });
+    for (const [name, xml] of Object.entries(entries)) await other.ingestor.ingest(bufferInput(name, xml));
+    assert.deepEqual(other.db.prepare(`SELECT DISTINCT spread_rows FROM rollup_pending`).pluck().all(), [REPORT_SPREAD_ROWS]);
+    other.db.close();
+    db.close();
+  });
+
+  it('a settle shares a report out as its input allowed, counting every message, and equals the recomputation', () => {
+    const db = openDb(path.join(tempDir(), 's.sqlite'));
+    const store = new ReportStore(db);
+    const spreads: number[] = [];
+    for (const [n, used] of [0, INPUT_SPREAD_ROWS - 500, INPUT_SPREAD_ROWS].entries()) {
+      const budget = { rollupRows: used };
+      const h = {
+        kind: 'dmarc' as const,
+        reporter: `r${n}.example`,
+        reportId: `s${n}`,
+        policyDomain: 'example.org',
+        begin,
+        end,
+        schema: '1.0' as const,
+        version: null,
+        generator: null,
+        extraContactInfo: null,
+        reporterEmail: null,
+        errors: [],
+        policy: {
+          domain: 'example.org',
+          adkim: null,
+          aspf: null,
+          p: 'none',
+          sp: null,
+          np: null,
+          pct: null,
+          fo: null,
+          testing: null,
+          discoveryMethod: null,
+        },
+      };
+      const w = store.beginDmarc(h, `input${n}`, budget)!;
+      for (let i = 0; i < 50; i++) {
+        w.record({
+          sourceIp: `192.0.2.${i}`,
+          count: 2,
+          disposition: 'none',
+          dkim: 'pass',
+          spf: 'fail',
+          reasons: [],
+          headerFrom: 'example.org',
+          envelopeFrom: null,
+          envelopeTo: null,
+          dkimResults: [{ domain: 'example.org', selector: 's1', result: 'pass', humanResult: null }],
+          spfResults: [],
+        });
+      }
+      assert.ok(w.commit('0'.repeat(64), 1));
+      spreads.push(budget.rollupRows - used);
+    }
+    // 50 rows a day: 31 days in full, 10 of the 500 left, then its last day's seconds (2 day numbers).
+    assert.deepEqual(spreads, [50 * 31, 50 * 10, 50 * 2]);
+    store.settle();
+    const days = db
+      .prepare(
+        `SELECT r.reporter, COUNT(DISTINCT d.day) FROM dmarc_daily d JOIN domain_reporters r ON d.reporters & (1 << r.bit) <> 0 GROUP BY 1 ORDER BY 1`,
+      )
+      .raw()
+      .all();
+    assert.deepEqual(days, [
+      ['r0.example', 31],
+      ['r1.example', 10],
+      ['r2.example', 2],
+    ]);
+    assert.ok(Math.abs(count(db, `SELECT SUM(messages) FROM dmarc_daily`) - 3 * 100) < 1e-9, 'every message counted');
+    const raw = rawRecords(db).map((r) => ({
+      ...r,
+      spreadRows: r.reporter === 'r0.example' ? undefined : r.reporter === 'r1.example' ? 500 : 0,
+    }));
+    const { sources } = rollupRecords(raw);
+    assert.equal(sources.length, count(db, `SELECT COUNT(*) FROM dmarc_daily`));
+    for (const x of sources) {
+      const got = count(db, `SELECT messages FROM dmarc_daily WHERE day = ? AND source_ip = ?`, x.day, x.sourceIp);
+      assert.ok(Math.abs(got - x.messages) < 1e-9, `${x.day} ${x.sourceIp}: ${got} vs ${x.messages}`);
+    }
+    db.close();
+  });
+
+  it('a TLS report takes its rows from the same share of its input', () => {
+    const db = openDb(path.join(tempDir(), 't.sqlite'));
+    const writer = new RollupWriter(db);
+    const report = (n: number) => ({
+      domain: 'example.org',
+      reporter: `t${n}.example`,
+      begin,
+      end,
+      policies: [{ policyDomain: 'example.org', mxHosts: ['mx.example.org'], successful: 310, failed: 31, failures: [] }],
+    });
+    const full = { rollupRows: 0 };
+    const spent = { rollupRows: INPUT_SPREAD_ROWS };
+    db.transaction(() => {
+      writer.tls(report(0), full);
+      writer.tls(report(1), spent);
+    })();
+    // A policy of one MX makes 3 rows a day (its MX, and its unspecified failures per MX and type).
+    assert.equal(full.rollupRows, 3 * 31);
+    assert.equal(spent.rollupRows - INPUT_SPREAD_ROWS, 3 * 2);
+    assert.deepEqual(db.prepare(`SELECT reporter, COUNT(DISTINCT day) FROM tls_failure_daily GROUP BY 1 ORDER BY 1`).raw().all(), [
+      ['t0.example', 31],
+      ['t1.example', 2],
+    ]);
+    assert.equal(count(db, `SELECT SUM(successful) FROM tls_daily`), 620);
     db.close();
   });
 });
