@@ -489,9 +489,11 @@ function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, i
   const byDomain = new Map<string, Finding[]>();
   for (const f of out) if (f.kind === 'new_failing_source') byDomain.set(f.domain, [...(byDomain.get(f.domain) ?? []), f]);
   for (const [domain, list] of byDomain) {
-    // Once folded, a run stays one finding while any of its sources goes on.
+    // Once folded, a run stays one finding while any of its sources goes on. A domain with more
+    // sources to judge than are held one by one is under such a run too.
     const folded = input.open?.has(`new_failing_source:${domain}`) && !list.some((f) => input.open?.has(f.key));
-    if (list.length <= s.newSourceMaxFindings && !folded) continue;
+    const unjudged = input.rest?.find((r) => r.domain === domain)?.unjudged ?? 0;
+    if (list.length <= s.newSourceMaxFindings && !folded && unjudged === 0) continue;
     const n = (f: Finding, k: string) => Number(f.details[k] ?? 0);
     list.sort((a, b) => n(b, 'recent_messages') - n(a, 'recent_messages') || a.key.localeCompare(b.key));
     const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0);
@@ -507,13 +509,18 @@ function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, i
       source_ip: null,
       source_name: null,
       reporter: null,
-      summary: `${num(list.length)} new sources sent ${num(messages)} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}`,
+      summary:
+        `${num(list.length)} new sources sent ${num(messages)} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}` +
+        (unjudged > 0
+          ? `; ${num(unjudged)} more sources sent enough mail to be judged, too many to judge one by one, counted in the domain's pass rate`
+          : ''),
       details: {
         sources: list.length,
         recent_messages: messages,
         rejected,
         quarantined,
         source_ips: list.slice(0, 20).map((f) => f.source_ip!),
+        ...(unjudged > 0 ? { sources_not_judged: unjudged } : {}),
       },
     });
   }

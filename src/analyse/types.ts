@@ -198,6 +198,11 @@ export interface SourceRest {
   top: [string, number][];
   /** SenderFacts.service_id of the sources of the rest that pass DMARC for at least half their mail. */
   services: string[];
+  /**
+   * Of these, sources with enough mail for a per-source rule that were not judged one by one: past
+   * the most a domain holds (store/analysis.ts MAX_HELD_SOURCES), the fewest messages first.
+   */
+  unjudged?: number;
 }
 
 /** The thresholds the rules read, and their defaults: stated once, in settings.ts. */

@@ -44,14 +44,18 @@ export class AnalysisReader {
   private readonly daily: number;
   private readonly w: Windows;
   private readonly q: ReturnType<typeof statements>;
-  /** The domains of the last load() whose small sources are still to be summed (summarise()). */
-  private unsummed: { domain: string; held: string[] }[] = [];
+  /**
+   * The domains of the last load() whose small sources are still to be summed (summarise()), and
+   * how many of their sources a rule could judge were past maxHeldSources.
+   */
+  private unsummed: { domain: string; held: string[]; unjudged: number }[] = [];
 
   constructor(
     private readonly db: Db,
     now: number,
     private readonly settings: AnalysisSettings,
     private readonly maxSourceRows = MAX_SOURCE_ROWS,
+    private readonly maxHeldSources = MAX_HELD_SOURCES,
   ) {
     const w = windowsAt(now, settings);
     this.w = w;
@@ -104,11 +108,11 @@ export class AnalysisReader {
       sources = sources.filter((r) => !large.has(r.domain));
       dkim = dkim.filter((r) => !large.has(r.domain));
       for (const domain of large) {
-        const held = this.heldSources(domain, failures, mine);
+        const { held, unjudged } = this.heldSources(domain, failures, mine);
         const q = { ...p, domain, held: JSON.stringify(held) };
         for (const r of this.q.heldSources.iterate(q) as IterableIterator<SourceRow>) sources.push(sourceDay(r));
         this.heldDkim(q, new Set(held), dkim);
-        this.unsummed.push({ domain, held });
+        this.unsummed.push({ domain, held, unjudged });
       }
     }
     return {
@@ -127,23 +131,31 @@ export class AnalysisReader {
    * The sources of a large domain a per-source rule can judge: with enough messages in the baseline
    * (pass_rate_drop, a known source) or the recent days (new_failing_source), named by an open alert
    * or a failure report; while a run of new failing sources is open as one finding, every source
-   * failing over the last days (the finding counts them).
+   * failing over the last days (the finding counts them). Of those with enough messages, the
+   * maxHeldSources with the most: a stranger's reports can give any number of sources enough
+   * (120,000 failing sources, two 540 KB gzips, had `alerts` peak at 762 MiB). The others are
+   * summed with the sources no rule judges alone (`unjudged` says how many).
    */
-  private heldSources(domain: string, failures: FailureDay[], open: Map<string, OpenAlert> | undefined): string[] {
+  private heldSources(
+    domain: string,
+    failures: FailureDay[],
+    open: Map<string, OpenAlert> | undefined,
+  ): { held: string[]; unjudged: number } {
     const s = this.settings;
     const folded = open?.has(`new_failing_source:${domain}`) === true;
-    const held = new Set(
-      this.q.held.pluck().all({
-        domain,
-        from: this.from,
-        to: this.to,
-        recent: this.recent,
-        quiet: this.w.quiet.from,
-        baseMin: Math.min(s.dropMinMessages, s.knownMinPassing),
-        recentMin: s.newSourceMinMessages,
-        folded: folded ? 1 : 0,
-      }) as string[],
-    );
+    const judged = this.q.held.raw(true).all({
+      domain,
+      from: this.from,
+      to: this.to,
+      recent: this.recent,
+      quiet: this.w.quiet.from,
+      baseMin: Math.min(s.dropMinMessages, s.knownMinPassing),
+      recentMin: s.newSourceMinMessages,
+      folded: folded ? 1 : 0,
+      cap: this.maxHeldSources,
+    }) as [string, number][];
+    const held = new Set(judged.map((r) => r[0]));
+    const unjudged = judged.length ? judged[0]![1] - judged.length : 0;
     for (const f of failures) if (f.domain === domain && f.sourceIp) held.add(f.sourceIp);
     for (const a of open?.values() ?? []) {
       if (a.domain !== domain) continue;
@@ -154,7 +166,7 @@ export class AnalysisReader {
       const known = a.baseline.known_sources;
       if (Array.isArray(known)) for (const ip of known) if (typeof ip === 'string') held.add(ip);
     }
-    return [...held].sort();
+    return { held: [...held].sort(), unjudged };
   }
 
   /**
@@ -197,7 +209,7 @@ export class AnalysisReader {
    */
   summarise(input: AnalysisInput): void {
     const w = this.w;
-    for (const { domain, held } of this.unsummed) {
+    for (const { domain, held, unjudged } of this.unsummed) {
       const days = new Map<number, Tally & { day: number }>();
       const top: [string, number][] = [];
       const services = new Set<string>();
@@ -240,7 +252,14 @@ export class AnalysisReader {
         rows.push(sourceDay(r));
       }
       flush();
-      (input.rest ??= []).push({ domain, days: [...days.values()], failing, top, services: [...services].sort() } satisfies SourceRest);
+      (input.rest ??= []).push({
+        domain,
+        days: [...days.values()],
+        failing,
+        top,
+        services: [...services].sort(),
+        ...(unjudged > 0 ? { unjudged } : {}),
+      } satisfies SourceRest);
     }
     this.unsummed = [];
   }
@@ -251,6 +270,12 @@ export class AnalysisReader {
  * sources no rule judges alone are summed.
  */
 export const MAX_SOURCE_ROWS = 20_000;
+
+/**
+ * Sources of a large domain held one by one for the per-source rules, the most messages first: a
+ * large domain of a real provider has hundreds or a few thousand that send enough to be judged.
+ */
+export const MAX_HELD_SOURCES = 5_000;
 
 /**
  * DKIM signatures (signing domain, selector) of one source of a large domain held for the rules,
@@ -316,11 +341,13 @@ function statements(db: Db) {
       )
       .raw(true),
     // A large domain (AnalysisReader.load): the sources a per-source rule can judge, theirs rows, the others' rows by source.
+    // The sources of those with the most messages, each with the number of them all.
     held: db.prepare(
-      `SELECT source_ip FROM dmarc_daily WHERE ${one} GROUP BY source_ip
+      `SELECT source_ip, COUNT(*) OVER () FROM dmarc_daily WHERE ${one} GROUP BY source_ip
          HAVING SUM(CASE WHEN day < @recent THEN messages ELSE 0 END) >= @baseMin
              OR SUM(CASE WHEN day >= @recent THEN messages ELSE 0 END) >= @recentMin
-             OR (@folded AND SUM(CASE WHEN day >= @quiet THEN messages - dmarc_pass - forwarded ELSE 0 END) > 0)`,
+             OR (@folded AND SUM(CASE WHEN day >= @quiet THEN messages - dmarc_pass - forwarded ELSE 0 END) > 0)
+         ORDER BY SUM(messages) DESC, source_ip LIMIT @cap`,
     ),
     heldSources: db
       .prepare(
@@ -373,6 +400,8 @@ export type EvaluateOptions = {
   unnamed?: boolean;
   /** A domain's source rows held one by one (AnalysisReader): past this its sources no rule judges alone are summed. */
   maxSourceRows?: number;
+  /** The sources of such a domain a rule could judge held one by one, at most (MAX_HELD_SOURCES). */
+  maxHeldSources?: number;
 };
 
 /**
@@ -381,7 +410,7 @@ export type EvaluateOptions = {
  * let other work run between them (evaluateRulesInTurns).
  */
 function* evaluationSteps(db: Db, now: number, settings: AnalysisSettings, opts: EvaluateOptions): Generator<void, Finding[]> {
-  const reader = new AnalysisReader(db, now, settings, opts.maxSourceRows);
+  const reader = new AnalysisReader(db, now, settings, opts.maxSourceRows, opts.maxHeldSources);
   const findings: Finding[] = [];
   let domains = opts.domains ? [...opts.domains] : reader.domains();
   if (!opts.domains && opts.open?.size) {

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { DAY, type AnalysisInput, type Finding } from '../../src/analyse/index.js';
+import { configSchema } from '../../src/config/schema.js';
+import { settingsOf } from '../../src/pipeline/alerts.js';
+import { evaluateRules, type EvaluateOptions } from '../../src/store/analysis.js';
+import type { Db } from '../../src/store/db.js';
+import { freshStore } from '../helpers/common.js';
+import { D0, ingestDays } from '../helpers/scenario.js';
+
+/**
+ * The five-week scenario of alerts.test.ts, and for the same domain 3,000 more sources, each
+ * failing DMARC with 100 messages over the last two days: enough for new_failing_source to judge
+ * every one of them. A stranger's reports can name any number of such sources (120,000 in two
+ * 540 KB gzips had `alerts` peak at 762 MiB when a large domain's judgeable sources were all held
+ * one by one). The flood goes into the rollups by SQL, rows as ingest writes them.
+ */
+const SOURCES = 3000;
+
+function flood(db: Db): void {
+  db.exec(`
+    CREATE TEMP TABLE src AS WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ${SOURCES - 1})
+      SELECT i, printf('10.8.%d.%d', i >> 8 & 255, i & 255) AS ip FROM n;
+    INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+        forwarded, quarantine, reject, reports, reporters)
+      SELECT 'example.com', day, ip, 'example.com', 50, 0, 0, 0, 0, 0, 0, 1, 1
+      FROM src, (SELECT ${D0 + 33} AS day UNION ALL SELECT ${D0 + 34});`);
+}
+
+describe('a domain with 3,000 new sources failing DMARC, each enough to be judged', () => {
+  let store: ReturnType<typeof freshStore>;
+  const now = (D0 + 35) * DAY;
+
+  before(async () => {
+    store = freshStore();
+    await ingestDays(store, 0, 34);
+    flood(store.db);
+  });
+  after(() => store.db.close());
+
+  function evaluate(opts: EvaluateOptions): { findings: Finding[]; sources: number } {
+    let sources = 0;
+    const prepare = (input: AnalysisInput) => {
+      sources = Math.max(sources, new Set(input.sources.filter((r) => r.domain === 'example.com').map((r) => r.sourceIp)).size);
+    };
+    const settings = settingsOf(configSchema.parse({ analysis: { reverse_dns: false } }));
+    return { findings: evaluateRules(store.db, now, settings, { ...opts, prepare }), sources };
+  }
+
+  it('holds at most maxHeldSources of them one by one, and the finding counts the others', () => {
+    const whole = evaluate({ maxSourceRows: Infinity });
+    const bounded = evaluate({ maxSourceRows: 2000, maxHeldSources: 500 });
+    assert.ok(whole.sources > SOURCES, `whole: ${whole.sources} sources`);
+    assert.ok(bounded.sources <= 500, `bounded: ${bounded.sources} sources`);
+    const run = (r: { findings: Finding[] }) => r.findings.find((f) => f.key === 'new_failing_source:example.com')!;
+    assert.ok(run(whole), whole.findings.map((f) => f.key).join('\n'));
+    assert.ok(run(bounded), bounded.findings.map((f) => f.key).join('\n'));
+    // Every failing source is counted: judged one by one or summed with the domain's other sources.
+    const all = Number(run(whole).details.sources);
+    assert.ok(all > SOURCES, `${all} new failing sources`);
+    assert.equal(run(whole).details.sources_not_judged, undefined);
+    const judged = Number(run(bounded).details.sources);
+    const notJudged = Number(run(bounded).details.sources_not_judged);
+    assert.ok(judged > 0 && judged <= 500, `${judged} judged`);
+    assert.ok(notJudged >= all - judged, `${notJudged} not judged of ${all}`);
+    assert.match(
+      run(bounded).summary,
+      /more sources sent enough mail to be judged, too many to judge one by one, counted in the domain's pass rate/,
+    );
+    // The domain's real sources send the most: held, and judged as before. The failing mail of the
+    // sources not judged one by one counts in the domain's pass rate, which it brings down.
+    const others = (r: { findings: Finding[] }) =>
+      r.findings.filter((f) => !f.key.startsWith('new_failing_source:example.com')).map((f) => `${f.key} ${f.severity}`);
+    assert.deepEqual(
+      others(bounded).filter((k) => !k.startsWith('pass_rate_drop:example.com ')),
+      others(whole),
+    );
+    assert.ok(others(whole).some((k) => k.startsWith('dkim_selector_broken:example.com:example.com:esp1 ')));
+    const drop = bounded.findings.find((f) => f.key === 'pass_rate_drop:example.com');
+    assert.ok(drop === undefined || Number(drop.details.failing_sources) >= notJudged, JSON.stringify(drop?.details));
+  });
+});
