@@ -80,3 +80,54 @@ describe('a domain with 3,000 new sources failing DMARC, each enough to be judge
     assert.ok(drop === undefined || Number(drop.details.failing_sources) >= notJudged, JSON.stringify(drop?.details));
   });
 });
+
+/**
+ * The same scenario, and 3,000 more sources of one message each whose DKIM signature
+ * forged.example/x passed in the baseline and fails over the last two days: each too small to be
+ * held, but dkim_selector_broken judges a selector on every source it passed for.
+ */
+function signatureFlood(db: Db): void {
+  db.exec(`
+    CREATE TEMP TABLE sig AS WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ${SOURCES - 1})
+      SELECT i, printf('10.7.%d.%d', i >> 8 & 255, i & 255) AS ip FROM n;
+    CREATE TEMP TABLE sigdays AS SELECT ${D0 + 10} AS day, 1 AS base UNION ALL SELECT ${D0 + 33}, 0 UNION ALL SELECT ${D0 + 34}, 0;
+    INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+        forwarded, quarantine, reject, reports, reporters)
+      SELECT 'example.com', day, ip, 'example.com', 1, base, base, 0, 0, 0, 0, 1, 1 FROM sig, sigdays;
+    INSERT INTO dkim_daily (domain, day, source_ip, signing_domain, selector, result, messages)
+      SELECT 'example.com', day, ip, 'forged.example', 'x', CASE WHEN base THEN 'pass' ELSE 'fail' END, 1 FROM sig, sigdays;`);
+}
+
+describe('a domain with 3,000 sources of one message whose DKIM signature passed in the baseline', () => {
+  let store: ReturnType<typeof freshStore>;
+  const now = (D0 + 35) * DAY;
+
+  before(async () => {
+    store = freshStore();
+    await ingestDays(store, 0, 34);
+    signatureFlood(store.db);
+  });
+  after(() => store.db.close());
+
+  function evaluate(opts: EvaluateOptions): { keys: string[]; forged: number } {
+    let forged = 0;
+    const prepare = (input: AnalysisInput) => {
+      forged = Math.max(forged, input.dkim.filter((r) => r.signingDomain === 'forged.example').length);
+    };
+    const settings = settingsOf(configSchema.parse({ analysis: { reverse_dns: false } }));
+    const findings = evaluateRules(store.db, now, settings, { ...opts, prepare });
+    return { keys: findings.map((f) => `${f.key} ${f.severity}`), forged };
+  }
+
+  it('holds the signatures of at most maxHeldSources of them, and judges the selector as with all of them', () => {
+    const whole = evaluate({ maxSourceRows: Infinity });
+    const bounded = evaluate({ maxSourceRows: 2000, maxHeldSources: 500 });
+    assert.ok(whole.forged >= 3 * SOURCES, `whole: ${whole.forged} rows of forged.example`);
+    assert.ok(bounded.forged <= 3 * 500, `bounded: ${bounded.forged} rows of forged.example`);
+    assert.ok(
+      whole.keys.some((k) => k.startsWith('dkim_selector_broken:example.com:forged.example:x ')),
+      whole.keys.join('\n'),
+    );
+    assert.deepEqual(bounded.keys, whole.keys);
+  });
+});
