@@ -111,9 +111,10 @@ export const MAX_REPORT_ROLLUP_ROWS = 2_000_000;
  * Below MAX_REPORT_ROLLUP_ROWS, a report may make REPORT_SPREAD_ROWS rows or twice its rows of a
  * day, whichever is more: a daily report (two UTC days at most) of up to 1,000,000 records is
  * always shared out exactly, and so is a weekly one of up to 12,500 records or a monthly one of up
- * to 3,125; what one report adds to the rollups stays a small multiple of what it stores. A mail of
- * 100 reports of 14,000 records claiming 31 days (some 40 MB) would make 45 million rows without
- * it, 10 million with it.
+ * to 3,125 (within the first INPUT_SPREAD_ROWS of its input); what one report adds to the rollups
+ * stays a small multiple of what it stores. A mail of 100 reports of 14,000 records claiming 31
+ * days would make 45 million rows without it, 10 million with it alone, 3.5 million with
+ * INPUT_SPREAD_ROWS too (ten reports of 98,000 rows, the others of 28,000).
  */
 export const REPORT_SPREAD_ROWS = 100_000;
 

@@ -14,7 +14,7 @@ import {
 } from './rollups.js';
 import { mention } from './names.js';
 import { authorisedServices, classifyFinding, exemptTally, failingSignatures, failingSources, forwarderExemptions } from './senders.js';
-import type { AnalysisInput, AnalysisSettings, Finding, OpenAlert, Severity } from './types.js';
+import type { AnalysisInput, AnalysisSettings, Finding, NewFailingSum, OpenAlert, Severity } from './types.js';
 
 /**
  * The drift rules. Each reads the daily rollups and the windows and returns findings; none does
@@ -369,7 +369,15 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const held = authorisedServices(stats.values(), input.senders);
   const authorised = (domain: string, id: string) => rest.get(domain)?.services.has(id) === true || held(domain, id);
   for (const p of pending) out.push(classifyFinding(p.make(failureCause(p.st)), input.senders, authorised));
-  collapseNewSources(out, s, days, input);
+  // New failing sources summed with a domain's rest (store/analysis.ts): judged as the loop above
+  // judges one, for a watched domain, with the severity its policy gives.
+  const summed = new Map<string, { sum: NewFailingSum; severity: Severity }>();
+  for (const r of input.rest ?? []) {
+    if (!r.newFailing || (domainBase.get(r.domain) ?? 0) < s.dropMinMessages) continue;
+    const p = policyOf(input, r.domain, w);
+    summed.set(r.domain, { sum: r.newFailing, severity: p === 'none' || p === null ? 'critical' : 'warning' });
+  }
+  collapseNewSources(out, s, days, input, summed);
 
   // A domain-wide drop that the flagged sources do not explain: many small failing sources, or a
   // change that hits every sender at once.
@@ -485,42 +493,51 @@ function failureBursts(input: AnalysisInput, w: Windows, s: AnalysisSettings): M
  * newSourceMaxFindings for a domain they become one finding for the domain, naming the largest,
  * instead of a page per IP.
  */
-function collapseNewSources(out: Finding[], s: AnalysisSettings, days: number, input: AnalysisInput): void {
+function collapseNewSources(
+  out: Finding[],
+  s: AnalysisSettings,
+  days: number,
+  input: AnalysisInput,
+  summed: Map<string, { sum: NewFailingSum; severity: Severity }>,
+): void {
   const byDomain = new Map<string, Finding[]>();
   for (const f of out) if (f.kind === 'new_failing_source') byDomain.set(f.domain, [...(byDomain.get(f.domain) ?? []), f]);
+  for (const domain of summed.keys()) if (!byDomain.has(domain)) byDomain.set(domain, []);
   for (const [domain, list] of byDomain) {
-    // Once folded, a run stays one finding while any of its sources goes on. A domain with more
-    // sources to judge than are held one by one is under such a run too.
+    // Once folded, a run stays one finding while any of its sources goes on. New failing sources
+    // summed rather than judged one by one (a domain with more sources to judge than are held)
+    // are such a run too, however few are held.
     const folded = input.open?.has(`new_failing_source:${domain}`) && !list.some((f) => input.open?.has(f.key));
-    const unjudged = input.rest?.find((r) => r.domain === domain)?.unjudged ?? 0;
-    if (list.length <= s.newSourceMaxFindings && !folded && unjudged === 0) continue;
+    const more = summed.get(domain);
+    if (list.length <= s.newSourceMaxFindings && !folded && !more) continue;
     const n = (f: Finding, k: string) => Number(f.details[k] ?? 0);
-    list.sort((a, b) => n(b, 'recent_messages') - n(a, 'recent_messages') || a.key.localeCompare(b.key));
-    const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0);
-    const rejected = list.reduce((t, f) => t + n(f, 'rejected'), 0);
-    const quarantined = list.reduce((t, f) => t + n(f, 'quarantined'), 0);
-    const top = list.slice(0, 5).map((f) => `${mention(f.source_ip!)} ${num(n(f, 'recent_messages'))}`);
+    const all: [string, number][] = list.map((f) => [f.source_ip!, n(f, 'recent_messages')]);
+    if (more) all.push(...more.sum.top);
+    all.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const sources = list.length + (more?.sum.sources ?? 0);
+    const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0) + (more?.sum.messages ?? 0);
+    const rejected = list.reduce((t, f) => t + n(f, 'rejected'), 0) + Math.round(more?.sum.rejected ?? 0);
+    const quarantined = list.reduce((t, f) => t + n(f, 'quarantined'), 0) + Math.round(more?.sum.quarantined ?? 0);
+    const top = all.slice(0, 5).map(([ip, m]) => `${mention(ip)} ${num(m)}`);
     for (const f of list) out.splice(out.indexOf(f), 1);
     out.push({
       key: `new_failing_source:${domain}`,
       kind: 'new_failing_source',
-      severity: list.some((f) => f.severity === 'critical') ? 'critical' : 'warning',
+      severity: list.some((f) => f.severity === 'critical') || more?.severity === 'critical' ? 'critical' : 'warning',
       domain,
       source_ip: null,
       source_name: null,
       reporter: null,
       summary:
-        `${num(list.length)} new sources sent ${num(messages)} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}` +
-        (unjudged > 0
-          ? `; ${num(unjudged)} more sources sent enough mail to be judged, too many to judge one by one, counted in the domain's pass rate`
-          : ''),
+        `${num(sources)} new sources sent ${num(Math.round(messages))} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}` +
+        (more ? `; ${num(more.sum.sources)} of them judged from their sums, more sources than are judged one by one` : ''),
       details: {
-        sources: list.length,
-        recent_messages: messages,
+        sources,
+        recent_messages: Math.round(messages),
         rejected,
         quarantined,
-        source_ips: list.slice(0, 20).map((f) => f.source_ip!),
-        ...(unjudged > 0 ? { sources_not_judged: unjudged } : {}),
+        source_ips: all.slice(0, 20).map(([ip]) => ip),
+        ...(more ? { sources_not_judged: more.sum.sources } : {}),
       },
     });
   }

@@ -199,10 +199,22 @@ export interface SourceRest {
   /** SenderFacts.service_id of the sources of the rest that pass DMARC for at least half their mail. */
   services: string[];
   /**
-   * Of these, sources with enough mail for a per-source rule that were not judged one by one: past
-   * the most a domain holds (store/analysis.ts MAX_HELD_SOURCES), the fewest messages first.
+   * Sources that new_failing_source would judge new and failing (not known, enough failing mail in
+   * the recent days, failing lately) but that were summed, not judged one by one: past the most a
+   * domain holds (store/analysis.ts MAX_HELD_SOURCES). Their mail is left out of `days`, `failing`
+   * and `top`, as a flagged source is left out of the domain-wide sums.
    */
-  unjudged?: number;
+  newFailing?: NewFailingSum;
+}
+
+/** Summed new failing sources (SourceRest.newFailing): how many, their recent mail, the largest. */
+export interface NewFailingSum {
+  sources: number;
+  messages: number;
+  rejected: number;
+  quarantined: number;
+  /** The largest: [ip, messages over the recent days], most first, ties by IP. */
+  top: [string, number][];
 }
 
 /** The thresholds the rules read, and their defaults: stated once, in settings.ts. */

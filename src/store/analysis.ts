@@ -1,5 +1,5 @@
 import { analyseUnnamed, nameFindings, sortFindings, windowsAt } from '../analyse/index.js';
-import { DAY, emptyTally, inWindow, judged, mergeTally, parsePolicyKey, type Tally, type Windows } from '../analyse/rollups.js';
+import { DAY, emptyTally, inWindow, judged, mergeTally, parsePolicyKey, passRate, type Tally, type Windows } from '../analyse/rollups.js';
 import { exemptTally, forwarderExemptions } from '../analyse/senders.js';
 import type {
   AnalysisInput,
@@ -11,6 +11,7 @@ import type {
   OpenAlert,
   PolicyDay,
   SourceDay,
+  NewFailingSum,
   SourceRest,
   TlsDay,
   TlsFailureDay,
@@ -44,11 +45,8 @@ export class AnalysisReader {
   private readonly daily: number;
   private readonly w: Windows;
   private readonly q: ReturnType<typeof statements>;
-  /**
-   * The domains of the last load() whose small sources are still to be summed (summarise()), and
-   * how many of their sources a rule could judge were past maxHeldSources.
-   */
-  private unsummed: { domain: string; held: string[]; unjudged: number }[] = [];
+  /** The domains of the last load() whose small sources are still to be summed (summarise()). */
+  private unsummed: { domain: string; held: string[] }[] = [];
 
   constructor(
     private readonly db: Db,
@@ -108,12 +106,12 @@ export class AnalysisReader {
       sources = sources.filter((r) => !large.has(r.domain));
       dkim = dkim.filter((r) => !large.has(r.domain));
       for (const domain of large) {
-        const { held, unjudged } = this.heldSources(domain, failures, mine);
+        const held = this.heldSources(domain, failures, mine);
         const q = { ...p, domain, held: JSON.stringify(held) };
         for (const r of this.q.heldSources.iterate(q) as IterableIterator<SourceRow>) sources.push(sourceDay(r));
         const signers = new Set(this.q.signers.pluck().all({ ...q, cap: this.maxHeldSources }) as string[]);
         this.heldDkim(q, new Set(held), signers, dkim);
-        this.unsummed.push({ domain, held, unjudged });
+        this.unsummed.push({ domain, held });
       }
     }
     return {
@@ -135,16 +133,12 @@ export class AnalysisReader {
    * failing over the last days (the finding counts them). Of those with enough messages, the
    * maxHeldSources with the most: a stranger's reports can give any number of sources enough
    * (120,000 failing sources, two 540 KB gzips, had `alerts` peak at 762 MiB). The others are
-   * summed with the sources no rule judges alone (`unjudged` says how many).
+   * summed with the sources no rule judges alone; summarise() counts the new failing ones apart.
    */
-  private heldSources(
-    domain: string,
-    failures: FailureDay[],
-    open: Map<string, OpenAlert> | undefined,
-  ): { held: string[]; unjudged: number } {
+  private heldSources(domain: string, failures: FailureDay[], open: Map<string, OpenAlert> | undefined): string[] {
     const s = this.settings;
     const folded = open?.has(`new_failing_source:${domain}`) === true;
-    const judged = this.q.held.raw(true).all({
+    const judgeable = this.q.held.pluck().all({
       domain,
       from: this.from,
       to: this.to,
@@ -154,9 +148,8 @@ export class AnalysisReader {
       recentMin: s.newSourceMinMessages,
       folded: folded ? 1 : 0,
       cap: this.maxHeldSources,
-    }) as [string, number][];
-    const held = new Set(judged.map((r) => r[0]));
-    const unjudged = judged.length ? judged[0]![1] - judged.length : 0;
+    }) as string[];
+    const held = new Set(judgeable);
     for (const f of failures) if (f.domain === domain && f.sourceIp) held.add(f.sourceIp);
     for (const a of open?.values() ?? []) {
       if (a.domain !== domain) continue;
@@ -167,7 +160,7 @@ export class AnalysisReader {
       const known = a.baseline.known_sources;
       if (Array.isArray(known)) for (const ip of known) if (typeof ip === 'string') held.add(ip);
     }
-    return { held: [...held].sort(), unjudged };
+    return [...held].sort();
   }
 
   /**
@@ -213,11 +206,13 @@ export class AnalysisReader {
    */
   summarise(input: AnalysisInput): void {
     const w = this.w;
-    for (const { domain, held, unjudged } of this.unsummed) {
+    const s = this.settings;
+    for (const { domain, held } of this.unsummed) {
       const days = new Map<number, Tally & { day: number }>();
       const top: [string, number][] = [];
       const services = new Set<string>();
       let failing = 0;
+      const fresh: NewFailingSum = { sources: 0, messages: 0, rejected: 0, quarantined: 0, top: [] };
       let rows: SourceDay[] = [];
       const flush = () => {
         const ip = rows[0]?.sourceIp;
@@ -226,6 +221,8 @@ export class AnalysisReader {
         const exempt = fails && forwarderExemptions(input.senders, [ip]).has(ip);
         const base = emptyTally();
         const recent = emptyTally();
+        const quiet = emptyTally();
+        const own: (Tally & { day: number })[] = [];
         for (const row of rows) {
           const r = exempt ? exemptTally(row) : row;
           const inBase = inWindow(r.day, w.baseline);
@@ -233,6 +230,28 @@ export class AnalysisReader {
           if (!inBase && !inRecent) continue;
           if (inBase) mergeTally(base, r);
           else mergeTally(recent, r);
+          if (inWindow(r.day, w.quiet)) mergeTally(quiet, r);
+          own.push(r);
+        }
+        // What new_failing_source judges a source by (analyse/rules.ts passRateFindings): such a
+        // source is counted apart, and left out of the domain's sums as a flagged one is.
+        const rate = passRate(recent);
+        if (
+          base.dmarcPass < s.knownMinPassing &&
+          judged(quiet) - quiet.dmarcPass >= 1 &&
+          rate !== null &&
+          rate <= s.newSourceMaxPassRate &&
+          judged(recent) >= s.newSourceMinMessages
+        ) {
+          fresh.sources++;
+          fresh.messages += judged(recent);
+          fresh.rejected += recent.reject;
+          fresh.quarantined += recent.quarantine;
+          keepTop(fresh.top, ip, judged(recent));
+          rows = [];
+          return;
+        }
+        for (const r of own) {
           let t = days.get(r.day);
           if (!t) days.set(r.day, (t = { day: r.day, ...emptyTally() }));
           mergeTally(t, r);
@@ -262,7 +281,7 @@ export class AnalysisReader {
         failing,
         top,
         services: [...services].sort(),
-        ...(unjudged > 0 ? { unjudged } : {}),
+        ...(fresh.sources > 0 ? { newFailing: fresh } : {}),
       } satisfies SourceRest);
     }
     this.unsummed = [];
@@ -345,9 +364,9 @@ function statements(db: Db) {
       )
       .raw(true),
     // A large domain (AnalysisReader.load): the sources a per-source rule can judge, theirs rows, the others' rows by source.
-    // The sources of those with the most messages, each with the number of them all.
+    // Those with the most messages.
     held: db.prepare(
-      `SELECT source_ip, COUNT(*) OVER () FROM dmarc_daily WHERE ${one} GROUP BY source_ip
+      `SELECT source_ip FROM dmarc_daily WHERE ${one} GROUP BY source_ip
          HAVING SUM(CASE WHEN day < @recent THEN messages ELSE 0 END) >= @baseMin
              OR SUM(CASE WHEN day >= @recent THEN messages ELSE 0 END) >= @recentMin
              OR (@folded AND SUM(CASE WHEN day >= @quiet THEN messages - dmarc_pass - forwarded ELSE 0 END) > 0)
@@ -368,7 +387,7 @@ function statements(db: Db) {
       .raw(true),
     // A large domain's sources with the most mail signed by a signature that passed in the baseline.
     signers: db.prepare(
-      `SELECT source_ip FROM dkim_daily WHERE ${one} AND day < @recent AND result = 'pass' AND messages > 0
+      `SELECT source_ip FROM dkim_daily WHERE ${one} AND day < @recent AND result = 'pass' AND messages > 0 AND NOT ${held}
          GROUP BY source_ip ORDER BY SUM(messages) DESC, source_ip LIMIT @cap`,
     ),
     largeDkim: db.prepare(
