@@ -45,8 +45,11 @@ export class AnalysisReader {
   private readonly daily: number;
   private readonly w: Windows;
   private readonly q: ReturnType<typeof statements>;
-  /** The domains of the last load() whose small sources are still to be summed (summarise()). */
-  private unsummed: { domain: string; held: string[] }[] = [];
+  /**
+   * The domains of the last load() whose small sources are still to be summed (summarise()), and
+   * whether a run of new failing sources is open for each as one finding.
+   */
+  private unsummed: { domain: string; held: string[]; folded: boolean }[] = [];
 
   constructor(
     private readonly db: Db,
@@ -111,7 +114,7 @@ export class AnalysisReader {
         for (const r of this.q.heldSources.iterate(q) as IterableIterator<SourceRow>) sources.push(sourceDay(r));
         const signers = new Set(this.q.signers.pluck().all({ ...q, cap: this.maxHeldSources }) as string[]);
         this.heldDkim(q, new Set(held), signers, dkim);
-        this.unsummed.push({ domain, held });
+        this.unsummed.push({ domain, held, folded: mine?.has(`new_failing_source:${domain}`) === true });
       }
     }
     return {
@@ -207,7 +210,7 @@ export class AnalysisReader {
   summarise(input: AnalysisInput): void {
     const w = this.w;
     const s = this.settings;
-    for (const { domain, held } of this.unsummed) {
+    for (const { domain, held, folded } of this.unsummed) {
       const days = new Map<number, Tally & { day: number }>();
       const top: [string, number][] = [];
       const services = new Set<string>();
@@ -233,16 +236,12 @@ export class AnalysisReader {
           if (inWindow(r.day, w.quiet)) mergeTally(quiet, r);
           own.push(r);
         }
-        // What new_failing_source judges a source by (analyse/rules.ts passRateFindings): such a
-        // source is counted apart, and left out of the domain's sums as a flagged one is.
+        // What new_failing_source judges a source by (analyse/rules.ts passRateFindings: a new one
+        // opens a finding; while a run is open, any source not known and failing lately carries
+        // it): such a source is counted apart, and left out of the domain's sums as a flagged one is.
         const rate = passRate(recent);
-        if (
-          base.dmarcPass < s.knownMinPassing &&
-          judged(quiet) - quiet.dmarcPass >= 1 &&
-          rate !== null &&
-          rate <= s.newSourceMaxPassRate &&
-          judged(recent) >= s.newSourceMinMessages
-        ) {
+        const carries = base.dmarcPass < s.knownMinPassing && judged(quiet) - quiet.dmarcPass >= 1 && rate !== null;
+        if (carries && (folded || (rate <= s.newSourceMaxPassRate && judged(recent) >= s.newSourceMinMessages))) {
           fresh.sources++;
           fresh.messages += judged(recent);
           fresh.rejected += recent.reject;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { DAY, type AnalysisInput, type Finding } from '../../src/analyse/index.js';
+import { DAY, type AnalysisInput, type Finding, type OpenAlert } from '../../src/analyse/index.js';
 import { configSchema } from '../../src/config/schema.js';
 import { settingsOf } from '../../src/pipeline/alerts.js';
 import { evaluateRules, type EvaluateOptions } from '../../src/store/analysis.js';
@@ -72,6 +72,31 @@ describe('a domain with 3,000 new sources failing DMARC, each enough to be judge
         new RegExp(`; ${notJudged.toLocaleString('en-US')} of them judged from their sums, more sources than are judged one by one$`),
       );
     }
+  });
+
+  it('while the run is open as one finding, sources too small to open one carry it, held or summed', () => {
+    // 400 more sources failing with 5 messages each yesterday: fewer than new_source_min_messages.
+    store.db.exec(`
+      INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+          forwarded, quarantine, reject, reports, reporters)
+        SELECT 'example.com', ${D0 + 34}, printf('10.5.%d.%d', i >> 8 & 255, i & 255), 'example.com', 5, 0, 0, 0, 0, 0, 0, 1, 1
+        FROM (WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 399) SELECT i FROM n);`);
+    const open = new Map<string, OpenAlert>([
+      [
+        'new_failing_source:example.com',
+        { key: 'new_failing_source:example.com', domain: 'example.com', severity: 'critical', firstSeen: (D0 + 33) * DAY, baseline: {} },
+      ],
+    ]);
+    const run = (r: { findings: Finding[] }) => r.findings.find((f) => f.key === 'new_failing_source:example.com')!;
+    const whole = evaluate({ maxSourceRows: Infinity, open });
+    const bounded = evaluate({ maxSourceRows: 2000, maxHeldSources: 2, open });
+    assert.ok(Number(run(whole).details.sources) > SOURCES + 400, JSON.stringify(run(whole).details));
+    assert.equal(run(bounded).details.sources, run(whole).details.sources);
+    assert.equal(run(bounded).details.recent_messages, run(whole).details.recent_messages);
+    assert.deepEqual(
+      bounded.findings.map((f) => `${f.key} ${f.severity}`),
+      whole.findings.map((f) => `${f.key} ${f.severity}`),
+    );
   });
 });
 
