@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
-import { DAY } from '../../src/analyse/index.js';
+import { after, before } from 'node:test';
+import { DAY, type Finding } from '../../src/analyse/index.js';
+import { configSchema } from '../../src/config/schema.js';
+import { settingsOf } from '../../src/pipeline/alerts.js';
 import type { Ingestor } from '../../src/pipeline/ingest.js';
-import { bufferInput } from './common.js';
+import { evaluateRules, type EvaluateOptions } from '../../src/store/analysis.js';
+import type { Db } from '../../src/store/db.js';
+import { bufferInput, freshStore } from './common.js';
 import { gzip } from './synth.js';
 
 /**
@@ -177,4 +182,30 @@ export async function ingestDays(db: { ingestor: Ingestor }, from: number, to: n
       );
     }
   }
+}
+
+/** The day after the scenario's last: what the flood tests evaluate at. */
+export const SCENARIO_NOW = (D0 + 35) * DAY;
+
+/**
+ * For the describe() it is called in: a fresh store holding the five-week scenario with `extra`
+ * written into it (rows straight into the rollups, as ingest writes them), closed after; and the
+ * rules evaluated over it with `opts` and the default settings (no reverse DNS).
+ */
+export function scenarioWith(extra: (db: Db) => void): {
+  db: () => Db;
+  evaluate: (opts: EvaluateOptions) => Finding[];
+} {
+  let store: ReturnType<typeof freshStore> | null = null;
+  before(async () => {
+    store = freshStore();
+    await ingestDays(store, 0, 34);
+    extra(store.db);
+  });
+  after(() => store?.db.close());
+  const settings = settingsOf(configSchema.parse({ analysis: { reverse_dns: false } }));
+  return {
+    db: () => store!.db,
+    evaluate: (opts) => evaluateRules(store!.db, SCENARIO_NOW, settings, opts),
+  };
 }

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { DAY, type AnalysisInput } from '../../src/analyse/index.js';
-import { configSchema } from '../../src/config/schema.js';
-import { settingsOf } from '../../src/pipeline/alerts.js';
-import { evaluateRules, MAX_SOURCE_SIGNATURES, type EvaluateOptions } from '../../src/store/analysis.js';
+import { describe, it } from 'node:test';
+import type { AnalysisInput } from '../../src/analyse/index.js';
+import { MAX_SOURCE_SIGNATURES, type EvaluateOptions } from '../../src/store/analysis.js';
 import type { Db } from '../../src/store/db.js';
-import { freshStore } from '../helpers/common.js';
-import { D0, EXPECTED, ingestDays } from '../helpers/scenario.js';
+import { D0, EXPECTED, scenarioWith } from '../helpers/scenario.js';
 
 /**
  * The five-week scenario of alerts.test.ts, and for the same domain 2,000 more sources of a few
@@ -38,15 +35,7 @@ function flood(db: Db): void {
 }
 
 describe('a domain with 2,000 sources of 40 DKIM signatures each', () => {
-  let store: ReturnType<typeof freshStore>;
-  const now = (D0 + 35) * DAY;
-
-  before(async () => {
-    store = freshStore();
-    await ingestDays(store, 0, 34);
-    flood(store.db);
-  });
-  after(() => store.db.close());
+  const scenario = scenarioWith(flood);
 
   /** The findings, and the most rows of sources and DKIM signatures one group of domains held. */
   function evaluate(opts: EvaluateOptions): { keys: string[]; rows: number; dkim: number } {
@@ -56,10 +45,7 @@ describe('a domain with 2,000 sources of 40 DKIM signatures each', () => {
       rows = Math.max(rows, input.sources.length + input.dkim.length);
       dkim = Math.max(dkim, input.dkim.length);
     };
-    const findings = evaluateRules(store.db, now, settingsOf(configSchema.parse({ analysis: { reverse_dns: false } })), {
-      ...opts,
-      prepare,
-    });
+    const findings = scenario.evaluate({ ...opts, prepare });
     return { keys: findings.map((f) => `${f.key} ${f.severity} ${f.summary}`), rows, dkim };
   }
 

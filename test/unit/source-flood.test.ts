@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { DAY, type AnalysisInput, type Finding, type OpenAlert } from '../../src/analyse/index.js';
-import { configSchema } from '../../src/config/schema.js';
-import { settingsOf } from '../../src/pipeline/alerts.js';
-import { evaluateRules, type EvaluateOptions } from '../../src/store/analysis.js';
+import type { EvaluateOptions } from '../../src/store/analysis.js';
 import type { Db } from '../../src/store/db.js';
-import { freshStore } from '../helpers/common.js';
-import { D0, ingestDays } from '../helpers/scenario.js';
+import { D0, scenarioWith } from '../helpers/scenario.js';
 
 /**
  * The five-week scenario of alerts.test.ts, and for the same domain 3,000 more sources, each
@@ -28,23 +25,14 @@ function flood(db: Db): void {
 }
 
 describe('a domain with 3,000 new sources failing DMARC, each enough to be judged', () => {
-  let store: ReturnType<typeof freshStore>;
-  const now = (D0 + 35) * DAY;
-
-  before(async () => {
-    store = freshStore();
-    await ingestDays(store, 0, 34);
-    flood(store.db);
-  });
-  after(() => store.db.close());
+  const scenario = scenarioWith(flood);
 
   function evaluate(opts: EvaluateOptions): { findings: Finding[]; sources: number } {
     let sources = 0;
     const prepare = (input: AnalysisInput) => {
       sources = Math.max(sources, new Set(input.sources.filter((r) => r.domain === 'example.com').map((r) => r.sourceIp)).size);
     };
-    const settings = settingsOf(configSchema.parse({ analysis: { reverse_dns: false } }));
-    return { findings: evaluateRules(store.db, now, settings, { ...opts, prepare }), sources };
+    return { findings: scenario.evaluate({ ...opts, prepare }), sources };
   }
 
   it('holds at most maxHeldSources of them one by one, and the finding counts the others as holding all does', () => {
@@ -76,7 +64,7 @@ describe('a domain with 3,000 new sources failing DMARC, each enough to be judge
 
   it('while the run is open as one finding, sources too small to open one carry it, held or summed', () => {
     // 400 more sources failing with 5 messages each yesterday: fewer than new_source_min_messages.
-    store.db.exec(`
+    scenario.db().exec(`
       INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
           forwarded, quarantine, reject, reports, reporters)
         SELECT 'example.com', ${D0 + 34}, printf('10.5.%d.%d', i >> 8 & 255, i & 255), 'example.com', 5, 0, 0, 0, 0, 0, 0, 1, 1
@@ -115,19 +103,10 @@ function passingFlood(db: Db): void {
 }
 
 describe('a domain with 3,000 more known sources passing DMARC, each enough to be judged', () => {
-  let store: ReturnType<typeof freshStore>;
-  const now = (D0 + 35) * DAY;
-
-  before(async () => {
-    store = freshStore();
-    await ingestDays(store, 0, 34);
-    passingFlood(store.db);
-  });
-  after(() => store.db.close());
+  const scenario = scenarioWith(passingFlood);
 
   it("holds 500 of them, and the scenario's new failing source is still judged one by one", () => {
-    const settings = settingsOf(configSchema.parse({ analysis: { reverse_dns: false } }));
-    const keys = (opts: EvaluateOptions) => evaluateRules(store.db, now, settings, opts).map((f) => `${f.key} ${f.severity} ${f.summary}`);
+    const keys = (opts: EvaluateOptions) => scenario.evaluate(opts).map((f) => `${f.key} ${f.severity} ${f.summary}`);
     const whole = keys({ maxSourceRows: Infinity });
     assert.ok(
       whole.some((k) => k.startsWith('new_failing_source:example.com:203.0.113.66 ')),
@@ -155,23 +134,14 @@ function signatureFlood(db: Db): void {
 }
 
 describe('a domain with 3,000 sources of one message whose DKIM signature passed in the baseline', () => {
-  let store: ReturnType<typeof freshStore>;
-  const now = (D0 + 35) * DAY;
-
-  before(async () => {
-    store = freshStore();
-    await ingestDays(store, 0, 34);
-    signatureFlood(store.db);
-  });
-  after(() => store.db.close());
+  const scenario = scenarioWith(signatureFlood);
 
   function evaluate(opts: EvaluateOptions): { keys: string[]; forged: number } {
     let forged = 0;
     const prepare = (input: AnalysisInput) => {
       forged = Math.max(forged, input.dkim.filter((r) => r.signingDomain === 'forged.example').length);
     };
-    const settings = settingsOf(configSchema.parse({ analysis: { reverse_dns: false } }));
-    const findings = evaluateRules(store.db, now, settings, { ...opts, prepare });
+    const findings = scenario.evaluate({ ...opts, prepare });
     return { keys: findings.map((f) => `${f.key} ${f.severity}`), forged };
   }
 
