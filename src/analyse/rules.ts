@@ -247,7 +247,7 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const domainBase = new Map<string, number>();
   for (const st of stats.values()) domainBase.set(st.domain, (domainBase.get(st.domain) ?? 0) + st.base.messages);
   const rest = restOf(input, w);
-  for (const [domain, r] of rest) domainBase.set(domain, (domainBase.get(domain) ?? 0) + r.base.messages);
+  for (const [domain, r] of rest) domainBase.set(domain, (domainBase.get(domain) ?? 0) + r.base.messages + (r.fresh?.base.messages ?? 0));
   const days = s.recentDays;
   // Findings are made once the DKIM results of their sources are known (withDkim).
   const pending: { st: SourceStats; make: (cause: string) => Finding }[] = [];
@@ -370,10 +370,12 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   const authorised = (domain: string, id: string) => rest.get(domain)?.services.has(id) === true || held(domain, id);
   for (const p of pending) out.push(classifyFinding(p.make(failureCause(p.st)), input.senders, authorised));
   // New failing sources summed with a domain's rest (store/analysis.ts): judged as the loop above
-  // judges one, for a watched domain, with the severity its policy gives.
+  // judges one (for a watched domain, or carrying a run open as one finding), with the severity
+  // its policy gives.
   const summed = new Map<string, { sum: NewFailingSum; severity: Severity }>();
   for (const r of input.rest ?? []) {
-    if (!r.newFailing || (domainBase.get(r.domain) ?? 0) < s.dropMinMessages) continue;
+    const watched = (domainBase.get(r.domain) ?? 0) >= s.dropMinMessages;
+    if (!r.newFailing || (!watched && !input.open?.has(`new_failing_source:${r.domain}`))) continue;
     const p = policyOf(input, r.domain, w);
     summed.set(r.domain, { sum: r.newFailing, severity: p === 'none' || p === null ? 'critical' : 'warning' });
   }
@@ -407,7 +409,14 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
   for (const [domain, r] of rest) {
     const d = addTo(domain, r);
     for (const [ip, n] of r.top) d.failing.set(ip, n);
-    unnamed.set(domain, r.failing - r.top.length);
+    let more = r.failing - r.top.length;
+    // New failing sources summed apart but not judged (a domain not watched): back in the sums.
+    if (r.fresh && !summed.has(domain)) {
+      addTo(domain, r.fresh);
+      for (const [ip, n] of r.fresh.failingTop) d.failing.set(ip, n);
+      more += r.fresh.sources - r.fresh.failingTop.length;
+    }
+    unnamed.set(domain, more);
   }
   for (const [domain, d] of domains) {
     const key = `pass_rate_drop:${domain}`;
@@ -443,36 +452,44 @@ export function passRateFindings(input: AnalysisInput, w: Windows, s: AnalysisSe
 }
 
 /** The summed sources of each domain (AnalysisInput.rest) over the windows, as sourceStats() sums a source. */
-function restOf(
-  input: AnalysisInput,
-  w: Windows,
-): Map<string, { base: Tally; recent: Tally; days: Map<number, Tally>; top: [string, number][]; failing: number; services: Set<string> }> {
-  const out = new Map<
-    string,
-    { base: Tally; recent: Tally; days: Map<number, Tally>; top: [string, number][]; failing: number; services: Set<string> }
-  >();
+type Summed = { base: Tally; recent: Tally; days: Map<number, Tally> };
+type RestSum = Summed & {
+  top: [string, number][];
+  failing: number;
+  services: Set<string>;
+  /** The new failing sources summed apart (SourceRest.newFailing), summed the same way. */
+  fresh: (Summed & { sources: number; failingTop: [string, number][] }) | null;
+};
+
+function restOf(input: AnalysisInput, w: Windows): Map<string, RestSum> {
+  const out = new Map<string, RestSum>();
   for (const r of input.rest ?? []) {
-    const x = {
-      base: emptyTally(),
-      recent: emptyTally(),
-      days: new Map<number, Tally>(),
+    const nf = r.newFailing;
+    out.set(r.domain, {
+      ...summedDays(r.days, w),
       top: r.top,
       failing: r.failing,
       services: new Set(r.services),
-    };
-    for (const t of r.days) {
-      if (inWindow(t.day, w.baseline)) mergeTally(x.base, t);
-      if (!inWindow(t.day, w.recent)) continue;
-      mergeTally(x.recent, t);
-      if (t.day >= w.daily) {
-        const d = x.days.get(t.day) ?? emptyTally();
-        mergeTally(d, t);
-        x.days.set(t.day, d);
-      }
-    }
-    out.set(r.domain, x);
+      fresh: nf ? { ...summedDays(nf.days, w), sources: nf.sources, failingTop: nf.failingTop } : null,
+    });
   }
   return out;
+}
+
+/** Tallies per day over the windows, as sourceStats() sums a source. */
+function summedDays(list: (Tally & { day: number })[], w: Windows): Summed {
+  const x = { base: emptyTally(), recent: emptyTally(), days: new Map<number, Tally>() };
+  for (const t of list) {
+    if (inWindow(t.day, w.baseline)) mergeTally(x.base, t);
+    if (!inWindow(t.day, w.recent)) continue;
+    mergeTally(x.recent, t);
+    if (t.day >= w.daily) {
+      const d = x.days.get(t.day) ?? emptyTally();
+      mergeTally(d, t);
+      x.days.set(t.day, d);
+    }
+  }
+  return x;
 }
 
 /** Failure reports per "domain\0source IP" received over the last whole day and the current one. */

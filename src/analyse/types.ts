@@ -207,7 +207,11 @@ export interface SourceRest {
   newFailing?: NewFailingSum;
 }
 
-/** Summed new failing sources (SourceRest.newFailing): how many, their recent mail, the largest. */
+/**
+ * Summed new failing sources (SourceRest.newFailing): how many, their recent mail (each source's
+ * rounded, as its own finding rounds it), the largest; and, for when the rules do not judge them
+ * (a domain not watched), their tallies per day and most failing, as SourceRest's.
+ */
 export interface NewFailingSum {
   sources: number;
   messages: number;
@@ -215,6 +219,9 @@ export interface NewFailingSum {
   quarantined: number;
   /** The largest: [ip, messages over the recent days], most first, ties by IP. */
   top: [string, number][];
+  days: (Tally & { day: number })[];
+  /** The most failing: [ip, failed messages over the recent days], as SourceRest.top. */
+  failingTop: [string, number][];
 }
 
 /** The thresholds the rules read, and their defaults: stated once, in settings.ts. */

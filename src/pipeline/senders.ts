@@ -121,7 +121,9 @@ export function enrichEvaluation(enricher: Enricher): {
     const present = new Set<string>();
     for (const s of input.sources) if (mentioned.has(s.sourceIp)) present.add(s.sourceIp);
     // A large domain's summed sources (store/analysis.ts) are mentioned by their most failing only.
-    for (const r of input.rest ?? []) for (const [ip] of r.top) if (mentioned.has(ip)) present.add(ip);
+    for (const r of input.rest ?? []) {
+      for (const [ip] of [...r.top, ...(r.newFailing?.top ?? [])]) if (mentioned.has(ip)) present.add(ip);
+    }
     for (const ip of present) if (!facts.has(ip)) facts.set(ip, input.senders.get(ip)!);
   };
   return { prepare, examine, facts };

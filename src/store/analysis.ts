@@ -215,7 +215,8 @@ export class AnalysisReader {
       const top: [string, number][] = [];
       const services = new Set<string>();
       let failing = 0;
-      const fresh: NewFailingSum = { sources: 0, messages: 0, rejected: 0, quarantined: 0, top: [] };
+      const fresh: NewFailingSum = { sources: 0, messages: 0, rejected: 0, quarantined: 0, top: [], days: [], failingTop: [] };
+      const freshDays = new Map<number, Tally & { day: number }>();
       let rows: SourceDay[] = [];
       const flush = () => {
         const ip = rows[0]?.sourceIp;
@@ -238,22 +239,30 @@ export class AnalysisReader {
         }
         // What new_failing_source judges a source by (analyse/rules.ts passRateFindings: a new one
         // opens a finding; while a run is open, any source not known and failing lately carries
-        // it): such a source is counted apart, and left out of the domain's sums as a flagged one is.
+        // it): such a source is counted apart, its figures rounded as a finding of its own rounds
+        // them, and its rows kept apart: the rules leave them out of the domain's sums when they
+        // judge it, as a flagged source's, and add them back when they do not.
         const rate = passRate(recent);
         const carries = base.dmarcPass < s.knownMinPassing && judged(quiet) - quiet.dmarcPass >= 1 && rate !== null;
-        if (carries && (folded || (rate <= s.newSourceMaxPassRate && judged(recent) >= s.newSourceMinMessages))) {
+        const isNew = carries && (folded || (rate <= s.newSourceMaxPassRate && judged(recent) >= s.newSourceMinMessages));
+        if (isNew) {
           fresh.sources++;
-          fresh.messages += judged(recent);
-          fresh.rejected += recent.reject;
-          fresh.quarantined += recent.quarantine;
-          keepTop(fresh.top, ip, judged(recent));
-          rows = [];
-          return;
+          fresh.messages += Math.round(judged(recent));
+          fresh.rejected += Math.round(recent.reject);
+          fresh.quarantined += Math.round(recent.quarantine);
+          keepTop(fresh.top, ip, Math.round(judged(recent)));
+          const failed = judged(recent) - recent.dmarcPass;
+          if (failed > 0) keepTop(fresh.failingTop, ip, failed);
         }
         for (const r of own) {
-          let t = days.get(r.day);
-          if (!t) days.set(r.day, (t = { day: r.day, ...emptyTally() }));
+          const into = isNew ? freshDays : days;
+          let t = into.get(r.day);
+          if (!t) into.set(r.day, (t = { day: r.day, ...emptyTally() }));
           mergeTally(t, r);
+        }
+        if (isNew) {
+          rows = [];
+          return;
         }
         const failed = judged(recent) - recent.dmarcPass;
         if (failed > 0) {
@@ -280,7 +289,7 @@ export class AnalysisReader {
         failing,
         top,
         services: [...services].sort(),
-        ...(fresh.sources > 0 ? { newFailing: fresh } : {}),
+        ...(fresh.sources > 0 ? { newFailing: { ...fresh, days: [...freshDays.values()] } } : {}),
       } satisfies SourceRest);
     }
     this.unsummed = [];

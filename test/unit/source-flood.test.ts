@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DAY, type AnalysisInput, type Finding, type OpenAlert } from '../../src/analyse/index.js';
-import type { EvaluateOptions } from '../../src/store/analysis.js';
+import { configSchema } from '../../src/config/schema.js';
+import { settingsOf } from '../../src/pipeline/alerts.js';
+import { evaluateRules, type EvaluateOptions } from '../../src/store/analysis.js';
 import type { Db } from '../../src/store/db.js';
+import { freshStore } from '../helpers/common.js';
 import { D0, scenarioWith } from '../helpers/scenario.js';
 
 /**
@@ -156,4 +159,98 @@ describe('a domain with 3,000 sources of one message whose DKIM signature passed
     );
     assert.deepEqual(bounded.keys, whole.keys);
   });
+});
+
+/**
+ * Small domains read as large ones (20 source rows, 2 sources held), each case compared with
+ * holding every source: the domain's baseline made only by the new sources' own mail, a run open
+ * on a domain not watched, a domain-wide drop open on one, and reports shared out in fractions
+ * with rejected mail.
+ */
+describe('new failing sources judged from their sums, in the corners', () => {
+  const dom = 's.example';
+  const now = (D0 + 35) * DAY;
+  const settings = settingsOf(configSchema.parse({ analysis: { reverse_dns: false } }));
+  const add = (db: Db, day: number, ip: string, messages: number, pass: number, reject = 0) =>
+    db
+      .prepare(
+        `INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+           forwarded, quarantine, reject, reports, reporters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, 1, 1)`,
+      )
+      .run(dom, day, ip, dom, messages, pass, pass, pass, reject);
+  const open = (key: string, baseline: Record<string, unknown> = {}) =>
+    new Map<string, OpenAlert>([[key, { key, domain: dom, severity: 'critical', firstSeen: (D0 + 30) * DAY, baseline }]]);
+  const cases: { name: string; fill: (db: Db) => void; open?: Map<string, OpenAlert>; expect: string }[] = [
+    {
+      name: "watched only through the new sources' own baseline mail",
+      fill: (db) => {
+        for (const ip of ['192.0.2.1', '192.0.2.2']) {
+          add(db, D0 + 10, ip, 20, 20);
+          add(db, D0 + 33, ip, 40, 40);
+        }
+        for (let i = 0; i < 30; i++) {
+          add(db, D0 + 20, `10.9.0.${i}`, 1, 0);
+          add(db, D0 + 34, `10.9.0.${i}`, 25, 0);
+        }
+      },
+      expect: `new_failing_source:${dom}`,
+    },
+    {
+      name: 'a run open as one finding on a domain not watched',
+      fill: (db) => {
+        for (const ip of ['192.0.2.1', '192.0.2.2']) {
+          add(db, D0 + 10, ip, 20, 20);
+          add(db, D0 + 33, ip, 40, 40);
+        }
+        for (let i = 0; i < 100; i++) add(db, D0 + 34, `10.9.0.${i}`, 5, 0);
+      },
+      open: open(`new_failing_source:${dom}`),
+      expect: `new_failing_source:${dom}`,
+    },
+    {
+      name: 'a domain-wide drop open on a domain not watched',
+      fill: (db) => {
+        for (const ip of ['192.0.2.1', '192.0.2.2']) {
+          add(db, D0 + 10, ip, 20, 20);
+          add(db, D0 + 33, ip, 40, 40);
+          add(db, D0 + 34, ip, 40, 40);
+        }
+        for (let i = 0; i < 30; i++) add(db, D0 + 34, `10.9.0.${i}`, 25, 0);
+      },
+      open: open(`pass_rate_drop:${dom}`, { baseline_pass_rate: 100 }),
+      expect: `pass_rate_drop:${dom}`,
+    },
+    {
+      name: 'mail shared out in fractions, some rejected',
+      fill: (db) => {
+        for (let i = 0; i < 60; i++) {
+          add(db, D0 + 10, `192.0.3.${i}`, 10, 10);
+          add(db, D0 + 33, `192.0.3.${i}`, 10, 10);
+        }
+        for (let i = 0; i < 40; i++) {
+          add(db, D0 + 33, `10.9.0.${i}`, 10.5, 0, 10.5);
+          add(db, D0 + 34, `10.9.0.${i}`, 10, 0);
+        }
+      },
+      expect: `new_failing_source:${dom}`,
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: the findings of holding every source`, () => {
+      const { db } = freshStore();
+      c.fill(db);
+      const run = (opts: EvaluateOptions) =>
+        evaluateRules(db, now, settings, { domains: [dom], ...(c.open ? { open: c.open } : {}), ...opts }).map((f) => {
+          const { sources_not_judged: _, ...details } = f.details;
+          return { key: f.key, severity: f.severity, details };
+        });
+      const whole = run({ maxSourceRows: Infinity });
+      assert.ok(
+        whole.some((f) => f.key === c.expect),
+        JSON.stringify(whole),
+      );
+      assert.deepEqual(run({ maxSourceRows: 20, maxHeldSources: 2 }), whole);
+      db.close();
+    });
+  }
 });
