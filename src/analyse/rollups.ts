@@ -137,6 +137,16 @@ export function inputSpread(used: number): number {
 }
 
 /**
+ * The spread a report of an input takes (inputSpread), charging the input's budget with the rows
+ * it then makes: `rows` a day over the days reportShares gives it.
+ */
+export function takeSpread(budget: { rollupRows: number }, begin: number, end: number, rows: number, maxRows?: number): number {
+  const spread = inputSpread(budget.rollupRows);
+  budget.rollupRows += rows * reportShares(begin, end, rows, maxRows, spread).length;
+  return spread;
+}
+
+/**
  * How an aggregate report making `rows` rollup rows a day (its records and their DKIM signatures
  * past the first) is shared out over days (dayShares), over fewer days when rows x days would
  * pass its budget (`spread`, REPORT_SPREAD_ROWS unless its input used up INPUT_SPREAD_ROWS, or

@@ -533,8 +533,8 @@ function collapseNewSources(
     all.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const sources = list.length + (more?.sum.sources ?? 0);
     const messages = list.reduce((t, f) => t + n(f, 'recent_messages'), 0) + (more?.sum.messages ?? 0);
-    const rejected = list.reduce((t, f) => t + n(f, 'rejected'), 0) + Math.round(more?.sum.rejected ?? 0);
-    const quarantined = list.reduce((t, f) => t + n(f, 'quarantined'), 0) + Math.round(more?.sum.quarantined ?? 0);
+    const rejected = list.reduce((t, f) => t + n(f, 'rejected'), 0) + (more?.sum.rejected ?? 0);
+    const quarantined = list.reduce((t, f) => t + n(f, 'quarantined'), 0) + (more?.sum.quarantined ?? 0);
     const top = all.slice(0, 5).map(([ip, m]) => `${mention(ip)} ${num(m)}`);
     for (const f of list) out.splice(out.indexOf(f), 1);
     out.push({
@@ -546,11 +546,11 @@ function collapseNewSources(
       source_name: null,
       reporter: null,
       summary:
-        `${num(sources)} new sources sent ${num(Math.round(messages))} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}` +
+        `${num(sources)} new sources sent ${num(messages)} messages failing DMARC as ${domain} in the last ${days} days (most: ${top.join(', ')}); receivers rejected ${num(rejected)} and quarantined ${num(quarantined)}` +
         (more ? `; ${num(more.sum.sources)} of them judged from their sums, more sources than are judged one by one` : ''),
       details: {
         sources,
-        recent_messages: Math.round(messages),
+        recent_messages: messages,
         rejected,
         quarantined,
         source_ips: all.slice(0, 20).map(([ip]) => ip),

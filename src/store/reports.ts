@@ -3,7 +3,7 @@ import { RuawatchError } from '../errors.js';
 import type { DmarcHeader, DmarcRecord, FailureReport, ReportKey, TlsReport } from '../parse/types.js';
 import type { Db } from './db.js';
 import { noLock, type WriteLock } from './lock.js';
-import { inputSpread, reportShares } from '../analyse/rollups.js';
+import { takeSpread } from '../analyse/rollups.js';
 import { DmarcRecordTally, RollupWriter, SETTLE_ROWS, type SpreadBudget } from './rollups.js';
 
 /**
@@ -456,12 +456,8 @@ export class DmarcWriter {
     this.open = false;
     if (this.id === 'duplicate') return false;
     // What the input's earlier reports left of INPUT_SPREAD_ROWS, and what this one takes of it.
-    let spread: number | undefined;
-    if (this.budget) {
-      spread = inputSpread(this.budget.rollupRows);
-      const perDay = this.records + this.tally.extraSignatures;
-      this.budget.rollupRows += perDay * reportShares(this.header.begin, this.header.end, perDay, undefined, spread).length;
-    }
+    const h = this.header;
+    const spread = this.budget ? takeSpread(this.budget, h.begin, h.end, this.records + this.tally.extraSignatures) : undefined;
     this.store.endDmarc(this.id as number, opened ? totals : null, true, {
       tally: this.tally,
       firstId: this.firstId,

@@ -5,12 +5,12 @@ import {
   countDay,
   effectivePolicy,
   FORWARDED_REASONS,
-  inputSpread,
   MAX_REPORT_ROLLUP_ROWS,
   MAX_TLS_REPORT_ROWS,
   policyKey,
   reportShares,
   rollupTls,
+  takeSpread,
 } from '../analyse/rollups.js';
 import type { TlsRow } from '../analyse/types.js';
 import { v4Number } from '../parse/normalise.js';
@@ -447,9 +447,7 @@ export class RollupWriter {
     }));
     const bounded = boundTlsReport(rows);
     if (budget && bounded.length) {
-      const spread = inputSpread(budget.rollupRows);
-      const perDay = bounded[0]!.reportRows!;
-      budget.rollupRows += perDay * reportShares(r.begin, r.end, perDay, MAX_TLS_REPORT_ROWS, spread).length;
+      const spread = takeSpread(budget, r.begin, r.end, bounded[0]!.reportRows!, MAX_TLS_REPORT_ROWS);
       for (const b of bounded) b.spreadRows = spread;
     }
     const { tls, tlsFailures } = rollupTls(bounded);
