@@ -141,7 +141,7 @@ export class AnalysisReader {
   private heldSources(domain: string, failures: FailureDay[], open: Map<string, OpenAlert> | undefined): string[] {
     const s = this.settings;
     const folded = open?.has(`new_failing_source:${domain}`) === true;
-    const judgeable = this.q.held.pluck().all({
+    const ranked = this.q.held.all({
       domain,
       from: this.from,
       to: this.to,
@@ -151,8 +151,12 @@ export class AnalysisReader {
       recentMin: s.newSourceMinMessages,
       folded: folded ? 1 : 0,
       cap: this.maxHeldSources,
-    }) as string[];
-    const held = new Set(judgeable);
+    }) as [string, number][];
+    const known = ranked.filter((r) => r[1] === 1).map((r) => r[0]);
+    const fresh = ranked.filter((r) => r[1] !== 1).map((r) => r[0]);
+    const cap = this.maxHeldSources;
+    const freshPlaces = Math.min(fresh.length, Math.max(Math.ceil(cap * FRESH_HELD_SHARE), cap - known.length));
+    const held = new Set([...known.slice(0, cap - freshPlaces), ...fresh.slice(0, freshPlaces)]);
     for (const f of failures) if (f.domain === domain && f.sourceIp) held.add(f.sourceIp);
     for (const a of open?.values() ?? []) {
       if (a.domain !== domain) continue;
@@ -303,10 +307,23 @@ export class AnalysisReader {
 export const MAX_SOURCE_ROWS = 20_000;
 
 /**
- * Sources of a large domain held one by one for the per-source rules, the most messages first: a
- * large domain of a real provider has hundreds or a few thousand that send enough to be judged.
+ * Sources of a large domain held one by one for the per-source rules: a large domain of a real
+ * provider has hundreds or a few thousand that send enough to be judged. The known ones (mail in
+ * the baseline) by their mail, and the new ones by their failing mail of the recent days, share
+ * the places (FRESH_HELD_SHARE): anyone can send reports naming sources with any volume, and
+ * sources that only appeared lately must not push the domain's own senders out to the sums, nor
+ * thousands of its own a spoofer (new failing sources summed are still counted,
+ * SourceRest.newFailing).
  */
 export const MAX_HELD_SOURCES = 5_000;
+
+/**
+ * The share of MAX_HELD_SOURCES kept for sources new in the recent days, the rest for the known
+ * ones, when there are that many of each (either kind takes the places the other does not need):
+ * a domain with thousands of senders of its own still has a lone spoofer judged alone, and a
+ * flood of new sources leaves four fifths of the places to the domain's own.
+ */
+const FRESH_HELD_SHARE = 0.2;
 
 /**
  * DKIM signatures (signing domain, selector) of one source of a large domain held for the rules,
@@ -373,13 +390,20 @@ function statements(db: Db) {
       .raw(true),
     // A large domain (AnalysisReader.load): the sources a per-source rule can judge, theirs rows, the others' rows by source.
     // Those with the most messages.
-    held: db.prepare(
-      `SELECT source_ip FROM dmarc_daily WHERE ${one} GROUP BY source_ip
-         HAVING SUM(CASE WHEN day < @recent THEN messages ELSE 0 END) >= @baseMin
-             OR SUM(CASE WHEN day >= @recent THEN messages ELSE 0 END) >= @recentMin
-             OR (@folded AND SUM(CASE WHEN day >= @quiet THEN messages - dmarc_pass - forwarded ELSE 0 END) > 0)
-         ORDER BY SUM(messages) DESC, source_ip LIMIT @cap`,
-    ),
+    held: db
+      .prepare(
+        `SELECT source_ip, known FROM (
+           SELECT source_ip, known, row_number() OVER (PARTITION BY known ORDER BY CASE WHEN known THEN 0 ELSE failing END DESC,
+                    messages DESC, source_ip) AS rank
+             FROM (SELECT source_ip, SUM(CASE WHEN day < @recent THEN messages ELSE 0 END) >= @baseMin AS known,
+                          SUM(CASE WHEN day >= @recent THEN messages - dmarc_pass - forwarded ELSE 0 END) AS failing, SUM(messages) AS messages
+                     FROM dmarc_daily WHERE ${one} GROUP BY source_ip
+                   HAVING known
+                       OR SUM(CASE WHEN day >= @recent THEN messages ELSE 0 END) >= @recentMin
+                       OR (@folded AND SUM(CASE WHEN day >= @quiet THEN messages - dmarc_pass - forwarded ELSE 0 END) > 0)))
+          WHERE rank <= @cap ORDER BY known DESC, rank`,
+      )
+      .raw(true),
     heldSources: db
       .prepare(
         `SELECT domain, ${window} AS day, source_ip AS sourceIp, header_from AS headerFrom, ${tally}

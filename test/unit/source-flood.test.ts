@@ -46,9 +46,10 @@ describe('a domain with 3,000 new sources failing DMARC, each enough to be judge
     const all = Number(run(whole)!.details.sources);
     assert.ok(all > SOURCES, `${all} new failing sources`);
     assert.equal(run(whole)!.details.sources_not_judged, undefined);
-    // 500 held, and 2 (the domain's largest senders, none of them new): the same findings, every
-    // new failing source counted with its mail, those summed said so.
-    for (const cap of [500, 2]) {
+    // 500 held, and 4 (the domain's three known senders and, of the new ones, the spoofer, whose
+    // mail fails most; none of the 3,000): the same findings, every new failing source counted
+    // with its mail, those summed said so.
+    for (const cap of [500, 4]) {
       const bounded = evaluate({ maxSourceRows: 2000, maxHeldSources: cap });
       assert.ok(bounded.sources <= cap + 1, `bounded: ${bounded.sources} sources`);
       assert.deepEqual(keys(bounded), keys(whole));
@@ -80,7 +81,7 @@ describe('a domain with 3,000 new sources failing DMARC, each enough to be judge
     ]);
     const run = (r: { findings: Finding[] }) => r.findings.find((f) => f.key === 'new_failing_source:example.com')!;
     const whole = evaluate({ maxSourceRows: Infinity, open });
-    const bounded = evaluate({ maxSourceRows: 2000, maxHeldSources: 2, open });
+    const bounded = evaluate({ maxSourceRows: 2000, maxHeldSources: 4, open });
     assert.ok(Number(run(whole).details.sources) > SOURCES + 400, JSON.stringify(run(whole).details));
     assert.equal(run(bounded).details.sources, run(whole).details.sources);
     assert.equal(run(bounded).details.recent_messages, run(whole).details.recent_messages);
@@ -116,6 +117,48 @@ describe('a domain with 3,000 more known sources passing DMARC, each enough to b
       whole.join('\n'),
     );
     assert.deepEqual(keys({ maxSourceRows: 2000, maxHeldSources: 500 }), whole);
+  });
+});
+
+/**
+ * The same scenario, and 3,000 new sources that a stranger's reports say sent 100,000 messages each
+ * over the last two days, all passing: far more mail than any of the domain's own senders. Held
+ * by mail alone, they would take every place and leave the domain's own sources to the sums.
+ */
+function loudFlood(db: Db): void {
+  db.exec(`
+    CREATE TEMP TABLE loud AS WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ${SOURCES - 1})
+      SELECT i, printf('10.9.%d.%d', i >> 8 & 255, i & 255) AS ip FROM n;
+    INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+        forwarded, quarantine, reject, reports, reporters)
+      SELECT 'example.com', day, ip, 'example.com', 50000, 50000, 50000, 50000, 0, 0, 0, 1, 1
+      FROM loud, (SELECT ${D0 + 33} AS day UNION ALL SELECT ${D0 + 34});`);
+}
+
+describe('a domain with 3,000 new sources claiming more mail than its own senders', () => {
+  const scenario = scenarioWith(loudFlood);
+
+  it("holds the domain's known sources first: their findings are those of holding every source", () => {
+    let held: string[] = [];
+    const keys = (opts: EvaluateOptions) =>
+      scenario
+        .evaluate({
+          ...opts,
+          prepare: (input) => {
+            held = [...new Set(input.sources.filter((r) => r.domain === 'example.com').map((r) => r.sourceIp))];
+          },
+        })
+        .map((f) => `${f.key} ${f.severity} ${f.summary}`);
+    const whole = keys({ maxSourceRows: Infinity });
+    // The newsletter provider's broken selector, judged on the source that sends with it.
+    assert.ok(
+      whole.some((k) => k.startsWith('dkim_selector_broken:example.com:')),
+      whole.join('\n'),
+    );
+    // Four held: the three known sources (the domain's own server, the newsletter provider, the
+    // forwarder), then of the new ones the spoofer, whose mail fails, before any of the loud ones.
+    assert.deepEqual(keys({ maxSourceRows: 2000, maxHeldSources: 4 }), whole);
+    assert.deepEqual(held.sort(), ['192.0.2.10', '192.0.2.200', '198.51.100.20', '203.0.113.66']);
   });
 });
 
