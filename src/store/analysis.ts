@@ -131,10 +131,10 @@ export class AnalysisReader {
 
   /**
    * The sources of a large domain a per-source rule can judge: with enough messages in the baseline
-   * (pass_rate_drop, a known source) or the recent days (new_failing_source), named by an open alert
+   * (pass_rate_drop, a known source) or, failing, the recent days (new_failing_source), named by an open alert
    * or a failure report; while a run of new failing sources is open as one finding, every source
-   * failing over the last days (the finding counts them). Of those with enough messages, the
-   * maxHeldSources with the most: a stranger's reports can give any number of sources enough
+   * failing over the last days (the finding counts them). Of those, at most maxHeldSources shared
+   * out as MAX_HELD_SOURCES says: a stranger's reports can give any number of sources enough
    * (120,000 failing sources, two 540 KB gzips, had `alerts` peak at 762 MiB). The others are
    * summed with the sources no rule judges alone; summarise() counts the new failing ones apart.
    */
@@ -309,11 +309,12 @@ export const MAX_SOURCE_ROWS = 20_000;
 /**
  * Sources of a large domain held one by one for the per-source rules: a large domain of a real
  * provider has hundreds or a few thousand that send enough to be judged. The known ones (mail in
- * the baseline) by their mail, and the new ones by their failing mail of the recent days, share
- * the places (FRESH_HELD_SHARE): anyone can send reports naming sources with any volume, and
- * sources that only appeared lately must not push the domain's own senders out to the sums, nor
- * thousands of its own a spoofer (new failing sources summed are still counted,
- * SourceRest.newFailing).
+ * the baseline) by their mail that passed there, and the new ones by their failing mail of the
+ * recent days, share the places (FRESH_HELD_SHARE): anyone can send reports naming sources with
+ * any volume, and sources that only appeared lately must not push the domain's own senders out to
+ * the sums, nor thousands of its own a spoofer (new failing sources summed are still counted,
+ * SourceRest.newFailing). Reports dated back into the baseline can still make forged sources
+ * known: nothing tells them from the domain's own.
  */
 export const MAX_HELD_SOURCES = 5_000;
 
@@ -388,18 +389,20 @@ function statements(db: Db) {
          FROM dmarc_daily WHERE ${range} GROUP BY domain, 2, source_ip, header_from`,
       )
       .raw(true),
-    // A large domain (AnalysisReader.load): the sources a per-source rule can judge, theirs rows, the others' rows by source.
-    // Those with the most messages.
+    // A large domain (AnalysisReader.load): the sources a per-source rule can judge, their rows, the others' rows by source.
+    // Known ones (mail in the baseline) ranked by the mail that passed there (a drop is judged from it); new ones only
+    // with failing mail lately (no rule judges a new source that passes), ranked by it.
     held: db
       .prepare(
         `SELECT source_ip, known FROM (
-           SELECT source_ip, known, row_number() OVER (PARTITION BY known ORDER BY CASE WHEN known THEN 0 ELSE failing END DESC,
-                    messages DESC, source_ip) AS rank
+           SELECT source_ip, known, row_number() OVER (PARTITION BY known ORDER BY CASE WHEN known THEN passed ELSE failing END DESC,
+                    mail DESC, source_ip) AS rank
              FROM (SELECT source_ip, SUM(CASE WHEN day < @recent THEN messages ELSE 0 END) >= @baseMin AS known,
-                          SUM(CASE WHEN day >= @recent THEN messages - dmarc_pass - forwarded ELSE 0 END) AS failing, SUM(messages) AS messages
+                          SUM(CASE WHEN day < @recent THEN dmarc_pass ELSE 0 END) AS passed,
+                          SUM(CASE WHEN day >= @recent THEN messages - dmarc_pass - forwarded ELSE 0 END) AS failing, SUM(messages) AS mail
                      FROM dmarc_daily WHERE ${one} GROUP BY source_ip
                    HAVING known
-                       OR SUM(CASE WHEN day >= @recent THEN messages ELSE 0 END) >= @recentMin
+                       OR (SUM(CASE WHEN day >= @recent THEN messages ELSE 0 END) >= @recentMin AND failing > 0)
                        OR (@folded AND SUM(CASE WHEN day >= @quiet THEN messages - dmarc_pass - forwarded ELSE 0 END) > 0)))
           WHERE rank <= @cap ORDER BY known DESC, rank`,
       )

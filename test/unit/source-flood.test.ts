@@ -163,6 +163,48 @@ describe('a domain with 3,000 new sources claiming more mail than its own sender
 });
 
 /**
+ * No attacker: a large domain with 4,500 senders of its own, each passing 50 messages on two
+ * baseline days and on the last two days, and 1,500 IPs new this week passing 15 messages a day
+ * each (a provider's new outbound pool, forwarders, list servers: ordinary churn). One more sender
+ * of its own, 10.7.200.1, passed 50 messages on two baseline days and now fails all its 60. At the
+ * real cap of 5,000 the new passing sources must not take places from the known ones: no rule can
+ * judge a new source that passes.
+ */
+function churn(db: Db): void {
+  const days = (list: number[]) => list.map((d) => `SELECT ${D0 + d} AS day`).join(' UNION ALL ');
+  const pool = (prefix: string, count: number) =>
+    `(WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ${count - 1})
+      SELECT printf('${prefix}.%d.%d', i >> 8 & 255, i & 255) AS ip FROM n)`;
+  db.exec(`
+    INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+        forwarded, quarantine, reject, reports, reporters)
+      SELECT 'example.com', day, ip, 'example.com', 50, 50, 50, 50, 0, 0, 0, 1, 1 FROM ${pool('10.6', 4500)}, (${days([10, 20, 33, 34])});
+    INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+        forwarded, quarantine, reject, reports, reporters)
+      SELECT 'example.com', day, ip, 'example.com', 15, 15, 15, 15, 0, 0, 0, 1, 1 FROM ${pool('10.9', 1500)}, (${days([33, 34])});
+    INSERT INTO dmarc_daily (domain, day, source_ip, header_from, messages, dmarc_pass, dkim_aligned_pass, spf_aligned_pass,
+        forwarded, quarantine, reject, reports, reporters)
+      SELECT 'example.com', day, '10.7.200.1', 'example.com', CASE WHEN day < ${D0 + 30} THEN 50 ELSE 30 END,
+             CASE WHEN day < ${D0 + 30} THEN 50 ELSE 0 END, CASE WHEN day < ${D0 + 30} THEN 50 ELSE 0 END,
+             CASE WHEN day < ${D0 + 30} THEN 50 ELSE 0 END, 0, 0, 0, 1, 1 FROM (${days([10, 20, 33, 34])});`);
+}
+
+describe('a domain with 4,500 senders of its own and 1,500 new ones that pass, at the real cap', () => {
+  const scenario = scenarioWith(churn);
+
+  it("judges a known sender's drop one by one, as when every source is held", () => {
+    const keys = (opts: EvaluateOptions) => scenario.evaluate(opts).map((f) => `${f.key} ${f.severity} ${f.summary}`);
+    const whole = keys({ maxSourceRows: Infinity });
+    assert.ok(
+      whole.some((k) => k.startsWith('pass_rate_drop:example.com:10.7.200.1 ')),
+      whole.join('\n'),
+    );
+    // maxHeldSources left at MAX_HELD_SOURCES.
+    assert.deepEqual(keys({ maxSourceRows: 2000 }), whole);
+  });
+});
+
+/**
  * The same scenario, and 3,000 more sources of one message each whose DKIM signature
  * forged.example/x passed in the baseline and fails over the last two days: each too small to be
  * held, but dkim_selector_broken judges a selector on every source it passed for.
